@@ -1,0 +1,564 @@
+"""The ``lossctl`` command line: argument handling only.
+
+``lossctl compute NAME`` has one subcommand per registered loss (and alias),
+generated from ``lossctl.registry``: one positional source per input role, one
+option per parameter, and the shared options below. Errors of every kind meet
+at one boundary, :func:`main`, which maps them to the documented exit codes.
+NumPy and pyarrow are imported only when a command runs, so ``--help`` is fast.
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+import os
+import re
+import sys
+from typing import Any, Callable, Optional
+
+import typer
+from typer.core import TyperGroup
+
+try:  # typer >= 0.22 vendors click as typer._click
+    from typer import _click as click
+except ImportError:  # pragma: no cover - older typer depends on click
+    import click
+
+from lossctl import __version__, registry
+from lossctl.io import STDIN_TOKEN
+from lossctl.errors import (
+    EXIT_CHECK,
+    EXIT_DATA,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_USAGE,
+    CheckFailed,
+    LossctlError,
+    UsageError,
+)
+
+EXIT_CODES_HELP = (
+    "Exit codes: 0 success; 1 data or runtime error (files, columns, values); "
+    "2 usage error (the command line); 3 a check failed (--max/--min); 130 interrupted."
+)
+
+# ---------------------------------------------------------------------------
+# Groups with "did you mean"
+# ---------------------------------------------------------------------------
+
+
+class _SuggestingGroup(TyperGroup):
+    what = "command"
+
+    def resolve_command(self, ctx: "click.Context", args: list[str]):
+        name = args[0] if args else ""
+        if name and not name.startswith("-") and self.get_command(ctx, name) is None:
+            self.unknown(ctx, name)
+        return super().resolve_command(ctx, args)
+
+    def unknown(self, ctx: "click.Context", name: str) -> None:
+        close = difflib.get_close_matches(name, list(self.commands), n=3, cutoff=0.5)
+        hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+        raise click.exceptions.UsageError(f"No such command {name!r}.{hint}", ctx)
+
+
+class _LossGroup(_SuggestingGroup):
+    def unknown(self, ctx: "click.Context", name: str) -> None:
+        registry.get(name)  # raises UsageError with the suggestion
+
+
+# ---------------------------------------------------------------------------
+# Shared options of `compute NAME`
+# ---------------------------------------------------------------------------
+
+_IN, _OUT, _CHK = "Inputs", "Output", "Checks"
+
+COMMON_OPTIONS: list[tuple[str, Any, Any]] = [
+    (
+        "id_col",
+        Optional[str],
+        typer.Option(None, "--id-col", metavar="NAME", help="Join inputs by this key column instead of by row position.", rich_help_panel=_IN),
+    ),
+    (
+        "on_missing",
+        str,
+        typer.Option(
+            "error",
+            "--on-missing",
+            metavar="[error|drop]",
+            help="With --id-col: ids missing on one side are an error, or dropped and counted.",
+            rich_help_panel=_IN,
+        ),
+    ),
+    (
+        "nan",
+        str,
+        typer.Option(
+            "error",
+            "--nan",
+            metavar="[error|omit|propagate]",
+            help="Rows with NaN: an error naming them, omitted and counted, or NaN in the result.",
+            rich_help_panel=_IN,
+        ),
+    ),
+    (
+        "input_format",
+        Optional[str],
+        typer.Option(
+            None,
+            "--input-format",
+            metavar="[csv|tsv|parquet|npy|npz|arrow]",
+            help="Format of stdin ('-') and of files whose name does not tell.",
+            rich_help_panel=_IN,
+        ),
+    ),
+    ("no_header", bool, typer.Option(False, "--no-header", help="CSV/TSV files have no header line (columns are f0, f1, ...).", rich_help_panel=_IN)),
+    ("delimiter", Optional[str], typer.Option(None, "--delimiter", metavar="CHAR", help="CSV field delimiter (default ',' or tab for .tsv).", rich_help_panel=_IN)),
+    (
+        "prob_atol",
+        Optional[float],
+        typer.Option(None, "--prob-atol", metavar="TOL", help="Tolerance on |Σp - 1| for probability rows (default 1e-4, more for float16).", rich_help_panel=_IN),
+    ),
+    ("chunk_size", Optional[int], typer.Option(None, "--chunk-size", metavar="ROWS", help="Rows per chunk (default: about 16 MB of input).", rich_help_panel=_IN)),
+    (
+        "format",
+        str,
+        typer.Option(
+            "table",
+            "--format",
+            "-f",
+            envvar="LOSSCTL_FORMAT",
+            metavar="[table|json|jsonl|csv|tsv|markdown]",
+            help="Report format on stdout (env LOSSCTL_FORMAT).",
+            rich_help_panel=_OUT,
+        ),
+    ),
+    ("score_only", bool, typer.Option(False, "--score-only", "-b", help="Print only the headline number.", rich_help_panel=_OUT)),
+    (
+        "reduction",
+        str,
+        typer.Option(
+            "mean",
+            "--reduction",
+            metavar="[mean|sum|none]",
+            help="Headline reduction as in PyTorch; 'none' writes the per-sample values to stdout.",
+            rich_help_panel=_OUT,
+        ),
+    ),
+    (
+        "per_sample",
+        Optional[str],
+        typer.Option(
+            None,
+            "--per-sample",
+            metavar="PATH",
+            help="Write one row per input row (row, id, loss, status, ...): .csv .tsv .parquet .npy .jsonl, or - for stdout.",
+            rich_help_panel=_OUT,
+        ),
+    ),
+    ("top", int, typer.Option(5, "--top", metavar="K", help="Show the K worst samples.", rich_help_panel=_OUT)),
+    (
+        "precision",
+        Optional[int],
+        typer.Option(None, "--precision", metavar="N", help="Significant digits in table/markdown (default 6) and -b (default: exact).", rich_help_panel=_OUT),
+    ),
+    ("quiet", bool, typer.Option(False, "--quiet", "-q", help="No progress bar or messages on stderr.", rich_help_panel=_OUT)),
+    ("no_color", bool, typer.Option(False, "--no-color", help="No colour (NO_COLOR is honoured too).", rich_help_panel=_OUT)),
+    ("max_value", Optional[float], typer.Option(None, "--max", metavar="X", help="Exit 3 if the headline value is above X (or NaN).", rich_help_panel=_CHK)),
+    ("min_value", Optional[float], typer.Option(None, "--min", metavar="X", help="Exit 3 if the headline value is below X (or NaN).", rich_help_panel=_CHK)),
+]
+
+_CHOICES = {
+    "format": ("table", "json", "jsonl", "csv", "tsv", "markdown"),
+    "reduction": ("mean", "sum", "none"),
+    "on_missing": ("error", "drop"),
+    "nan": ("error", "omit", "propagate"),
+}
+
+
+def _param_option(p: registry.Param):
+    metavar = {
+        "float": "FLOAT",
+        "int": "INT",
+        "floats": "FLOATS|FILE",
+        "float-or-floats": "FLOAT[,FLOAT...]",
+        "choice": "[" + "|".join(p.choices) + "]",
+    }.get(p.type, "VALUE")
+    extra = p.describe_range()
+    default_text = "none" if p.default is None else str(p.default)
+    help_text = _escape(p.help + (f" Must be {extra}." if extra and p.type != "choice" else "") + f" Default: {default_text}.")
+    if p.type == "bool":
+        return bool, typer.Option(p.default, f"--{p.name}/--no-{p.name}", help=help_text, rich_help_panel="Loss parameters")
+    return Optional[str], typer.Option(
+        None, f"--{p.name}", metavar=metavar, help=help_text, show_default=False, rich_help_panel="Loss parameters"
+    )
+
+
+_MARKUP_TAG = re.compile(r"(\\*)(\[[a-z#/@][^[]*?])")
+
+
+def _escape(text: str) -> str:
+    """Help text is rendered as Rich markup: keep formulas such as w[y_n] literal.
+
+    The same rule as ``rich.markup.escape``, without importing Rich at start-up.
+    """
+    return _MARKUP_TAG.sub(lambda m: f"{m.group(1)}{m.group(1)}\\{m.group(2)}", text)
+
+
+def _command_help(spec: registry.LossSpec) -> str:
+    example = "lossctl compute " + " ".join((spec.name, *spec.example))
+    aliases = f" Aliases: {', '.join(spec.aliases)}." if spec.aliases else ""
+    return _escape(
+        f"{spec.summary}{aliases}\n\n"
+        f"Per sample: {spec.formula}\n\n"
+        f"Headline: {spec.headline}.\n\n"
+        f"Reference: {spec.reference}.\n\n"
+        f"Example: {example}\n\n"
+        f"A source is PATH[:COLUMN] or - (stdin, with --input-format). {EXIT_CODES_HELP}"
+    )
+
+
+def _make_compute(spec: registry.LossSpec) -> Callable:
+    params: list[inspect.Parameter] = []
+    for role in spec.inputs:
+        params.append(
+            inspect.Parameter(
+                role.name.replace("-", "_"),
+                inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                default=typer.Argument(
+                    None if role.optional else ...,
+                    metavar=role.metavar,
+                    help=_escape(f"{role.shape}: {role.help}"),
+                    show_default=False,
+                ),
+                annotation=Optional[str] if role.optional else str,
+            )
+        )
+    for p in spec.params:
+        ann, opt = _param_option(p)
+        params.append(inspect.Parameter(p.dest, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=opt, annotation=ann))
+    for name, ann, opt in COMMON_OPTIONS:
+        params.append(inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=opt, annotation=ann))
+
+    def command(**kwargs):
+        _guard(_compute, spec, kwargs)
+
+    command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+    command.__annotations__ = {p.name: p.annotation for p in params}
+    command.__name__ = "compute_" + spec.name.replace("-", "_")
+    command.__doc__ = _command_help(spec)
+    return command
+
+
+# ---------------------------------------------------------------------------
+# Apps
+# ---------------------------------------------------------------------------
+
+app = typer.Typer(
+    name="lossctl",
+    cls=_SuggestingGroup,
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    help=(
+        "How wrong are a model's outputs? lossctl computes losses (cross-entropy, BCE, MSE, MAE, ...) "
+        "from CSV, Parquet, NPY/NPZ and Arrow files or stdin, with per-sample and aggregate reports.\n\n"
+        + EXIT_CODES_HELP
+    ),
+    epilog="Example: lossctl compute cross-entropy preds.parquet:logits labels.parquet:label",
+)
+compute_app = typer.Typer(
+    cls=_LossGroup,
+    no_args_is_help=True,
+    help="Compute a loss: lossctl compute NAME INPUT... (see `lossctl list`). " + EXIT_CODES_HELP,
+)
+app.add_typer(compute_app, name="compute")
+
+for _spec in registry.LOSSES:
+    _fn = _make_compute(_spec)
+    compute_app.command(name=_spec.name, help=_fn.__doc__, no_args_is_help=True)(_fn)
+    for _alias in _spec.aliases:
+        compute_app.command(name=_alias, help=_fn.__doc__, hidden=True, no_args_is_help=True)(_fn)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"lossctl {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+    debug: bool = typer.Option(False, "--debug", help="Show a traceback on errors (env LOSSCTL_DEBUG=1)."),
+) -> None:
+    """lossctl."""
+
+
+@app.command("list")
+def list_losses(
+    format: str = typer.Option("table", "--format", "-f", metavar="[table|json]", help="Output format."),
+    family: Optional[str] = typer.Option(None, "--family", help="Only this family."),
+) -> None:
+    """List every loss, grouped by family (from the registry)."""
+    _guard(_list, format, family)
+
+
+# ---------------------------------------------------------------------------
+# Command bodies
+# ---------------------------------------------------------------------------
+
+
+class _PipeClosed(Exception):
+    """stdout's reader went away (e.g. `| head`): end quietly."""
+
+
+def _guard(fn: Callable, *args) -> None:
+    try:
+        fn(*args)
+    except BrokenPipeError:
+        raise _PipeClosed() from None
+
+
+def _stdout_console(no_color: bool):
+    from rich.console import Console
+
+    return Console(file=sys.stdout, no_color=True if no_color else None, highlight=False, soft_wrap=True)
+
+
+def _stderr_console(no_color: bool = False):
+    from rich.console import Console
+
+    return Console(file=sys.stderr, no_color=True if no_color else None, highlight=False)
+
+
+def _choice(name: str, value: str, option: str) -> str:
+    if value not in _CHOICES[name]:
+        raise UsageError(f"{option} must be one of {', '.join(_CHOICES[name])}; got {value!r}.")
+    return value
+
+
+def _compute(spec: registry.LossSpec, kw: dict[str, Any]) -> None:
+    from lossctl import engine, report as rep
+
+    texts = [kw.pop(role.name.replace("-", "_")) for role in spec.inputs]
+    params: dict[str, Any] = {}
+    for p in spec.params:
+        raw = kw.pop(p.dest)
+        params[p.dest] = raw if p.type == "bool" else (p.default if raw is None else p.parse(raw, spec.name))
+    fmt = _choice("format", kw["format"], "--format")
+    reduction = _choice("reduction", kw["reduction"], "--reduction")
+    _choice("on_missing", kw["on_missing"], "--on-missing")
+    _choice("nan", kw["nan"], "--nan")
+    if kw["top"] < 0:
+        raise UsageError(f"--top must be 0 or more; got {kw['top']}.")
+    if kw["chunk_size"] is not None and kw["chunk_size"] < 1:
+        raise UsageError(f"--chunk-size must be at least 1; got {kw['chunk_size']}.")
+    if kw["prob_atol"] is not None and not kw["prob_atol"] > 0:
+        raise UsageError(f"--prob-atol must be above 0; got {kw['prob_atol']}.")
+    if kw["delimiter"] is not None and len(kw["delimiter"]) != 1:
+        raise UsageError(f"--delimiter must be one character; got {kw['delimiter']!r}.")
+    bounds = kw["max_value"] is not None or kw["min_value"] is not None
+    if reduction == "none" and (bounds or kw["score_only"]):
+        raise UsageError("--reduction none has no headline value, so --max, --min and -b do not apply.")
+    per_sample = kw["per_sample"]
+    if reduction == "none" and per_sample is None:
+        per_sample = "-"
+    if per_sample == "-" and kw["score_only"]:
+        raise UsageError("--per-sample - and -b both write to stdout; send the per-sample rows to a file.")
+
+    stderr_tty = sys.stderr.isatty() and not kw["quiet"]
+    progress = _Progress(stderr_tty, kw["no_color"])
+    opts = engine.Options(
+        reduction=reduction,
+        id_col=kw["id_col"],
+        on_missing=kw["on_missing"],
+        nan=kw["nan"],
+        chunk_rows=kw["chunk_size"],
+        input_format=kw["input_format"],
+        per_sample=per_sample,
+        per_sample_format=fmt if fmt in ("csv", "tsv", "jsonl") else ("jsonl" if fmt == "json" else "csv"),
+        top=kw["top"],
+        prob_atol=kw["prob_atol"],
+        header=not kw["no_header"],
+        delimiter=kw["delimiter"],
+        progress=progress.update if stderr_tty else None,
+    )
+    try:
+        result = engine.run(spec, texts, params, opts)
+    finally:
+        progress.stop()
+
+    if reduction != "none":
+        if kw["score_only"]:
+            sys.stdout.write(rep.score_only(result, kw["precision"]) + "\n")
+            sys.stdout.flush()
+        elif per_sample == "-":
+            if stderr_tty:
+                rep.render(result, "table", _stderr_console(kw["no_color"]), kw["precision"])
+        else:
+            rep.render(result, fmt, _stdout_console(kw["no_color"]), kw["precision"])
+    dropped = result["rows"]["dropped"]
+    if dropped and stderr_tty and fmt != "table":
+        _stderr_console(kw["no_color"]).print(f"lossctl: note: {dropped} row(s) dropped by --on-missing drop.")
+    if bounds:
+        _check_bounds(result, kw["max_value"], kw["min_value"])
+
+
+def _check_bounds(result: dict, hi: float | None, lo: float | None) -> None:
+    import math
+
+    value = result["value"]
+    name = result["loss"]
+    failures = []
+    if value is None or math.isnan(value):
+        failures.append(f"{name} is NaN, which fails every bound")
+    else:
+        if hi is not None and value > hi:
+            failures.append(f"{name} = {value!r} is above --max {hi!r}")
+        if lo is not None and value < lo:
+            failures.append(f"{name} = {value!r} is below --min {lo!r}")
+    if failures:
+        raise CheckFailed("check failed: " + "; ".join(failures) + ".")
+
+
+class _Progress:
+    """A Rich progress bar on stderr that appears only once a run has taken a second."""
+
+    def __init__(self, enabled: bool, no_color: bool):
+        import time
+
+        self.enabled = enabled
+        self.no_color = no_color
+        self.started = time.monotonic()
+        self.bar = None
+        self.task = None
+
+    def update(self, done: int, total: int | None) -> None:
+        import time
+
+        if not self.enabled:
+            return
+        if self.bar is None:
+            if time.monotonic() - self.started < 1.0:
+                return
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+            self.bar = Progress(
+                TextColumn("rows"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                console=_stderr_console(self.no_color),
+                transient=True,
+            )
+            self.bar.start()
+            self.task = self.bar.add_task("rows", total=total)
+        self.bar.update(self.task, completed=done, total=total)
+
+    def stop(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+            self.bar = None
+
+
+def _list(fmt: str, family: str | None) -> None:
+    specs = [s for s in registry.LOSSES if family is None or s.family == family]
+    if family is not None and not specs:
+        raise UsageError(f"--family must be one of {', '.join(sorted({s.family for s in registry.LOSSES}))}; got {family!r}.")
+    if fmt == "json":
+        import json
+
+        sys.stdout.write(json.dumps([registry.describe(s) for s in specs], indent=2, ensure_ascii=False) + "\n")
+        return
+    if fmt != "table":
+        raise UsageError(f"--format must be table or json; got {fmt!r}.")
+    from rich.table import Table
+
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    table.add_column("loss", style="cyan", no_wrap=True)
+    table.add_column("aliases")
+    table.add_column("inputs")
+    table.add_column("reference")
+    for fam in registry.FAMILIES:
+        group = [s for s in specs if s.family == fam]
+        if not group:
+            continue
+        table.add_row(f"[bold]{fam}[/bold]", "", "", "")
+        for s in group:
+            inputs = " ".join(r.metavar + ("?" if r.optional else "") for r in s.inputs)
+            ref = s.reference.split("(")[0]
+            table.add_row("  " + s.name, ", ".join(s.aliases), inputs, ref)
+    _stdout_console(False).print(table)
+
+
+# ---------------------------------------------------------------------------
+# The one error boundary
+# ---------------------------------------------------------------------------
+
+
+def _silence_stdout() -> None:
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = list(sys.argv[1:] if argv is None else argv)
+    # `-:COLUMN` (a column of stdin) would parse as an option; hand it over as a source.
+    args = [STDIN_TOKEN + a[1:] if a.startswith("-:") and len(a) > 2 else a for a in args]
+    debug = "--debug" in args or os.environ.get("LOSSCTL_DEBUG", "") not in ("", "0")
+    code = EXIT_OK
+    try:
+        command = typer.main.get_command(app)
+        rv = command.main(args=args, prog_name="lossctl", standalone_mode=False)
+        code = rv if isinstance(rv, int) else EXIT_OK
+        if code == EXIT_INTERRUPTED:
+            print("lossctl: interrupted", file=sys.stderr)
+    except typer.Abort:
+        print("lossctl: interrupted", file=sys.stderr)
+        code = EXIT_INTERRUPTED
+    except KeyboardInterrupt:
+        print("lossctl: interrupted", file=sys.stderr)
+        code = EXIT_INTERRUPTED
+    except click.exceptions.ClickException as exc:
+        exc.show()
+        code = EXIT_USAGE if isinstance(exc, click.exceptions.UsageError) else exc.exit_code
+    except _PipeClosed:
+        _silence_stdout()
+        code = EXIT_OK
+    except LossctlError as exc:
+        if debug:
+            import traceback
+
+            traceback.print_exc()
+        label = "check failed" if isinstance(exc, CheckFailed) else "error"
+        text = str(exc)
+        if isinstance(exc, CheckFailed) and text.startswith("check failed: "):
+            text = text[len("check failed: ") :]
+        print(f"lossctl: {label}: {text}", file=sys.stderr)
+        code = exc.exit_code
+    except MemoryError:
+        print("lossctl: error: out of memory; try a smaller --chunk-size.", file=sys.stderr)
+        code = EXIT_DATA
+    except Exception as exc:  # noqa: BLE001 - the boundary: never a bare traceback
+        if debug:
+            import traceback
+
+            traceback.print_exc()
+        print(
+            f"lossctl: internal error: {type(exc).__name__}: {exc}. This is a bug in lossctl; "
+            "run with --debug for a traceback and report it.",
+            file=sys.stderr,
+        )
+        code = EXIT_DATA
+    try:
+        sys.stdout.flush()
+    except (BrokenPipeError, ValueError):
+        _silence_stdout()
+    sys.exit(code)
+
+
+__all__ = ["app", "main", "EXIT_CHECK", "EXIT_DATA", "EXIT_USAGE"]

@@ -1,0 +1,705 @@
+"""One run of one loss over files: read aligned chunks, compute, aggregate, report.
+
+``run`` returns the report as a plain dict (the JSON object documented in the
+README); rendering is ``lossctl.report``'s job. Memory: chunks are processed
+one at a time; what stays is the running statistics (bounded, see
+``lossctl.stats``) and, with ``--id-col``, the non-prediction inputs (read
+whole to join on).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+from lossctl import __version__
+from lossctl.errors import DataError, InputError, ParamError, UsageError
+from lossctl.io.sinks import RowSink
+from lossctl.io.sources import (
+    ID_KEY,
+    ReadOptions,
+    Reader,
+    Request,
+    Source,
+    cleanup_spooled,
+    open_reader,
+    parse_source,
+)
+from lossctl.registry import LossSpec, Role
+from lossctl.stats import CompensatedSum, RunningStats, TopK
+
+SCHEMA_VERSION = 1
+CHUNK_BYTES = 16 << 20
+
+OK, IGNORED, NAN, DROPPED = 0, 1, 2, 3
+STATUS = np.array(["ok", "ignored", "nan", "dropped"], dtype=object)
+
+
+@dataclass
+class Options:
+    reduction: str = "mean"
+    id_col: str | None = None
+    on_missing: str = "error"
+    nan: str = "error"
+    chunk_rows: int | None = None
+    input_format: str | None = None
+    per_sample: str | None = None
+    per_sample_format: str = "csv"
+    top: int = 5
+    prob_atol: float | None = None
+    header: bool = True
+    delimiter: str | None = None
+    progress: Callable[[int, int | None], None] | None = None
+
+
+@dataclass
+class _Input:
+    role: Role
+    source: Source
+    reader: Reader | None = None
+    request: Request | None = None
+    shape: tuple | None = None
+    dtype: str | None = None
+
+    @property
+    def column_label(self) -> str | None:
+        if self.request is None or self.request.names == ["<array>"]:
+            return None
+        return self.request.label
+
+    def where(self) -> str:
+        col = self.column_label
+        return f"{self.source.display}, column {col!r}" if col else self.source.display
+
+
+@dataclass
+class _Accum:
+    stats: RunningStats = field(default_factory=RunningStats)
+    num: CompensatedSum = field(default_factory=CompensatedSum)
+    den: CompensatedSum = field(default_factory=CompensatedSum)
+    components: dict[str, CompensatedSum] = field(default_factory=dict)
+    top: TopK = field(default_factory=lambda: TopK(5))
+    top_ids: dict[int, Any] = field(default_factory=dict)
+    rows_seen: int = 0
+    used: int = 0
+    ignored: int = 0
+    nan_omitted: int = 0
+    nan_propagated: int = 0
+    dropped_pred: int = 0
+    dropped_target: int = 0
+
+
+def run(spec: LossSpec, texts: list[str | None], params: dict[str, Any], opts: Options) -> dict:
+    """Evaluate ``spec`` on the sources ``texts`` (one per input role, None = optional absent)."""
+    try:
+        return _Run(spec, texts, params, opts).execute()
+    finally:
+        cleanup_spooled()
+
+
+class _Run:
+    def __init__(self, spec: LossSpec, texts, params, opts: Options):
+        self.spec = spec
+        self.params = params
+        self.opts = opts
+        self.kernel = spec.load_kernel()
+        sig = inspect.signature(self.kernel).parameters
+        self.kernel_kwargs = dict(params)
+        if "prob_atol" in sig:
+            self.kernel_kwargs["prob_atol"] = opts.prob_atol
+        self.wants_extras = "extras" in sig and opts.per_sample is not None
+        self.inputs: list[_Input] = []
+        for role, text in zip(spec.inputs, texts):
+            if text is None:
+                if not role.optional:
+                    raise UsageError(f"{spec.name} needs {role.metavar} ({role.shape}).")
+                continue
+            self.inputs.append(_Input(role, parse_source(text, opts.input_format, role.name)))
+        self.acc = _Accum(top=TopK(opts.top))
+        self.sink: RowSink | None = None
+
+    # -- set-up -----------------------------------------------------------------
+    def _open(self) -> list[Reader]:
+        stdin_users = [i for i in self.inputs if i.source.is_stdin]
+        readers: dict[str, Reader] = {}
+        ropts = ReadOptions(delimiter=self.opts.delimiter, header=self.opts.header)
+        for inp in self.inputs:
+            key = inp.source.path
+            if key not in readers:
+                readers[key] = open_reader(inp.source, ropts)
+            inp.reader = readers[key]
+            inp.request = Request(
+                inp.role.name,
+                inp.source.column,
+                matrix=2 in inp.role.ndim or inp.role.dtype == "label",
+                ragged=inp.role.ragged,
+            )
+            inp.reader.add(inp.request)
+        if len({i.source.fmt for i in stdin_users}) > 1:
+            raise UsageError("Several inputs read stdin ('-') with different formats; stdin can be read once.")
+        if self.opts.id_col:
+            for reader in readers.values():
+                reader.add(Request(ID_KEY, self.opts.id_col, matrix=False))
+        for reader in readers.values():
+            reader.resolve()
+        return list(readers.values())
+
+    def _chunk_rows(self, readers: list[Reader]) -> int:
+        if self.opts.chunk_rows:
+            return max(1, int(self.opts.chunk_rows))
+        widths = [r.row_bytes() for r in readers]
+        width = sum(w for w in widths if w) or 64
+        return int(min(1 << 20, max(1024, CHUNK_BYTES // width)))
+
+    # -- main loop --------------------------------------------------------------
+    def execute(self) -> dict:
+        readers = self._open()
+        try:
+            totals = {id(r): r.total_rows() for r in readers}
+            for r in readers:
+                if totals[id(r)] == 0:
+                    raise DataError(f"{r.display} has no data rows. Expected one row per sample.")
+            rows = self._chunk_rows(readers)
+            if self.opts.per_sample is not None:
+                from lossctl.io.sinks import sink_format
+
+                fmt = sink_format(self.opts.per_sample, "--per-sample", self.opts.per_sample_format)
+                self.sink = RowSink(self.opts.per_sample, fmt)
+            primary = self.inputs[0].reader
+            total = totals[id(primary)]
+            if self.opts.id_col and len(readers) > 1:
+                chunks = _joined(self, readers, rows)
+            else:
+                if len(readers) > 1:
+                    known = {r.display: totals[id(r)] for r in readers if totals[id(r)] is not None}
+                    if len(known) == len(readers) and len(set(known.values())) > 1:
+                        raise DataError(self._count_mismatch(known))
+                chunks = _positional(self, readers, rows)
+            for chunk in chunks:
+                self._process(*chunk)
+                if self.opts.progress:
+                    self.opts.progress(self.acc.rows_seen, total)
+            if self.acc.rows_seen == 0:
+                raise DataError(f"{primary.display} has no data rows. Expected one row per sample.")
+            report = self._report(readers)
+            if self.sink is not None:
+                self.sink.commit()
+                self.sink = None
+            return report
+        finally:
+            if self.sink is not None:
+                self.sink.abort()
+            for r in readers:
+                r.close()
+
+    def _count_mismatch(self, counts: dict[str, int]) -> str:
+        listing = ", ".join(f"{name} has {n} rows" for name, n in counts.items())
+        return (
+            f"Row counts differ: {listing}. Rows are paired by position, so every input needs the same "
+            "number of rows; to pair rows by a key column instead, use --id-col NAME."
+        )
+
+    # -- one chunk --------------------------------------------------------------
+    def _process(
+        self,
+        arrays: dict[str, np.ndarray],
+        role_rows: dict[str, np.ndarray],
+        prim_rows: np.ndarray,
+        kept: np.ndarray | None,
+        ids: np.ndarray | None,
+    ) -> None:
+        acc = self.acc
+        n_all = len(prim_rows)
+        acc.rows_seen += n_all
+        code = np.full(n_all, OK, dtype=np.int8)
+        kept_idx = np.arange(n_all) if kept is None else kept
+        if kept is not None:
+            code[:] = DROPPED
+            code[kept] = OK
+        for inp in self.inputs:
+            arrays[inp.role.name] = self._conform(inp, arrays[inp.role.name], role_rows[inp.role.name])
+
+        # NaN policy: rows with a NaN in any input.
+        n_k = len(kept_idx)
+        nan_rows = np.zeros(n_k, dtype=bool)
+        first_nan: tuple[_Input, int] | None = None
+        for inp in self.inputs:
+            m = _nan_rows(arrays[inp.role.name])
+            if m is not None and m.any():
+                if first_nan is None:
+                    first_nan = (inp, int(np.flatnonzero(m)[0]))
+                nan_rows |= m
+        if first_nan is not None and self.opts.nan == "error":
+            inp, i = first_nan
+            rows = role_rows[inp.role.name]
+            count = int(nan_rows.sum())
+            where = inp.where()
+            names = inp.request.names if inp.request else []
+            a = arrays[inp.role.name]
+            if len(names) > 1 and a.ndim == 2:
+                k = int(np.flatnonzero(np.isnan(a[i]))[0])
+                where = f"{inp.source.display}, column {names[k]!r}"
+            raise DataError(
+                f"{where}, row {int(rows[i])}: NaN or missing value in {inp.role.metavar}"
+                + (f" ({count} rows with NaN in this chunk)" if count > 1 else "")
+                + ". Expected numbers; use --nan omit to leave such rows out (they are counted), "
+                "or --nan propagate to let NaN flow into the result."
+            )
+        use = ~nan_rows
+        sub = arrays if use.all() else {k: v[use] for k, v in arrays.items()}
+        sub_rows = role_rows if use.all() else {k: v[use] for k, v in role_rows.items()}
+
+        result = self._call(sub, sub_rows)
+        n_u = len(result.loss)
+        loss_k = np.full(n_k, np.nan)
+        loss_k[use] = result.loss
+        code_k = np.where(nan_rows, NAN, OK).astype(np.int8)
+        ign_u = result.ignored if result.ignored is not None else np.zeros(n_u, dtype=bool)
+        code_u = np.where(ign_u, IGNORED, OK).astype(np.int8)
+        code_k[use] = code_u
+        loss_k[np.flatnonzero(use)[ign_u]] = np.nan
+        code[kept_idx] = code_k
+
+        ok_u = ~ign_u
+        vals = result.loss[ok_u]
+        num = (result.num if result.num is not None else result.loss)[ok_u]
+        den = None if result.den is None else result.den[ok_u]
+        n_nan = int(nan_rows.sum())
+        if self.opts.nan == "propagate" and n_nan:
+            nan_fill = np.full(n_nan, np.nan)
+            vals = np.concatenate([vals, nan_fill])
+            num = np.concatenate([num, nan_fill])
+            if den is not None:
+                den = np.concatenate([den, nan_fill])
+            acc.nan_propagated += n_nan
+        else:
+            acc.nan_omitted += n_nan
+        acc.stats.update(vals)
+        acc.num.update(num)
+        acc.den.update(den if den is not None else np.ones(0))
+        if den is None:
+            acc.den.add(float(len(vals)))
+        for name, comp in result.components.items():
+            acc.components.setdefault(name, CompensatedSum()).update(comp[ok_u])
+        acc.used += int(ok_u.sum())
+        acc.ignored += int(ign_u.sum())
+        acc.dropped_pred += n_all - n_k
+
+        ok_rows_k = np.flatnonzero(use)[ok_u]
+        top_rows = prim_rows[kept_idx[ok_rows_k]]
+        before = set(acc.top.rows.tolist())
+        acc.top.update(result.loss[ok_u], top_rows)
+        if ids is not None:
+            lookup = {int(r): i for i, r in enumerate(prim_rows)}
+            for r in acc.top.rows.tolist():
+                if r not in before and r in lookup:
+                    acc.top_ids[r] = _py(ids[lookup[r]])
+
+        if self.sink is not None:
+            loss_all = np.full(n_all, np.nan)
+            loss_all[kept_idx] = loss_k
+            cols: dict[str, np.ndarray] = {"row": prim_rows.astype(np.int64)}
+            if ids is not None:
+                cols["id"] = ids
+            cols["loss"] = loss_all
+            cols["status"] = STATUS[code]
+            for name, values in result.columns.items():
+                cols[name] = _scatter(values, kept_idx, np.flatnonzero(use), n_all)
+            self.sink.write(cols)
+
+    def _conform(self, inp: _Input, a: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """Check an input's dimensions and numeric type; record its shape."""
+        role = inp.role
+        if getattr(a, "is_ragged", False):
+            return a
+        if a.ndim not in role.ndim:
+            got = "a single column" if a.ndim == 1 else f"shape {_shape(a.shape)}"
+            raise DataError(
+                f"{inp.where()} gives {role.metavar} as {got}, but {self.spec.name} expects "
+                f"{role.metavar} of shape {role.shape}: {role.help}"
+                + (" Select several columns with NAME_* or A,B,C, or use a list column." if 2 in role.ndim and a.ndim == 1 else "")
+            )
+        if a.dtype.kind not in "biuf":
+            raise DataError(f"{inp.where()}: values of type {a.dtype}; expected numbers.")
+        if role.dtype == "float" and a.dtype.kind in "biu":
+            a = a.astype(np.float64)
+        if inp.shape is None:
+            inp.shape = ("N",) + tuple(a.shape[1:])
+            inp.dtype = str(a.dtype)
+        elif inp.shape[1:] != tuple(a.shape[1:]):
+            raise DataError(
+                f"{inp.where()}, row {int(rows[0])}: shape changes from {_shape(inp.shape)} to {_shape(a.shape)}."
+            )
+        return a
+
+    def _call(self, arrays: dict[str, np.ndarray], role_rows: dict[str, np.ndarray]):
+        args = [arrays[i.role.name] for i in self.inputs]
+        kwargs = dict(self.kernel_kwargs)
+        if self.wants_extras:
+            kwargs["extras"] = True
+        try:
+            return self.kernel(*args, **kwargs)
+        except InputError as err:
+            raise DataError(self._input_error(err, role_rows)) from None
+        except ParamError as err:
+            raise UsageError(f"{self.spec.name}: {err.message}.") from None
+
+    def _input_error(self, err: InputError, role_rows: dict[str, np.ndarray]) -> str:
+        inp = next((i for i in self.inputs if i.role.name == err.role), self.inputs[0])
+        rows = role_rows.get(inp.role.name)
+        where = inp.where()
+        if err.rows and rows is not None:
+            abs_rows = [int(rows[r]) for r in err.rows]
+            text = f"{where}, row {abs_rows[0]}: {err.message}."
+            if len(abs_rows) > 1:
+                text += f" Also rows {', '.join(map(str, abs_rows[1:]))}" + (
+                    " and possibly more." if len(abs_rows) >= 5 else "."
+                )
+        else:
+            text = f"{where}: {err.message}."
+        if err.expected:
+            text += f" Expected {err.expected}."
+        return text
+
+    # -- report -------------------------------------------------------------------
+    def _report(self, readers: list[Reader]) -> dict:
+        acc = self.acc
+        reduction = self.opts.reduction
+        summary = acc.stats.summary()
+        den = acc.den.value
+        if reduction == "sum":
+            value = acc.num.value
+        else:
+            value = acc.num.value / den if den else float("nan")
+        rows_read = {i.role.name: i.reader.rows_read for i in self.inputs}
+        params = {p.name: _jsonable(self.params.get(p.dest)) for p in self.spec.params}
+        inputs = [
+            {
+                "role": i.role.name,
+                "source": i.source.text,
+                "path": i.source.display,
+                "column": i.column_label,
+                "format": i.source.fmt,
+                "shape": list(i.shape) if i.shape else None,
+                "dtype": i.dtype,
+                "rows": i.reader.rows_read,
+            }
+            for i in self.inputs
+        ]
+        plain_mean = summary["mean"]
+        components = {}
+        if acc.components and acc.used:
+            components = {k: v.value / acc.used for k, v in acc.components.items()}
+        top = []
+        for v, r in zip(acc.top.values.tolist(), acc.top.rows.tolist()):
+            item = {"row": int(r), "loss": v}
+            if r in acc.top_ids:
+                item["id"] = acc.top_ids[r]
+            top.append(item)
+        report = {
+            "schema_version": SCHEMA_VERSION,
+            "lossctl_version": __version__,
+            "loss": self.spec.name,
+            "params": params,
+            "reduction": reduction,
+            "value": value,
+            "value_rule": self.spec.headline if reduction == "mean" else "sum of per-sample values",
+            "count": acc.used,
+            "rows": {
+                "read": rows_read,
+                "used": acc.used,
+                "ignored": acc.ignored,
+                "dropped": acc.dropped_pred + acc.dropped_target,
+                "dropped_detail": {"no_target": acc.dropped_pred, "no_prediction": acc.dropped_target},
+                "nan_omitted": acc.nan_omitted,
+                "nan_propagated": acc.nan_propagated,
+            },
+            "stats": summary,
+            "components": components,
+            "top": top,
+            "inputs": inputs,
+            "id_col": self.opts.id_col,
+            "nan_policy": self.opts.nan,
+        }
+        report["headline_differs_from_mean"] = (
+            reduction == "mean"
+            and math.isfinite(value)
+            and math.isfinite(plain_mean)
+            and abs(value - plain_mean) > 1e-12 * max(1.0, abs(value))
+        )
+        report["signature"] = signature(report)
+        if self.sink is not None:
+            report["per_sample"] = {"path": self.opts.per_sample, "rows": self.sink.rows}
+        return report
+
+
+# ---------------------------------------------------------------------------
+# Alignment of chunks
+# ---------------------------------------------------------------------------
+
+
+class _Cursor:
+    def __init__(self, reader: Reader, rows: int):
+        self.reader = reader
+        self.it = reader.batches(rows)
+        self.buf: dict[str, np.ndarray] | None = None
+        self.n = 0
+        self.pos = 0
+        self.done = False
+
+    def take(self, k: int) -> dict[str, list[np.ndarray]]:
+        pieces: dict[str, list[np.ndarray]] = {}
+        need = k
+        while need > 0 and not self.done:
+            if self.buf is None or self.pos >= self.n:
+                try:
+                    self.buf = next(self.it)
+                except StopIteration:
+                    self.done = True
+                    break
+                self.n = len(next(iter(self.buf.values())))
+                self.pos = 0
+                continue
+            step = min(need, self.n - self.pos)
+            for key, arr in self.buf.items():
+                pieces.setdefault(key, []).append(arr[self.pos : self.pos + step])
+            self.pos += step
+            need -= step
+        return pieces
+
+    def drain(self) -> int:
+        rest = self.n - self.pos if self.buf is not None else 0
+        for batch in self.it:
+            rest += len(next(iter(batch.values())))
+        self.done = True
+        return rest
+
+
+def _cat(parts: list[np.ndarray]) -> np.ndarray:
+    if len(parts) == 1:
+        return parts[0]
+    if getattr(parts[0], "is_ragged", False):
+        return type(parts[0]).concatenate(parts)
+    return np.concatenate(parts)
+
+
+def _positional(run: _Run, readers: list[Reader], rows: int):
+    cursors = [_Cursor(r, rows) for r in readers]
+    start = 0
+    while True:
+        got = [c.take(rows) for c in cursors]
+        sizes = [len(_cat(next(iter(g.values())))) if g else 0 for g in got]
+        if all(s == 0 for s in sizes):
+            return
+        if len(set(sizes)) > 1:
+            counts = {}
+            for c, s in zip(cursors, sizes):
+                counts[c.reader.display] = start + s + c.drain()
+            raise DataError(run._count_mismatch(counts))
+        n = sizes[0]
+        arrays: dict[str, np.ndarray] = {}
+        ids = None
+        for g in got:
+            for key, parts in g.items():
+                if key == ID_KEY:
+                    ids = _cat(parts)
+                else:
+                    arrays[key] = _cat(parts)
+        prim = np.arange(start, start + n, dtype=np.int64)
+        role_rows = {i.role.name: prim for i in run.inputs}
+        yield arrays, role_rows, prim, None, ids
+        start += n
+
+
+def _norm_ids(ids: np.ndarray, as_text: bool) -> np.ndarray:
+    if as_text:
+        return np.asarray([str(v) for v in ids.tolist()], dtype=str) if ids.dtype == object or ids.dtype.kind != "U" else ids
+    return ids.astype(np.int64)
+
+
+def _joined(run: _Run, readers: list[Reader], rows: int):
+    """Stream the prediction file; join every other file to it by --id-col."""
+    primary = run.inputs[0].reader
+    others = [r for r in readers if r is not primary]
+    tables = []
+    for r in others:
+        cols: dict[str, list[np.ndarray]] = {}
+        for batch in r.batches(rows):
+            for k, v in batch.items():
+                cols.setdefault(k, []).append(v)
+        if not cols:
+            raise DataError(f"{r.display} has no data rows. Expected one row per sample.")
+        tables.append((r, {k: _cat(v) for k, v in cols.items()}))
+    prim_cursor = _Cursor(primary, rows)
+    first = prim_cursor.take(rows)
+    if not first:
+        raise DataError(f"{primary.display} has no data rows. Expected one row per sample.")
+    as_text = any(t[ID_KEY].dtype.kind not in "iu" for _, t in tables) or _cat(first[ID_KEY]).dtype.kind not in "iu"
+    indexes = []
+    for r, t in tables:
+        keys = _norm_ids(t[ID_KEY], as_text)
+        order = np.argsort(keys, kind="stable")
+        sk = keys[order]
+        dup = np.flatnonzero(sk[1:] == sk[:-1])
+        if len(dup):
+            d = sk[dup[0]]
+            rows_d = np.sort(order[(sk == d)])[:3]
+            raise DataError(
+                f"{r.display}, id column {run.opts.id_col!r}: id {_py(d)!r} appears more than once "
+                f"(rows {', '.join(map(str, rows_d.tolist()))}). Expected each id once."
+            )
+        indexes.append((r, t, sk, order, np.zeros(len(keys), dtype=bool)))
+    role_reader = {i.role.name: i.reader for i in run.inputs}
+    start = 0
+    pending = first
+    while pending:
+        ids_raw = _cat(pending[ID_KEY])
+        ids = _norm_ids(ids_raw, as_text)
+        n = len(ids)
+        prim = np.arange(start, start + n, dtype=np.int64)
+        found = np.ones(n, dtype=bool)
+        pos_by_reader = {}
+        for r, t, sk, order, used in indexes:
+            j = np.searchsorted(sk, ids)
+            j = np.minimum(j, len(sk) - 1)
+            hit = sk[j] == ids
+            pos = np.where(hit, order[j], -1)
+            found &= hit
+            pos_by_reader[id(r)] = pos
+        # Duplicate ids on the prediction side: a target row matched twice.
+        for r, t, sk, order, used in indexes:
+            pos = pos_by_reader[id(r)][found]
+            if len(pos):
+                uniq, counts = np.unique(pos, return_counts=True)
+                again = used[pos]
+                if again.any() or (counts > 1).any():
+                    bad = pos[again][0] if again.any() else uniq[counts > 1][0]
+                    raise DataError(
+                        f"{primary.display}, id column {run.opts.id_col!r}: id {_py(t[ID_KEY][bad])!r} "
+                        "appears more than once. Expected each id once."
+                    )
+                used[pos] = True
+        missing = np.flatnonzero(~found)
+        if len(missing) and run.opts.on_missing == "error":
+            shown = ", ".join(f"{_py(ids_raw[i])!r} (row {start + int(i)})" for i in missing[:5])
+            other = " / ".join(r.display for r, *_ in indexes)
+            raise DataError(
+                f"{primary.display}: {len(missing)} id(s) in this chunk have no row in {other}: {shown}. "
+                "Expected every id on both sides; --on-missing drop leaves them out and counts them."
+            )
+        kept = np.flatnonzero(found)
+        arrays: dict[str, np.ndarray] = {}
+        role_rows: dict[str, np.ndarray] = {}
+        for inp in run.inputs:
+            rd = role_reader[inp.role.name]
+            if rd is primary:
+                arrays[inp.role.name] = _cat(pending[inp.role.name])[kept]
+                role_rows[inp.role.name] = prim[kept]
+            else:
+                t = next(t for r, t, *_ in indexes if r is rd)
+                pos = pos_by_reader[id(rd)][kept]
+                arrays[inp.role.name] = t[inp.role.name][pos]
+                role_rows[inp.role.name] = pos
+        yield arrays, role_rows, prim, kept, ids_raw
+        start += n
+        pending = prim_cursor.take(rows)
+    for r, t, sk, order, used in indexes:
+        unmatched = np.flatnonzero(~used)
+        if not len(unmatched):
+            continue
+        if run.opts.on_missing == "error":
+            shown = ", ".join(f"{_py(t[ID_KEY][i])!r} (row {int(i)})" for i in unmatched[:5])
+            raise DataError(
+                f"{r.display}: {len(unmatched)} id(s) have no row in {primary.display}: {shown}. "
+                "Expected every id on both sides; --on-missing drop leaves them out and counts them."
+            )
+        run.acc.dropped_target += len(unmatched)
+
+
+# ---------------------------------------------------------------------------
+# helpers
+# ---------------------------------------------------------------------------
+
+
+def _nan_rows(a) -> np.ndarray | None:
+    if getattr(a, "is_ragged", False):
+        return a.nan_rows()
+    if a.dtype.kind != "f" or not len(a):
+        return None
+    flat = a.reshape(len(a), -1)
+    with np.errstate(over="ignore", invalid="ignore"):
+        s = flat.sum(axis=1)
+    cand = np.isnan(s)
+    if not cand.any():
+        return None
+    out = np.zeros(len(a), dtype=bool)
+    idx = np.flatnonzero(cand)
+    out[idx] = np.isnan(flat[idx]).any(axis=1)
+    return out
+
+
+def _scatter(values: np.ndarray, kept_idx: np.ndarray, use_idx: np.ndarray, n_all: int) -> np.ndarray:
+    values = np.asarray(values)
+    if values.dtype.kind == "f":
+        out = np.full(n_all, np.nan)
+    else:
+        out = np.full(n_all, -1, dtype=np.int64)
+    out[kept_idx[use_idx]] = values
+    return out
+
+
+def _shape(shape) -> str:
+    parts = [str(s) for s in shape]
+    return "(" + ", ".join(parts) + ("," if len(parts) == 1 else "") + ")"
+
+
+def _py(v):
+    return v.item() if isinstance(v, np.generic) else v
+
+
+def _jsonable(v):
+    if isinstance(v, (list, tuple)):
+        return [float(x) for x in v]
+    return v
+
+
+def _fmt_param(v) -> str:
+    if v is None:
+        return "none"
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, (list, tuple)):
+        text = ",".join(f"{x:g}" for x in v)
+        if len(v) > 8:
+            text = f"{len(v)}:" + hashlib.sha256(text.encode()).hexdigest()[:8]
+        return text
+    if isinstance(v, float):
+        return f"{v:g}"
+    return str(v)
+
+
+def signature(report: dict) -> str:
+    """A sacreBLEU-style one-line reproducibility signature of a result."""
+    parts = [report["loss"]]
+    for name, value in report["params"].items():
+        parts.append(f"{name}:{_fmt_param(value)}")
+    shapes = ",".join(
+        f"{i['role']}{_shape(i['shape']).replace(' ', '')}{i['dtype']}" for i in report["inputs"] if i["shape"]
+    )
+    parts.append(f"inputs:{shapes}")
+    parts.append(f"red:{report['reduction']}")
+    rows = report["rows"]
+    read = "/".join(str(v) for v in rows["read"].values())
+    parts.append(f"rows:{read}->{rows['used']}")
+    if rows["ignored"] or rows["dropped"] or rows["nan_omitted"]:
+        parts.append(f"ign:{rows['ignored']},drop:{rows['dropped']},nan:{rows['nan_omitted']}")
+    if report.get("id_col"):
+        parts.append(f"join:{report['id_col']}")
+    parts.append(f"nan:{report['nan_policy']}")
+    parts.append(f"lossctl:{report['lossctl_version']}")
+    return "|".join(parts)

@@ -1,0 +1,80 @@
+"""One error family, caught at one boundary (``lossctl.cli.main``).
+
+Every error carries its exit code and a one-paragraph message that names the
+file, the column, the row (or the shape) and what was expected.
+
+Exit codes (also in the README and ``lossctl --help``):
+    0  success
+    1  data or runtime error (a file, a column, a value)
+    2  usage error (the command line itself)
+    3  a check failed (``--max``/``--min``, ``lossctl check``)
+  130  interrupted (Ctrl-C)
+"""
+
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_DATA = 1
+EXIT_USAGE = 2
+EXIT_CHECK = 3
+EXIT_INTERRUPTED = 130
+
+
+class LossctlError(Exception):
+    """Base of every error lossctl reports to a user."""
+
+    exit_code = EXIT_DATA
+
+    def __init__(self, message: str, *, hint: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        if self.hint:
+            return f"{self.message} {self.hint}"
+        return self.message
+
+
+class DataError(LossctlError):
+    """Something about the input data or files: missing, unreadable, wrong shape or value."""
+
+    exit_code = EXIT_DATA
+
+
+class UsageError(LossctlError):
+    """The command line is wrong: unknown loss or option, invalid parameter value."""
+
+    exit_code = EXIT_USAGE
+
+
+class CheckFailed(LossctlError):
+    """A bound on a result was not met."""
+
+    exit_code = EXIT_CHECK
+
+
+class InputError(Exception):
+    """Raised by pure kernels and validators; carries no file names.
+
+    ``role`` is the input role (e.g. ``"pred"``) and ``rows`` are row indices
+    relative to the arrays the kernel was given; the engine translates this into
+    a :class:`DataError` that names the file, the column and the absolute rows.
+    ``column`` optionally names a class / feature index within the row.
+    """
+
+    def __init__(self, role: str | None, message: str, rows=None, *, expected: str = ""):
+        super().__init__(message)
+        self.role = role
+        self.message = message
+        self.rows = [] if rows is None else [int(r) for r in rows]
+        self.expected = expected
+
+
+class ParamError(Exception):
+    """Raised by kernels when a parameter is inconsistent with the data (e.g. weight length)."""
+
+    def __init__(self, param: str, message: str):
+        super().__init__(message)
+        self.param = param
+        self.message = message

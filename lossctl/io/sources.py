@@ -1,0 +1,1040 @@
+"""Input sources: ``PATH[:COLUMN]`` parsing, format detection and chunked readers.
+
+A reader serves every request made of one file (all roles whose source is
+that file, plus the id column), so a file - and stdin - is read once. Readers
+yield batches of at most ``rows`` rows as ``{key: ndarray}``; the engine aligns
+batches of different files.
+
+Formats: CSV/TSV (pyarrow's streaming CSV reader), Parquet (record batches of
+``ParquetFile.iter_batches``), Arrow IPC file/stream and Feather v2 (record
+batches, memory-mapped), NPY (rows read into fresh buffers, never pickles), NPZ
+(members streamed from the zip, never pickles), and ``-`` for stdin.
+"""
+
+from __future__ import annotations
+
+import csv
+import fnmatch
+import io
+import os
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from typing import Iterator
+
+import numpy as np
+
+from lossctl.errors import DataError, UsageError
+from lossctl.io import STDIN_TOKEN
+
+FORMATS = ("csv", "tsv", "parquet", "npy", "npz", "arrow")
+_EXT = {
+    ".csv": "csv",
+    ".tsv": "tsv",
+    ".tab": "tsv",
+    ".txt": "csv",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+    ".npy": "npy",
+    ".npz": "npz",
+    ".arrow": "arrow",
+    ".arrows": "arrow",
+    ".feather": "arrow",
+    ".ipc": "arrow",
+}
+_COMPRESSED = (".gz", ".bz2", ".zst", ".lz4")
+ID_KEY = "__id__"
+
+
+@dataclass
+class Source:
+    """One positional input as the user wrote it: ``PATH[:COLUMN]`` or ``-[:COLUMN]``."""
+
+    text: str
+    path: str
+    column: str | None
+    fmt: str
+
+    @property
+    def is_stdin(self) -> bool:
+        return self.path == "-"
+
+    @property
+    def display(self) -> str:
+        return "<stdin>" if self.is_stdin else self.path
+
+
+def detect_format(path: str, input_format: str | None) -> str | None:
+    """Format from the extension (compression suffixes skipped), or None if unknown."""
+    name = path.lower()
+    for comp in _COMPRESSED:
+        if name.endswith(comp):
+            name = name[: -len(comp)]
+            break
+    ext = os.path.splitext(name)[1]
+    if ext in _EXT:
+        return _EXT[ext]
+    return input_format
+
+
+def _sniff(path: str) -> str | None:
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(8)
+    except OSError:
+        return None
+    if head.startswith(b"PAR1"):
+        return "parquet"
+    if head.startswith(b"\x93NUMPY"):
+        return "npy"
+    if head.startswith(b"PK\x03\x04") or head.startswith(b"PK\x05\x06"):
+        return "npz"
+    if head.startswith(b"ARROW1") or head.startswith(b"\xff\xff\xff\xff"):
+        return "arrow"
+    return None
+
+
+def parse_source(text: str, input_format: str | None = None, role: str = "input") -> Source:
+    """Split ``PATH[:COLUMN]``; the whole text wins when it names an existing file."""
+    if input_format is not None and input_format not in FORMATS:
+        raise UsageError(f"--input-format must be one of {', '.join(FORMATS)}; got {input_format!r}.")
+    if text.startswith(STDIN_TOKEN + ":"):
+        text = "-" + text[len(STDIN_TOKEN) :]
+    if text == "-" or text.startswith("-:"):
+        if input_format is None:
+            raise UsageError(
+                f"{role.upper()} is read from stdin ('-'), which has no file name to tell its format: "
+                f"give --input-format ({', '.join(FORMATS)})."
+            )
+        column = text[2:] or None
+        return Source(text, "-", column, input_format)
+    path, column = text, None
+    if not os.path.exists(text) and ":" in text:
+        head, _, tail = text.rpartition(":")
+        if head and (os.path.exists(head) or not os.path.exists(text)):
+            path, column = head, (tail or None)
+    if not os.path.exists(path):
+        hint = ""
+        if column is not None:
+            hint = f" (read {text!r} as file {path!r}, column {column!r})"
+        raise DataError(
+            f"{role.upper()}: file not found: {path}{hint}. Check the path; a source is PATH or PATH:COLUMN."
+        )
+    if os.path.isdir(path):
+        raise DataError(f"{role.upper()}: {path} is a directory; expected a file (CSV, TSV, Parquet, NPY, NPZ or Arrow).")
+    fmt = detect_format(path, input_format) or _sniff(path)
+    if fmt is None:
+        raise UsageError(
+            f"{role.upper()}: cannot tell the format of {path} from its name; "
+            f"give --input-format ({', '.join(FORMATS)})."
+        )
+    return Source(text, path, column, fmt)
+
+
+# ---------------------------------------------------------------------------
+# Requests and column resolution
+# ---------------------------------------------------------------------------
+
+
+@dataclass
+class Request:
+    key: str  # role name, or ID_KEY
+    expr: str | None  # column expression as given (None: the default selection)
+    matrix: bool  # the role accepts a (N, K) array built from several columns
+    ragged: bool = False
+    names: list[str] = field(default_factory=list)  # resolved column names
+
+    @property
+    def label(self) -> str:
+        if not self.names:
+            return self.expr or ""
+        if len(self.names) == 1:
+            return self.names[0]
+        if self.expr and any(ch in self.expr for ch in "*?[,"):
+            return self.expr
+        return f"{self.names[0]}..{self.names[-1]}"
+
+
+def _split_expr(expr: str) -> list[str]:
+    return [p.strip() for p in expr.split(",") if p.strip()]
+
+
+def _is_glob(part: str) -> bool:
+    return any(ch in part for ch in "*?[")
+
+
+def _is_selection(expr: str | None) -> bool:
+    """A glob or a list of columns: always gives a (N, K) array, even when K = 1."""
+    return expr is not None and ("," in expr or _is_glob(expr))
+
+
+class Reader:
+    """Base class: one file, several requests."""
+
+    kind = "file"
+
+    def __init__(self, source: Source):
+        self.source = source
+        self.requests: dict[str, Request] = {}
+        self.rows_read = 0
+
+    # --- set-up ---------------------------------------------------------------
+    @property
+    def display(self) -> str:
+        return self.source.display
+
+    def available(self) -> list[str]:
+        raise NotImplementedError
+
+    def scalar_columns(self) -> set[str]:
+        """Names usable as one column of a matrix built from several columns."""
+        return set(self.available())
+
+    def value_columns(self) -> set[str]:
+        """Names holding numbers (scalars or lists of numbers): candidates for a default selection."""
+        return set(self.available())
+
+    def add(self, req: Request) -> None:
+        self.requests[req.key] = req
+
+    def resolve(self) -> None:
+        names = self.available()
+        taken: set[str] = set()
+        explicit = [r for r in self.requests.values() if r.expr is not None]
+        implicit = [r for r in self.requests.values() if r.expr is None]
+        for req in explicit:
+            req.names = self._match(req, names)
+            taken.update(req.names)
+        for req in implicit:
+            free = [n for n in names if n not in taken]
+            values = [n for n in free if n in self.value_columns()]
+            if len(free) == 1:
+                req.names = free
+            elif len(values) == 1:
+                req.names = values
+            elif len(values) > 1 and req.matrix and set(values) <= self.scalar_columns():
+                # Every numeric column left, in file order (text columns such as ids are skipped).
+                req.names = values
+            else:
+                what = self._what()
+                if not free:
+                    raise DataError(
+                        f"{self.display}: no {what} left for {req.key.upper()}: "
+                        f"{', '.join(names) or 'none'} are all used by other inputs. "
+                        f"Name the {what} as {self.display}:NAME."
+                    )
+                raise DataError(
+                    f"{self.display} has {len(free)} {what}s ({_listing(free)}); say which one is "
+                    f"{req.key.upper()} as {self.display}:NAME"
+                    + (" (or several: NAME_* or A,B,C)." if req.matrix else ".")
+                )
+            taken.update(req.names)
+
+    def _what(self) -> str:
+        return "column"
+
+    def _match(self, req: Request, names: list[str]) -> list[str]:
+        out: list[str] = []
+        for part in _split_expr(req.expr or ""):
+            if _is_glob(part):
+                hits = [n for n in names if fnmatch.fnmatchcase(n, part)]
+            else:
+                hits = [part] if part in names else []
+            if not hits:
+                raise DataError(self._missing_message(part, names, req.key))
+            out.extend(h for h in hits if h not in out)
+        if len(out) > 1:
+            if not req.matrix:
+                raise DataError(
+                    f"{self.display}: {req.key.upper()} takes one column, but {req.expr!r} "
+                    f"selects {len(out)} ({_listing(out)})."
+                )
+            not_scalar = [n for n in out if n not in self.scalar_columns()]
+            if not_scalar:
+                raise DataError(
+                    f"{self.display}: column {not_scalar[0]!r} is not a numeric scalar column, so it "
+                    f"cannot be one of several columns stacked into {req.key.upper()}."
+                )
+        return out
+
+    def _missing_message(self, part: str, names: list[str], key: str) -> str:
+        import difflib
+
+        what = self._what()
+        close = difflib.get_close_matches(part, names, n=3, cutoff=0.6)
+        hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+        who = "the id column (--id-col)" if key == ID_KEY else key.upper()
+        return (
+            f"{self.display} has no {what} {part!r} (asked for as {who}).{hint} "
+            f"Available {what}s: {_listing(names)}."
+        )
+
+    # --- reading ----------------------------------------------------------------
+    def total_rows(self) -> int | None:
+        return None
+
+    def row_bytes(self) -> int | None:
+        return None
+
+    def batches(self, rows: int) -> Iterator[dict[str, np.ndarray]]:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+
+def _listing(names: list[str], limit: int = 12) -> str:
+    shown = ", ".join(repr(n) for n in names[:limit])
+    if len(names) > limit:
+        shown += f" and {len(names) - limit} more"
+    return shown or "none"
+
+
+# ---------------------------------------------------------------------------
+# Arrow-backed readers: Parquet, Arrow IPC / Feather, CSV / TSV
+# ---------------------------------------------------------------------------
+
+
+def _pa():
+    import pyarrow
+
+    return pyarrow
+
+
+class ArrowReader(Reader):
+    """Shared conversion of Arrow record batches into NumPy arrays per request."""
+
+    def __init__(self, source: Source):
+        super().__init__(source)
+        self.schema = None
+
+    def available(self) -> list[str]:
+        return list(self.schema.names)
+
+    def scalar_columns(self) -> set[str]:
+        pa = _pa()
+        return {
+            f.name
+            for f in self.schema
+            if pa.types.is_integer(f.type) or pa.types.is_floating(f.type) or pa.types.is_boolean(f.type)
+        }
+
+    def value_columns(self) -> set[str]:
+        pa = _pa()
+        out = set()
+        for f in self.schema:
+            t = f.type
+            while pa.types.is_fixed_size_list(t) or pa.types.is_list(t) or pa.types.is_large_list(t):
+                t = t.value_type
+            if pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t):
+                out.add(f.name)
+        return out
+
+    def needed_columns(self) -> list[str]:
+        out: list[str] = []
+        for req in self.requests.values():
+            for n in req.names:
+                if n not in out:
+                    out.append(n)
+        return out
+
+    def row_bytes(self) -> int | None:
+        pa = _pa()
+        total = 0
+        for name in self.needed_columns():
+            t = self.schema.field(name).type
+            width = 1
+            while pa.types.is_fixed_size_list(t):
+                width *= t.list_size
+                t = t.value_type
+            if pa.types.is_list(t) or pa.types.is_large_list(t):
+                return None
+            try:
+                total += width * max(t.bit_width // 8, 1)
+            except ValueError:
+                total += 8
+        return total or None
+
+    def convert(self, batch, row0: int) -> dict[str, np.ndarray]:
+        out = {}
+        for req in self.requests.values():
+            if len(req.names) == 1 and not (req.matrix and _is_selection(req.expr)):
+                col = batch.column(batch.schema.get_field_index(req.names[0]))
+                out[req.key] = arrow_to_numpy(col, req, self.display, req.names[0], row0)
+            else:
+                cols = [
+                    arrow_to_numpy(batch.column(batch.schema.get_field_index(n)), req, self.display, n, row0)
+                    for n in req.names
+                ]
+                out[req.key] = np.column_stack(cols) if cols[0].ndim == 1 else np.stack(cols, axis=1)
+        return out
+
+
+def arrow_to_numpy(arr, req: Request, display: str, name: str, row0: int) -> np.ndarray:
+    """One Arrow column → ndarray: scalars (N,), (nested) fixed/equal lists (N, K, ...)."""
+    pa = _pa()
+    t = arr.type
+    if arr.null_count:
+        scalar = pa.types.is_integer(t) or pa.types.is_floating(t)
+        if scalar and req.key != ID_KEY:
+            # A missing number is NaN; the --nan policy decides what happens to its row.
+            return arr.to_numpy(zero_copy_only=False).astype(np.float64, copy=False)
+        nulls = np.flatnonzero(arr.is_null().to_numpy(zero_copy_only=False))
+        raise DataError(
+            f"{display}, column {name!r}, row {row0 + int(nulls[0])}: missing value (null)"
+            + (f"; {len(nulls)} in this block" if len(nulls) > 1 else "")
+            + ". Expected a value in every row; remove or fill missing rows."
+        )
+    if req.key == ID_KEY:
+        if pa.types.is_integer(t):
+            return arr.to_numpy(zero_copy_only=False)
+        return np.asarray(arr.cast(pa.string()).to_numpy(zero_copy_only=False), dtype=object)
+    if pa.types.is_integer(t) or pa.types.is_floating(t):
+        return arr.to_numpy(zero_copy_only=False)
+    if pa.types.is_boolean(t):
+        return arr.to_numpy(zero_copy_only=False).astype(np.int64)
+    if pa.types.is_dictionary(t):
+        return arrow_to_numpy(arr.dictionary_decode(), req, display, name, row0)
+    if pa.types.is_fixed_size_list(t) or pa.types.is_list(t) or pa.types.is_large_list(t):
+        return _list_to_numpy(arr, req, display, name, row0)
+    raise DataError(
+        f"{display}, column {name!r} has type {t}; expected numbers "
+        "(a numeric column, or a list of numbers per row)."
+    )
+
+
+def _list_to_numpy(arr, req: Request, display: str, name: str, row0: int) -> np.ndarray:
+    pa = _pa()
+    n = len(arr)
+    t = arr.type
+    if pa.types.is_fixed_size_list(t):
+        width = t.list_size
+    else:
+        lengths = arr.value_lengths().to_numpy(zero_copy_only=False)
+        if n and (lengths != lengths[0]).any():
+            if req.ragged:
+                from lossctl.io.ragged import Ragged
+
+                return Ragged.from_arrow(arr, display, name, row0)  # type: ignore[return-value]
+            bad = int(np.flatnonzero(lengths != lengths[0])[0])
+            raise DataError(
+                f"{display}, column {name!r}, row {row0 + bad}: list of {int(lengths[bad])} values, "
+                f"but row {row0} has {int(lengths[0])}. Expected lists of equal length "
+                "(one value per class or feature) in every row."
+            )
+        width = int(lengths[0]) if n else 0
+    flat = arr.flatten()
+    if flat.null_count:
+        raise DataError(
+            f"{display}, column {name!r}: a list holds a missing value (null). Expected numbers only."
+        )
+    vt = flat.type
+    if pa.types.is_fixed_size_list(vt) or pa.types.is_list(vt) or pa.types.is_large_list(vt):
+        inner = _list_to_numpy(flat, Request(req.key, None, True), display, name, row0)
+        return inner.reshape((n, width) + inner.shape[1:])
+    if not (pa.types.is_integer(vt) or pa.types.is_floating(vt)):
+        raise DataError(f"{display}, column {name!r} holds lists of {vt}; expected lists of numbers.")
+    return flat.to_numpy(zero_copy_only=False).reshape(n, width)
+
+
+class ParquetReader(ArrowReader):
+    def __init__(self, source: Source):
+        super().__init__(source)
+        import pyarrow.parquet as pq
+
+        try:
+            # No memory map: mapped pages would count against the process's memory for the
+            # whole file; buffered reads keep it bounded by the row group / batch.
+            self.pf = pq.ParquetFile(source.path, memory_map=False, pre_buffer=False)
+        except Exception as exc:  # noqa: BLE001
+            raise DataError(
+                f"{self.display}: not a readable Parquet file ({_short(exc)}). "
+                "Expected a complete Parquet file; it may be truncated or corrupt."
+            ) from None
+        self.schema = self.pf.schema_arrow
+
+    def total_rows(self) -> int | None:
+        return self.pf.metadata.num_rows
+
+    def batches(self, rows: int):
+        row0 = 0
+        try:
+            for batch in self.pf.iter_batches(batch_size=rows, columns=self.needed_columns(), use_threads=True):
+                out = self.convert(batch, row0)
+                row0 += batch.num_rows
+                self.rows_read = row0
+                yield out
+        except DataError:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            raise DataError(
+                f"{self.display}: could not read Parquet data after row {row0} ({_short(exc)}). "
+                "The file may be truncated or corrupt."
+            ) from None
+
+
+class IpcReader(ArrowReader):
+    """Arrow IPC file (Feather v2) through a memory map, or an IPC stream."""
+
+    def __init__(self, source: Source, stream=None):
+        super().__init__(source)
+        pa = _pa()
+        self._file = None
+        self._stream = None
+        try:
+            if stream is not None:
+                self._stream = pa.ipc.open_stream(stream)
+                self.schema = self._stream.schema
+            else:
+                try:
+                    self._file = pa.ipc.open_file(pa.memory_map(source.path, "r"))
+                    self.schema = self._file.schema
+                except pa.ArrowInvalid:
+                    self._stream = pa.ipc.open_stream(pa.memory_map(source.path, "r"))
+                    self.schema = self._stream.schema
+        except Exception as exc:  # noqa: BLE001
+            raise DataError(
+                f"{self.display}: not a readable Arrow IPC / Feather file ({_short(exc)}). "
+                "Expected an Arrow IPC file or stream (Feather v2)."
+            ) from None
+
+    def total_rows(self) -> int | None:
+        if self._file is None:
+            return None
+        return sum(self._file.get_batch(i).num_rows for i in range(self._file.num_record_batches))
+
+    def _raw(self):
+        if self._file is not None:
+            for i in range(self._file.num_record_batches):
+                yield self._file.get_batch(i)
+        else:
+            yield from self._stream
+
+    def batches(self, rows: int):
+        row0 = 0
+        cols = self.needed_columns()
+        try:
+            for batch in self._raw():
+                batch = batch.select(cols)
+                for start in range(0, batch.num_rows, rows):
+                    part = batch.slice(start, rows)
+                    out = self.convert(part, row0)
+                    row0 += part.num_rows
+                    self.rows_read = row0
+                    yield out
+        except DataError:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            raise DataError(
+                f"{self.display}: could not read Arrow data after row {row0} ({_short(exc)})."
+            ) from None
+
+
+class CsvReader(ArrowReader):
+    """CSV/TSV via pyarrow's streaming reader; value columns are parsed as float64."""
+
+    def __init__(self, source: Source, *, delimiter: str | None, header: bool, stream=None):
+        super().__init__(source)
+        pa = _pa()
+        self.delimiter = delimiter or ("\t" if source.fmt == "tsv" else ",")
+        self.header = header
+        self._stream = stream
+        first, second = self._first_lines()
+        if first is None:
+            raise DataError(f"{self.display} is empty. Expected a header line and one row per sample.")
+        fields = next(csv.reader([first], delimiter=self.delimiter), [])
+        if header:
+            self._names = [f.strip() for f in fields]
+            if len(set(self._names)) != len(self._names):
+                dup = next(n for n in self._names if self._names.count(n) > 1)
+                raise DataError(f"{self.display}: the header names column {dup!r} more than once.")
+        else:
+            self._names = [f"f{i}" for i in range(len(fields))]
+        self.schema = pa.schema([(n, pa.float64()) for n in self._names])
+        # Which columns hold numbers, judged from the first data row (for default selections).
+        data = next(csv.reader([second], delimiter=self.delimiter), []) if second else []
+        if not header:
+            data = fields
+        self._numeric = {n for n, v in zip(self._names, data) if _is_number(v)}
+
+    def scalar_columns(self) -> set[str]:
+        return self._numeric
+
+    def value_columns(self) -> set[str]:
+        return self._numeric
+
+    def _first_lines(self) -> tuple[str | None, str | None]:
+        """The header and first data line (decoded), without consuming a stream."""
+        if self._stream is not None:
+            one = self._stream.readline()
+            two = self._stream.readline() if one else b""
+            self._prefix = one + two
+        else:
+            pa = _pa()
+            try:
+                with pa.input_stream(self.source.path, compression="detect") as fh:
+                    one, two = _head_lines(fh)
+            except Exception as exc:  # noqa: BLE001
+                raise DataError(f"{self.display}: cannot read ({_short(exc)}).") from None
+        dec = [b.decode("utf-8-sig" if i == 0 else "utf-8", errors="replace").rstrip("\r\n") if b else None for i, b in enumerate((one, two))]
+        return dec[0], dec[1]
+
+    def _open(self):
+        import pyarrow.csv as pcsv
+
+        pa = _pa()
+        id_req = self.requests.get(ID_KEY)
+        types = {n: pa.float64() for n in self.needed_columns()}
+        if id_req is not None:
+            for n in id_req.names:
+                types[n] = pa.string()
+        read = pcsv.ReadOptions(
+            block_size=1 << 22,
+            column_names=None if self.header else self._names,
+            use_threads=True,
+        )
+        parse = pcsv.ParseOptions(delimiter=self.delimiter)
+        convert = pcsv.ConvertOptions(
+            include_columns=self.needed_columns(), column_types=types, strings_can_be_null=False
+        )
+        if self._stream is not None:
+            stream = _Prefixed(self._prefix, self._stream)
+            return pcsv.open_csv(stream, read_options=read, parse_options=parse, convert_options=convert)
+        return pcsv.open_csv(
+            _pa().input_stream(self.source.path, compression="detect"),
+            read_options=read,
+            parse_options=parse,
+            convert_options=convert,
+        )
+
+    def batches(self, rows: int):
+        pa = _pa()
+        row0 = 0
+        try:
+            reader = self._open()
+            for batch in reader:
+                for start in range(0, batch.num_rows, rows):
+                    part = batch.slice(start, rows)
+                    out = self.convert(part, row0)
+                    row0 += part.num_rows
+                    self.rows_read = row0
+                    yield out
+        except DataError:
+            raise
+        except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+            raise DataError(self._locate_error(exc, row0)) from None
+
+    def _locate_error(self, exc: Exception, row0: int) -> str:
+        """Find the first bad row with Python's csv module (files only; on the error path)."""
+        msg = _short(exc)
+        if self._stream is not None:
+            return (
+                f"{self.display}: cannot parse CSV at or after row {row0} ({msg}). "
+                "Expected the same number of fields in every row and numbers in the value columns."
+            )
+        needed = self.needed_columns()
+        id_cols = set(self.requests[ID_KEY].names) if ID_KEY in self.requests else set()
+        pa = _pa()
+        try:
+            with pa.input_stream(self.source.path, compression="detect") as fh:
+                text = io.TextIOWrapper(_PyRaw(fh), encoding="utf-8-sig", errors="replace", newline="")
+                rd = csv.reader(text, delimiter=self.delimiter)
+                if self.header:
+                    next(rd, None)
+                idx = {n: self._names.index(n) for n in needed}
+                for i, fields in enumerate(rd):
+                    line = rd.line_num
+                    if not fields:
+                        continue
+                    if len(fields) != len(self._names):
+                        return (
+                            f"{self.display}, row {i} (line {line}): {len(fields)} fields, but the "
+                            f"{'header has' if self.header else 'first row has'} {len(self._names)}. "
+                            "Expected the same number of fields in every row."
+                        )
+                    for n, j in idx.items():
+                        if n in id_cols:
+                            continue
+                        cell = fields[j].strip()
+                        try:
+                            float(cell)
+                        except ValueError:
+                            what = "an empty cell" if cell == "" else f"{cell!r}"
+                            return (
+                                f"{self.display}, column {n!r}, row {i} (line {line}): {what} is not "
+                                "a number. Expected a number in every row of the value columns."
+                            )
+        except Exception:  # noqa: BLE001 - fall back to pyarrow's own words
+            pass
+        return f"{self.display}: cannot parse CSV at or after row {row0} ({msg})."
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _head_lines(fh) -> tuple[bytes, bytes]:
+    """The first two lines of a binary stream (each with its newline, b"" if absent)."""
+    buf = bytearray()
+    while buf.count(b"\n") < 2:
+        chunk = fh.read(1 << 16)
+        if not chunk:
+            break
+        buf += chunk
+    lines = bytes(buf).split(b"\n", 2)
+    one = lines[0] + (b"\n" if len(lines) > 1 else b"")
+    two = (lines[1] + (b"\n" if len(lines) > 2 else b"")) if len(lines) > 1 else b""
+    return one, two
+
+
+class _PyRaw(io.RawIOBase):
+    """A pyarrow NativeFile as a Python raw stream (for csv.reader on the error path)."""
+
+    def __init__(self, fh):
+        self.fh = fh
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int:
+        data = self.fh.read(len(b))
+        b[: len(data)] = data
+        return len(data)
+
+
+class _Prefixed(io.RawIOBase):
+    """Bytes already read (the header line) followed by the rest of a stream."""
+
+    def __init__(self, prefix: bytes, stream):
+        self.prefix = prefix
+        self.stream = stream
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int:
+        if self.prefix:
+            k = min(len(b), len(self.prefix))
+            b[:k] = self.prefix[:k]
+            self.prefix = self.prefix[k:]
+            return k
+        data = self.stream.read(len(b))
+        if not data:
+            return 0
+        b[: len(data)] = data
+        return len(data)
+
+
+# ---------------------------------------------------------------------------
+# NumPy readers
+# ---------------------------------------------------------------------------
+
+
+def _npy_header(fh, display: str):
+    """(shape, fortran_order, dtype) of an NPY stream positioned at its start; no pickles."""
+    fmt = np.lib.format
+    try:
+        version = fmt.read_magic(fh)
+        if version == (1, 0):
+            shape, fortran, dtype = fmt.read_array_header_1_0(fh)
+        else:
+            shape, fortran, dtype = fmt.read_array_header_2_0(fh)
+    except Exception as exc:  # noqa: BLE001
+        raise DataError(f"{display}: not a valid NPY array ({_short(exc)}).") from None
+    if dtype.hasobject:
+        raise DataError(
+            f"{display}: the array holds Python objects (dtype {dtype}), which NumPy stores as pickles; "
+            "lossctl never loads pickles. Save a numeric array instead."
+        )
+    if len(shape) == 0:
+        raise DataError(f"{display}: a 0-d (scalar) array; expected one row per sample.")
+    return tuple(shape), fortran, dtype
+
+
+class _NpyStream:
+    """Rows of one NPY array read sequentially from a binary stream into fresh buffers."""
+
+    def __init__(self, fh, display: str, size: int | None = None):
+        self.fh = fh
+        self.display = display
+        self.shape, self.fortran, self.dtype = _npy_header(fh, display)
+        self.row_items = int(np.prod(self.shape[1:], dtype=np.int64)) if len(self.shape) > 1 else 1
+        self.row_nbytes = self.row_items * self.dtype.itemsize
+        self.nrows = self.shape[0]
+        if size is not None:
+            payload = size - fh.tell()
+            if payload < self.nrows * self.row_nbytes:
+                raise DataError(
+                    f"{display}: truncated: the header promises {self.nrows} rows "
+                    f"({self.nrows * self.row_nbytes} bytes) but only {payload} bytes follow."
+                )
+        self.pos = 0
+
+    def read(self, rows: int) -> np.ndarray:
+        k = min(rows, self.nrows - self.pos)
+        buf = np.empty((k,) + tuple(self.shape[1:]), dtype=self.dtype)
+        if k:
+            view = memoryview(buf.reshape(-1).view(np.uint8))
+            got = 0
+            while got < len(view):
+                n = self.fh.readinto(view[got:])
+                if not n:
+                    raise DataError(
+                        f"{self.display}: truncated at row {self.pos + got // max(self.row_nbytes, 1)} "
+                        f"of {self.nrows}."
+                    )
+                got += n
+        self.pos += k
+        return buf
+
+
+class NpyReader(Reader):
+    """A plain NPY array (the whole array is the input) or a structured one (fields are columns)."""
+
+    def __init__(self, source: Source):
+        super().__init__(source)
+        try:
+            self.fh = open(source.path, "rb")
+        except OSError as exc:
+            raise DataError(f"{self.display}: cannot open ({exc.strerror}).") from None
+        size = os.fstat(self.fh.fileno()).st_size
+        self.arr = _NpyStream(self.fh, self.display, size)
+        if self.arr.fortran and len(self.arr.shape) > 1:
+            # Rows are not contiguous; a read-only memory map serves them instead.
+            self.fh.close()
+            self.mm = np.load(source.path, mmap_mode="r", allow_pickle=False)
+        else:
+            self.mm = None
+        self.fields = list(self.arr.dtype.names or [])
+
+    def available(self) -> list[str]:
+        return self.fields
+
+    def _what(self) -> str:
+        return "field"
+
+    def resolve(self) -> None:
+        if not self.fields:
+            for req in self.requests.values():
+                if req.expr is not None or req.key == ID_KEY:
+                    what = f"column {req.expr!r}" if req.key != ID_KEY else "an id column (--id-col)"
+                    raise DataError(
+                        f"{self.display} is a plain array of shape {_shape_str(self.arr.shape)} "
+                        f"with no named columns, so it has no {what}. Use {self.display} on its own, "
+                        "or save a structured array or an NPZ with named arrays."
+                    )
+                req.names = ["<array>"]
+            if sum(1 for r in self.requests.values()) > 1:
+                raise DataError(
+                    f"{self.display} is a plain array; it can serve only one input, not "
+                    f"{', '.join(r.key.upper() for r in self.requests.values())}."
+                )
+            return
+        super().resolve()
+
+    def total_rows(self) -> int | None:
+        return self.arr.nrows
+
+    def row_bytes(self) -> int | None:
+        return self.arr.row_nbytes
+
+    def batches(self, rows: int):
+        while self.rows_read < self.arr.nrows:
+            if self.mm is not None:
+                block = np.ascontiguousarray(self.mm[self.rows_read : self.rows_read + rows])
+                self.arr.pos += len(block)
+            else:
+                block = self.arr.read(rows)
+            row0 = self.rows_read
+            self.rows_read += len(block)
+            yield self._split(block, row0)
+
+    def _split(self, block: np.ndarray, row0: int) -> dict[str, np.ndarray]:
+        if not self.fields:
+            (req,) = self.requests.values()
+            return {req.key: block}
+        out = {}
+        for req in self.requests.values():
+            cols = [_field_array(block, n, self.display) for n in req.names]
+            stack = len(cols) > 1 or (req.matrix and _is_selection(req.expr))
+            out[req.key] = np.column_stack(cols) if stack else cols[0]
+        return out
+
+    def close(self) -> None:
+        if not self.fh.closed:
+            self.fh.close()
+
+
+def _field_array(block: np.ndarray, name: str, display: str) -> np.ndarray:
+    a = block[name]
+    if a.dtype.kind not in "biuf":
+        raise DataError(f"{display}: field {name!r} has dtype {a.dtype}; expected numbers.")
+    return np.ascontiguousarray(a)
+
+
+class NpzReader(Reader):
+    """Named arrays in an NPZ archive, each streamed from its zip member (no pickles)."""
+
+    def __init__(self, source: Source):
+        super().__init__(source)
+        import zipfile
+
+        try:
+            self.zf = zipfile.ZipFile(source.path)
+            members = self.zf.namelist()
+        except Exception as exc:  # noqa: BLE001
+            raise DataError(
+                f"{self.display}: not a readable NPZ archive ({_short(exc)}). It may be truncated or corrupt."
+            ) from None
+        self.keys = [m[:-4] for m in members if m.endswith(".npy")]
+        self.streams: dict[str, _NpyStream] = {}
+
+    def available(self) -> list[str]:
+        return self.keys
+
+    def _what(self) -> str:
+        return "array"
+
+    def _missing_message(self, part: str, names: list[str], key: str) -> str:
+        return super()._missing_message(part, names, key).replace("has no array", "has no array named")
+
+    def scalar_columns(self) -> set[str]:
+        return set()
+
+    def _stream(self, name: str) -> _NpyStream:
+        if name not in self.streams:
+            try:
+                info = self.zf.getinfo(name + ".npy")
+                fh = self.zf.open(info)
+            except Exception as exc:  # noqa: BLE001
+                raise DataError(f"{self.display}: cannot read array {name!r} ({_short(exc)}).") from None
+            self.streams[name] = _NpyStream(fh, f"{self.display}:{name}")
+        return self.streams[name]
+
+    def resolve(self) -> None:
+        super().resolve()
+        counts = {}
+        for req in self.requests.values():
+            st = self._stream(req.names[0])
+            counts[req.names[0]] = st.nrows
+        if len(set(counts.values())) > 1:
+            raise DataError(
+                f"{self.display}: its arrays have different numbers of rows "
+                f"({', '.join(f'{k!r}: {v}' for k, v in counts.items())}); expected one row per sample in each."
+            )
+
+    def total_rows(self) -> int | None:
+        req = next(iter(self.requests.values()))
+        return self._stream(req.names[0]).nrows
+
+    def row_bytes(self) -> int | None:
+        return sum(self._stream(r.names[0]).row_nbytes for r in self.requests.values())
+
+    def batches(self, rows: int):
+        total = self.total_rows()
+        try:
+            while self.rows_read < total:
+                out = {req.key: self._stream(req.names[0]).read(rows) for req in self.requests.values()}
+                self.rows_read += len(next(iter(out.values())))
+                yield out
+        except DataError:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            raise DataError(
+                f"{self.display}: could not read after row {self.rows_read} ({_short(exc)}). "
+                "The archive may be truncated or corrupt."
+            ) from None
+
+    def close(self) -> None:
+        self.zf.close()
+
+
+# ---------------------------------------------------------------------------
+# Opening
+# ---------------------------------------------------------------------------
+
+
+@dataclass
+class ReadOptions:
+    delimiter: str | None = None
+    header: bool = True
+
+
+_SPOOLED: list[str] = []
+
+
+def _stdin_binary():
+    return sys.stdin.buffer
+
+
+def stdin_is_terminal() -> bool:
+    try:
+        return sys.stdin.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def open_reader(source: Source, opts: ReadOptions) -> Reader:
+    if source.is_stdin:
+        if stdin_is_terminal():
+            raise UsageError(
+                "An input is '-' (stdin), but stdin is a terminal: pipe data in "
+                "(e.g. `cat preds.csv | lossctl compute ...`) or give a file path."
+            )
+        stream = _stdin_binary()
+        if source.fmt in ("csv", "tsv"):
+            return CsvReader(source, delimiter=opts.delimiter, header=opts.header, stream=stream)
+        # Parquet, NPY, NPZ and Arrow files need random access: spool stdin to a temporary file.
+        fd, tmp = tempfile.mkstemp(prefix="lossctl-stdin-", suffix="." + source.fmt)
+        _SPOOLED.append(tmp)
+        with os.fdopen(fd, "wb") as out:
+            while True:
+                chunk = stream.read(1 << 20)
+                if not chunk:
+                    break
+                out.write(chunk)
+        source = Source(source.text, tmp, source.column, source.fmt)
+        reader = _open_file(source, opts)
+        reader.source = Source(source.text, "-", source.column, source.fmt)
+        return reader
+    return _open_file(source, opts)
+
+
+def _open_file(source: Source, opts: ReadOptions) -> Reader:
+    if not os.access(source.path, os.R_OK):
+        raise DataError(f"{source.display}: not readable (permission denied).")
+    if os.path.getsize(source.path) == 0:
+        raise DataError(f"{source.display} is empty (0 bytes). Expected {source.fmt.upper()} data.")
+    if source.fmt in ("csv", "tsv"):
+        return CsvReader(source, delimiter=opts.delimiter, header=opts.header)
+    if source.fmt == "parquet":
+        return ParquetReader(source)
+    if source.fmt == "arrow":
+        return IpcReader(source)
+    if source.fmt == "npy":
+        return NpyReader(source)
+    if source.fmt == "npz":
+        return NpzReader(source)
+    raise UsageError(f"unknown input format {source.fmt!r}")
+
+
+def cleanup_spooled() -> None:
+    while _SPOOLED:
+        path = _SPOOLED.pop()
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+
+
+def _shape_str(shape) -> str:
+    return "(" + ", ".join(str(s) for s in shape) + ("," if len(shape) == 1 else "") + ")"
+
+
+def _short(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return text[:300]

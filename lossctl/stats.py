@@ -1,0 +1,387 @@
+"""Mergeable running statistics over per-sample values.
+
+Every object here has ``update`` (add a chunk of values), ``merge`` (combine
+with another object of the same kind, as if one had seen all the data) and
+``to_dict``/``from_dict`` (a JSON-safe state), so chunks, files and machines
+combine the same way.
+
+- ``CompensatedSum``: Neumaier-compensated float64 sum of chunk sums (each chunk
+  summed pairwise by NumPy), so a mean over 1e8 rows does not drift.
+- ``RunningStats``: count, sum, mean, variance (Chan et al.'s parallel update),
+  min, max, and quantiles: exact while the values are kept (up to
+  ``exact_limit`` values, 8 MiB), from a relative-error sketch beyond that.
+- ``QuantileSketch``: logarithmic buckets with relative accuracy ``alpha``
+  (the DDSketch construction), mergeable by adding bucket counts.
+- ``TopK``: the K largest values with their row numbers (ties: lower row first).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+EXACT_LIMIT = 1 << 20  # values kept for exact quantiles: 1,048,576 float64 = 8 MiB
+
+
+def _f(x: float) -> float | str:
+    """float → JSON-safe (inf/nan as strings)."""
+    x = float(x)
+    if math.isfinite(x):
+        return x
+    return "nan" if math.isnan(x) else ("inf" if x > 0 else "-inf")
+
+
+def _u(x: Any) -> float:
+    return float(x)
+
+
+class CompensatedSum:
+    """Σ of float64 values with Neumaier compensation across chunks."""
+
+    __slots__ = ("s", "c")
+
+    def __init__(self, s: float = 0.0, c: float = 0.0):
+        self.s = s
+        self.c = c
+
+    def add(self, x: float) -> None:
+        x = float(x)
+        t = self.s + x
+        if math.isfinite(t):
+            if abs(self.s) >= abs(x):
+                self.c += (self.s - t) + x
+            else:
+                self.c += (x - t) + self.s
+        self.s = t
+
+    def update(self, values: np.ndarray) -> None:
+        if len(values):
+            self.add(np.sum(values, dtype=np.float64))
+
+    def merge(self, other: "CompensatedSum") -> None:
+        self.add(other.s)
+        self.add(other.c)
+
+    @property
+    def value(self) -> float:
+        return self.s + self.c if math.isfinite(self.s) else self.s
+
+    def to_dict(self) -> dict:
+        return {"s": _f(self.s), "c": _f(self.c)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "CompensatedSum":
+        return cls(_u(d["s"]), _u(d["c"]))
+
+
+class QuantileSketch:
+    """Quantiles with relative error ``alpha`` from logarithmic buckets.
+
+    A positive value v falls in bucket ``ceil(log_γ v)`` with γ = (1+α)/(1-α);
+    the bucket's representative ``2γ^i/(γ+1)`` is within α·v of every value in
+    it. Negative values use a mirrored store; exact zeros are counted apart.
+    Bucket counts add, so sketches merge exactly.
+    """
+
+    def __init__(self, alpha: float = 0.005):
+        self.alpha = alpha
+        self.gamma = (1 + alpha) / (1 - alpha)
+        self._lg = math.log(self.gamma)
+        self.pos: dict[int, int] = {}
+        self.neg: dict[int, int] = {}
+        self.zero = 0
+        self.nan = 0
+
+    def _add_store(self, store: dict[int, int], v: np.ndarray) -> None:
+        if not len(v):
+            return
+        with np.errstate(divide="ignore", over="ignore"):
+            idx = np.ceil(np.log(v) / self._lg)
+        idx = np.clip(idx, -1_000_000, 1_000_000).astype(np.int64)
+        lo = int(idx.min())
+        counts = np.bincount(idx - lo)
+        for k in np.flatnonzero(counts).tolist():
+            store[k + lo] = store.get(k + lo, 0) + int(counts[k])
+
+    def update(self, values: np.ndarray) -> None:
+        v = np.asarray(values, dtype=np.float64)
+        nan = np.isnan(v)
+        if nan.any():
+            self.nan += int(nan.sum())
+            v = v[~nan]
+        self.zero += int((v == 0).sum())
+        self._add_store(self.pos, v[v > 0])
+        self._add_store(self.neg, -v[v < 0])
+
+    def merge(self, other: "QuantileSketch") -> None:
+        if other.alpha != self.alpha:
+            raise ValueError("cannot merge quantile sketches with different accuracy")
+        for mine, theirs in ((self.pos, other.pos), (self.neg, other.neg)):
+            for k, c in theirs.items():
+                mine[k] = mine.get(k, 0) + c
+        self.zero += other.zero
+        self.nan += other.nan
+
+    def _value(self, key: int) -> float:
+        return 2.0 * self.gamma**key / (self.gamma + 1.0)
+
+    @property
+    def count(self) -> int:
+        return sum(self.pos.values()) + sum(self.neg.values()) + self.zero
+
+    def quantile(self, q: float) -> float:
+        n = self.count
+        if n == 0:
+            return float("nan")
+        rank = q * (n - 1)
+        seen = 0
+        for k in sorted(self.neg, reverse=True):  # most negative first
+            seen += self.neg[k]
+            if seen > rank:
+                return -self._value(k)
+        seen += self.zero
+        if seen > rank:
+            return 0.0
+        for k in sorted(self.pos):
+            seen += self.pos[k]
+            if seen > rank:
+                return self._value(k)
+        return self._value(max(self.pos)) if self.pos else 0.0
+
+    def to_dict(self) -> dict:
+        return {
+            "alpha": self.alpha,
+            "pos": {str(k): v for k, v in self.pos.items()},
+            "neg": {str(k): v for k, v in self.neg.items()},
+            "zero": self.zero,
+            "nan": self.nan,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "QuantileSketch":
+        s = cls(d["alpha"])
+        s.pos = {int(k): int(v) for k, v in d["pos"].items()}
+        s.neg = {int(k): int(v) for k, v in d["neg"].items()}
+        s.zero = int(d["zero"])
+        s.nan = int(d["nan"])
+        return s
+
+
+class RunningStats:
+    """count, compensated sum, mean, variance, min, max and quantiles of a stream."""
+
+    def __init__(self, exact_limit: int = EXACT_LIMIT, alpha: float = 0.005):
+        self.count = 0
+        self.sum = CompensatedSum()
+        self.mean = 0.0
+        self.m2 = 0.0  # Σ (x - mean)²
+        self.min = math.inf
+        self.max = -math.inf
+        self.exact_limit = exact_limit
+        self.alpha = alpha
+        # Exact while the values are kept; the sketch exists only once they are not.
+        self._kept: list[np.ndarray] | None = []
+        self.sketch: QuantileSketch | None = None
+        self.nan_count = 0
+
+    # -- updating -----------------------------------------------------------
+    def update(self, values: np.ndarray) -> None:
+        v = np.asarray(values, dtype=np.float64).ravel()
+        if not len(v):
+            return
+        mean_b = float(np.mean(v))
+        d = v - mean_b
+        self._combine(len(v), mean_b, float(np.dot(d, d)))
+        self.sum.update(v)
+        with np.errstate(invalid="ignore"):
+            if np.isnan(v).any():
+                self.nan_count += int(np.isnan(v).sum())
+                self.min = float("nan")
+                self.max = float("nan")
+            elif not math.isnan(self.min):
+                self.min = min(self.min, float(v.min()))
+                self.max = max(self.max, float(v.max()))
+        if self._kept is not None and self.count <= self.exact_limit:
+            self._kept.append(v.copy())
+        else:
+            self._to_sketch().update(v)
+
+    def _to_sketch(self) -> QuantileSketch:
+        """Switch from kept values to the bounded-memory sketch (idempotent)."""
+        if self.sketch is None:
+            self.sketch = QuantileSketch(self.alpha)
+            for chunk in self._kept or ():
+                self.sketch.update(chunk)
+        self._kept = None
+        return self.sketch
+
+    def _combine(self, n_b: int, mean_b: float, m2_b: float) -> None:
+        n_a = self.count
+        n = n_a + n_b
+        if n_a == 0:
+            self.mean, self.m2 = mean_b, m2_b
+        else:
+            delta = mean_b - self.mean
+            self.mean = self.mean + delta * n_b / n
+            self.m2 = self.m2 + m2_b + delta * delta * n_a * n_b / n
+        self.count = n
+
+    def merge(self, other: "RunningStats") -> None:
+        if other.count == 0:
+            return
+        self._combine(other.count, other.mean, other.m2)
+        self.sum.merge(other.sum)
+        self.nan_count += other.nan_count
+        if math.isnan(self.min) or math.isnan(other.min):
+            self.min = self.max = float("nan")
+        else:
+            self.min = min(self.min, other.min)
+            self.max = max(self.max, other.max)
+        if self._kept is not None and other._kept is not None and self.count <= self.exact_limit:
+            self._kept.extend(other._kept)
+        else:
+            theirs = other.sketch if other._kept is None else _sketch_of(other)
+            self._to_sketch().merge(theirs)
+
+    # -- results --------------------------------------------------------------
+    @property
+    def quantiles_exact(self) -> bool:
+        return self._kept is not None
+
+    def values(self) -> np.ndarray | None:
+        """All values seen, in order, while they are kept; otherwise None."""
+        if self._kept is None:
+            return None
+        return np.concatenate(self._kept) if self._kept else np.empty(0)
+
+    def std(self) -> float:
+        """Sample standard deviation (ddof=1), NaN for fewer than two values."""
+        if self.count < 2:
+            return float("nan")
+        return math.sqrt(max(self.m2, 0.0) / (self.count - 1))
+
+    def quantile(self, q: float) -> float:
+        if self.count == 0:
+            return float("nan")
+        vals = self.values()
+        if vals is not None:
+            if np.isnan(vals).any():
+                return float("nan")
+            return float(np.quantile(vals, q))
+        return self._to_sketch().quantile(q)
+
+    def quantiles(self, qs: tuple[float, ...]) -> list[float]:
+        """Several quantiles at once (one partial sort of the kept values)."""
+        if self.count == 0:
+            return [float("nan")] * len(qs)
+        vals = self.values()
+        if vals is not None:
+            if np.isnan(vals).any():
+                return [float("nan")] * len(qs)
+            return [float(v) for v in np.quantile(vals, qs)]
+        return [self._to_sketch().quantile(q) for q in qs]
+
+    def summary(self) -> dict[str, Any]:
+        n = self.count
+        nan = float("nan")
+        p50, p90, p99 = self.quantiles((0.5, 0.9, 0.99))
+        return {
+            "count": n,
+            "sum": self.sum.value if n else 0.0,
+            "mean": (self.sum.value / n) if n else nan,
+            "std": self.std(),
+            "min": self.min if n else nan,
+            "p50": p50,
+            "p90": p90,
+            "p99": p99,
+            "max": self.max if n else nan,
+            "quantiles": "exact" if self.quantiles_exact else f"approximate (relative error {self.alpha:g})",
+        }
+
+    def to_dict(self, keep_values: bool = True) -> dict:
+        d = {
+            "count": self.count,
+            "sum": self.sum.to_dict(),
+            "mean": _f(self.mean),
+            "m2": _f(self.m2),
+            "min": _f(self.min),
+            "max": _f(self.max),
+            "nan_count": self.nan_count,
+            "exact_limit": self.exact_limit,
+            "alpha": self.alpha,
+        }
+        vals = self.values() if keep_values else None
+        d["values"] = None if vals is None else [_f(v) for v in vals.tolist()]
+        d["sketch"] = None if vals is not None else _sketch_of(self).to_dict()
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "RunningStats":
+        s = cls(exact_limit=int(d["exact_limit"]), alpha=float(d["alpha"]))
+        s.count = int(d["count"])
+        s.sum = CompensatedSum.from_dict(d["sum"])
+        s.mean = _u(d["mean"])
+        s.m2 = _u(d["m2"])
+        s.min = _u(d["min"])
+        s.max = _u(d["max"])
+        s.nan_count = int(d["nan_count"])
+        vals = d.get("values")
+        if vals is None:
+            s._kept = None
+            s.sketch = QuantileSketch.from_dict(d["sketch"])
+        else:
+            s._kept = [np.array([_u(v) for v in vals], dtype=np.float64)]
+        return s
+
+
+def _sketch_of(stats: RunningStats) -> QuantileSketch:
+    """The sketch of a RunningStats without changing it."""
+    if stats.sketch is not None and stats._kept is None:
+        return stats.sketch
+    sk = QuantileSketch(stats.alpha)
+    for chunk in stats._kept or ():
+        sk.update(chunk)
+    return sk
+
+
+class TopK:
+    """The K largest per-sample values, with their row numbers (ties: lower row first)."""
+
+    def __init__(self, k: int):
+        self.k = k
+        self.values = np.empty(0, dtype=np.float64)
+        self.rows = np.empty(0, dtype=np.int64)
+
+    def update(self, values: np.ndarray, rows: np.ndarray) -> None:
+        if self.k <= 0 or not len(values):
+            return
+        v = np.asarray(values, dtype=np.float64)
+        r = np.asarray(rows, dtype=np.int64)
+        keep = ~np.isnan(v)
+        v, r = v[keep], r[keep]
+        if len(v) > self.k:
+            part = np.argpartition(-v, self.k - 1)[: self.k]
+            # argpartition may cut ties arbitrarily; take every value >= the cut.
+            cut = v[part].min()
+            sel = np.flatnonzero(v >= cut)
+            v, r = v[sel], r[sel]
+        self._set(np.concatenate([self.values, v]), np.concatenate([self.rows, r]))
+
+    def _set(self, v: np.ndarray, r: np.ndarray) -> None:
+        order = np.lexsort((r, -v))[: self.k]
+        self.values, self.rows = v[order], r[order]
+
+    def merge(self, other: "TopK") -> None:
+        self._set(np.concatenate([self.values, other.values]), np.concatenate([self.rows, other.rows]))
+
+    def to_dict(self) -> dict:
+        return {"k": self.k, "values": [_f(v) for v in self.values.tolist()], "rows": self.rows.tolist()}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TopK":
+        t = cls(int(d["k"]))
+        t.values = np.array([_u(v) for v in d["values"]], dtype=np.float64)
+        t.rows = np.array(d["rows"], dtype=np.int64)
+        return t

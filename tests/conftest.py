@@ -1,0 +1,136 @@
+"""Shared test helpers: run the real CLI in-process, and write inputs in every format."""
+
+from __future__ import annotations
+
+import io
+import os
+import sys
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SAMPLE = os.path.join(ROOT, "sample_data")
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+
+    @property
+    def json(self):
+        import json
+
+        return json.loads(self.out)
+
+
+class _Stdin(io.TextIOWrapper):
+    def isatty(self) -> bool:  # pipes are not terminals
+        return False
+
+
+def run_cli(args: list[str], stdin: bytes | None = None, tty_stdin: bool = False) -> Result:
+    """Run `lossctl ARGS` through the real entry point, capturing stdout/stderr/exit code."""
+    from lossctl.cli import main
+
+    out_b, err_b = io.BytesIO(), io.BytesIO()
+    out = io.TextIOWrapper(out_b, encoding="utf-8", write_through=True)
+    err = io.TextIOWrapper(err_b, encoding="utf-8", write_through=True)
+    old = sys.stdout, sys.stderr, sys.stdin
+    sys.stdout, sys.stderr = out, err
+    if tty_stdin:
+
+        class _Tty(io.TextIOWrapper):
+            def isatty(self) -> bool:
+                return True
+
+        sys.stdin = _Tty(io.BytesIO(b""))
+    elif stdin is not None:
+        sys.stdin = _Stdin(io.BytesIO(stdin))
+    try:
+        try:
+            main([str(a) for a in args])
+            code = 0
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    finally:
+        out.flush()
+        err.flush()
+        sys.stdout, sys.stderr, sys.stdin = old
+    return Result(code, out_b.getvalue().decode(), err_b.getvalue().decode())
+
+
+@pytest.fixture
+def cli():
+    return run_cli
+
+
+def assert_clean_error(res: Result, code: int, *needles: str) -> None:
+    """An error: the expected exit code, one short message naming things, no traceback."""
+    assert res.code == code, (res.code, res.out, res.err)
+    assert "Traceback" not in res.err, res.err
+    assert res.out == "", res.out
+    for n in needles:
+        assert n in res.err, (n, res.err)
+
+
+# ---------------------------------------------------------------------------
+# Writing the same arrays in every format
+# ---------------------------------------------------------------------------
+
+
+def write_csv(path, columns: dict[str, np.ndarray], delimiter: str = ",") -> str:
+    names = []
+    cols = []
+    for name, a in columns.items():
+        a = np.asarray(a)
+        if a.ndim == 1:
+            names.append(name)
+            cols.append(a)
+        else:
+            for k in range(a.shape[1]):
+                names.append(f"{name}_{k}")
+                cols.append(a[:, k])
+    with open(path, "w") as fh:
+        fh.write(delimiter.join(names) + "\n")
+        for i in range(len(cols[0])):
+            fh.write(delimiter.join(_cell(c[i]) for c in cols) + "\n")
+    return str(path)
+
+
+def _cell(v) -> str:
+    if isinstance(v, (np.floating, float)):
+        return repr(float(v))
+    return str(v.item() if hasattr(v, "item") else v)
+
+
+def arrow_table(columns: dict[str, np.ndarray], fixed: bool = True):
+    import pyarrow as pa
+
+    arrays = {}
+    for name, a in columns.items():
+        a = np.asarray(a)
+        if a.ndim == 1:
+            arrays[name] = pa.array(a)
+        elif fixed:
+            arrays[name] = pa.FixedSizeListArray.from_arrays(pa.array(a.ravel()), a.shape[1])
+        else:
+            arrays[name] = pa.array(list(a))
+    return pa.table(arrays)
+
+
+def write_parquet(path, columns, fixed: bool = True, row_group_size: int | None = None) -> str:
+    import pyarrow.parquet as pq
+
+    pq.write_table(arrow_table(columns, fixed), str(path), row_group_size=row_group_size)
+    return str(path)
+
+
+def write_arrow(path, columns) -> str:
+    import pyarrow.feather as feather
+
+    feather.write_feather(arrow_table(columns), str(path))
+    return str(path)
