@@ -34,7 +34,7 @@ from lossctl.registry import LossSpec, Role
 from lossctl.stats import CompensatedSum, RunningStats, TopK
 
 SCHEMA_VERSION = 1
-CHUNK_BYTES = 16 << 20
+CHUNK_BYTES = 8 << 20
 
 OK, IGNORED, NAN, DROPPED = 0, 1, 2, 3
 STATUS = np.array(["ok", "ignored", "nan", "dropped"], dtype=object)

@@ -199,7 +199,9 @@ class Role:
     ndim: tuple[int, ...] = (1, 2)
     dtype: str = "float"
     optional: bool = False
-    ragged: bool = False  # may come as variable-length list columns
+    # May come as variable-length list columns: the kernel then receives a
+    # lossctl.ragged.Ragged (2-D arrays are given to it as Ragged rows of equal length).
+    ragged: bool = False
 
     @property
     def metavar(self) -> str:
@@ -232,6 +234,13 @@ class LossSpec:
     aliases: tuple[str, ...] = ()
     classification: bool = False  # per-sample output has p_true / pred_class
     notes: tuple[str, ...] = field(default_factory=tuple)
+    # The gradient is taken with respect to inputs[pred_index] (the model's output).
+    pred_index: int = 0
+    # Rows interact within batches of --batch-size rows (InfoNCE): the engine hands the
+    # kernel whole batches and the resolved batch size; results never depend on chunking.
+    batched: bool = False
+    # Quantities derived from the headline value and reported with it: "perplexity" = exp(value).
+    derived: tuple[str, ...] = ()
 
     def param(self, name: str) -> Param:
         for p in self.params:

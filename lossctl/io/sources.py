@@ -411,11 +411,12 @@ def _list_to_numpy(arr, req: Request, display: str, name: str, row0: int) -> np.
         width = t.list_size
     else:
         lengths = arr.value_lengths().to_numpy(zero_copy_only=False)
-        if n and (lengths != lengths[0]).any():
-            if req.ragged:
-                from lossctl.io.ragged import Ragged
+        if req.ragged and not (pa.types.is_list(t.value_type) or pa.types.is_large_list(t.value_type)
+                               or pa.types.is_fixed_size_list(t.value_type)):
+            from lossctl.ragged import Ragged
 
-                return Ragged.from_arrow(arr, display, name, row0)  # type: ignore[return-value]
+            return Ragged.from_arrow(arr, display, name, row0)  # type: ignore[return-value]
+        if n and (lengths != lengths[0]).any():
             bad = int(np.flatnonzero(lengths != lengths[0])[0])
             raise DataError(
                 f"{display}, column {name!r}, row {row0 + bad}: list of {int(lengths[bad])} values, "
@@ -445,7 +446,7 @@ class ParquetReader(ArrowReader):
         try:
             # No memory map: mapped pages would count against the process's memory for the
             # whole file; buffered reads keep it bounded by the row group / batch.
-            self.pf = pq.ParquetFile(source.path, memory_map=False, pre_buffer=False)
+            self.pf = pq.ParquetFile(source.path, memory_map=False, pre_buffer=False, buffer_size=1 << 20)
         except Exception as exc:  # noqa: BLE001
             raise DataError(
                 f"{self.display}: not a readable Parquet file ({_short(exc)}). "
