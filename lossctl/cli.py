@@ -158,6 +158,22 @@ COMMON_OPTIONS: list[tuple[str, Any, Any]] = [
     ),
     ("top", int, typer.Option(5, "--top", metavar="K", help="Show the K worst samples.", rich_help_panel=_OUT)),
     (
+        "grad",
+        Optional[str],
+        typer.Option(
+            None,
+            "--grad",
+            metavar="PATH",
+            help="Write d loss_n / d prediction_n for every row, in input order: .npy, .parquet, .jsonl or .csv.",
+            rich_help_panel=_OUT,
+        ),
+    ),
+    (
+        "grad_norm",
+        bool,
+        typer.Option(False, "--grad-norm", help="Add each row's gradient norm (how hard it pulls) to --per-sample.", rich_help_panel=_OUT),
+    ),
+    (
         "precision",
         Optional[int],
         typer.Option(None, "--precision", metavar="N", help="Significant digits in table/markdown (default 6) and -b (default: exact).", rich_help_panel=_OUT),
@@ -304,6 +320,15 @@ def list_losses(
     _guard(_list, format, family)
 
 
+@app.command("explain")
+def explain(
+    name: str = typer.Argument(..., metavar="NAME", help="A loss name or alias (see `lossctl list`)."),
+    format: str = typer.Option("text", "--format", "-f", metavar="[text|json]", help="Output format."),
+) -> None:
+    """Explain a loss: formula, inputs, parameters, gradient, properties, uses and references."""
+    _guard(_explain, name, format)
+
+
 # ---------------------------------------------------------------------------
 # Command bodies
 # ---------------------------------------------------------------------------
@@ -362,6 +387,8 @@ def _compute(spec: registry.LossSpec, kw: dict[str, Any]) -> None:
     if reduction == "none" and (bounds or kw["score_only"]):
         raise UsageError("--reduction none has no headline value, so --max, --min and -b do not apply.")
     per_sample = kw["per_sample"]
+    if kw["grad_norm"] and per_sample is None and reduction != "none":
+        raise UsageError("--grad-norm adds a column to the per-sample output: give --per-sample PATH too.")
     if reduction == "none" and per_sample is None:
         per_sample = "-"
     if per_sample == "-" and kw["score_only"]:
@@ -377,6 +404,8 @@ def _compute(spec: registry.LossSpec, kw: dict[str, Any]) -> None:
         chunk_rows=kw["chunk_size"],
         input_format=kw["input_format"],
         per_sample=per_sample,
+        grad=kw["grad"],
+        grad_norm=kw["grad_norm"],
         per_sample_format=fmt if fmt in ("csv", "tsv", "jsonl") else ("jsonl" if fmt == "json" else "csv"),
         top=kw["top"],
         prob_atol=kw["prob_atol"],
@@ -460,6 +489,63 @@ class _Progress:
         if self.bar is not None:
             self.bar.stop()
             self.bar = None
+
+
+def _explain(name: str, fmt: str) -> None:
+    spec = registry.get(name)
+    if fmt == "json":
+        import json
+
+        sys.stdout.write(json.dumps(registry.describe(spec), indent=2, ensure_ascii=False) + "\n")
+        return
+    if fmt != "text":
+        raise UsageError(f"--format must be text or json; got {fmt!r}.")
+    from rich.table import Table
+    from rich.text import Text
+
+    con = _stdout_console(False)
+    title = Text(spec.name, style="bold cyan")
+    if spec.aliases:
+        title.append(f" ({', '.join(spec.aliases)})", style="cyan")
+    title.append(f"  ·  {spec.family}", style="dim")
+    con.print(title)
+    con.print(spec.summary)
+
+    def section(head: str, body: str | None = None) -> None:
+        con.print()
+        con.print(Text(head, style="bold"))
+        if body is not None:
+            for line in body.splitlines():
+                con.print(Text("  " + line))
+
+    section("Formula (per sample)", spec.formula)
+    section("Inputs (positional, in this order)")
+    t = Table(box=None, show_header=False, pad_edge=False)
+    for _ in range(3):
+        t.add_column()
+    for r in spec.inputs:
+        t.add_row("  " + r.metavar + (" (optional)" if r.optional else ""), r.shape, r.help)
+    con.print(t)
+    if spec.params:
+        section("Parameters")
+        t = Table(box=None, show_header=False, pad_edge=False)
+        for _ in range(3):
+            t.add_column()
+        for p in spec.params:
+            default = "none" if p.default is None else str(p.default)
+            rng = p.describe_range()
+            t.add_row("  --" + p.name, f"default {default}", p.help + (f" ({rng})" if rng else ""))
+        con.print(t)
+    section("Headline value", spec.headline)
+    section("Gradient", spec.gradient + f"  (w.r.t. {spec.inputs[spec.pred_index].metavar})")
+    section("Properties")
+    for prop in spec.properties:
+        con.print(Text("  • " + prop))
+    section("Used for", spec.used_for)
+    section("Output activation it assumes", spec.activation)
+    section("Reference equivalent", spec.reference)
+    section("Paper", spec.paper)
+    section("Example", "lossctl compute " + " ".join((spec.name, *spec.example)))
 
 
 def _list(fmt: str, family: str | None) -> None:

@@ -19,7 +19,9 @@ import numpy as np
 
 from lossctl import __version__
 from lossctl.errors import DataError, InputError, ParamError, UsageError
-from lossctl.io.sinks import RowSink
+from lossctl.io.sinks import GradSink, RowSink, sink_format
+from lossctl.losses import Result
+from lossctl.ragged import Ragged
 from lossctl.io.sources import (
     ID_KEY,
     ReadOptions,
@@ -50,11 +52,18 @@ class Options:
     input_format: str | None = None
     per_sample: str | None = None
     per_sample_format: str = "csv"
+    grad: str | None = None
+    grad_norm: bool = False
     top: int = 5
     prob_atol: float | None = None
     header: bool = True
     delimiter: str | None = None
     progress: Callable[[int, int | None], None] | None = None
+
+
+# Without --batch-size, a batched loss (InfoNCE) treats the whole input as one batch,
+# up to this many rows; beyond it the batch size must be given.
+DEFAULT_BATCH_CAP = 4096
 
 
 @dataclass
@@ -102,17 +111,26 @@ def run(spec: LossSpec, texts: list[str | None], params: dict[str, Any], opts: O
         cleanup_spooled()
 
 
+def _accepted(fn: Callable) -> set[str]:
+    return set(inspect.signature(fn).parameters)
+
+
 class _Run:
     def __init__(self, spec: LossSpec, texts, params, opts: Options):
         self.spec = spec
-        self.params = params
+        self.params = dict(params)
         self.opts = opts
         self.kernel = spec.load_kernel()
-        sig = inspect.signature(self.kernel).parameters
         self.kernel_kwargs = dict(params)
-        if "prob_atol" in sig:
+        if "prob_atol" in _accepted(self.kernel):
             self.kernel_kwargs["prob_atol"] = opts.prob_atol
-        self.wants_extras = "extras" in sig and opts.per_sample is not None
+        self.wants_extras = "extras" in _accepted(self.kernel) and opts.per_sample is not None
+        self.grad_fn = None
+        self.grad_kwargs: dict[str, Any] = {}
+        if opts.grad is not None or opts.grad_norm:
+            self.grad_fn = spec.load_grad()
+            accepted = _accepted(self.grad_fn)
+            self.grad_kwargs = {k: v for k, v in self.kernel_kwargs.items() if k in accepted}
         self.inputs: list[_Input] = []
         for role, text in zip(spec.inputs, texts):
             if text is None:
@@ -120,8 +138,11 @@ class _Run:
                     raise UsageError(f"{spec.name} needs {role.metavar} ({role.shape}).")
                 continue
             self.inputs.append(_Input(role, parse_source(text, opts.input_format, role.name)))
+        self.pred_role = spec.inputs[spec.pred_index].name
+        self.batch_size: int | None = None
         self.acc = _Accum(top=TopK(opts.top))
         self.sink: RowSink | None = None
+        self.grad_sink: GradSink | None = None
 
     # -- set-up -----------------------------------------------------------------
     def _open(self) -> list[Reader]:
@@ -149,12 +170,27 @@ class _Run:
             reader.resolve()
         return list(readers.values())
 
-    def _chunk_rows(self, readers: list[Reader]) -> int:
+    def _chunk_rows(self, readers: list[Reader], total: int | None) -> int:
         if self.opts.chunk_rows:
-            return max(1, int(self.opts.chunk_rows))
-        widths = [r.row_bytes() for r in readers]
-        width = sum(w for w in widths if w) or 64
-        return int(min(1 << 20, max(1024, CHUNK_BYTES // width)))
+            rows = max(1, int(self.opts.chunk_rows))
+        else:
+            widths = [r.row_bytes() for r in readers]
+            width = sum(w for w in widths if w) or 64
+            rows = int(min(1 << 20, max(1024, CHUNK_BYTES // width)))
+        if not self.spec.batched:
+            return rows
+        # Batched losses: chunks hold whole batches, so per-sample values never depend on chunking.
+        bs = self.params.get("batch_size")
+        if bs is None:
+            if total is not None and total > DEFAULT_BATCH_CAP:
+                raise UsageError(
+                    f"{self.spec.name}: the input has {total} rows; without --batch-size the whole input is "
+                    f"one batch, which is allowed up to {DEFAULT_BATCH_CAP} rows. Give --batch-size "
+                    "(the batch size the model was trained or evaluated with)."
+                )
+            return DEFAULT_BATCH_CAP + 1  # one chunk: the whole input (checked in _process)
+        self.batch_size = int(bs)
+        return self.batch_size * max(1, rows // self.batch_size)
 
     # -- main loop --------------------------------------------------------------
     def execute(self) -> dict:
@@ -164,14 +200,14 @@ class _Run:
             for r in readers:
                 if totals[id(r)] == 0:
                     raise DataError(f"{r.display} has no data rows. Expected one row per sample.")
-            rows = self._chunk_rows(readers)
-            if self.opts.per_sample is not None:
-                from lossctl.io.sinks import sink_format
-
-                fmt = sink_format(self.opts.per_sample, "--per-sample", self.opts.per_sample_format)
-                self.sink = RowSink(self.opts.per_sample, fmt)
             primary = self.inputs[0].reader
             total = totals[id(primary)]
+            rows = self._chunk_rows(readers, total)
+            if self.opts.per_sample is not None:
+                fmt = sink_format(self.opts.per_sample, "--per-sample", self.opts.per_sample_format)
+                self.sink = RowSink(self.opts.per_sample, fmt)
+            if self.opts.grad is not None:
+                self.grad_sink = GradSink(self.opts.grad)
             if self.opts.id_col and len(readers) > 1:
                 chunks = _joined(self, readers, rows)
             else:
@@ -187,13 +223,15 @@ class _Run:
             if self.acc.rows_seen == 0:
                 raise DataError(f"{primary.display} has no data rows. Expected one row per sample.")
             report = self._report(readers)
-            if self.sink is not None:
-                self.sink.commit()
-                self.sink = None
+            for sink in (self.sink, self.grad_sink):
+                if sink is not None:
+                    sink.commit()
+            self.sink = self.grad_sink = None
             return report
         finally:
-            if self.sink is not None:
-                self.sink.abort()
+            for sink in (self.sink, self.grad_sink):
+                if sink is not None:
+                    sink.abort()
             for r in readers:
                 r.close()
 
@@ -215,6 +253,14 @@ class _Run:
     ) -> None:
         acc = self.acc
         n_all = len(prim_rows)
+        if self.spec.batched and self.batch_size is None:
+            if acc.rows_seen or n_all > DEFAULT_BATCH_CAP:
+                raise UsageError(
+                    f"{self.spec.name}: the input has more than {DEFAULT_BATCH_CAP} rows; without "
+                    "--batch-size the whole input is one batch, which is allowed up to that size. "
+                    "Give --batch-size."
+                )
+            self.batch_size = n_all
         acc.rows_seen += n_all
         code = np.full(n_all, OK, dtype=np.int8)
         kept_idx = np.arange(n_all) if kept is None else kept
@@ -241,7 +287,7 @@ class _Run:
             where = inp.where()
             names = inp.request.names if inp.request else []
             a = arrays[inp.role.name]
-            if len(names) > 1 and a.ndim == 2:
+            if len(names) > 1 and isinstance(a, np.ndarray) and a.ndim == 2:
                 k = int(np.flatnonzero(np.isnan(a[i]))[0])
                 where = f"{inp.source.display}, column {names[k]!r}"
             raise DataError(
@@ -253,8 +299,11 @@ class _Run:
         use = ~nan_rows
         sub = arrays if use.all() else {k: v[use] for k, v in arrays.items()}
         sub_rows = role_rows if use.all() else {k: v[use] for k, v in role_rows.items()}
+        batch_of = None
+        if self.spec.batched:
+            batch_of = (prim_rows[kept_idx] // self.batch_size)[use]
 
-        result = self._call(sub, sub_rows)
+        result = self._call(sub, sub_rows, batch_of)
         n_u = len(result.loss)
         loss_k = np.full(n_k, np.nan)
         loss_k[use] = result.loss
@@ -281,11 +330,12 @@ class _Run:
             acc.nan_omitted += n_nan
         acc.stats.update(vals)
         acc.num.update(num)
-        acc.den.update(den if den is not None else np.ones(0))
-        if den is None:
+        if den is not None:
+            acc.den.update(den)
+        else:
             acc.den.add(float(len(vals)))
         for name, comp in result.components.items():
-            acc.components.setdefault(name, CompensatedSum()).update(comp[ok_u])
+            acc.components.setdefault(name, CompensatedSum()).update(np.asarray(comp, dtype=np.float64)[ok_u])
         acc.used += int(ok_u.sum())
         acc.ignored += int(ign_u.sum())
         acc.dropped_pred += n_all - n_k
@@ -300,6 +350,12 @@ class _Run:
                 if r not in before and r in lookup:
                     acc.top_ids[r] = _py(ids[lookup[r]])
 
+        grad = None
+        if self.grad_fn is not None:
+            grad = self._grad(sub, sub_rows, batch_of)
+        used_idx = kept_idx[np.flatnonzero(use)]
+        if self.grad_sink is not None:
+            self.grad_sink.write(grad, used_idx, prim_rows, ids)
         if self.sink is not None:
             loss_all = np.full(n_all, np.nan)
             loss_all[kept_idx] = loss_k
@@ -310,12 +366,30 @@ class _Run:
             cols["status"] = STATUS[code]
             for name, values in result.columns.items():
                 cols[name] = _scatter(values, kept_idx, np.flatnonzero(use), n_all)
+            if self.opts.grad_norm:
+                norms = _row_norms(grad)
+                cols["grad_norm"] = _scatter(norms, kept_idx, np.flatnonzero(use), n_all)
             self.sink.write(cols)
 
-    def _conform(self, inp: _Input, a: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    def _conform(self, inp: _Input, a, rows: np.ndarray):
         """Check an input's dimensions and numeric type; record its shape."""
         role = inp.role
+        if role.ragged and isinstance(a, np.ndarray) and a.ndim == 2:
+            n, t = a.shape
+            a = Ragged(a.reshape(-1), np.arange(0, n * t + 1, max(t, 1)) if t else np.zeros(n + 1, np.int64))
         if getattr(a, "is_ragged", False):
+            if not role.ragged:
+                raise DataError(
+                    f"{inp.where()} gives {role.metavar} as lists of different lengths, but "
+                    f"{self.spec.name} expects {role.metavar} of shape {role.shape}: {role.help}"
+                )
+            if a.values.dtype.kind not in "biuf":
+                raise DataError(f"{inp.where()}: values of type {a.values.dtype}; expected numbers.")
+            if role.dtype == "float" and a.values.dtype.kind in "biu":
+                a = a.astype(np.float64)
+            if inp.shape is None:
+                inp.shape = ("N", "ragged")
+                inp.dtype = str(a.values.dtype)
             return a
         if a.ndim not in role.ndim:
             got = "a single column" if a.ndim == 1 else f"shape {_shape(a.shape)}"
@@ -331,19 +405,50 @@ class _Run:
         if inp.shape is None:
             inp.shape = ("N",) + tuple(a.shape[1:])
             inp.dtype = str(a.dtype)
-        elif inp.shape[1:] != tuple(a.shape[1:]):
+        elif inp.shape[1:] != tuple(a.shape[1:]) and inp.shape[1:] != ("ragged",):
             raise DataError(
                 f"{inp.where()}, row {int(rows[0])}: shape changes from {_shape(inp.shape)} to {_shape(a.shape)}."
             )
         return a
 
-    def _call(self, arrays: dict[str, np.ndarray], role_rows: dict[str, np.ndarray]):
-        args = [arrays[i.role.name] for i in self.inputs]
+    def _args(self, arrays: dict[str, Any]) -> list:
+        return [arrays.get(role.name) for role in self.spec.inputs]
+
+    def _call(self, arrays, role_rows, batch_of: np.ndarray | None):
         kwargs = dict(self.kernel_kwargs)
         if self.wants_extras:
             kwargs["extras"] = True
+        if batch_of is None:
+            return self._guarded(self.kernel, self._args(arrays), kwargs, role_rows)
+        return self._by_batch(self.kernel, arrays, role_rows, kwargs, batch_of)
+
+    def _grad(self, arrays, role_rows, batch_of):
+        kwargs = dict(self.grad_kwargs)
+        if batch_of is None:
+            return self._guarded(self.grad_fn, self._args(arrays), kwargs, role_rows)
+        return self._by_batch(self.grad_fn, arrays, role_rows, kwargs, batch_of)
+
+    def _by_batch(self, fn, arrays, role_rows, kwargs, batch_of):
+        """Call a batched kernel so that batches are the input's (row // batch size) groups."""
+        n = len(batch_of)
+        starts = np.flatnonzero(np.r_[True, batch_of[1:] != batch_of[:-1]]) if n else np.zeros(0, int)
+        sizes = np.diff(np.r_[starts, n])
+        # Fast path: every batch complete except possibly the last, as the kernel would split.
+        if n == 0 or (sizes[:-1] == self.batch_size).all():
+            return self._guarded(fn, self._args(arrays), {**kwargs, "batch_size": self.batch_size}, role_rows)
+        parts = []
+        for st, sz in zip(starts.tolist(), sizes.tolist()):
+            sl = slice(st, st + sz)
+            sub = {k: v[sl] for k, v in arrays.items()}
+            rows = {k: v[sl] for k, v in role_rows.items()}
+            parts.append(self._guarded(fn, self._args(sub), {**kwargs, "batch_size": sz}, rows))
+        if isinstance(parts[0], Result):
+            return _concat_results(parts)
+        return np.concatenate(parts)
+
+    def _guarded(self, fn, args, kwargs, role_rows):
         try:
-            return self.kernel(*args, **kwargs)
+            return fn(*args, **kwargs)
         except InputError as err:
             raise DataError(self._input_error(err, role_rows)) from None
         except ParamError as err:
@@ -377,7 +482,10 @@ class _Run:
         else:
             value = acc.num.value / den if den else float("nan")
         rows_read = {i.role.name: i.reader.rows_read for i in self.inputs}
-        params = {p.name: _jsonable(self.params.get(p.dest)) for p in self.spec.params}
+        params = dict(self.params)
+        if self.spec.batched:
+            params["batch_size"] = self.batch_size
+        params = {p.name: _jsonable(params.get(p.dest)) for p in self.spec.params}
         inputs = [
             {
                 "role": i.role.name,
@@ -401,6 +509,10 @@ class _Run:
             if r in acc.top_ids:
                 item["id"] = acc.top_ids[r]
             top.append(item)
+        derived = {}
+        if "perplexity" in self.spec.derived and reduction == "mean":
+            derived["perplexity"] = math.exp(value) if math.isfinite(value) and value < 709 else (
+                float("inf") if value == value else float("nan"))
         report = {
             "schema_version": SCHEMA_VERSION,
             "lossctl_version": __version__,
@@ -421,11 +533,14 @@ class _Run:
             },
             "stats": summary,
             "components": components,
+            "derived": derived,
             "top": top,
             "inputs": inputs,
             "id_col": self.opts.id_col,
             "nan_policy": self.opts.nan,
         }
+        if self.spec.batched:
+            report["batch_size"] = self.batch_size
         report["headline_differs_from_mean"] = (
             reduction == "mean"
             and math.isfinite(value)
@@ -435,7 +550,35 @@ class _Run:
         report["signature"] = signature(report)
         if self.sink is not None:
             report["per_sample"] = {"path": self.opts.per_sample, "rows": self.sink.rows}
+        if self.grad_sink is not None:
+            report["grad"] = {"path": self.opts.grad, "rows": self.grad_sink.rows, "wrt": self.pred_role}
         return report
+
+
+def _concat_results(parts: list[Result]) -> Result:
+    def cat(get):
+        vals = [get(p) for p in parts]
+        if all(v is None for v in vals):
+            return None
+        return np.concatenate([v if v is not None else np.ones(len(p.loss)) for v, p in zip(vals, parts)])
+
+    out = Result(loss=np.concatenate([p.loss for p in parts]))
+    out.num = cat(lambda p: p.num)
+    out.den = cat(lambda p: p.den)
+    ign = [p.ignored if p.ignored is not None else np.zeros(len(p.loss), bool) for p in parts]
+    out.ignored = np.concatenate(ign) if any(p.ignored is not None for p in parts) else None
+    out.columns = {k: np.concatenate([p.columns[k] for p in parts]) for k in parts[0].columns}
+    out.components = {k: np.concatenate([p.components[k] for p in parts]) for k in parts[0].components}
+    return out
+
+
+def _row_norms(grad) -> np.ndarray:
+    if grad is None:
+        return np.empty(0)
+    if getattr(grad, "is_ragged", False):
+        return np.sqrt(grad.sum_rows(np.square(grad.values)))
+    g = np.asarray(grad, dtype=np.float64)
+    return np.sqrt(np.square(g).reshape(len(g), -1).sum(axis=1))
 
 
 # ---------------------------------------------------------------------------
@@ -679,7 +822,7 @@ def _fmt_param(v) -> str:
             text = f"{len(v)}:" + hashlib.sha256(text.encode()).hexdigest()[:8]
         return text
     if isinstance(v, float):
-        return f"{v:g}"
+        return "e" if v == math.e else f"{v:g}"
     return str(v)
 
 
@@ -698,6 +841,8 @@ def signature(report: dict) -> str:
     parts.append(f"rows:{read}->{rows['used']}")
     if rows["ignored"] or rows["dropped"] or rows["nan_omitted"]:
         parts.append(f"ign:{rows['ignored']},drop:{rows['dropped']},nan:{rows['nan_omitted']}")
+    if report.get("batch_size"):
+        parts.append(f"batch:{report['batch_size']}")
     if report.get("id_col"):
         parts.append(f"join:{report['id_col']}")
     parts.append(f"nan:{report['nan_policy']}")

@@ -69,6 +69,10 @@ def _flat_row(report: dict) -> dict[str, Any]:
         row[key] = report["stats"][key]
     for key, value in report.get("components", {}).items():
         row[key] = value
+    for key, value in (report.get("derived") or {}).items():
+        row[key] = value
+    if report.get("batch_size"):
+        row["batch_size"] = report["batch_size"]
     row["signature"] = report["signature"]
     return row
 
@@ -105,6 +109,8 @@ def to_markdown(report: dict, precision: int | None) -> str:
     if report.get("components"):
         comp = ", ".join(f"{k} {num(v, p)}" for k, v in report["components"].items())
         lines.append(f"Components (means): {comp}.")
+    if report.get("derived"):
+        lines.append("Derived: " + ", ".join(f"{k} {num(v, p)}" for k, v in report["derived"].items()) + ".")
     lines += ["", f"`{report['signature']}`", ""]
     return "\n".join(lines)
 
@@ -126,6 +132,8 @@ def render_table(report: dict, console, precision: int | None, show_top: bool = 
     head.append(" = " if red == "mean" else f" ({red}) = ")
     head.append(num(report["value"], p), style="bold")
     console.print(head)
+    for key, value in (report.get("derived") or {}).items():
+        console.print(Text(f"  {key} = {num(value, p)}", style="bold"))
     rule = report.get("value_rule")
     if rule and (report.get("headline_differs_from_mean") or red != "mean"):
         console.print(Text(f"  {rule}", style="dim"))
@@ -133,6 +141,8 @@ def render_table(report: dict, console, precision: int | None, show_top: bool = 
     counts = Text("  rows  read ")
     counts.append(_read_text(rows))
     counts.append(f"  ·  used {rows['used']}")
+    if report.get("batch_size"):
+        counts.append(f"  ·  batch size {report['batch_size']}")
     for key, label in (("ignored", "ignored"), ("dropped", "dropped"), ("nan_omitted", "NaN omitted"), ("nan_propagated", "NaN propagated")):
         if rows.get(key):
             counts.append(f"  ·  {label} {rows[key]}", style="yellow")

@@ -342,3 +342,45 @@ def test_quickstart_commands_in_readme_match_ci():
     assert "pytest" in blocks[1]
     ci = open(os.path.join(ROOT, ".ci", "run")).read()
     assert blocks[1] in ci
+
+
+def test_grad_output_and_norm(cli, tmp_path, sample_ref):
+    import pyarrow.parquet as pq
+
+    from lossctl.losses.classification import cross_entropy_grad
+
+    t = pq.read_table(PQ)
+    x = np.stack(t.column("logits").to_numpy(zero_copy_only=False))
+    y = t.column("label").to_numpy()
+    expected = cross_entropy_grad(x, y)
+    for ext in ("npy", "parquet", "csv", "jsonl"):
+        path = tmp_path / f"g.{ext}"
+        res = cli([*CE, "--grad", str(path), "--chunk-size", "37", "-f", "json"])
+        assert res.code == 0, res.err
+        assert res.json["grad"] == {"path": str(path), "rows": 200, "wrt": "pred"}
+        if ext == "npy":
+            g = np.load(path)
+        elif ext == "parquet":
+            g = np.array(pq.read_table(path).column("grad").to_pylist())
+        elif ext == "csv":
+            rows = list(csv.DictReader(open(path)))
+            g = np.array([[float(r[f"grad_{k}"]) for k in range(5)] for r in rows])
+        else:
+            g = np.array([json.loads(line)["grad"] for line in open(path)])
+        np.testing.assert_allclose(g, expected, rtol=1e-12, atol=1e-15)
+    ps = tmp_path / "p.csv"
+    res = cli([*CE, "--per-sample", str(ps), "--grad-norm"])
+    norms = np.array([float(r["grad_norm"]) for r in csv.DictReader(open(ps))])
+    np.testing.assert_allclose(norms, np.linalg.norm(expected, axis=1), rtol=1e-12)
+    assert_clean_error(cli([*CE, "--grad-norm"]), 2, "--per-sample")
+    assert_clean_error(cli([*CE, "--grad", str(tmp_path / "g.txt")]), 2, "--grad")
+
+
+def test_explain(cli):
+    res = cli(["explain", "ce"])
+    assert res.code == 0
+    for needle in ("cross-entropy (ce)", "Formula", "log softmax", "Inputs", "PRED", "--label-smoothing", "default 0.0", "Gradient", "softmax(x_n)", "Properties", "Used for", "activation", "torch.nn.functional.cross_entropy", "Paper", "lossctl compute cross-entropy sample_data/"):
+        assert needle in res.out, needle
+    data = cli(["explain", "mae", "--format", "json"]).json
+    assert data["name"] == "mae" and data["reference"].startswith("torch.nn.functional.l1_loss")
+    assert_clean_error(cli(["explain", "hubr"]), 2, "Unknown loss 'hubr'")

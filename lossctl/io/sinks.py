@@ -190,3 +190,127 @@ def json_number(v: float) -> str:
     if math.isnan(v):
         return "null"
     return '"inf"' if v > 0 else '"-inf"'
+
+
+GRAD_FORMATS = {".npy": "npy", ".parquet": "parquet", ".pq": "parquet", ".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv"}
+
+
+class GradSink:
+    """Gradients of each per-sample loss w.r.t. the prediction, one row per prediction row.
+
+    NPY holds an array (N, *row shape) with NaN rows where no loss was computed; Parquet
+    and JSONL hold one list per row (null where none), and allow ragged rows; CSV has
+    columns grad_0, grad_1, ... (fixed row shapes).
+    """
+
+    def __init__(self, path: str):
+        ext = os.path.splitext(path.lower())[1]
+        if path == "-" or ext not in GRAD_FORMATS:
+            raise UsageError(
+                f"--grad {path}: give a file ending in {', '.join(sorted(GRAD_FORMATS))} "
+                "(gradients are not written to stdout)."
+            )
+        self.path = path
+        self.fmt = GRAD_FORMATS[ext]
+        self.rows = 0
+        self.row_shape: tuple | None = None
+        self._atomic = AtomicFile(path, "--grad")
+        self._raw = tempfile.TemporaryFile() if self.fmt == "npy" else None
+        self._writer = None
+
+    def write(self, grad, used_idx: np.ndarray, prim_rows: np.ndarray, ids) -> None:
+        n_all = len(prim_rows)
+        ragged = getattr(grad, "is_ragged", False)
+        if ragged and self.fmt in ("npy", "csv"):
+            raise UsageError(
+                f"--grad {self.path}: the gradients have a different length per row; "
+                "write them to .parquet or .jsonl."
+            )
+        if ragged:
+            rows = [None] * n_all
+            for k, i in enumerate(used_idx.tolist()):
+                rows[i] = grad.row(k).tolist()
+        else:
+            g = np.asarray(grad, dtype=np.float64) if grad is not None else np.empty((0,))
+            shape = tuple(g.shape[1:]) if g.ndim and len(g) else None
+            if self.row_shape is None and shape is not None:
+                self.row_shape = shape
+            elif shape is not None and shape != self.row_shape:
+                raise DataError(f"--grad {self.path}: gradient rows change shape from {self.row_shape} to {shape}.")
+            full = np.full((n_all,) + (self.row_shape or ()), np.nan)
+            if len(used_idx):
+                full[used_idx] = g
+            if self.fmt == "npy":
+                self._raw.write(np.ascontiguousarray(full).tobytes())
+                self.rows += n_all
+                return
+            flat = full.reshape(n_all, -1)
+            if self.fmt == "csv":
+                self._write_csv(prim_rows, ids, flat)
+                self.rows += n_all
+                return
+            used = np.zeros(n_all, dtype=bool)
+            used[used_idx] = True
+            rows = [flat[i].tolist() if used[i] else None for i in range(n_all)]
+        if self.fmt == "parquet":
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+
+            cols = {"row": pa.array(prim_rows.astype(np.int64))}
+            if ids is not None:
+                cols["id"] = pa.array(list(ids.tolist()) if hasattr(ids, "tolist") else list(ids))
+            cols["grad"] = pa.array(rows, type=pa.list_(pa.float64()))
+            table = pa.table(cols)
+            if self._writer is None:
+                self._writer = pq.ParquetWriter(self._atomic.fh, table.schema)
+            self._writer.write_table(table)
+        else:
+            lines = []
+            for r, row in zip(prim_rows.tolist(), rows):
+                body = "null" if row is None else "[" + ",".join(json_number(v) for v in row) + "]"
+                lines.append(f'{{"row":{r},"grad":{body}}}\n')
+            self._atomic.fh.write("".join(lines).encode())
+        self.rows += n_all
+
+    def _write_csv(self, prim_rows, ids, flat) -> None:
+        import pyarrow as pa
+        import pyarrow.csv as pcsv
+
+        cols = {"row": pa.array(prim_rows.astype(np.int64))}
+        if ids is not None:
+            cols["id"] = pa.array(list(ids.tolist()) if hasattr(ids, "tolist") else list(ids))
+        for k in range(flat.shape[1]):
+            cols[f"grad_{k}"] = pa.array(flat[:, k], mask=np.isnan(flat[:, k]))
+        table = pa.table(cols)
+        if self._writer is None:
+            texty = "id" in cols and not pa.types.is_integer(table.schema.field("id").type)
+            self._atomic.fh.write((",".join(table.schema.names) + "\n").encode())
+            opts = pcsv.WriteOptions(include_header=False, quoting_style="needed" if texty else "none")
+            self._writer = pcsv.CSVWriter(self._atomic.fh, table.schema, write_options=opts)
+        self._writer.write_table(table)
+
+    def commit(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+        if self.fmt == "npy":
+            header = {
+                "descr": np.lib.format.dtype_to_descr(np.dtype(np.float64)),
+                "fortran_order": False,
+                "shape": (self.rows,) + (self.row_shape or ()),
+            }
+            np.lib.format.write_array_header_1_0(self._atomic.fh, header)
+            self._raw.seek(0)
+            shutil.copyfileobj(self._raw, self._atomic.fh, 1 << 20)
+            self._raw.close()
+        self._atomic.commit()
+
+    def abort(self) -> None:
+        try:
+            if self._writer is not None:
+                self._writer.close()
+        except Exception:  # noqa: BLE001 - discarded anyway
+            pass
+        if self._raw is not None:
+            self._raw.close()
+        self._atomic.abort()

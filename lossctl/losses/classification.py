@@ -1,4 +1,5 @@
-"""Classification losses: cross-entropy, binary cross-entropy.
+"""Classification losses: cross-entropy, binary cross-entropy, nll, focal,
+softmax-focal, entropy, token-cross-entropy.
 
 Shapes use N for rows (samples) and C for classes. All values returned are
 per-sample float64 arrays of shape ``[N]``.
@@ -22,6 +23,7 @@ from lossctl.losses._common import (
     check_probs,
     check_unit_interval,
     class_indices,
+    first_rows,
     log_softmax64,
     logsumexp_parts,
     per_output,
@@ -318,3 +320,510 @@ def binary_cross_entropy_grad(
     if g.ndim == 2:
         g = g / g.shape[1]
     return g.reshape(np.shape(pred))
+
+
+# ---------------------------------------------------------------------------
+# nll
+# ---------------------------------------------------------------------------
+
+
+def _index_target(target, n_classes: int, ignore_index, loss: str) -> np.ndarray:
+    if getattr(target, "ndim", 1) != 1:
+        raise InputError(
+            "target",
+            f"{loss} takes class indices, one per row; got shape {tuple(np.shape(target))}",
+            [],
+            expected="class indices (N,)",
+        )
+    return class_indices(np.asarray(target), "target", n_classes, ignore_index)
+
+
+def nll(
+    pred: np.ndarray,
+    target: np.ndarray,
+    *,
+    weight=None,
+    ignore_index: int = -100,
+    prob_atol: float | None = None,
+    extras: bool = False,
+) -> Result:
+    """Negative log-likelihood of class indices under log-probabilities, per sample.
+
+    ``l_n = -w[y_n] · logp_n[y_n]`` (0 at ``ignore_index`` rows, which are
+    ignored); the headline mean is ``Σ l_n / Σ w[y_n]`` (PyTorch's ``nll_loss``).
+    Unlike PyTorch, the prediction is validated to be log-probabilities (values
+    <= 0 whose exps sum to 1 within ``prob_atol``); -inf (probability 0) is allowed.
+    """
+    x = as_float(pred)
+    n, n_classes = x.shape
+    w = _class_weight(weight, n_classes)
+    y = _index_target(target, n_classes, ignore_index, "nll")
+    check_log_probs(x, "pred", prob_atol)
+    ignored = y == ignore_index if ignore_index is not None else np.zeros(n, dtype=bool)
+    ys = np.where(ignored, 0, y)
+    lp_true = np.asarray(x[np.arange(n), ys], dtype=np.float64)
+    wy = np.ones(n) if w is None else w[ys]
+    loss = wy * -lp_true
+    loss[ignored] = 0.0
+    den = np.where(ignored, 0.0, wy)
+    result = Result(loss=loss, den=den, ignored=ignored if ignored.any() else None)
+    if extras:
+        p_true = np.exp(lp_true)
+        p_true[ignored] = np.nan
+        result.columns = {"p_true": p_true, "pred_class": np.argmax(x, axis=1)}
+    return result
+
+
+def nll_grad(
+    pred: np.ndarray,
+    target: np.ndarray,
+    *,
+    weight=None,
+    ignore_index: int = -100,
+    prob_atol: float | None = None,
+) -> np.ndarray:
+    """∂l_n/∂logp_n = -w[y_n] · onehot(y_n), shape ``[N, C]``; 0 on ignored rows."""
+    x = as_float(pred)
+    n, n_classes = x.shape
+    w = _class_weight(weight, n_classes)
+    y = _index_target(target, n_classes, ignore_index, "nll")
+    ignored = y == ignore_index if ignore_index is not None else np.zeros(n, dtype=bool)
+    ys = np.where(ignored, 0, y)
+    g = np.zeros((n, n_classes))
+    g[np.arange(n), ys] = -(np.ones(n) if w is None else w[ys])
+    g[ignored] = 0.0
+    return g
+
+
+# ---------------------------------------------------------------------------
+# focal (sigmoid, torchvision.ops.sigmoid_focal_loss)
+# ---------------------------------------------------------------------------
+
+
+def _log_sigmoid(x: np.ndarray) -> np.ndarray:
+    """log σ(x) = -softplus(-x), stable for any finite x."""
+    return -(np.maximum(-x, 0.0) + np.log1p(np.exp(-np.abs(x))))
+
+
+def _focal_check_params(alpha: float, gamma: float) -> None:
+    if alpha is None or not (0.0 <= alpha <= 1.0 or alpha == -1):
+        raise ParamError("alpha", f"--alpha must be in [0, 1], or -1 to disable it; got {alpha}")
+    if gamma is None or not gamma >= 0:
+        raise ParamError("gamma", f"--gamma must be >= 0; got {gamma}")
+
+
+def _focal_parts(pred, target, alpha, gamma):
+    """Shared pieces: x, y, ce, log(1-p_t), focal weight (1-p_t)^γ, α_t (or None)."""
+    _focal_check_params(alpha, gamma)
+    x, y = same_shape(as_float(pred), as_float(target))
+    check_unit_interval(y, "target", "binary targets")
+    check_finite(x, "pred", "logits")
+    x = np.asarray(x, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    ls_pos = _log_sigmoid(x)  # log σ(x)  = log p
+    ls_neg = _log_sigmoid(-x)  # log σ(-x) = log(1-p)
+    ce = -(y * ls_pos + (1.0 - y) * ls_neg)
+    # 1 - p_t = y·σ(-x) + (1-y)·σ(x), in log space (a term with weight 0 drops out).
+    with np.errstate(divide="ignore"):
+        a = np.where(y > 0, np.log(np.where(y > 0, y, 1.0)) + ls_neg, -np.inf)
+        b = np.where(y < 1, np.log1p(-np.where(y < 1, y, 0.0)) + ls_pos, -np.inf)
+    log_1mpt = np.logaddexp(a, b)
+    fw = np.ones_like(x) if gamma == 0 else np.exp(gamma * log_1mpt)
+    alpha_t = None if alpha < 0 else alpha * y + (1.0 - alpha) * (1.0 - y)
+    return x, y, ce, log_1mpt, fw, alpha_t, ls_pos, ls_neg
+
+
+def focal(
+    pred: np.ndarray,
+    target: np.ndarray,
+    *,
+    alpha: float = 0.25,
+    gamma: float = 2.0,
+    extras: bool = False,
+) -> Result:
+    """Sigmoid focal loss (Lin et al. 2017) as ``torchvision.ops.sigmoid_focal_loss``.
+
+    Per element: ``α_t · (1-p_t)^γ · BCE(x, y)`` with ``p = σ(x)``,
+    ``p_t = p·y + (1-p)(1-y)`` and ``α_t = α·y + (1-α)(1-y)`` (``alpha = -1``
+    disables it). Targets may be soft, in [0, 1]. ``(1-p_t)^γ`` is formed in
+    log space from log σ(±x) (as optax does), so it neither cancels nor turns
+    0·inf into NaN. ``[N, K]``: the per-sample value is the mean over K.
+    With ``gamma = 0, alpha = -1`` this is exactly binary cross-entropy with logits.
+    """
+    x, y, ce, _, fw, alpha_t, _, _ = _focal_parts(pred, target, alpha, gamma)
+    elem = ce * fw
+    if alpha_t is not None:
+        elem = alpha_t * elem
+    loss = elem if elem.ndim == 1 else elem.mean(axis=1)
+    result = Result(loss=np.ascontiguousarray(loss, dtype=np.float64))
+    if extras and x.ndim == 1:
+        p = sigmoid(x)
+        result.columns = {
+            "p_true": y * p + (1.0 - y) * (1.0 - p),
+            "pred_class": (p >= 0.5).astype(np.int64),
+        }
+    return result
+
+
+def focal_grad(
+    pred: np.ndarray,
+    target: np.ndarray,
+    *,
+    alpha: float = 0.25,
+    gamma: float = 2.0,
+) -> np.ndarray:
+    """∂l/∂x = α_t · [(σ(x) - y)·(1-p_t)^γ + γ·BCE·(1-2y)·σ(x)σ(-x)·(1-p_t)^(γ-1)].
+
+    The second term is formed in log space; divided by K for ``[N, K]``.
+    """
+    x, y, ce, log_1mpt, fw, alpha_t, ls_pos, ls_neg = _focal_parts(pred, target, alpha, gamma)
+    g = (sigmoid(x) - y) * fw
+    if gamma != 0:
+        with np.errstate(invalid="ignore"):
+            dfw = gamma * (1.0 - 2.0 * y) * np.exp((gamma - 1.0) * log_1mpt + ls_pos + ls_neg)
+        dfw = np.where(np.isfinite(dfw), dfw, 0.0)
+        g = g + ce * dfw
+    if alpha_t is not None:
+        g = alpha_t * g
+    if g.ndim == 2:
+        g = g / g.shape[1]
+    return g.reshape(np.shape(pred))
+
+
+# ---------------------------------------------------------------------------
+# softmax-focal (multi-class focal loss, Lin et al. 2017)
+# ---------------------------------------------------------------------------
+
+
+def _softmax_focal_parts(pred, target, alpha, gamma):
+    if gamma is None or not gamma >= 0:
+        raise ParamError("gamma", f"--gamma must be >= 0; got {gamma}")
+    x = as_float(pred)
+    n, n_classes = x.shape
+    a = None
+    if alpha is not None:
+        a = np.asarray(alpha, dtype=np.float64).ravel()
+        if a.shape != (n_classes,):
+            raise ParamError(
+                "alpha",
+                f"--alpha has {a.size} value(s) but the predictions have {n_classes} classes (columns)",
+            )
+        if (a < 0).any() or not np.isfinite(a).all():
+            raise ParamError("alpha", "--alpha values must be finite and >= 0")
+    y = _index_target(target, n_classes, None, "softmax-focal")
+    check_finite(x, "pred", "logits")
+    m, log_s = logsumexp_parts(x)
+    nll_y = log_s + (m - x[np.arange(n), y].astype(np.float64))  # -log p_y >= 0
+    nll_y = np.maximum(nll_y, 0.0)
+    one_minus_p = -np.expm1(-nll_y)  # 1 - p_y, exact for p_y near 1
+    fw = np.power(one_minus_p, float(gamma))  # 0^0 = 1
+    ay = np.ones(n) if a is None else a[y]
+    return x, y, nll_y, one_minus_p, fw, ay
+
+
+def softmax_focal(
+    pred: np.ndarray,
+    target: np.ndarray,
+    *,
+    alpha=None,
+    gamma: float = 2.0,
+    extras: bool = False,
+) -> Result:
+    """Multi-class focal loss: ``l_n = -α[y_n] · (1 - p_y)^γ · log p_y``, ``p = softmax(x)``.
+
+    ``-log p_y`` comes from log-sum-exp and ``1 - p_y = -expm1(log p_y)``, so a
+    confident correct row keeps its small loss and extreme logits stay finite.
+    ``alpha`` (optional) is one weight per class; the headline is the plain mean.
+    """
+    x, y, nll_y, _, fw, ay = _softmax_focal_parts(pred, target, alpha, gamma)
+    loss = ay * fw * nll_y
+    result = Result(loss=np.ascontiguousarray(loss, dtype=np.float64))
+    if extras:
+        result.columns = {"p_true": np.exp(-nll_y), "pred_class": np.argmax(x, axis=1)}
+    return result
+
+
+def softmax_focal_grad(
+    pred: np.ndarray,
+    target: np.ndarray,
+    *,
+    alpha=None,
+    gamma: float = 2.0,
+) -> np.ndarray:
+    """∂l/∂x = A · (softmax(x) - onehot(y)), ``A = α_y·(1-p)^γ·(1 + γ·p·(-log p)/(1-p))``.
+
+    ``-log p / (1-p) → 1`` as ``p → 1``; with ``γ = 0`` this is the cross-entropy gradient.
+    """
+    x, y, nll_y, one_minus_p, fw, ay = _softmax_focal_parts(pred, target, alpha, gamma)
+    p = np.exp(-nll_y)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.where(one_minus_p > 0, nll_y / one_minus_p, 1.0)
+    coef = ay * fw * (1.0 + gamma * p * ratio)
+    g = np.exp(log_softmax64(x))
+    g[np.arange(len(y)), y] -= 1.0
+    return coef[:, None] * g
+
+
+# ---------------------------------------------------------------------------
+# entropy
+# ---------------------------------------------------------------------------
+
+
+def _log_base(base) -> float:
+    b = float(base)
+    if not (b > 0) or b == 1.0 or not np.isfinite(b):
+        raise ParamError("base", f"--base must be > 0 and not 1; got {base}")
+    return float(np.log(b))
+
+
+def _entropy_logp(pred, pred_kind: str, prob_atol):
+    """(p, log p) in float64 from the prediction kind, validated."""
+    x = as_float(pred)
+    if x.ndim != 2:
+        raise InputError("pred", f"expected one distribution per row, shape (N, C); got {x.shape}", [])
+    if pred_kind == "logits":
+        check_finite(x, "pred", "logits")
+        lp = log_softmax64(x)
+    elif pred_kind == "probs":
+        check_probs(x, "pred", prob_atol)
+        with np.errstate(divide="ignore"):
+            lp = np.log(np.asarray(x, dtype=np.float64))
+    elif pred_kind == "log-probs":
+        check_log_probs(x, "pred", prob_atol)
+        lp = np.asarray(x, dtype=np.float64)
+    else:
+        raise ParamError("pred-kind", f"unknown --pred-kind {pred_kind!r}")
+    return np.exp(lp), lp
+
+
+def entropy(
+    pred: np.ndarray,
+    *,
+    base: float = np.e,
+    pred_kind: str = "logits",
+    prob_atol: float | None = None,
+) -> Result:
+    """Shannon entropy of each predicted distribution: ``H(p) = -Σ_c p_c log p_c / log(base)``.
+
+    ``0 · log 0 = 0``. From logits, ``log p`` is the log-softmax (finite for any
+    finite logits). Probability rows are validated, never renormalised
+    (``scipy.stats.entropy`` renormalises).
+    """
+    lb = _log_base(base)
+    p, lp = _entropy_logp(pred, pred_kind, prob_atol)
+    h = -_xlogy_rows(p, lp)
+    if lb != 1.0:
+        h = h / lb
+    return Result(loss=h + 0.0)  # + 0.0 turns -0.0 into 0.0
+
+
+def entropy_grad(
+    pred: np.ndarray,
+    *,
+    base: float = np.e,
+    pred_kind: str = "logits",
+    prob_atol: float | None = None,
+) -> np.ndarray:
+    """Gradient of H w.r.t. the prediction, divided by log(base).
+
+    logits: ``-p_c (log p_c + H)``; probs: ``-(log p_c + 1)`` (+inf at p_c = 0;
+    the derivative of the formula, not projected onto the simplex);
+    log-probs: ``-p_c (log p_c + 1)`` (0 at log p_c = -inf).
+    """
+    lb = _log_base(base)
+    p, lp = _entropy_logp(pred, pred_kind, prob_atol)
+    if pred_kind == "logits":
+        h = -_xlogy_rows(p, lp)
+        g = -p * (lp + h[:, None])
+    elif pred_kind == "probs":
+        g = -(lp + 1.0)
+    else:
+        g = np.zeros_like(lp)
+        np.multiply(-p, lp + 1.0, out=g, where=p > 0)
+    return g / lb
+
+
+# ---------------------------------------------------------------------------
+# token-cross-entropy (language modelling)
+# ---------------------------------------------------------------------------
+
+
+def _token_labels(target, n: int, t: int, n_vocab: int, ignore_index) -> np.ndarray:
+    """Validate (N, T) integer labels; returns int64 (ignored positions keep their value)."""
+    from lossctl.ragged import Ragged
+
+    if isinstance(target, Ragged):
+        lengths = target.lengths
+        if len(target) != n or (lengths != t).any():
+            bad = first_rows(lengths != t) if len(target) == n else []
+            raise InputError(
+                "target",
+                f"label rows must have {t} tokens, like the logits",
+                bad,
+                expected=f"labels (N, {t}) matching the logits' (N, T, V) = (N, {t}, {n_vocab})",
+            )
+        target = target.values.reshape(n, t)
+    y = np.asarray(target)
+    if y.shape != (n, t):
+        raise InputError(
+            "target",
+            f"labels have shape {y.shape} but the logits have (N, T) = ({n}, {t})",
+            [],
+            expected=f"labels (N, {t}), one per token",
+        )
+    if np.issubdtype(y.dtype, np.integer) or np.issubdtype(y.dtype, np.bool_):
+        yi = y.astype(np.int64)
+    elif np.issubdtype(y.dtype, np.floating):
+        nonint = ~np.isfinite(y) | (np.floor(y) != y)
+        if nonint.any():
+            rows = first_rows(nonint.any(axis=1))
+            v = y[rows[0]][nonint[rows[0]]][0]
+            raise InputError("target", f"label {float(v):.9g} is not an integer", rows, expected="integer token ids")
+        yi = y.astype(np.int64)
+    else:
+        raise InputError("target", f"labels have type {y.dtype}", [], expected="integer token ids")
+    valid = (yi >= 0) & (yi < n_vocab)
+    if ignore_index is not None:
+        valid |= yi == ignore_index
+    if not valid.all():
+        rows = first_rows((~valid).any(axis=1))
+        pos = int(np.flatnonzero(~valid[rows[0]])[0])
+        raise InputError(
+            "target",
+            f"label {int(yi[rows[0], pos])} at token {pos} out of range [0, {n_vocab}) "
+            f"(ignore-index is {ignore_index})",
+            rows,
+            expected=f"token ids in [0, {n_vocab}) for a vocabulary of {n_vocab} logits",
+        )
+    return yi
+
+
+def _token_log_probs(pred):
+    """Per-token log-probabilities as a Ragged, validated (values <= 0, -inf allowed)."""
+    from lossctl.ragged import Ragged
+
+    r = pred if isinstance(pred, Ragged) else Ragged(
+        np.asarray(pred).reshape(-1), np.arange(len(pred) + 1, dtype=np.int64) * (pred.shape[1] if len(pred) else 0)
+    )
+    v = np.asarray(r.values, dtype=np.float64)
+    bad = np.isnan(v) | (v > 0)
+    if bad.any():
+        rows = first_rows(r.sum_rows(bad.astype(np.float64)) > 0)
+        first = v[np.flatnonzero(bad)[0]]
+        raise InputError(
+            "pred",
+            f"per-token log-probability {float(first):.9g} above 0 (or NaN)",
+            rows,
+            expected="per-token log-probabilities log p(token) <= 0",
+        )
+    return r, v
+
+
+def _token_mode(pred, target):
+    if getattr(pred, "is_ragged", False) or np.ndim(pred) == 2:
+        if target is not None:
+            raise InputError(
+                "target",
+                "labels are given, but the prediction holds per-token log-probabilities (N, T), "
+                "which already score the observed tokens",
+                [],
+                expected="no labels with per-token log-probabilities, or (N, T, V) logits with labels",
+            )
+        return "logprobs"
+    if np.ndim(pred) == 3:
+        if target is None:
+            raise InputError(
+                "pred",
+                "(N, T, V) logits need labels (N, T) as the second input",
+                [],
+                expected="labels (N, T) after the logits",
+            )
+        return "logits"
+    raise InputError(
+        "pred",
+        f"shape {np.shape(pred)} is neither (N, T, V) logits nor (N, T) per-token log-probabilities",
+        [],
+        expected="logits (N, T, V) with labels (N, T), or per-token log-probabilities (N, T)",
+    )
+
+
+def _token_nll_logits(pred, target, ignore_index):
+    """Per-token -log softmax(x)[y] (0 at ignored tokens) and the keep mask, both (N, T)."""
+    x = as_float(np.asarray(pred))
+    n, t, v = x.shape
+    y = _token_labels(target, n, t, v, ignore_index)
+    keep = y != ignore_index if ignore_index is not None else np.ones((n, t), dtype=bool)
+    flat = x.reshape(n * t, v)
+    if not np.isfinite(flat).all():
+        bad = (~np.isfinite(flat)).reshape(n, -1).any(axis=1)
+        raise InputError("pred", "non-finite value in logits", first_rows(bad), expected="finite logits")
+    ys = np.where(keep, y, 0).reshape(-1)
+    m, log_s = logsumexp_parts(flat)
+    tok = log_s + (m - flat[np.arange(n * t), ys].astype(np.float64))
+    tok = np.where(keep.reshape(-1), tok, 0.0).reshape(n, t)
+    return x, ys, tok, keep
+
+
+def token_cross_entropy(
+    pred,
+    target=None,
+    *,
+    ignore_index: int = -100,
+    extras: bool = False,
+) -> Result:
+    """Token-level cross-entropy of a language model, one value per sequence.
+
+    Two input forms:
+      * ``pred`` logits ``[N, T, V]`` and ``target`` labels ``[N, T]``: per-token
+        ``-log softmax(x_t)[y_t]``; tokens labelled ``ignore_index`` are skipped.
+      * ``pred`` per-token log-probabilities ``log p(token)`` as a Ragged (or
+        ``[N, T]``), no target: per-token ``-log p``.
+
+    Per sequence: the mean over its non-ignored tokens. Headline: the
+    token-weighted mean (``num`` = Σ token losses, ``den`` = token count), which
+    equals ``F.cross_entropy(logits.view(-1, V), labels.view(-1))``; a sequence
+    without tokens is an ignored row. ``extras`` adds the per-sequence ``tokens``.
+    """
+    mode = _token_mode(pred, target)
+    if mode == "logits":
+        _, _, tok, keep = _token_nll_logits(pred, target, ignore_index)
+        num = tok.sum(axis=1)
+        den = keep.sum(axis=1).astype(np.float64)
+    else:
+        r, v = _token_log_probs(pred)
+        num = -r.sum_rows(v) + 0.0
+        den = r.lengths.astype(np.float64)
+    empty = den == 0
+    with np.errstate(invalid="ignore", divide="ignore"):
+        loss = np.where(empty, 0.0, num / np.where(empty, 1.0, den))
+    result = Result(loss=loss, num=num, den=den, ignored=empty if empty.any() else None)
+    if extras:
+        result.columns = {"tokens": den.astype(np.int64)}
+    return result
+
+
+def token_cross_entropy_grad(pred, target=None, *, ignore_index: int = -100):
+    """∂l_n/∂pred_n.
+
+    logits ``[N, T, V]``: ``(softmax(x_t) - onehot(y_t)) / n_tokens(n)`` at
+    non-ignored tokens, 0 elsewhere. Per-token log-probabilities: ``-1/T_n`` for
+    each token (a Ragged with the input's offsets; an array for a 2-D input).
+    """
+    from lossctl.ragged import Ragged
+
+    mode = _token_mode(pred, target)
+    if mode == "logits":
+        x, ys, _, keep = _token_nll_logits(pred, target, ignore_index)
+        n, t, v = x.shape
+        g = np.exp(log_softmax64(x.reshape(n * t, v)))
+        g[np.arange(n * t), ys] -= 1.0
+        count = keep.sum(axis=1)
+        scale = np.where(keep, 1.0 / np.maximum(count, 1)[:, None], 0.0).reshape(-1)
+        return (g * scale[:, None]).reshape(n, t, v)
+    r, _ = _token_log_probs(pred)
+    lengths = r.lengths
+    per_row = -1.0 / np.maximum(lengths, 1)
+    values = per_row[r.row_ids()].astype(np.float64)
+    if isinstance(pred, Ragged):
+        return r.with_values(values)
+    return values.reshape(np.shape(pred))

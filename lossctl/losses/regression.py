@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from lossctl.errors import InputError, ParamError
 from lossctl.losses import Result
-from lossctl.losses._common import check_finite, same_shape
+from lossctl.losses._common import _shape, _val, check_finite, first_rows, same_shape
 
 
 def residual(pred: np.ndarray, target: np.ndarray) -> np.ndarray:
@@ -53,3 +54,260 @@ def mae(pred: np.ndarray, target: np.ndarray) -> Result:
 def mae_grad(pred: np.ndarray, target: np.ndarray) -> np.ndarray:
     """``∂|r|/∂ŷ = -sign(r)`` (0 at r = 0)."""
     return _per_sample_grad(-np.sign(residual(pred, target)), pred)
+
+
+# ---------------------------------------------------------------------------
+# Robust losses with a threshold: Huber, smooth L1, log-cosh, quantile (pinball)
+# ---------------------------------------------------------------------------
+
+
+def _check_delta(delta: float) -> float:
+    delta = float(delta)
+    if not delta > 0:  # also rejects NaN
+        raise ParamError("delta", f"--delta must be > 0 (PyTorch raises for delta <= 0); got {delta!r}")
+    return delta
+
+
+def _check_beta(beta: float) -> float:
+    beta = float(beta)
+    if not beta >= 0:
+        raise ParamError("beta", f"--beta must be >= 0 (0 is exactly L1); got {beta!r}")
+    return beta
+
+
+def huber(pred: np.ndarray, target: np.ndarray, *, delta: float = 1.0) -> Result:
+    """``½r²`` if ``|r| ≤ δ`` else ``δ(|r| - ½δ)`` (``torch.nn.functional.huber_loss``).
+
+    The quadratic branch squares ``min(|r|, δ)``, so a huge residual never overflows.
+    """
+    d = _check_delta(delta)
+    a = np.abs(residual(pred, target))
+    q = np.minimum(a, d)
+    quad = 0.5 * q * q
+    lin = d * (a - 0.5 * d)
+    return Result(loss=_per_sample(np.where(a <= d, quad, lin)))
+
+
+def huber_grad(pred: np.ndarray, target: np.ndarray, *, delta: float = 1.0) -> np.ndarray:
+    """``∂l/∂ŷ = -clip(r, -δ, δ)``."""
+    d = _check_delta(delta)
+    return _per_sample_grad(-np.clip(residual(pred, target), -d, d), pred)
+
+
+def smooth_l1(pred: np.ndarray, target: np.ndarray, *, beta: float = 1.0) -> Result:
+    """``½r²/β`` if ``|r| < β`` else ``|r| - ½β`` (``torch.nn.functional.smooth_l1_loss``);
+    ``β = 0`` is exactly L1."""
+    b = _check_beta(beta)
+    a = np.abs(residual(pred, target))
+    if b == 0.0:
+        return Result(loss=_per_sample(a))
+    q = np.minimum(a, b)
+    quad = 0.5 * q * q / b
+    lin = a - 0.5 * b
+    return Result(loss=_per_sample(np.where(a < b, quad, lin)))
+
+
+def smooth_l1_grad(pred: np.ndarray, target: np.ndarray, *, beta: float = 1.0) -> np.ndarray:
+    """``∂l/∂ŷ = -clip(r/β, -1, 1)`` (``-sign(r)`` when β = 0, 0 at r = 0)."""
+    b = _check_beta(beta)
+    r = residual(pred, target)
+    if b == 0.0:
+        return _per_sample_grad(-np.sign(r), pred)
+    return _per_sample_grad(-np.clip(r / b, -1.0, 1.0), pred)
+
+
+_LOG2 = float(np.log(2.0))
+
+
+def log_cosh(pred: np.ndarray, target: np.ndarray) -> Result:
+    """``log cosh(r)`` without overflow (Keras ``LogCosh``, ``optax.log_cosh``).
+
+    ``|r| + log1p(exp(-2|r|)) - log 2`` for ``|r| ≥ 1`` (finite for any finite r);
+    ``log1p(2 sinh²(r/2))`` (the same function, = log1p(cosh r - 1)) below 1,
+    which keeps full relative precision for tiny residuals where the first form
+    cancels.
+    """
+    a = np.abs(residual(pred, target))
+    small = np.minimum(a, 1.0)  # sinh only sees |r| <= 1: no overflow
+    s = np.sinh(0.5 * small)
+    near = np.log1p(2.0 * s * s)
+    far = a + np.log1p(np.exp(-2.0 * a)) - _LOG2
+    return Result(loss=_per_sample(np.where(a < 1.0, near, far)))
+
+
+def log_cosh_grad(pred: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """``∂l/∂ŷ = -tanh(r)``."""
+    return _per_sample_grad(-np.tanh(residual(pred, target)), pred)
+
+
+def _check_quantile(q: float) -> float:
+    q = float(q)
+    if not 0.0 <= q <= 1.0:
+        raise ParamError("quantile", f"--quantile must be in [0, 1]; got {q!r}")
+    return q
+
+
+def quantile(pred: np.ndarray, target: np.ndarray, *, quantile: float = 0.5) -> Result:  # noqa: A002
+    """Pinball loss ``max(q·r, (q-1)·r)`` (``sklearn.metrics.mean_pinball_loss(alpha=q)``)."""
+    q = _check_quantile(quantile)
+    r = residual(pred, target)
+    return Result(loss=_per_sample(np.where(r >= 0, q * r, (q - 1.0) * r)))
+
+
+def quantile_grad(pred: np.ndarray, target: np.ndarray, *, quantile: float = 0.5) -> np.ndarray:  # noqa: A002
+    """``∂l/∂ŷ = -q`` where r > 0, ``1 - q`` where r < 0, 0 at r = 0."""
+    q = _check_quantile(quantile)
+    r = residual(pred, target)
+    g = np.where(r > 0, -q, np.where(r < 0, 1.0 - q, 0.0))
+    return _per_sample_grad(g, pred)
+
+
+# ---------------------------------------------------------------------------
+# Likelihood losses: Gaussian NLL (with a variance input), Poisson NLL
+# ---------------------------------------------------------------------------
+
+_HALF_LOG_2PI = 0.5 * float(np.log(2.0 * np.pi))
+
+
+def _variance(var: np.ndarray, pred_shape: tuple[int, ...]) -> np.ndarray:
+    """The variance in float64, broadcastable against the prediction (PyTorch's shape rules).
+
+    Accepted: the prediction's shape; for an (N, D) prediction also (N,) or (N, 1)
+    (one variance per sample, shared by the D outputs); (N, 1) for an (N,) prediction.
+    Values must be finite and >= 0 (negative variance is an error, as in PyTorch).
+    """
+    v = np.asarray(var)
+    if v.ndim == 0:
+        v = np.broadcast_to(v, pred_shape[:1])
+    if v.shape != pred_shape:
+        if len(pred_shape) == 2 and v.shape in ((pred_shape[0],), (pred_shape[0], 1)):
+            v = v.reshape(pred_shape[0], 1)
+        elif len(pred_shape) == 1 and v.shape == (pred_shape[0], 1):
+            v = v[:, 0]
+        else:
+            shp = _shape(pred_shape)
+            raise InputError(
+                "var",
+                f"shape {_shape(v.shape)} does not fit the prediction's {shp}",
+                [],
+                expected=f"the prediction's shape {shp}"
+                + (" or one variance per row (N,) / (N, 1)" if len(pred_shape) == 2 else ""),
+            )
+    check_finite(v, "var", "variances")
+    neg = v < 0
+    if neg.any():
+        rows = neg.reshape(len(v), -1).any(axis=1)
+        first = first_rows(rows)
+        bad = np.asarray(v[first[0]]).ravel()
+        raise InputError(
+            "var",
+            f"variance {_val(bad[bad < 0][0])} is negative",
+            first,
+            expected="variances >= 0 (values below --eps are clamped to eps)",
+        )
+    return np.asarray(v, dtype=np.float64)
+
+
+def _check_eps(eps: float) -> float:
+    eps = float(eps)
+    if not eps > 0:
+        raise ParamError("eps", f"--eps must be > 0; got {eps!r}")
+    return eps
+
+
+def gaussian_nll(
+    pred: np.ndarray, target: np.ndarray, var: np.ndarray, *, eps: float = 1e-6, full: bool = False
+) -> Result:
+    """``½(log max(var, eps) + r²/max(var, eps))`` (+ ``½ log 2π`` if full)
+    (``torch.nn.functional.gaussian_nll_loss``)."""
+    e = _check_eps(eps)
+    r = residual(pred, target)
+    v = np.maximum(_variance(var, r.shape), e)
+    elem = 0.5 * (np.log(v) + r * r / v)
+    if full:
+        elem = elem + _HALF_LOG_2PI
+    return Result(loss=_per_sample(elem))
+
+
+def gaussian_nll_grad(
+    pred: np.ndarray, target: np.ndarray, var: np.ndarray, *, eps: float = 1e-6, full: bool = False
+) -> np.ndarray:
+    """``∂l/∂ŷ = -r / max(var, eps)`` (the clamp of var does not involve ŷ)."""
+    e = _check_eps(eps)
+    r = residual(pred, target)
+    v = np.maximum(_variance(var, r.shape), e)
+    return _per_sample_grad(-r / v, pred)
+
+
+def _counts(target: np.ndarray) -> None:
+    neg = target < 0
+    if neg.any():
+        rows = neg.reshape(len(target), -1).any(axis=1)
+        first = first_rows(rows)
+        bad = np.asarray(target[first[0]]).ravel()
+        raise InputError(
+            "target",
+            f"count {_val(bad[bad < 0][0])} is negative",
+            first,
+            expected="non-negative targets (counts or rates)",
+        )
+
+
+def _rates(pred: np.ndarray) -> None:
+    neg = pred < 0
+    if neg.any():
+        rows = neg.reshape(len(pred), -1).any(axis=1)
+        first = first_rows(rows)
+        bad = np.asarray(pred[first[0]]).ravel()
+        raise InputError(
+            "pred",
+            f"rate {_val(bad[bad < 0][0])} is negative (with --no-log-input the prediction is a rate)",
+            first,
+            expected="non-negative rates, or log-rates with --log-input",
+        )
+
+
+def _poisson_inputs(pred, target):
+    x, y = same_shape(pred, target)
+    check_finite(x, "pred", "predictions")
+    check_finite(y, "target", "targets")
+    _counts(y)
+    return np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+
+
+def poisson_nll(
+    pred: np.ndarray, target: np.ndarray, *, log_input: bool = True, full: bool = False, eps: float = 1e-8
+) -> Result:
+    """Poisson negative log-likelihood (``torch.nn.functional.poisson_nll_loss``).
+
+    log_input: ``exp(ŷ) - y·ŷ``; otherwise ``ŷ - y·log(ŷ + eps)``. ``full`` adds the
+    Stirling term ``y log y - y + ½ log(2πy)`` where ``y > 1`` (0 elsewhere).
+    """
+    e = _check_eps(eps)
+    x, y = _poisson_inputs(pred, target)
+    if log_input:
+        with np.errstate(over="ignore"):
+            elem = np.exp(x) - y * x
+    else:
+        _rates(x)
+        elem = x - y * np.log(x + e)
+    if full:
+        big = y > 1
+        ys = np.where(big, y, 1.0)
+        elem = elem + np.where(big, ys * np.log(ys) - ys + 0.5 * np.log(2.0 * np.pi * ys), 0.0)
+    return Result(loss=_per_sample(elem))
+
+
+def poisson_nll_grad(
+    pred: np.ndarray, target: np.ndarray, *, log_input: bool = True, full: bool = False, eps: float = 1e-8
+) -> np.ndarray:
+    """log_input: ``∂l/∂ŷ = exp(ŷ) - y``; otherwise ``1 - y/(ŷ + eps)`` (the Stirling term is constant)."""
+    e = _check_eps(eps)
+    x, y = _poisson_inputs(pred, target)
+    if log_input:
+        with np.errstate(over="ignore"):
+            g = np.exp(x) - y
+    else:
+        _rates(x)
+        g = 1.0 - y / (x + e)
+    return _per_sample_grad(g, pred)
