@@ -77,7 +77,13 @@ COMMON_OPTIONS: list[tuple[str, Any, Any]] = [
     (
         "id_col",
         Optional[str],
-        typer.Option(None, "--id-col", metavar="NAME", help="Join inputs by this key column instead of by row position.", rich_help_panel=_IN),
+        typer.Option(
+            None,
+            "--id-col",
+            metavar="NAME",
+            help="Join inputs by this key column instead of by row position.",
+            rich_help_panel=_IN,
+        ),
     ),
     (
         "on_missing",
@@ -112,14 +118,49 @@ COMMON_OPTIONS: list[tuple[str, Any, Any]] = [
             rich_help_panel=_IN,
         ),
     ),
-    ("no_header", bool, typer.Option(False, "--no-header", help="CSV/TSV files have no header line (columns are f0, f1, ...).", rich_help_panel=_IN)),
-    ("delimiter", Optional[str], typer.Option(None, "--delimiter", metavar="CHAR", help="CSV field delimiter (default ',' or tab for .tsv).", rich_help_panel=_IN)),
+    (
+        "no_header",
+        bool,
+        typer.Option(
+            False,
+            "--no-header",
+            help="CSV/TSV files have no header line (columns are f0, f1, ...).",
+            rich_help_panel=_IN,
+        ),
+    ),
+    (
+        "delimiter",
+        Optional[str],
+        typer.Option(
+            None,
+            "--delimiter",
+            metavar="CHAR",
+            help="CSV field delimiter (default ',' or tab for .tsv).",
+            rich_help_panel=_IN,
+        ),
+    ),
     (
         "prob_atol",
         Optional[float],
-        typer.Option(None, "--prob-atol", metavar="TOL", help="Tolerance on |Σp - 1| for probability rows (default 1e-4, more for float16).", rich_help_panel=_IN),
+        typer.Option(
+            None,
+            "--prob-atol",
+            metavar="TOL",
+            help="Tolerance on |Σp - 1| for probability rows (default 1e-4, more for float16).",
+            rich_help_panel=_IN,
+        ),
     ),
-    ("chunk_size", Optional[int], typer.Option(None, "--chunk-size", metavar="ROWS", help="Rows per chunk (default: about 16 MB of input).", rich_help_panel=_IN)),
+    (
+        "chunk_size",
+        Optional[int],
+        typer.Option(
+            None,
+            "--chunk-size",
+            metavar="ROWS",
+            help="Rows per chunk (default: about 16 MB of input).",
+            rich_help_panel=_IN,
+        ),
+    ),
     (
         "format",
         str,
@@ -133,7 +174,11 @@ COMMON_OPTIONS: list[tuple[str, Any, Any]] = [
             rich_help_panel=_OUT,
         ),
     ),
-    ("score_only", bool, typer.Option(False, "--score-only", "-b", help="Print only the headline number.", rich_help_panel=_OUT)),
+    (
+        "score_only",
+        bool,
+        typer.Option(False, "--score-only", "-b", help="Print only the headline number.", rich_help_panel=_OUT),
+    ),
     (
         "reduction",
         str,
@@ -158,6 +203,45 @@ COMMON_OPTIONS: list[tuple[str, Any, Any]] = [
     ),
     ("top", int, typer.Option(5, "--top", metavar="K", help="Show the K worst samples.", rich_help_panel=_OUT)),
     (
+        "group_by",
+        Optional[str],
+        typer.Option(
+            None,
+            "--group-by",
+            metavar="COL|PATH:COL",
+            help="One aggregate per value of COL (a column of an input, or of a side file) plus 'all'.",
+            rich_help_panel=_OUT,
+        ),
+    ),
+    (
+        "hist",
+        bool,
+        typer.Option(False, "--hist", help="Add a histogram of the per-sample losses.", rich_help_panel=_OUT),
+    ),
+    (
+        "ci",
+        Optional[float],
+        typer.Option(
+            None,
+            "--ci",
+            metavar="LEVEL",
+            help="Bootstrap confidence interval of the value, e.g. 0.95.",
+            rich_help_panel=_OUT,
+        ),
+    ),
+    ("ci_n", int, typer.Option(1000, "--ci-n", metavar="N", help="Bootstrap resamples.", rich_help_panel=_OUT)),
+    (
+        "seed",
+        Optional[int],
+        typer.Option(
+            None,
+            "--seed",
+            metavar="N",
+            help="Bootstrap seed (default 12345, or env LOSSCTL_SEED).",
+            rich_help_panel=_OUT,
+        ),
+    ),
+    (
         "grad",
         Optional[str],
         typer.Option(
@@ -171,17 +255,91 @@ COMMON_OPTIONS: list[tuple[str, Any, Any]] = [
     (
         "grad_norm",
         bool,
-        typer.Option(False, "--grad-norm", help="Add each row's gradient norm (how hard it pulls) to --per-sample.", rich_help_panel=_OUT),
+        typer.Option(
+            False,
+            "--grad-norm",
+            help="Add each row's gradient norm (how hard it pulls) to --per-sample.",
+            rich_help_panel=_OUT,
+        ),
     ),
     (
         "precision",
         Optional[int],
-        typer.Option(None, "--precision", metavar="N", help="Significant digits in table/markdown (default 6) and -b (default: exact).", rich_help_panel=_OUT),
+        typer.Option(
+            None,
+            "--precision",
+            metavar="N",
+            help="Significant digits in table/markdown (default 6) and -b (default: exact).",
+            rich_help_panel=_OUT,
+        ),
     ),
-    ("quiet", bool, typer.Option(False, "--quiet", "-q", help="No progress bar or messages on stderr.", rich_help_panel=_OUT)),
-    ("no_color", bool, typer.Option(False, "--no-color", help="No colour (NO_COLOR is honoured too).", rich_help_panel=_OUT)),
-    ("max_value", Optional[float], typer.Option(None, "--max", metavar="X", help="Exit 3 if the headline value is above X (or NaN).", rich_help_panel=_CHK)),
-    ("min_value", Optional[float], typer.Option(None, "--min", metavar="X", help="Exit 3 if the headline value is below X (or NaN).", rich_help_panel=_CHK)),
+    (
+        "quiet",
+        bool,
+        typer.Option(False, "--quiet", "-q", help="No progress bar or messages on stderr.", rich_help_panel=_OUT),
+    ),
+    (
+        "no_color",
+        bool,
+        typer.Option(False, "--no-color", help="No colour (NO_COLOR is honoured too).", rich_help_panel=_OUT),
+    ),
+    (
+        "max_value",
+        Optional[float],
+        typer.Option(
+            None, "--max", metavar="X", help="Exit 3 if the headline value is above X (or NaN).", rich_help_panel=_CHK
+        ),
+    ),
+    (
+        "baseline",
+        Optional[str],
+        typer.Option(
+            None,
+            "--baseline",
+            metavar="NUMBER|JSON",
+            help="A previous value: a number, or a --format json result.",
+            rich_help_panel=_CHK,
+        ),
+    ),
+    (
+        "max_abs_increase",
+        Optional[float],
+        typer.Option(
+            None, "--max-abs-increase", metavar="A", help="Exit 3 if value - baseline > A.", rich_help_panel=_CHK
+        ),
+    ),
+    (
+        "max_rel_increase",
+        Optional[float],
+        typer.Option(
+            None,
+            "--max-rel-increase",
+            metavar="R",
+            help="Exit 3 if (value - baseline) / |baseline| > R; over a zero baseline any increase fails.",
+            rich_help_panel=_CHK,
+        ),
+    ),
+    (
+        "per_group",
+        bool,
+        typer.Option(
+            False, "--per-group", help="Apply the bounds to every --group-by group too.", rich_help_panel=_CHK
+        ),
+    ),
+    (
+        "junit",
+        Optional[str],
+        typer.Option(
+            None, "--junit", metavar="PATH", help="Write the check as JUnit XML (one test case).", rich_help_panel=_CHK
+        ),
+    ),
+    (
+        "min_value",
+        Optional[float],
+        typer.Option(
+            None, "--min", metavar="X", help="Exit 3 if the headline value is below X (or NaN).", rich_help_panel=_CHK
+        ),
+    ),
 ]
 
 _CHOICES = {
@@ -202,9 +360,13 @@ def _param_option(p: registry.Param):
     }.get(p.type, "VALUE")
     extra = p.describe_range()
     default_text = "none" if p.default is None else str(p.default)
-    help_text = _escape(p.help + (f" Must be {extra}." if extra and p.type != "choice" else "") + f" Default: {default_text}.")
+    help_text = _escape(
+        p.help + (f" Must be {extra}." if extra and p.type != "choice" else "") + f" Default: {default_text}."
+    )
     if p.type == "bool":
-        return bool, typer.Option(p.default, f"--{p.name}/--no-{p.name}", help=help_text, rich_help_panel="Loss parameters")
+        return bool, typer.Option(
+            p.default, f"--{p.name}/--no-{p.name}", help=help_text, rich_help_panel="Loss parameters"
+        )
     return Optional[str], typer.Option(
         None, f"--{p.name}", metavar=metavar, help=help_text, show_default=False, rich_help_panel="Loss parameters"
     )
@@ -289,12 +451,192 @@ compute_app = typer.Typer(
     help="Compute a loss: lossctl compute NAME INPUT... (see `lossctl list`). " + EXIT_CODES_HELP,
 )
 app.add_typer(compute_app, name="compute")
+compare_app = typer.Typer(
+    cls=_LossGroup,
+    no_args_is_help=True,
+    help=(
+        "Compare prediction files against one target, paired sample by sample: "
+        "lossctl compare NAME --target TARGET BASELINE CANDIDATE... " + EXIT_CODES_HELP
+    ),
+)
+app.add_typer(compare_app, name="compare")
+
+COMPARE_OPTIONS: list[tuple[str, Any, Any]] = [
+    (
+        "id_col",
+        Optional[str],
+        typer.Option(
+            None, "--id-col", metavar="NAME", help="Join and pair rows by this key column.", rich_help_panel=_IN
+        ),
+    ),
+    (
+        "on_missing",
+        str,
+        typer.Option(
+            "error",
+            "--on-missing",
+            metavar="[error|drop]",
+            help="With --id-col: ids missing on one side.",
+            rich_help_panel=_IN,
+        ),
+    ),
+    (
+        "nan",
+        str,
+        typer.Option("error", "--nan", metavar="[error|omit|propagate]", help="Rows with NaN.", rich_help_panel=_IN),
+    ),
+    (
+        "input_format",
+        Optional[str],
+        typer.Option(
+            None, "--input-format", metavar="FMT", help="Format of stdin and unnamed files.", rich_help_panel=_IN
+        ),
+    ),
+    ("no_header", bool, typer.Option(False, "--no-header", help="CSV/TSV without a header line.", rich_help_panel=_IN)),
+    (
+        "delimiter",
+        Optional[str],
+        typer.Option(None, "--delimiter", metavar="CHAR", help="CSV field delimiter.", rich_help_panel=_IN),
+    ),
+    (
+        "prob_atol",
+        Optional[float],
+        typer.Option(None, "--prob-atol", metavar="TOL", help="Tolerance on |Σp - 1|.", rich_help_panel=_IN),
+    ),
+    (
+        "chunk_size",
+        Optional[int],
+        typer.Option(None, "--chunk-size", metavar="ROWS", help="Rows per chunk.", rich_help_panel=_IN),
+    ),
+    (
+        "reduction",
+        str,
+        typer.Option("mean", "--reduction", metavar="[mean|sum]", help="Headline reduction.", rich_help_panel=_OUT),
+    ),
+    (
+        "ci",
+        float,
+        typer.Option(
+            0.95,
+            "--ci",
+            metavar="LEVEL",
+            help="Level of the paired bootstrap interval of each difference.",
+            rich_help_panel=_OUT,
+        ),
+    ),
+    ("ci_n", int, typer.Option(1000, "--ci-n", metavar="N", help="Bootstrap resamples.", rich_help_panel=_OUT)),
+    (
+        "seed",
+        Optional[int],
+        typer.Option(
+            None, "--seed", metavar="N", help="Seed (default 12345, or env LOSSCTL_SEED).", rich_help_panel=_OUT
+        ),
+    ),
+    (
+        "permutations",
+        int,
+        typer.Option(
+            10000,
+            "--permutations",
+            metavar="R",
+            help="Approximate-randomization permutations for the p-value.",
+            rich_help_panel=_OUT,
+        ),
+    ),
+    (
+        "top",
+        int,
+        typer.Option(5, "--top", metavar="K", help="Show the K samples that got most worse.", rich_help_panel=_OUT),
+    ),
+    (
+        "format",
+        str,
+        typer.Option(
+            "table",
+            "--format",
+            "-f",
+            envvar="LOSSCTL_FORMAT",
+            metavar="[table|json|markdown]",
+            help="Output format.",
+            rich_help_panel=_OUT,
+        ),
+    ),
+    (
+        "precision",
+        Optional[int],
+        typer.Option(None, "--precision", metavar="N", help="Significant digits (default 6).", rich_help_panel=_OUT),
+    ),
+    ("quiet", bool, typer.Option(False, "--quiet", "-q", help="No messages on stderr.", rich_help_panel=_OUT)),
+    ("no_color", bool, typer.Option(False, "--no-color", help="No colour.", rich_help_panel=_OUT)),
+]
+
+
+def _make_compare(spec: registry.LossSpec) -> Callable:
+    pred = spec.inputs[spec.pred_index]
+    params: list[inspect.Parameter] = [
+        inspect.Parameter(
+            "predictions",
+            inspect.Parameter.POSITIONAL_OR_KEYWORD,
+            default=typer.Argument(
+                ...,
+                metavar="BASELINE CANDIDATE...",
+                help=f"{pred.metavar} files: the baseline first, then the candidates.",
+                show_default=False,
+            ),
+            annotation=list[str],
+        )
+    ]
+    taken = {p.dest for p in spec.params} | {name for name, _, _ in COMPARE_OPTIONS}
+    for role in spec.inputs:
+        if role is pred:
+            continue
+        dest = role.name.replace("-", "_")
+        flag = role.name if dest not in taken else f"input-{role.name}"
+        params.append(
+            inspect.Parameter(
+                "role_" + dest,
+                inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                default=typer.Option(
+                    None if role.optional else ...,
+                    f"--{flag}",
+                    metavar="SOURCE",
+                    help=_escape(f"{role.shape}: {role.help}"),
+                    rich_help_panel=_IN,
+                ),
+                annotation=Optional[str],
+            )
+        )
+    for p in spec.params:
+        ann, opt = _param_option(p)
+        params.append(inspect.Parameter(p.dest, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=opt, annotation=ann))
+    for name, ann, opt in COMPARE_OPTIONS:
+        params.append(inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=opt, annotation=ann))
+
+    def command(**kwargs):
+        _guard(_compare, spec, kwargs)
+
+    command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+    command.__annotations__ = {p.name: p.annotation for p in params}
+    command.__name__ = "compare_" + spec.name.replace("-", "_")
+    command.__doc__ = _escape(
+        f"Compare {spec.name} of several {pred.metavar} files, paired sample by sample: each candidate minus "
+        "the baseline (the first file), a paired bootstrap interval of that difference, a paired permutation "
+        "(approximate randomization) p-value, and the samples that got most worse.\n\n"
+        f"Example: lossctl compare {spec.name} "
+        + " ".join(f"--{r.name} {r.metavar.lower()}.parquet" for r in spec.inputs if r is not pred and not r.optional)
+        + f" baseline.parquet candidate.parquet\n\n{EXIT_CODES_HELP}"
+    )
+    return command
+
 
 for _spec in registry.LOSSES:
     _fn = _make_compute(_spec)
     compute_app.command(name=_spec.name, help=_fn.__doc__, no_args_is_help=True)(_fn)
+    _cmp = _make_compare(_spec)
+    compare_app.command(name=_spec.name, help=_cmp.__doc__, no_args_is_help=True)(_cmp)
     for _alias in _spec.aliases:
         compute_app.command(name=_alias, help=_fn.__doc__, hidden=True, no_args_is_help=True)(_fn)
+        compare_app.command(name=_alias, help=_cmp.__doc__, hidden=True, no_args_is_help=True)(_cmp)
 
 
 def _version(value: bool) -> None:
@@ -318,6 +660,34 @@ def list_losses(
 ) -> None:
     """List every loss, grouped by family (from the registry)."""
     _guard(_list, format, family)
+
+
+@app.command("check")
+def check_command(
+    config: str = typer.Argument(..., metavar="CONFIG.toml", help="The checks: [[checks]] tables (see the README)."),
+    format: str = typer.Option(
+        "table",
+        "--format",
+        "-f",
+        envvar="LOSSCTL_FORMAT",
+        metavar="[table|json|markdown]",
+        help="Report format on stdout.",
+    ),
+    junit: Optional[str] = typer.Option(
+        None, "--junit", metavar="PATH", help="Also write JUnit XML: one test case per check."
+    ),
+    precision: Optional[int] = typer.Option(None, "--precision", metavar="N", help="Significant digits (default 6)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No messages on stderr."),
+    no_color: bool = typer.Option(False, "--no-color", help="No colour."),
+) -> None:
+    """Run every check of a config; report each; exit 3 if any failed, 1 if any could not run.
+
+    Bounds: max X fails when value > X; min X when value < X; max-abs-increase A when
+    value - baseline > A; max-rel-increase R when (value - baseline) / |baseline| > R (over a
+    zero baseline any increase fails). A NaN or missing value fails. Every check runs and every
+    failure is reported.
+    """
+    _guard(_check, config, format, junit, precision, quiet, no_color)
 
 
 @app.command("explain")
@@ -363,8 +733,28 @@ def _choice(name: str, value: str, option: str) -> str:
     return value
 
 
+def _run_options(kw: dict[str, Any]) -> dict[str, Any]:
+    """The run options shared by compute, compare and check, as hyphenated keys."""
+    keys = (
+        "reduction",
+        "id_col",
+        "on_missing",
+        "nan",
+        "chunk_size",
+        "input_format",
+        "group_by",
+        "ci",
+        "ci_n",
+        "seed",
+        "prob_atol",
+        "no_header",
+        "delimiter",
+    )
+    return {k.replace("_", "-"): kw.get(k) for k in keys if k in kw}
+
+
 def _compute(spec: registry.LossSpec, kw: dict[str, Any]) -> None:
-    from lossctl import engine, report as rep
+    from lossctl import checks, engine, report as rep
 
     texts = [kw.pop(role.name.replace("-", "_")) for role in spec.inputs]
     params: dict[str, Any] = {}
@@ -372,20 +762,26 @@ def _compute(spec: registry.LossSpec, kw: dict[str, Any]) -> None:
         raw = kw.pop(p.dest)
         params[p.dest] = raw if p.type == "bool" else (p.default if raw is None else p.parse(raw, spec.name))
     fmt = _choice("format", kw["format"], "--format")
-    reduction = _choice("reduction", kw["reduction"], "--reduction")
-    _choice("on_missing", kw["on_missing"], "--on-missing")
-    _choice("nan", kw["nan"], "--nan")
+    reduction = kw["reduction"]
     if kw["top"] < 0:
         raise UsageError(f"--top must be 0 or more; got {kw['top']}.")
-    if kw["chunk_size"] is not None and kw["chunk_size"] < 1:
-        raise UsageError(f"--chunk-size must be at least 1; got {kw['chunk_size']}.")
-    if kw["prob_atol"] is not None and not kw["prob_atol"] > 0:
-        raise UsageError(f"--prob-atol must be above 0; got {kw['prob_atol']}.")
-    if kw["delimiter"] is not None and len(kw["delimiter"]) != 1:
-        raise UsageError(f"--delimiter must be one character; got {kw['delimiter']!r}.")
-    bounds = kw["max_value"] is not None or kw["min_value"] is not None
-    if reduction == "none" and (bounds or kw["score_only"]):
-        raise UsageError("--reduction none has no headline value, so --max, --min and -b do not apply.")
+    bounds = checks.Bounds(
+        max=kw["max_value"],
+        min=kw["min_value"],
+        max_abs_increase=kw["max_abs_increase"],
+        max_rel_increase=kw["max_rel_increase"],
+        per_group=kw["per_group"],
+    )
+    if kw["baseline"] is not None:
+        bounds.baseline = checks.load_baseline(kw["baseline"], spec.name)
+    if (bounds.max_abs_increase is not None or bounds.max_rel_increase is not None) and bounds.baseline is None:
+        raise UsageError(
+            "--max-abs-increase and --max-rel-increase compare with a --baseline (a number or a JSON result)."
+        )
+    if kw["per_group"] and not kw["group_by"]:
+        raise UsageError("--per-group applies the bounds to each group of --group-by COL; give --group-by too.")
+    if reduction == "none" and (bounds.any or kw["score_only"] or kw["junit"]):
+        raise UsageError("--reduction none has no headline value, so bounds, -b and --junit do not apply.")
     per_sample = kw["per_sample"]
     if kw["grad_norm"] and per_sample is None and reduction != "none":
         raise UsageError("--grad-norm adds a column to the per-sample output: give --per-sample PATH too.")
@@ -396,27 +792,27 @@ def _compute(spec: registry.LossSpec, kw: dict[str, Any]) -> None:
 
     stderr_tty = sys.stderr.isatty() and not kw["quiet"]
     progress = _Progress(stderr_tty, kw["no_color"])
-    opts = engine.Options(
-        reduction=reduction,
-        id_col=kw["id_col"],
-        on_missing=kw["on_missing"],
-        nan=kw["nan"],
-        chunk_rows=kw["chunk_size"],
-        input_format=kw["input_format"],
+    opts = engine.build_options(
+        _run_options(kw),
         per_sample=per_sample,
         grad=kw["grad"],
         grad_norm=kw["grad_norm"],
         per_sample_format=fmt if fmt in ("csv", "tsv", "jsonl") else ("jsonl" if fmt == "json" else "csv"),
         top=kw["top"],
-        prob_atol=kw["prob_atol"],
-        header=not kw["no_header"],
-        delimiter=kw["delimiter"],
+        hist=kw["hist"],
         progress=progress.update if stderr_tty else None,
     )
     try:
         result = engine.run(spec, texts, params, opts)
     finally:
         progress.stop()
+    outcomes = checks.check_report(result, bounds) if bounds.any else []
+    if outcomes:
+        result["checks"] = outcomes
+        if bounds.baseline is not None:
+            result["baseline"] = {"source": bounds.baseline.source, "value": bounds.baseline.value}
+    if kw["junit"]:
+        _write_text(kw["junit"], checks.junit_xml([_as_check(result, outcomes)], suite="lossctl compute"), "--junit")
 
     if reduction != "none":
         if kw["score_only"]:
@@ -430,25 +826,34 @@ def _compute(spec: registry.LossSpec, kw: dict[str, Any]) -> None:
     dropped = result["rows"]["dropped"]
     if dropped and stderr_tty and fmt != "table":
         _stderr_console(kw["no_color"]).print(f"lossctl: note: {dropped} row(s) dropped by --on-missing drop.")
-    if bounds:
-        _check_bounds(result, kw["max_value"], kw["min_value"])
+    failed = [o["message"] for o in outcomes if not o["passed"]]
+    if failed:
+        raise CheckFailed("check failed: " + "; ".join(failed) + ".")
 
 
-def _check_bounds(result: dict, hi: float | None, lo: float | None) -> None:
-    import math
+def _as_check(result: dict, outcomes: list[dict]) -> dict:
+    from lossctl import checks
 
-    value = result["value"]
-    name = result["loss"]
-    failures = []
-    if value is None or math.isnan(value):
-        failures.append(f"{name} is NaN, which fails every bound")
-    else:
-        if hi is not None and value > hi:
-            failures.append(f"{name} = {value!r} is above --max {hi!r}")
-        if lo is not None and value < lo:
-            failures.append(f"{name} = {value!r} is below --min {lo!r}")
-    if failures:
-        raise CheckFailed("check failed: " + "; ".join(failures) + ".")
+    return {
+        "name": result["loss"],
+        "loss": result["loss"],
+        "value": result["value"],
+        "outcomes": outcomes,
+        "status": checks.status_of(outcomes),
+        "signature": result["signature"],
+    }
+
+
+def _write_text(path: str, text: str, option: str) -> None:
+    from lossctl.io.sinks import AtomicFile
+
+    f = AtomicFile(path, option)
+    try:
+        f.fh.write(text.encode())
+    except BaseException:
+        f.abort()
+        raise
+    f.commit()
 
 
 class _Progress:
@@ -489,6 +894,81 @@ class _Progress:
         if self.bar is not None:
             self.bar.stop()
             self.bar = None
+
+
+def _compare(spec: registry.LossSpec, kw: dict[str, Any]) -> None:
+    from lossctl import compare, engine, report as rep
+
+    predictions = kw.pop("predictions")
+    others = {
+        role.name: kw.pop("role_" + role.name.replace("-", "_"))
+        for role in spec.inputs
+        if ("role_" + role.name.replace("-", "_")) in kw
+    }
+    params: dict[str, Any] = {}
+    for p in spec.params:
+        raw = kw.pop(p.dest)
+        params[p.dest] = raw if p.type == "bool" else (p.default if raw is None else p.parse(raw, spec.name))
+    fmt = kw["format"]
+    if fmt not in ("table", "json", "markdown"):
+        raise UsageError(f"--format must be table, json or markdown; got {fmt!r}.")
+    if kw["reduction"] not in ("mean", "sum"):
+        raise UsageError(f"--reduction must be mean or sum for compare; got {kw['reduction']!r}.")
+    if kw["permutations"] < 1:
+        raise UsageError(f"--permutations must be at least 1; got {kw['permutations']}.")
+    if kw["top"] < 0:
+        raise UsageError(f"--top must be 0 or more; got {kw['top']}.")
+    opts = engine.build_options(_run_options(kw))
+    doc = compare.compare(
+        spec,
+        predictions,
+        others,
+        params,
+        opts,
+        level=opts.ci if opts.ci is not None else 0.95,
+        resamples=opts.ci_n,
+        seed=opts.seed,
+        permutations=kw["permutations"],
+        top=kw["top"],
+    )
+    if fmt == "json":
+        sys.stdout.write(rep.to_json(doc) + "\n")
+    elif fmt == "markdown":
+        sys.stdout.write(rep.compare_markdown(doc, kw["precision"]))
+    else:
+        rep.render_compare(doc, _stdout_console(kw["no_color"]), kw["precision"])
+    sys.stdout.flush()
+
+
+def _check(config: str, fmt: str, junit: str | None, precision: int | None, quiet: bool, no_color: bool) -> None:
+    from lossctl import checks, report as rep
+
+    if fmt not in ("table", "json", "markdown"):
+        raise UsageError(f"--format must be table, json or markdown; got {fmt!r}.")
+    items = checks.load_config(config)
+    results = [checks.run_check(c) for c in items]
+    if junit:
+        _write_text(junit, checks.junit_xml(results, suite=f"lossctl check {os.path.basename(config)}"), "--junit")
+    doc = rep.check_document(config, results)
+    if fmt == "json":
+        sys.stdout.write(rep.to_json(doc) + "\n")
+    elif fmt == "markdown":
+        sys.stdout.write(rep.checks_markdown(doc, precision))
+    else:
+        rep.render_checks(doc, _stdout_console(no_color), precision)
+    sys.stdout.flush()
+    errors = [r for r in results if r["status"] == "error"]
+    failed = [r for r in results if r["status"] == "fail"]
+    if not quiet:
+        for r in errors:
+            print(f"lossctl: error: check {r['name']}: {r['error']}", file=sys.stderr)
+        for r in failed:
+            msgs = "; ".join(o["message"] for o in r["outcomes"] if not o["passed"])
+            print(f"lossctl: check failed: {r['name']}: {msgs}.", file=sys.stderr)
+    if errors:
+        raise typer.Exit(EXIT_DATA)
+    if failed:
+        raise typer.Exit(EXIT_CHECK)
 
 
 def _explain(name: str, fmt: str) -> None:
@@ -551,7 +1031,9 @@ def _explain(name: str, fmt: str) -> None:
 def _list(fmt: str, family: str | None) -> None:
     specs = [s for s in registry.LOSSES if family is None or s.family == family]
     if family is not None and not specs:
-        raise UsageError(f"--family must be one of {', '.join(sorted({s.family for s in registry.LOSSES}))}; got {family!r}.")
+        raise UsageError(
+            f"--family must be one of {', '.join(sorted({s.family for s in registry.LOSSES}))}; got {family!r}."
+        )
     if fmt == "json":
         import json
 

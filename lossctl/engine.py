@@ -12,7 +12,8 @@ from __future__ import annotations
 import hashlib
 import inspect
 import math
-from dataclasses import dataclass, field
+import os
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
@@ -23,6 +24,7 @@ from lossctl.io.sinks import GradSink, RowSink, sink_format
 from lossctl.losses import Result
 from lossctl.ragged import Ragged
 from lossctl.io.sources import (
+    GROUP_KEY,
     ID_KEY,
     ReadOptions,
     Reader,
@@ -33,7 +35,7 @@ from lossctl.io.sources import (
     parse_source,
 )
 from lossctl.registry import LossSpec, Role
-from lossctl.stats import CompensatedSum, RunningStats, TopK
+from lossctl.aggregate import Aggregate, RunState
 
 SCHEMA_VERSION = 1
 CHUNK_BYTES = 8 << 20
@@ -54,6 +56,12 @@ class Options:
     per_sample_format: str = "csv"
     grad: str | None = None
     grad_norm: bool = False
+    group_by: str | None = None
+    ci: float | None = None
+    ci_n: int = 1000
+    seed: int = 12345
+    hist: bool = False
+    collect: bool = False  # keep (row, id, loss, num, den) of every used row (for compare)
     top: int = 5
     prob_atol: float | None = None
     header: bool = True
@@ -86,27 +94,26 @@ class _Input:
         return f"{self.source.display}, column {col!r}" if col else self.source.display
 
 
-@dataclass
-class _Accum:
-    stats: RunningStats = field(default_factory=RunningStats)
-    num: CompensatedSum = field(default_factory=CompensatedSum)
-    den: CompensatedSum = field(default_factory=CompensatedSum)
-    components: dict[str, CompensatedSum] = field(default_factory=dict)
-    top: TopK = field(default_factory=lambda: TopK(5))
-    top_ids: dict[int, Any] = field(default_factory=dict)
-    rows_seen: int = 0
-    used: int = 0
-    ignored: int = 0
-    nan_omitted: int = 0
-    nan_propagated: int = 0
-    dropped_pred: int = 0
-    dropped_target: int = 0
-
-
 def run(spec: LossSpec, texts: list[str | None], params: dict[str, Any], opts: Options) -> dict:
     """Evaluate ``spec`` on the sources ``texts`` (one per input role, None = optional absent)."""
+    return run_with_rows(spec, texts, params, opts)[0]
+
+
+def run_with_rows(spec: LossSpec, texts, params, opts: Options) -> tuple[dict, dict[str, np.ndarray] | None]:
+    """``run``, plus the per-row values of every used row when ``opts.collect`` is set."""
     try:
-        return _Run(spec, texts, params, opts).execute()
+        r = _Run(spec, texts, params, opts)
+        report = r.execute()
+        rows = None
+        if opts.collect:
+            parts = r.collected
+            keys = ("row", "id", "loss", "num", "den")
+            rows = {
+                k: (np.concatenate([p[k] for p in parts]) if parts and parts[0][k] is not None else None) for k in keys
+            }
+            if rows["row"] is None:
+                rows = {k: np.empty(0) for k in keys}
+        return report, rows
     finally:
         cleanup_spooled()
 
@@ -140,9 +147,11 @@ class _Run:
             self.inputs.append(_Input(role, parse_source(text, opts.input_format, role.name)))
         self.pred_role = spec.inputs[spec.pred_index].name
         self.batch_size: int | None = None
-        self.acc = _Accum(top=TopK(opts.top))
+        self.acc = RunState(top=opts.top, bootstrap=(opts.ci_n, opts.seed) if opts.ci else None)
+        self.group_input: _Input | None = None
         self.sink: RowSink | None = None
         self.grad_sink: GradSink | None = None
+        self.collected: list[dict[str, Any]] = []
 
     # -- set-up -----------------------------------------------------------------
     def _open(self) -> list[Reader]:
@@ -165,10 +174,36 @@ class _Run:
             raise UsageError("Several inputs read stdin ('-') with different formats; stdin can be read once.")
         if self.opts.id_col:
             for reader in readers.values():
-                reader.add(Request(ID_KEY, self.opts.id_col, matrix=False))
+                reader.add(Request(ID_KEY, self.opts.id_col, matrix=False, keylike=True))
+        if self.opts.group_by:
+            self._add_group(readers, ropts)
         for reader in readers.values():
             reader.resolve()
         return list(readers.values())
+
+    def _add_group(self, readers: dict[str, Reader], ropts: ReadOptions) -> None:
+        """--group-by COL (a column of an input) or PATH:COL (a side file, aligned or joined by id)."""
+        text = self.opts.group_by
+        head, _, col = text.rpartition(":")
+        if head and os.path.exists(head):
+            src = parse_source(text, self.opts.input_format, "group-by")
+            if src.path not in readers:
+                readers[src.path] = open_reader(src, ropts)
+                if self.opts.id_col:
+                    readers[src.path].add(Request(ID_KEY, self.opts.id_col, matrix=False, keylike=True))
+            readers[src.path].add(Request(GROUP_KEY, src.column, matrix=False, keylike=True))
+            self.group_label = f"{src.display}:{src.column}"
+            return
+        for reader in readers.values():
+            if text in reader.available():
+                reader.add(Request(GROUP_KEY, text, matrix=False, keylike=True))
+                self.group_label = text
+                return
+        listing = "; ".join(f"{r.display}: {', '.join(r.available()) or 'no named columns'}" for r in readers.values())
+        raise DataError(
+            f"--group-by {text!r}: no input has a column of that name ({listing}). "
+            "Name a column of an input, or a side file as PATH:COLUMN."
+        )
 
     def _chunk_rows(self, readers: list[Reader], total: int | None) -> int:
         if self.opts.chunk_rows:
@@ -253,6 +288,7 @@ class _Run:
     ) -> None:
         acc = self.acc
         n_all = len(prim_rows)
+        groups = arrays.pop(GROUP_KEY, None)
         if self.spec.batched and self.batch_size is None:
             if acc.rows_seen or n_all > DEFAULT_BATCH_CAP:
                 raise UsageError(
@@ -318,32 +354,45 @@ class _Run:
         vals = result.loss[ok_u]
         num = (result.num if result.num is not None else result.loss)[ok_u]
         den = None if result.den is None else result.den[ok_u]
+        comps = {k: np.asarray(v, dtype=np.float64)[ok_u] for k, v in result.components.items()}
+        ok_rows_k = np.flatnonzero(use)[ok_u]
+        ok_prim = prim_rows[kept_idx[ok_rows_k]]
         n_nan = int(nan_rows.sum())
-        if self.opts.nan == "propagate" and n_nan:
+        propagate = self.opts.nan == "propagate" and n_nan > 0
+        if propagate:
             nan_fill = np.full(n_nan, np.nan)
+            nan_prim = prim_rows[kept_idx[nan_rows]]
             vals = np.concatenate([vals, nan_fill])
             num = np.concatenate([num, nan_fill])
             if den is not None:
                 den = np.concatenate([den, nan_fill])
-            acc.nan_propagated += n_nan
+            comps = {k: np.concatenate([v, nan_fill]) for k, v in comps.items()}
+        agg = acc.all
+        agg.add(vals, num, den, comps)
+        agg.used += int(ok_u.sum())
+        agg.ignored += int(ign_u.sum())
+        if propagate:
+            agg.nan_propagated += n_nan
         else:
-            acc.nan_omitted += n_nan
-        acc.stats.update(vals)
-        acc.num.update(num)
-        if den is not None:
-            acc.den.update(den)
-        else:
-            acc.den.add(float(len(vals)))
-        for name, comp in result.components.items():
-            acc.components.setdefault(name, CompensatedSum()).update(np.asarray(comp, dtype=np.float64)[ok_u])
-        acc.used += int(ok_u.sum())
-        acc.ignored += int(ign_u.sum())
+            agg.nan_omitted += n_nan
         acc.dropped_pred += n_all - n_k
+        if acc.bootstrap is not None:
+            acc.bootstrap.update(num, den, np.concatenate([ok_prim, nan_prim]) if propagate else ok_prim)
+        if groups is not None:
+            self._update_groups(groups, use, ok_u, ign_u, nan_rows, vals, num, den, comps, propagate)
 
-        ok_rows_k = np.flatnonzero(use)[ok_u]
-        top_rows = prim_rows[kept_idx[ok_rows_k]]
+        if self.opts.collect:
+            self.collected.append(
+                {
+                    "row": ok_prim,
+                    "id": None if ids is None else np.asarray(ids)[kept_idx[ok_rows_k]],
+                    "loss": result.loss[ok_u],
+                    "num": (result.num if result.num is not None else result.loss)[ok_u],
+                    "den": np.ones(int(ok_u.sum())) if result.den is None else result.den[ok_u],
+                }
+            )
         before = set(acc.top.rows.tolist())
-        acc.top.update(result.loss[ok_u], top_rows)
+        acc.top.update(result.loss[ok_u], ok_prim)
         if ids is not None:
             lookup = {int(r): i for i, r in enumerate(prim_rows)}
             for r in acc.top.rows.tolist():
@@ -371,6 +420,26 @@ class _Run:
                 cols["grad_norm"] = _scatter(norms, kept_idx, np.flatnonzero(use), n_all)
             self.sink.write(cols)
 
+    def _update_groups(self, groups, use, ok_u, ign_u, nan_rows, vals, num, den, comps, propagate) -> None:
+        """Per-group aggregates: the same numbers as the overall ones, split by the group key."""
+        g_use = np.asarray(groups)[use]
+        keys_ok = g_use[ok_u]
+        keys_nan = np.asarray(groups)[nan_rows]
+        keys_vals = np.concatenate([keys_ok, keys_nan]) if propagate else keys_ok
+        uniq, inv = np.unique(keys_vals, return_inverse=True) if len(keys_vals) else (np.empty(0), np.empty(0, int))
+        for j, key in enumerate(uniq.tolist()):
+            sel = inv == j
+            agg = self.acc.group(key)
+            agg.add(vals[sel], num[sel], None if den is None else den[sel], {k: v[sel] for k, v in comps.items()})
+            agg.used += int(sel[: len(keys_ok)].sum())
+            if propagate:
+                agg.nan_propagated += int(sel[len(keys_ok) :].sum())
+        for key in np.unique(g_use[ign_u]).tolist():
+            self.acc.group(key).ignored += int((g_use[ign_u] == key).sum())
+        if not propagate:
+            for key in np.unique(keys_nan).tolist():
+                self.acc.group(key).nan_omitted += int((keys_nan == key).sum())
+
     def _conform(self, inp: _Input, a, rows: np.ndarray):
         """Check an input's dimensions and numeric type; record its shape."""
         role = inp.role
@@ -396,7 +465,11 @@ class _Run:
             raise DataError(
                 f"{inp.where()} gives {role.metavar} as {got}, but {self.spec.name} expects "
                 f"{role.metavar} of shape {role.shape}: {role.help}"
-                + (" Select several columns with NAME_* or A,B,C, or use a list column." if 2 in role.ndim and a.ndim == 1 else "")
+                + (
+                    " Select several columns with NAME_* or A,B,C, or use a list column."
+                    if 2 in role.ndim and a.ndim == 1
+                    else ""
+                )
             )
         if a.dtype.kind not in "biuf":
             raise DataError(f"{inp.where()}: values of type {a.dtype}; expected numbers.")
@@ -475,12 +548,9 @@ class _Run:
     def _report(self, readers: list[Reader]) -> dict:
         acc = self.acc
         reduction = self.opts.reduction
-        summary = acc.stats.summary()
-        den = acc.den.value
-        if reduction == "sum":
-            value = acc.num.value
-        else:
-            value = acc.num.value / den if den else float("nan")
+        agg = acc.all
+        summary = agg.stats.summary()
+        value = agg.value(reduction)
         rows_read = {i.role.name: i.reader.rows_read for i in self.inputs}
         params = dict(self.params)
         if self.spec.batched:
@@ -499,20 +569,12 @@ class _Run:
             }
             for i in self.inputs
         ]
-        plain_mean = summary["mean"]
-        components = {}
-        if acc.components and acc.used:
-            components = {k: v.value / acc.used for k, v in acc.components.items()}
         top = []
         for v, r in zip(acc.top.values.tolist(), acc.top.rows.tolist()):
             item = {"row": int(r), "loss": v}
             if r in acc.top_ids:
                 item["id"] = acc.top_ids[r]
             top.append(item)
-        derived = {}
-        if "perplexity" in self.spec.derived and reduction == "mean":
-            derived["perplexity"] = math.exp(value) if math.isfinite(value) and value < 709 else (
-                float("inf") if value == value else float("nan"))
         report = {
             "schema_version": SCHEMA_VERSION,
             "lossctl_version": __version__,
@@ -521,19 +583,19 @@ class _Run:
             "reduction": reduction,
             "value": value,
             "value_rule": self.spec.headline if reduction == "mean" else "sum of per-sample values",
-            "count": acc.used,
+            "count": agg.used,
             "rows": {
                 "read": rows_read,
-                "used": acc.used,
-                "ignored": acc.ignored,
+                "used": agg.used,
+                "ignored": agg.ignored,
                 "dropped": acc.dropped_pred + acc.dropped_target,
                 "dropped_detail": {"no_target": acc.dropped_pred, "no_prediction": acc.dropped_target},
-                "nan_omitted": acc.nan_omitted,
-                "nan_propagated": acc.nan_propagated,
+                "nan_omitted": agg.nan_omitted,
+                "nan_propagated": agg.nan_propagated,
             },
             "stats": summary,
-            "components": components,
-            "derived": derived,
+            "components": agg.component_means(),
+            "derived": self._derived(value, reduction),
             "top": top,
             "inputs": inputs,
             "id_col": self.opts.id_col,
@@ -541,18 +603,71 @@ class _Run:
         }
         if self.spec.batched:
             report["batch_size"] = self.batch_size
-        report["headline_differs_from_mean"] = (
-            reduction == "mean"
-            and math.isfinite(value)
-            and math.isfinite(plain_mean)
-            and abs(value - plain_mean) > 1e-12 * max(1.0, abs(value))
-        )
+        report["headline_differs_from_mean"] = _differs(value, summary["mean"], reduction)
+        if acc.bootstrap is not None:
+            lo, hi = acc.bootstrap.interval(self.opts.ci, reduction)
+            report["ci"] = {
+                "level": self.opts.ci,
+                "low": lo,
+                "high": hi,
+                "method": "percentile, streaming Poisson bootstrap over rows",
+                "resamples": acc.bootstrap.n,
+                "seed": acc.bootstrap.seed,
+            }
+        if self.opts.group_by:
+            report["group_by"] = self.group_label
+            report["groups"] = [
+                self._group_report(key, g, reduction)
+                for key, g in sorted(acc.groups.items(), key=lambda kv: _sort_key(kv[0]))
+            ]
+        if self.opts.hist:
+            report["hist"] = agg.histogram()
         report["signature"] = signature(report)
         if self.sink is not None:
             report["per_sample"] = {"path": self.opts.per_sample, "rows": self.sink.rows}
         if self.grad_sink is not None:
             report["grad"] = {"path": self.opts.grad, "rows": self.grad_sink.rows, "wrt": self.pred_role}
         return report
+
+    def _derived(self, value: float, reduction: str) -> dict:
+        derived = {}
+        if "perplexity" in self.spec.derived and reduction == "mean":
+            if value != value:
+                derived["perplexity"] = float("nan")
+            else:
+                derived["perplexity"] = math.exp(value) if value < 709.0 else float("inf")
+        return derived
+
+    def _group_report(self, key, g: Aggregate, reduction: str) -> dict:
+        summary = g.stats.summary()
+        value = g.value(reduction)
+        return {
+            "group": _py(key),
+            "value": value,
+            "count": g.used,
+            "rows": {
+                "used": g.used,
+                "ignored": g.ignored,
+                "nan_omitted": g.nan_omitted,
+                "nan_propagated": g.nan_propagated,
+            },
+            "stats": summary,
+            "components": g.component_means(),
+            "derived": self._derived(value, reduction),
+        }
+
+
+def _differs(value: float, plain_mean: float, reduction: str) -> bool:
+    return (
+        reduction == "mean"
+        and math.isfinite(value)
+        and math.isfinite(plain_mean)
+        and abs(value - plain_mean) > 1e-12 * max(1.0, abs(value))
+    )
+
+
+def _sort_key(key):
+    return (0, key, "") if isinstance(key, (int, float)) else (1, 0, str(key))
 
 
 def _concat_results(parts: list[Result]) -> Result:
@@ -661,7 +776,11 @@ def _positional(run: _Run, readers: list[Reader], rows: int):
 
 def _norm_ids(ids: np.ndarray, as_text: bool) -> np.ndarray:
     if as_text:
-        return np.asarray([str(v) for v in ids.tolist()], dtype=str) if ids.dtype == object or ids.dtype.kind != "U" else ids
+        return (
+            np.asarray([str(v) for v in ids.tolist()], dtype=str)
+            if ids.dtype == object or ids.dtype.kind != "U"
+            else ids
+        )
     return ids.astype(np.int64)
 
 
@@ -697,7 +816,6 @@ def _joined(run: _Run, readers: list[Reader], rows: int):
                 f"(rows {', '.join(map(str, rows_d.tolist()))}). Expected each id once."
             )
         indexes.append((r, t, sk, order, np.zeros(len(keys), dtype=bool)))
-    role_reader = {i.role.name: i.reader for i in run.inputs}
     start = 0
     pending = first
     while pending:
@@ -738,16 +856,20 @@ def _joined(run: _Run, readers: list[Reader], rows: int):
         kept = np.flatnonzero(found)
         arrays: dict[str, np.ndarray] = {}
         role_rows: dict[str, np.ndarray] = {}
+        for key, parts in pending.items():
+            if key != ID_KEY:
+                arrays[key] = _cat(parts)[kept]
+        for r, t, *_ in indexes:
+            pos = pos_by_reader[id(r)][kept]
+            for key, values in t.items():
+                if key != ID_KEY:
+                    arrays[key] = values[pos]
+            for inp in run.inputs:
+                if inp.reader is r:
+                    role_rows[inp.role.name] = pos
         for inp in run.inputs:
-            rd = role_reader[inp.role.name]
-            if rd is primary:
-                arrays[inp.role.name] = _cat(pending[inp.role.name])[kept]
+            if inp.reader is primary:
                 role_rows[inp.role.name] = prim[kept]
-            else:
-                t = next(t for r, t, *_ in indexes if r is rd)
-                pos = pos_by_reader[id(rd)][kept]
-                arrays[inp.role.name] = t[inp.role.name][pos]
-                role_rows[inp.role.name] = pos
         yield arrays, role_rows, prim, kept, ids_raw
         start += n
         pending = prim_cursor.take(rows)
@@ -843,8 +965,69 @@ def signature(report: dict) -> str:
         parts.append(f"ign:{rows['ignored']},drop:{rows['dropped']},nan:{rows['nan_omitted']}")
     if report.get("batch_size"):
         parts.append(f"batch:{report['batch_size']}")
+    if report.get("ci"):
+        ci = report["ci"]
+        parts.append(f"ci:{ci['level']:g},n:{ci['resamples']},seed:{ci['seed']},poisson-bootstrap")
+    if report.get("group_by"):
+        parts.append(f"group:{report['group_by']}")
     if report.get("id_col"):
         parts.append(f"join:{report['id_col']}")
     parts.append(f"nan:{report['nan_policy']}")
     parts.append(f"lossctl:{report['lossctl_version']}")
     return "|".join(parts)
+
+
+# ---------------------------------------------------------------------------
+# Options from the command line or a check config (one validation for both)
+# ---------------------------------------------------------------------------
+
+_CHOICES = {
+    "reduction": ("mean", "sum", "none"),
+    "on-missing": ("error", "drop"),
+    "nan": ("error", "omit", "propagate"),
+}
+
+
+def build_options(raw: dict[str, Any], **extra) -> Options:
+    """Validated run Options from hyphenated keys (``id-col``, ``ci-n`` ...)."""
+
+    def get(key, default=None):
+        v = raw.get(key)
+        return default if v is None else v
+
+    for key, allowed in _CHOICES.items():
+        v = get(key, allowed[0])
+        if v not in allowed:
+            raise UsageError(f"--{key} must be one of {', '.join(allowed)}; got {v!r}.")
+    chunk = get("chunk-size")
+    if chunk is not None and int(chunk) < 1:
+        raise UsageError(f"--chunk-size must be at least 1; got {chunk}.")
+    atol = get("prob-atol")
+    if atol is not None and not float(atol) > 0:
+        raise UsageError(f"--prob-atol must be above 0; got {atol}.")
+    delim = get("delimiter")
+    if delim is not None and len(delim) != 1:
+        raise UsageError(f"--delimiter must be one character; got {delim!r}.")
+    ci = get("ci")
+    if ci is not None and not 0 < float(ci) < 1:
+        raise UsageError(f"--ci is a confidence level in (0, 1), e.g. 0.95; got {ci}.")
+    ci_n = int(get("ci-n", 1000))
+    if ci_n < 10:
+        raise UsageError(f"--ci-n must be at least 10 resamples; got {ci_n}.")
+    seed = int(get("seed", os.environ.get("LOSSCTL_SEED", 12345)))
+    return Options(
+        reduction=get("reduction", "mean"),
+        id_col=get("id-col"),
+        on_missing=get("on-missing", "error"),
+        nan=get("nan", "error"),
+        chunk_rows=None if chunk is None else int(chunk),
+        input_format=get("input-format"),
+        group_by=get("group-by"),
+        ci=None if ci is None else float(ci),
+        ci_n=ci_n,
+        seed=seed,
+        prob_atol=None if atol is None else float(atol),
+        header=not bool(get("no-header", False)),
+        delimiter=delim,
+        **extra,
+    )

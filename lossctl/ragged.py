@@ -29,7 +29,11 @@ class Ragged:
         lengths = np.array([len(r) for r in rows], dtype=np.int64)
         offsets = np.zeros(len(rows) + 1, dtype=np.int64)
         np.cumsum(lengths, out=offsets[1:])
-        values = np.concatenate([np.asarray(r, dtype=dtype) for r in rows]) if len(rows) and offsets[-1] else np.empty(0, dtype)
+        values = (
+            np.concatenate([np.asarray(r, dtype=dtype) for r in rows])
+            if len(rows) and offsets[-1]
+            else np.empty(0, dtype)
+        )
         return cls(values, offsets)
 
     @classmethod

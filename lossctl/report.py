@@ -54,63 +54,96 @@ def to_json(report: dict, indent: int | None = 2) -> str:
     return json.dumps(jsonable(report), indent=indent, ensure_ascii=False)
 
 
-def _flat_row(report: dict) -> dict[str, Any]:
-    rows = report["rows"]
-    row = {
-        "loss": report["loss"],
-        "reduction": report["reduction"],
-        "value": report["value"],
-        "count": report["count"],
-        "ignored": rows["ignored"],
-        "dropped": rows["dropped"],
-        "nan_omitted": rows["nan_omitted"],
-    }
-    for key in STAT_KEYS:
-        row[key] = report["stats"][key]
-    for key, value in report.get("components", {}).items():
-        row[key] = value
-    for key, value in (report.get("derived") or {}).items():
-        row[key] = value
-    if report.get("batch_size"):
-        row["batch_size"] = report["batch_size"]
-    row["signature"] = report["signature"]
-    return row
+def _flat_rows(report: dict) -> list[dict[str, Any]]:
+    """One row for all rows, then one per group (CSV/TSV)."""
+    grouped = report.get("groups") is not None
+
+    def row_of(item: dict, group) -> dict[str, Any]:
+        rows = item["rows"]
+        row: dict[str, Any] = {}
+        if grouped:
+            row["group"] = group
+        row.update(
+            loss=report["loss"],
+            reduction=report["reduction"],
+            value=item["value"],
+            count=item["count"],
+            ignored=rows.get("ignored", 0),
+            dropped=rows.get("dropped", ""),
+            nan_omitted=rows.get("nan_omitted", 0),
+        )
+        for key in STAT_KEYS:
+            row[key] = item["stats"][key]
+        if report.get("ci"):
+            ci = report["ci"]
+            row["ci_low"], row["ci_high"] = (ci["low"], ci["high"]) if group == "all" else ("", "")
+        for key, value in report.get("components", {}).items():
+            row[key] = (item.get("components") or {}).get(key, "")
+        for key in report.get("derived") or {}:
+            row[key] = (item.get("derived") or {}).get(key, "")
+        if report.get("batch_size"):
+            row["batch_size"] = report["batch_size"]
+        row["signature"] = report["signature"]
+        return row
+
+    out = [row_of(report, "all")]
+    for g in report.get("groups") or []:
+        out.append(row_of(g, g["group"]))
+    return out
 
 
 def to_delimited(report: dict, delimiter: str = ",") -> str:
     import csv
 
-    row = _flat_row(report)
+    rows = _flat_rows(report)
     buf = io.StringIO()
     w = csv.writer(buf, delimiter=delimiter, lineterminator="\n")
-    w.writerow(list(row))
-    w.writerow([num(v, -1) if isinstance(v, float) else v for v in row.values()])
+    w.writerow(list(rows[0]))
+    for row in rows:
+        w.writerow([num(v, -1) if isinstance(v, float) else v for v in row.values()])
     return buf.getvalue()
 
 
 def to_markdown(report: dict, precision: int | None) -> str:
     p = 6 if precision is None else precision
     rows = report["rows"]
-    head = ["loss", "value", "count", *STAT_KEYS]
-    vals = [
-        f"`{report['loss']}`",
-        f"**{num(report['value'], p)}**",
-        str(report["count"]),
-        *(num(report["stats"][k], p) for k in STAT_KEYS),
-    ]
+    grouped = report.get("groups") is not None
+    head = (["group"] if grouped else []) + ["loss", "value", "count", *STAT_KEYS]
+
+    def cells(item, group, bold):
+        value = num(item["value"], p)
+        return ([f"`{group}`"] if grouped else []) + [
+            f"`{report['loss']}`",
+            f"**{value}**" if bold else value,
+            str(item["count"]),
+            *(num(item["stats"][k], p) for k in STAT_KEYS),
+        ]
+
     lines = [
         "| " + " | ".join(head) + " |",
-        "|" + "|".join("---" if i == 0 else "---:" for i in range(len(head))) + "|",
-        "| " + " | ".join(vals) + " |",
+        "|" + "|".join("---" if h in ("group", "loss") else "---:" for h in head) + "|",
+        "| " + " | ".join(cells(report, "all", True)) + " |",
+    ]
+    for g in report.get("groups") or []:
+        lines.append("| " + " | ".join(cells(g, g["group"], False)) + " |")
+    lines += [
         "",
         f"Rows read: {_read_text(rows)}; used {rows['used']}, ignored {rows['ignored']}, "
         f"dropped {rows['dropped']}, NaN omitted {rows['nan_omitted']}.",
     ]
+    if report.get("ci"):
+        ci = report["ci"]
+        lines.append(
+            f"{ci['level'] * 100:g}% CI [{num(ci['low'], p)}, {num(ci['high'], p)}] "
+            f"({ci['resamples']} bootstrap resamples, seed {ci['seed']})."
+        )
     if report.get("components"):
         comp = ", ".join(f"{k} {num(v, p)}" for k, v in report["components"].items())
         lines.append(f"Components (means): {comp}.")
     if report.get("derived"):
         lines.append("Derived: " + ", ".join(f"{k} {num(v, p)}" for k, v in report["derived"].items()) + ".")
+    for o in report.get("checks") or []:
+        lines.append(f"- {'✅' if o['passed'] else '❌'} {o['message']}")
     lines += ["", f"`{report['signature']}`", ""]
     return "\n".join(lines)
 
@@ -132,6 +165,14 @@ def render_table(report: dict, console, precision: int | None, show_top: bool = 
     head.append(" = " if red == "mean" else f" ({red}) = ")
     head.append(num(report["value"], p), style="bold")
     console.print(head)
+    if report.get("ci"):
+        ci = report["ci"]
+        console.print(
+            Text(
+                f"  {ci['level'] * 100:g}% CI [{num(ci['low'], p)}, {num(ci['high'], p)}]  "
+                f"({ci['resamples']} bootstrap resamples, seed {ci['seed']})"
+            )
+        )
     for key, value in (report.get("derived") or {}).items():
         console.print(Text(f"  {key} = {num(value, p)}", style="bold"))
     rule = report.get("value_rule")
@@ -143,7 +184,12 @@ def render_table(report: dict, console, precision: int | None, show_top: bool = 
     counts.append(f"  ·  used {rows['used']}")
     if report.get("batch_size"):
         counts.append(f"  ·  batch size {report['batch_size']}")
-    for key, label in (("ignored", "ignored"), ("dropped", "dropped"), ("nan_omitted", "NaN omitted"), ("nan_propagated", "NaN propagated")):
+    for key, label in (
+        ("ignored", "ignored"),
+        ("dropped", "dropped"),
+        ("nan_omitted", "NaN omitted"),
+        ("nan_propagated", "NaN propagated"),
+    ):
         if rows.get(key):
             counts.append(f"  ·  {label} {rows[key]}", style="yellow")
     console.print(counts)
@@ -168,6 +214,32 @@ def render_table(report: dict, console, precision: int | None, show_top: bool = 
         console.print(Text("  components (means over used rows)", style="bold"))
         console.print(comp)
 
+    if report.get("groups") is not None:
+        gt = Table(show_edge=False, box=None, header_style="bold")
+        for col in ("group", "count", "value", "mean", "p50", "p90", "max"):
+            gt.add_column(col, justify="left" if col == "group" else "right")
+        for g in report["groups"]:
+            gt.add_row(
+                str(g["group"]),
+                str(g["count"]),
+                num(g["value"], p),
+                *(num(g["stats"][k], p) for k in ("mean", "p50", "p90", "max")),
+            )
+        gt.add_row(
+            "all",
+            str(report["count"]),
+            num(report["value"], p),
+            *(num(stats[k], p) for k in ("mean", "p50", "p90", "max")),
+            style="bold",
+        )
+        console.print()
+        console.print(Text(f"  by {report['group_by']}", style="bold"))
+        console.print(gt)
+
+    if report.get("hist"):
+        console.print()
+        render_hist(report["hist"], console, p)
+
     top = report.get("top") or []
     if show_top and top:
         tt = Table(show_edge=False, box=None, header_style="bold")
@@ -184,8 +256,37 @@ def render_table(report: dict, console, precision: int | None, show_top: bool = 
         console.print()
         console.print(Text(f"  worst {len(top)}", style="bold"))
         console.print(tt)
+    if report.get("checks"):
+        console.print()
+        for o in report["checks"]:
+            mark = Text("  ✓ " if o["passed"] else "  ✗ ", style="green" if o["passed"] else "bold red")
+            mark.append(o["message"])
+            console.print(mark)
     console.print()
     console.print(Text(report["signature"], style="dim"))
+
+
+def render_hist(hist: dict, console, precision: int) -> None:
+    """A horizontal bar per bin, scaled to the fullest bin."""
+    from rich.text import Text
+
+    counts = hist["counts"]
+    edges = hist["edges"]
+    peak = max(counts) or 1
+    width = 40
+    label = "per-sample loss" + (" (log-spaced bins)" if hist["scale"] == "log" else "")
+    if not hist.get("exact", True):
+        label += ", approximate"
+    console.print(Text(f"  {label}", style="bold"))
+    lo_w = max(len(num(e, 3)) for e in edges)
+    for i, c in enumerate(counts):
+        bar = "█" * int(round(width * c / peak)) if c else ""
+        if c and not bar:
+            bar = "▏"
+        line = Text(f"  {num(edges[i], 3):>{lo_w}} – {num(edges[i + 1], 3):<{lo_w}} ")
+        line.append(bar, style="cyan")
+        line.append(f" {c}")
+        console.print(line)
 
 
 def render(report: dict, fmt: str, console, precision: int | None) -> None:
@@ -203,3 +304,160 @@ def render(report: dict, fmt: str, console, precision: int | None) -> None:
     elif fmt == "markdown":
         out.write(to_markdown(report, precision))
     out.flush()
+
+
+# ---------------------------------------------------------------------------
+# lossctl check
+# ---------------------------------------------------------------------------
+
+
+def check_document(config: str, results: list[dict]) -> dict:
+    """The JSON object of `lossctl check` (schema version 1)."""
+    return {
+        "schema_version": 1,
+        "kind": "check",
+        "config": config,
+        "passed": all(r["status"] == "pass" for r in results),
+        "counts": {s: sum(1 for r in results if r["status"] == s) for s in ("pass", "fail", "error")},
+        "checks": results,
+    }
+
+
+_STATUS_MARK = {"pass": "✅ pass", "fail": "❌ fail", "error": "⚠️ error"}
+
+
+def _bounds_text(r: dict, p: int) -> str:
+    failed = [o["message"] for o in r.get("outcomes", []) if not o["passed"]]
+    if r["status"] == "error":
+        return r.get("error", "")
+    if failed:
+        return "; ".join(failed)
+    return "; ".join(o["message"] for o in r.get("outcomes", [])) or "no bounds"
+
+
+def checks_markdown(doc: dict, precision: int | None) -> str:
+    p = 6 if precision is None else precision
+    c = doc["counts"]
+    lines = [
+        f"**lossctl check** `{doc['config']}`: {c['pass']} passed, {c['fail']} failed, {c['error']} errors",
+        "",
+        "| check | status | loss | value | bounds |",
+        "|---|---|---|---:|---|",
+    ]
+    for r in doc["checks"]:
+        value = num(r.get("value"), p) if r["status"] != "error" else "–"
+        bounds = _bounds_text(r, p).replace("|", "\\|")
+        lines.append(f"| `{r['name']}` | {_STATUS_MARK[r['status']]} | `{r.get('loss', '')}` | {value} | {bounds} |")
+        for t in r.get("terms") or []:
+            lines.append(
+                f"| ↳ | | {num(t['weight'], p)} × `{t['loss']}` | {num(t['value'], p)} | = {num(t['weighted'], p)} |"
+            )
+    lines.append("")
+    return "\n".join(lines)
+
+
+def render_checks(doc: dict, console, precision: int | None) -> None:
+    from rich.table import Table
+    from rich.text import Text
+
+    p = 6 if precision is None else precision
+    t = Table(box=None, header_style="bold", pad_edge=False)
+    for col in ("", "check", "loss", "value", "bounds"):
+        t.add_column(col, justify="right" if col == "value" else "left", overflow="fold")
+    style = {"pass": "green", "fail": "bold red", "error": "bold yellow"}
+    for r in doc["checks"]:
+        mark = Text({"pass": "✓", "fail": "✗", "error": "!"}[r["status"]], style=style[r["status"]])
+        value = num(r.get("value"), p) if r["status"] != "error" else "–"
+        t.add_row(mark, r["name"], r.get("loss", ""), value, _bounds_text(r, p))
+        for term in r.get("terms") or []:
+            t.add_row(
+                "",
+                "",
+                f"  {num(term['weight'], p)} × {term['loss']}",
+                num(term["value"], p),
+                f"= {num(term['weighted'], p)}",
+            )
+    console.print(t)
+    c = doc["counts"]
+    console.print()
+    console.print(Text(f"{c['pass']} passed, {c['fail']} failed, {c['error']} errors", style="bold"))
+
+
+# ---------------------------------------------------------------------------
+# lossctl compare
+# ---------------------------------------------------------------------------
+
+
+def _p(v) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "nan"
+    return f"{v:.4f}" if v >= 1e-4 else f"{v:.1e}"
+
+
+def compare_markdown(doc: dict, precision: int | None) -> str:
+    p = 6 if precision is None else precision
+    lvl = f"{doc['candidates'][0]['delta_ci']['level'] * 100:g}%" if doc["candidates"] else "95%"
+    lines = [
+        f"**lossctl compare** `{doc['loss']}` ({doc['reduction']}), {doc['paired_rows']} paired rows",
+        "",
+        f"| system | value | Δ vs baseline | {lvl} CI of Δ | p | rows better / worse |",
+        "|---|---:|---:|---|---:|---:|",
+        f"| `{doc['baseline']['source']}` (baseline) | {num(doc['baseline']['value'], p)} | | | | |",
+    ]
+    for c in doc["candidates"]:
+        ci = c["delta_ci"]
+        lines.append(
+            f"| `{c['source']}` | {num(c['value'], p)} | {num(c['delta'], p)} | [{num(ci['low'], p)}, {num(ci['high'], p)}] "
+            f"| {_p(c['p_value'])} | {c['better_rows']} / {c['worse_rows']} |"
+        )
+    lines += ["", f"{doc['method']['interval']}; {doc['method']['p_value']}.", "", f"`{doc['signature']}`", ""]
+    return "\n".join(lines)
+
+
+def render_compare(doc: dict, console, precision: int | None) -> None:
+    from rich.table import Table
+    from rich.text import Text
+
+    p = 6 if precision is None else precision
+    console.print(
+        Text(
+            f"{doc['loss']} ({doc['reduction']}), {doc['paired_rows']} rows paired by {doc['paired_by']}", style="bold"
+        )
+    )
+    if doc["excluded_rows"]:
+        console.print(Text(f"  {doc['excluded_rows']} rows not scored in every run were left out", style="yellow"))
+    t = Table(box=None, header_style="bold", pad_edge=False)
+    lvl = f"{doc['candidates'][0]['delta_ci']['level'] * 100:g}% CI" if doc["candidates"] else "CI"
+    for col in ("system", "value", "Δ", lvl, "p", "better/worse"):
+        t.add_column(col, justify="left" if col == "system" else "right")
+    t.add_row(f"{doc['baseline']['source']} (baseline)", num(doc["baseline"]["value"], p), "", "", "", "")
+    for c in doc["candidates"]:
+        ci = c["delta_ci"]
+        style = "green" if c["delta"] < 0 and ci["high"] < 0 else ("red" if c["delta"] > 0 and ci["low"] > 0 else "")
+        t.add_row(
+            c["source"],
+            num(c["value"], p),
+            Text(num(c["delta"], p), style=style),
+            f"[{num(ci['low'], p)}, {num(ci['high'], p)}]",
+            _p(c["p_value"]),
+            f"{c['better_rows']}/{c['worse_rows']}",
+        )
+    console.print(t)
+    for c in doc["candidates"]:
+        if not c["most_worse"]:
+            continue
+        console.print()
+        console.print(Text(f"  most worse in {c['source']}", style="bold"))
+        wt = Table(box=None, header_style="bold")
+        has_id = any("id" in w for w in c["most_worse"])
+        cols = ["row"] + (["id"] if has_id else []) + ["baseline", "candidate", "Δ"]
+        for col in cols:
+            wt.add_column(col, justify="right")
+        for w in c["most_worse"]:
+            cells = [str(w["row"])] + ([str(w.get("id", ""))] if has_id else [])
+            cells += [num(w["baseline"], p), num(w["candidate"], p), num(w["delta"], p)]
+            wt.add_row(*cells)
+        console.print(wt)
+    console.print()
+    console.print(Text(f"{doc['method']['interval']}; {doc['method']['p_value']}.", style="dim"))
+    console.print(Text(doc["signature"], style="dim"))

@@ -385,3 +385,91 @@ class TopK:
         t.values = np.array([_u(v) for v in d["values"]], dtype=np.float64)
         t.rows = np.array(d["rows"], dtype=np.int64)
         return t
+
+
+def _poisson_table() -> np.ndarray:
+    """Map a uniform 16-bit integer to a Poisson(1) draw (inversion; exact to 2**-16 per value)."""
+    cdf, p, k = [], math.exp(-1.0), 0
+    acc = 0.0
+    while acc < 1.0 - 2.0**-17 and k < 16:
+        acc += p
+        cdf.append(acc)
+        k += 1
+        p /= k
+    thresholds = np.round(np.array(cdf) * 65536).astype(np.int64)
+    return np.searchsorted(thresholds, np.arange(65536), side="right").astype(np.uint8)
+
+
+_POISSON = None
+BOOT_BLOCK = 1024  # rows per block of bootstrap weights
+
+
+class PoissonBootstrap:
+    """Streaming bootstrap of a ratio estimate Σnum / Σden (the headline value).
+
+    Every row gets an independent Poisson(1) weight in each of ``n`` resamples, so a
+    resample's sums are ``Σ w·num`` and ``Σ w·den``: one pass, memory O(n), and states
+    merge by adding sums. The weights are a pure function of (seed, absolute row number)
+    (blocks of BOOT_BLOCK rows drawn from PCG64 seeded with [seed, block]), so the
+    interval does not depend on how the input was chunked.
+    """
+
+    def __init__(self, n: int, seed: int):
+        self.n = int(n)
+        self.seed = int(seed)
+        self.num = np.zeros(self.n)
+        self.den = np.zeros(self.n)
+
+    @staticmethod
+    def weights(seed: int, n: int, block: int) -> np.ndarray:
+        global _POISSON
+        if _POISSON is None:
+            _POISSON = _poisson_table()
+        rng = np.random.Generator(np.random.PCG64([seed, block]))
+        u = np.frombuffer(rng.bytes(n * BOOT_BLOCK * 2), dtype=np.uint16).reshape(n, BOOT_BLOCK)
+        return _POISSON[u]
+
+    def update(self, num: np.ndarray, den: np.ndarray | None, rows: np.ndarray) -> None:
+        """Add rows (absolute row numbers ``rows``) with their headline numerators/denominators."""
+        if not len(rows):
+            return
+        num = np.asarray(num, dtype=np.float64)
+        den = np.ones(len(rows)) if den is None else np.asarray(den, dtype=np.float64)
+        blocks = rows // BOOT_BLOCK
+        for b in np.unique(blocks).tolist():
+            sel = blocks == b
+            cols = rows[sel] % BOOT_BLOCK
+            w = self.weights(self.seed, self.n, b)[:, cols].astype(np.float64)
+            self.num += w @ num[sel]
+            self.den += w @ den[sel]
+
+    def merge(self, other: "PoissonBootstrap") -> None:
+        if (other.n, other.seed) != (self.n, self.seed):
+            raise ValueError("cannot merge bootstrap states with different resamples or seeds")
+        self.num += other.num
+        self.den += other.den
+
+    def estimates(self, reduction: str = "mean") -> np.ndarray:
+        if reduction == "sum":
+            return self.num.copy()
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return self.num / self.den
+
+    def interval(self, level: float, reduction: str = "mean") -> tuple[float, float]:
+        """Percentile interval of the resampled headline values."""
+        est = self.estimates(reduction)
+        est = est[np.isfinite(est)]
+        if not len(est):
+            return float("nan"), float("nan")
+        lo, hi = np.quantile(est, [(1 - level) / 2, (1 + level) / 2])
+        return float(lo), float(hi)
+
+    def to_dict(self) -> dict:
+        return {"n": self.n, "seed": self.seed, "num": [_f(v) for v in self.num], "den": [_f(v) for v in self.den]}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "PoissonBootstrap":
+        b = cls(int(d["n"]), int(d["seed"]))
+        b.num = np.array([_u(v) for v in d["num"]], dtype=np.float64)
+        b.den = np.array([_u(v) for v in d["den"]], dtype=np.float64)
+        return b

@@ -3,7 +3,6 @@ invariant to row order; split runs merge into one; memory is bounded by the chun
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 
@@ -92,7 +91,9 @@ def _peak_rss_mb(args) -> float:
         "assert r.returncode == 0, r.stderr.decode();"
         "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)"
     )
-    out = subprocess.run([sys.executable, "-c", code, sys.executable, "-m", "lossctl", *args], capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code, sys.executable, "-m", "lossctl", *args], capture_output=True, text=True
+    )
     assert out.returncode == 0, out.stderr
     return int(out.stdout.strip()) / 1024
 

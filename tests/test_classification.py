@@ -291,9 +291,7 @@ def test_cross_entropy_gradient_other_kinds(kind):
     y = rng.integers(0, 3, size=6)
     g = cross_entropy_grad(pred, y, pred_kind=kind, label_smoothing=0.1)
     # Perturbing one entry breaks Σp = 1; the analytic gradient is of the formula itself.
-    fd = finite_difference(
-        lambda z: cross_entropy(z, y, pred_kind=kind, label_smoothing=0.1, prob_atol=1.0).loss, pred
-    )
+    fd = finite_difference(lambda z: cross_entropy(z, y, pred_kind=kind, label_smoothing=0.1, prob_atol=1.0).loss, pred)
     np.testing.assert_allclose(g, fd, rtol=1e-5, atol=1e-7)
 
 
@@ -331,7 +329,15 @@ def test_bce_logits_extremes_exact_where_pytorch_cancels():
     x = np.array([1000.0, -1000.0, 1000.0, -1000.0, -20.0, -10.0, 20.0])
     y = np.array([0.0, 1.0, 1.0, 0.0, 0.0, 0.0, 1.0])
     res = binary_cross_entropy(x, y)
-    expected = [1000.0, 1000.0, 0.0, 0.0, math.log1p(math.exp(-20)), math.log1p(math.exp(-10)), math.log1p(math.exp(-20))]
+    expected = [
+        1000.0,
+        1000.0,
+        0.0,
+        0.0,
+        math.log1p(math.exp(-20)),
+        math.log1p(math.exp(-10)),
+        math.log1p(math.exp(-20)),
+    ]
     np.testing.assert_allclose(res.loss, expected, rtol=1e-14, atol=0)
 
 
@@ -351,9 +357,7 @@ def test_bce_multilabel_is_mean_over_labels_with_per_label_weights():
     pw = [1.0, 2.0, 0.5]
     w = [1.0, 0.5, 2.0]
     res = binary_cross_entropy(x, y, pos_weight=pw, weight=w)
-    ref = [
-        math.fsum(ref_bce_logits(x[i, k], y[i, k], pw[k], w[k]) for k in range(3)) / 3 for i in range(20)
-    ]
+    ref = [math.fsum(ref_bce_logits(x[i, k], y[i, k], pw[k], w[k]) for k in range(3)) / 3 for i in range(20)]
     np.testing.assert_allclose(res.loss, ref, rtol=1e-13)
 
 

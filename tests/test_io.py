@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 import os
 
@@ -149,17 +148,24 @@ def test_missing_ids_are_an_error_by_default_and_dropped_on_request(cli, tmp_pat
     tgt = write_csv(tmp_path / "t.csv", {"id": ids[keep], "label": label[keep]})
     res = cli(["compute", "ce", f"{pred}:logits", f"{tgt}:label", "--id-col", "id"])
     assert_clean_error(res, 1, "p.parquet", "'k3'", "have no row in", "--on-missing drop")
-    res = cli(["compute", "ce", f"{pred}:logits", f"{tgt}:label", "--id-col", "id", "--on-missing", "drop", "-f", "json"])
+    res = cli(
+        ["compute", "ce", f"{pred}:logits", f"{tgt}:label", "--id-col", "id", "--on-missing", "drop", "-f", "json"]
+    )
     assert res.code == 0, res.err
     out = res.json
     assert out["rows"]["dropped"] == 30
     assert out["rows"]["used"] == n - 30
     assert out["value"] == pytest.approx(float(np.mean(np.array(ref)[keep])), rel=2e-6)
     # and targets without a prediction
-    tgt2 = write_csv(tmp_path / "t2.csv", {"id": np.concatenate([ids, ["extra1", "extra2"]]), "label": np.concatenate([label, [0, 1]])})
+    tgt2 = write_csv(
+        tmp_path / "t2.csv",
+        {"id": np.concatenate([ids, ["extra1", "extra2"]]), "label": np.concatenate([label, [0, 1]])},
+    )
     res = cli(["compute", "ce", f"{pred}:logits", f"{tgt2}:label", "--id-col", "id"])
     assert_clean_error(res, 1, "t2.csv", "'extra1'", "no row in")
-    res = cli(["compute", "ce", f"{pred}:logits", f"{tgt2}:label", "--id-col", "id", "--on-missing", "drop", "-f", "json"])
+    res = cli(
+        ["compute", "ce", f"{pred}:logits", f"{tgt2}:label", "--id-col", "id", "--on-missing", "drop", "-f", "json"]
+    )
     assert res.json["rows"]["dropped_detail"] == {"no_target": 0, "no_prediction": 2}
 
 
@@ -198,7 +204,9 @@ def test_missing_file(cli, tmp_path):
 
 def test_unknown_column_lists_available(cli):
     res = cli(["compute", "ce", f"{SAMPLE}/classifier.parquet:logitz", f"{SAMPLE}/classifier.parquet:label"])
-    assert_clean_error(res, 1, "no column 'logitz'", "Did you mean 'logits'", "Available columns: 'id', 'logits', 'label'")
+    assert_clean_error(
+        res, 1, "no column 'logitz'", "Did you mean 'logits'", "Available columns: 'id', 'logits', 'label'"
+    )
 
 
 def test_mismatched_row_counts(cli, tmp_path, data):
@@ -244,7 +252,9 @@ def test_nan_in_input_error_omit_propagate(cli, tmp_path, data):
     path = write_csv(tmp_path / "d.csv", {"logit": x, "label": label})
     res = cli(["compute", "ce", f"{path}:logit_*", f"{path}:label"])
     assert_clean_error(res, 1, "d.csv, column 'logit_1', row 3", "NaN", "--nan omit")
-    res = cli(["compute", "ce", f"{path}:logit_*", f"{path}:label", "--nan", "omit", "-f", "json", "--chunk-size", "16"])
+    res = cli(
+        ["compute", "ce", f"{path}:logit_*", f"{path}:label", "--nan", "omit", "-f", "json", "--chunk-size", "16"]
+    )
     out = res.json
     assert out["rows"]["nan_omitted"] == 2 and out["count"] == 298
     keep = np.ones(len(label), bool)
@@ -331,7 +341,10 @@ def test_ambiguous_default_column(cli, tmp_path):
 
 
 def test_default_selection_stacks_numeric_columns_and_skips_text(cli, tmp_path):
-    path = write_csv(tmp_path / "d.csv", {"id": np.array(["a", "b"]), "x": np.array([[1.0, 2.0], [3.0, 1.0]]), "label": np.array([1, 0])})
+    path = write_csv(
+        tmp_path / "d.csv",
+        {"id": np.array(["a", "b"]), "x": np.array([[1.0, 2.0], [3.0, 1.0]]), "label": np.array([1, 0])},
+    )
     res = cli(["compute", "ce", path, f"{path}:label", "-f", "json"])
     assert res.code == 0, res.err
     assert res.json["inputs"][0]["column"] == "x_0..x_1"

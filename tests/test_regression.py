@@ -24,7 +24,9 @@ def test_multi_output_is_mean_over_columns_so_mean_is_elementwise_mean():
     pred = rng.normal(size=(40, 5))
     target = rng.normal(size=(40, 5))
     r = target - pred
-    np.testing.assert_allclose(mse(pred, target).loss, [math.fsum(v * v for v in row) / 5 for row in r.tolist()], rtol=1e-14)
+    np.testing.assert_allclose(
+        mse(pred, target).loss, [math.fsum(v * v for v in row) / 5 for row in r.tolist()], rtol=1e-14
+    )
     assert mse(pred, target).loss.mean() == pytest.approx(float((r**2).mean()), rel=1e-14)
     assert mae(pred, target).loss.mean() == pytest.approx(float(np.abs(r).mean()), rel=1e-14)
 
@@ -60,5 +62,9 @@ def test_gradients(shape):
     rng = np.random.default_rng(1)
     pred = rng.normal(size=shape)
     target = pred + rng.uniform(0.1, 1.0, size=shape) * rng.choice([-1, 1], size=shape)
-    np.testing.assert_allclose(mse_grad(pred, target), finite_difference(lambda z: mse(z, target).loss, pred), rtol=1e-6, atol=1e-9)
-    np.testing.assert_allclose(mae_grad(pred, target), finite_difference(lambda z: mae(z, target).loss, pred), rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(
+        mse_grad(pred, target), finite_difference(lambda z: mse(z, target).loss, pred), rtol=1e-6, atol=1e-9
+    )
+    np.testing.assert_allclose(
+        mae_grad(pred, target), finite_difference(lambda z: mae(z, target).loss, pred), rtol=1e-6, atol=1e-9
+    )

@@ -149,7 +149,11 @@ class RowSink:
             self._writer.close()
             self._writer = None
         if self.fmt == "npy":
-            header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.float64)), "fortran_order": False, "shape": (self.rows,)}
+            header = {
+                "descr": np.lib.format.dtype_to_descr(np.dtype(np.float64)),
+                "fortran_order": False,
+                "shape": (self.rows,),
+            }
             np.lib.format.write_array_header_1_0(self._fh, header)
             if self._npy_raw is not None:
                 self._npy_raw.seek(0)
@@ -192,7 +196,14 @@ def json_number(v: float) -> str:
     return '"inf"' if v > 0 else '"-inf"'
 
 
-GRAD_FORMATS = {".npy": "npy", ".parquet": "parquet", ".pq": "parquet", ".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv"}
+GRAD_FORMATS = {
+    ".npy": "npy",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".csv": "csv",
+}
 
 
 class GradSink:
@@ -223,8 +234,7 @@ class GradSink:
         ragged = getattr(grad, "is_ragged", False)
         if ragged and self.fmt in ("npy", "csv"):
             raise UsageError(
-                f"--grad {self.path}: the gradients have a different length per row; "
-                "write them to .parquet or .jsonl."
+                f"--grad {self.path}: the gradients have a different length per row; write them to .parquet or .jsonl."
             )
         if ragged:
             rows = [None] * n_all

@@ -44,6 +44,7 @@ _EXT = {
 }
 _COMPRESSED = (".gz", ".bz2", ".zst", ".lz4")
 ID_KEY = "__id__"
+GROUP_KEY = "__group__"
 
 
 @dataclass
@@ -121,7 +122,9 @@ def parse_source(text: str, input_format: str | None = None, role: str = "input"
             f"{role.upper()}: file not found: {path}{hint}. Check the path; a source is PATH or PATH:COLUMN."
         )
     if os.path.isdir(path):
-        raise DataError(f"{role.upper()}: {path} is a directory; expected a file (CSV, TSV, Parquet, NPY, NPZ or Arrow).")
+        raise DataError(
+            f"{role.upper()}: {path} is a directory; expected a file (CSV, TSV, Parquet, NPY, NPZ or Arrow)."
+        )
     fmt = detect_format(path, input_format) or _sniff(path)
     if fmt is None:
         raise UsageError(
@@ -142,6 +145,7 @@ class Request:
     expr: str | None  # column expression as given (None: the default selection)
     matrix: bool  # the role accepts a (N, K) array built from several columns
     ragged: bool = False
+    keylike: bool = False  # ids and group keys: kept as text or integers, never cast to float
     names: list[str] = field(default_factory=list)  # resolved column names
 
     @property
@@ -265,8 +269,7 @@ class Reader:
         hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
         who = "the id column (--id-col)" if key == ID_KEY else key.upper()
         return (
-            f"{self.display} has no {what} {part!r} (asked for as {who}).{hint} "
-            f"Available {what}s: {_listing(names)}."
+            f"{self.display} has no {what} {part!r} (asked for as {who}).{hint} Available {what}s: {_listing(names)}."
         )
 
     # --- reading ----------------------------------------------------------------
@@ -376,7 +379,7 @@ def arrow_to_numpy(arr, req: Request, display: str, name: str, row0: int) -> np.
     t = arr.type
     if arr.null_count:
         scalar = pa.types.is_integer(t) or pa.types.is_floating(t)
-        if scalar and req.key != ID_KEY:
+        if scalar and not req.keylike:
             # A missing number is NaN; the --nan policy decides what happens to its row.
             return arr.to_numpy(zero_copy_only=False).astype(np.float64, copy=False)
         nulls = np.flatnonzero(arr.is_null().to_numpy(zero_copy_only=False))
@@ -385,9 +388,12 @@ def arrow_to_numpy(arr, req: Request, display: str, name: str, row0: int) -> np.
             + (f"; {len(nulls)} in this block" if len(nulls) > 1 else "")
             + ". Expected a value in every row; remove or fill missing rows."
         )
-    if req.key == ID_KEY:
+    if req.keylike:
         if pa.types.is_integer(t):
             return arr.to_numpy(zero_copy_only=False)
+        if pa.types.is_floating(t):
+            v = arr.to_numpy(zero_copy_only=False)
+            return v.astype(np.int64) if np.all(np.isfinite(v) & (v == np.round(v))) else v
         return np.asarray(arr.cast(pa.string()).to_numpy(zero_copy_only=False), dtype=object)
     if pa.types.is_integer(t) or pa.types.is_floating(t):
         return arr.to_numpy(zero_copy_only=False)
@@ -398,8 +404,7 @@ def arrow_to_numpy(arr, req: Request, display: str, name: str, row0: int) -> np.
     if pa.types.is_fixed_size_list(t) or pa.types.is_list(t) or pa.types.is_large_list(t):
         return _list_to_numpy(arr, req, display, name, row0)
     raise DataError(
-        f"{display}, column {name!r} has type {t}; expected numbers "
-        "(a numeric column, or a list of numbers per row)."
+        f"{display}, column {name!r} has type {t}; expected numbers (a numeric column, or a list of numbers per row)."
     )
 
 
@@ -411,8 +416,11 @@ def _list_to_numpy(arr, req: Request, display: str, name: str, row0: int) -> np.
         width = t.list_size
     else:
         lengths = arr.value_lengths().to_numpy(zero_copy_only=False)
-        if req.ragged and not (pa.types.is_list(t.value_type) or pa.types.is_large_list(t.value_type)
-                               or pa.types.is_fixed_size_list(t.value_type)):
+        if req.ragged and not (
+            pa.types.is_list(t.value_type)
+            or pa.types.is_large_list(t.value_type)
+            or pa.types.is_fixed_size_list(t.value_type)
+        ):
             from lossctl.ragged import Ragged
 
             return Ragged.from_arrow(arr, display, name, row0)  # type: ignore[return-value]
@@ -426,9 +434,7 @@ def _list_to_numpy(arr, req: Request, display: str, name: str, row0: int) -> np.
         width = int(lengths[0]) if n else 0
     flat = arr.flatten()
     if flat.null_count:
-        raise DataError(
-            f"{display}, column {name!r}: a list holds a missing value (null). Expected numbers only."
-        )
+        raise DataError(f"{display}, column {name!r}: a list holds a missing value (null). Expected numbers only.")
     vt = flat.type
     if pa.types.is_fixed_size_list(vt) or pa.types.is_list(vt) or pa.types.is_large_list(vt):
         inner = _list_to_numpy(flat, Request(req.key, None, True), display, name, row0)
@@ -526,9 +532,7 @@ class IpcReader(ArrowReader):
         except DataError:
             raise
         except Exception as exc:  # noqa: BLE001
-            raise DataError(
-                f"{self.display}: could not read Arrow data after row {row0} ({_short(exc)})."
-            ) from None
+            raise DataError(f"{self.display}: could not read Arrow data after row {row0} ({_short(exc)}).") from None
 
 
 class CsvReader(ArrowReader):
@@ -577,18 +581,23 @@ class CsvReader(ArrowReader):
                     one, two = _head_lines(fh)
             except Exception as exc:  # noqa: BLE001
                 raise DataError(f"{self.display}: cannot read ({_short(exc)}).") from None
-        dec = [b.decode("utf-8-sig" if i == 0 else "utf-8", errors="replace").rstrip("\r\n") if b else None for i, b in enumerate((one, two))]
+        dec = [
+            b.decode("utf-8-sig" if i == 0 else "utf-8", errors="replace").rstrip("\r\n") if b else None
+            for i, b in enumerate((one, two))
+        ]
         return dec[0], dec[1]
 
     def _open(self):
         import pyarrow.csv as pcsv
 
         pa = _pa()
-        id_req = self.requests.get(ID_KEY)
         types = {n: pa.float64() for n in self.needed_columns()}
-        if id_req is not None:
-            for n in id_req.names:
-                types[n] = pa.string()
+        values = {n for r in self.requests.values() if not r.keylike for n in r.names}
+        for req in self.requests.values():
+            if req.keylike:
+                for n in req.names:
+                    if n not in values:  # a key column that is also a value column stays numeric
+                        types[n] = pa.string()
         read = pcsv.ReadOptions(
             block_size=1 << 22,
             column_names=None if self.header else self._names,
@@ -634,7 +643,7 @@ class CsvReader(ArrowReader):
                 "Expected the same number of fields in every row and numbers in the value columns."
             )
         needed = self.needed_columns()
-        id_cols = set(self.requests[ID_KEY].names) if ID_KEY in self.requests else set()
+        id_cols = {n for r in self.requests.values() if r.keylike for n in r.names}
         pa = _pa()
         try:
             with pa.input_stream(self.source.path, compression="detect") as fh:
@@ -785,8 +794,7 @@ class _NpyStream:
                 n = self.fh.readinto(view[got:])
                 if not n:
                     raise DataError(
-                        f"{self.display}: truncated at row {self.pos + got // max(self.row_nbytes, 1)} "
-                        f"of {self.nrows}."
+                        f"{self.display}: truncated at row {self.pos + got // max(self.row_nbytes, 1)} of {self.nrows}."
                     )
                 got += n
         self.pos += k
@@ -821,8 +829,8 @@ class NpyReader(Reader):
     def resolve(self) -> None:
         if not self.fields:
             for req in self.requests.values():
-                if req.expr is not None or req.key == ID_KEY:
-                    what = f"column {req.expr!r}" if req.key != ID_KEY else "an id column (--id-col)"
+                if req.expr is not None or req.keylike:
+                    what = f"column {req.expr!r}" if not req.keylike else f"a key column {req.expr!r}"
                     raise DataError(
                         f"{self.display} is a plain array of shape {_shape_str(self.arr.shape)} "
                         f"with no named columns, so it has no {what}. Use {self.display} on its own, "

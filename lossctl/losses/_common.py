@@ -204,8 +204,7 @@ def class_indices(y: np.ndarray, role: str, n_classes: int, ignore_index: int | 
         rows = first_rows(~valid)
         raise InputError(
             role,
-            f"class index {int(yi[rows[0]])} out of range [0, {n_classes}) "
-            f"(ignore-index is {ignore_index})",
+            f"class index {int(yi[rows[0]])} out of range [0, {n_classes}) (ignore-index is {ignore_index})",
             rows,
             expected=f"class indices in [0, {n_classes}) for {n_classes} prediction columns",
         )

@@ -702,8 +702,12 @@ def _token_log_probs(pred):
     """Per-token log-probabilities as a Ragged, validated (values <= 0, -inf allowed)."""
     from lossctl.ragged import Ragged
 
-    r = pred if isinstance(pred, Ragged) else Ragged(
-        np.asarray(pred).reshape(-1), np.arange(len(pred) + 1, dtype=np.int64) * (pred.shape[1] if len(pred) else 0)
+    r = (
+        pred
+        if isinstance(pred, Ragged)
+        else Ragged(
+            np.asarray(pred).reshape(-1), np.arange(len(pred) + 1, dtype=np.int64) * (pred.shape[1] if len(pred) else 0)
+        )
     )
     v = np.asarray(r.values, dtype=np.float64)
     bad = np.isnan(v) | (v > 0)

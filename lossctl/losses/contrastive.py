@@ -11,8 +11,8 @@ References:
     defaults and the exact formulas (the eps of the triplet distance, the 1e-12 of
     the cosine) are theirs. Contrastive: Hadsell, Chopra, LeCun 2006 with the
     label flipped (1 = similar) and without the ½. InfoNCE: van den Oord et al.
-    2018; the symmetric form is SimCLR's NT-Xent for a pair of views (Chen et al.
-    2020).
+    2018; the symmetric form averages both directions (CLIP-style; SimCLR's
+    NT-Xent, Chen et al. 2020, also uses same-view negatives, so it differs).
 """
 
 from __future__ import annotations
@@ -163,7 +163,9 @@ def _triplet_parts(anchor, positive, negative, margin, p, eps, swap):
     return loss, d_ap, d_neg, z_ap, z_an, d_an, use_an, p
 
 
-def triplet_margin(anchor, positive, negative, *, margin: float = 1.0, p: float = 2.0, eps: float = 1e-6, swap: bool = False) -> Result:
+def triplet_margin(
+    anchor, positive, negative, *, margin: float = 1.0, p: float = 2.0, eps: float = 1e-6, swap: bool = False
+) -> Result:
     """``max(d(a,p) - d(a,n) + margin, 0)``, ``d(u,v) = ‖u - v + eps‖_p`` (torch ``pairwise_distance``)."""
     loss, d_ap, d_neg, *_ = _triplet_parts(anchor, positive, negative, margin, p, eps, swap)
     return Result(
@@ -172,7 +174,9 @@ def triplet_margin(anchor, positive, negative, *, margin: float = 1.0, p: float 
     )
 
 
-def triplet_margin_grad(anchor, positive, negative, *, margin: float = 1.0, p: float = 2.0, eps: float = 1e-6, swap: bool = False) -> np.ndarray:
+def triplet_margin_grad(
+    anchor, positive, negative, *, margin: float = 1.0, p: float = 2.0, eps: float = 1e-6, swap: bool = False
+) -> np.ndarray:
     """∂l/∂a = [l > 0]·(∇‖a-p+eps‖_p - [d(a,n) used]·∇‖a-n+eps‖_p)."""
     loss, d_ap, _, z_ap, z_an, d_an, use_an, p = _triplet_parts(anchor, positive, negative, margin, p, eps, swap)
     g = _pnorm_grad(z_ap, d_ap, p) - np.where(use_an[:, None], _pnorm_grad(z_an, d_an, p), 0.0)
@@ -325,6 +329,38 @@ def _grouped(x: np.ndarray, b: int, g0: int, g1: int) -> np.ndarray:
     return out.reshape(g1 - g0, b, dim)
 
 
+def _softmax_stats(A, B, valid, r0, r1, tau, want_p):
+    """Softmax over j of s_ij/τ = (â_i · b̂_j)/τ for rows i in [r0, r1) of each group.
+
+    A, B: (G, b, D) grouped unit rows; valid: (G, b) (False on padding).
+    Returns per (G, r): the row max m, log Σ_j exp(s_ij/τ - m), the diagonal s_ii/τ,
+    the largest off-diagonal s_ij/τ, and (want_p) Σ_j softmax_ij · B_j of shape (G, r, D).
+    Values on padding rows are placeholders (m = 0, log-sum = 0, diagonal 0).
+    """
+    logits = np.einsum("gid,gjd->gij", A[:, r0:r1], B)
+    logits /= tau
+    np.copyto(logits, -np.inf, where=~valid[:, None, :])
+    ar = np.arange(r1 - r0)
+    row_ok = valid[:, r0:r1]
+    diag = np.where(row_ok, logits[:, ar, r0 + ar], 0.0)
+    logits[:, ar, r0 + ar] = -np.inf
+    neg = logits.max(axis=2)  # -inf for a batch of one row
+    logits[:, ar, r0 + ar] = diag
+    m = np.where(row_ok, logits.max(axis=2), 0.0)
+    logits -= m[:, :, None]
+    np.exp(logits, out=logits)
+    s = np.where(row_ok, logits.sum(axis=2), 1.0)
+    pb = None
+    if want_p:
+        logits /= s[:, :, None]
+        pb = np.einsum("gij,gjd->gid", logits, B)
+    return m, np.log(s), diag, neg, pb
+
+
+# float64 similarity scores held at once (16 MB)
+_SCORE_BLOCK = 1 << 21
+
+
 def _info_nce_blocks(query, key, temperature, batch_size, symmetric, want_grad):
     q = _embeddings(query, "query")
     k = _embeddings(key, "key")
@@ -338,58 +374,53 @@ def _info_nce_blocks(query, key, temperature, batch_size, symmetric, want_grad):
     top1 = np.empty(n)
     grad = np.empty_like(q) if want_grad else None
     n_groups = -(-n // b)
-    per_block = max(1, (1 << 22) // (b * b))  # about 32 MB of float64 scores per block
-    eye = np.eye(b, dtype=bool)
-    for g0 in range(0, n_groups, per_block):
-        g1 = min(g0 + per_block, n_groups)
+    groups_per_block = max(1, _SCORE_BLOCK // (b * b))
+    rows_per_slice = b if b * b <= _SCORE_BLOCK else max(1, _SCORE_BLOCK // b)
+    for g0 in range(0, n_groups, groups_per_block):
+        g1 = min(g0 + groups_per_block, n_groups)
         lo, hi = g0 * b, min(g1 * b, n)
         Q = _grouped(qh, b, g0, g1)
         K = _grouped(kh, b, g0, g1)
         valid = (np.arange((g1 - g0) * b) < hi - lo).reshape(g1 - g0, b)  # padding rows are False
-        logits = np.einsum("gid,gjd->gij", Q, K) / tau
-        pair_ok = valid[:, :, None] & valid[:, None, :]
-        logits = np.where(pair_ok, logits, -np.inf)
-        diag = np.diagonal(logits, axis1=1, axis2=2)  # (G, b); -inf on padding rows
-        diag_safe = np.where(valid, diag, 0.0)
-        # query -> key: softmax over row i
-        m_r = logits.max(axis=2)
-        m_r_safe = np.where(valid, m_r, 0.0)
-        e_r = np.exp(logits - m_r_safe[:, :, None])
-        s_r = e_r.sum(axis=2)
-        s_r_safe = np.where(valid, s_r, 1.0)
-        row_term = np.log(s_r_safe) + (m_r_safe - diag_safe)
-        neg = np.where(eye[None], -np.inf, logits).max(axis=2)
-        hit = diag_safe > neg
-        if symmetric:
-            m_c = logits.max(axis=1)
-            m_c_safe = np.where(valid, m_c, 0.0)
-            e_c = np.exp(logits - m_c_safe[:, None, :])
-            s_c = e_c.sum(axis=1)
-            s_c_safe = np.where(valid, s_c, 1.0)
-            col_term = np.log(s_c_safe) + (m_c_safe - diag_safe)
-            value = 0.5 * (row_term + col_term)
-        else:
-            value = row_term
-        loss[lo:hi] = value[valid]
-        top1[lo:hi] = hit[valid].astype(np.float64)
-        if want_grad:
-            p_r = e_r / s_r_safe[:, :, None]  # softmax of row i (0 on padding)
-            gq = (np.einsum("gij,gjd->gid", p_r, K) - K) / tau
+        value = np.empty((g1 - g0, b))
+        hit = np.empty((g1 - g0, b), dtype=bool)
+        gq = np.empty_like(Q) if want_grad else None
+        for r0 in range(0, b, rows_per_slice):
+            r1 = min(b, r0 + rows_per_slice)
+            # query -> key: softmax over row i of S/τ
+            m, log_s, diag, neg, pk = _softmax_stats(Q, K, valid, r0, r1, tau, want_grad)
+            term = log_s + (m - diag)
+            hit[:, r0:r1] = diag > neg
+            if want_grad:
+                g = (pk - K[:, r0:r1]) / tau
             if symmetric:
-                p_cii = np.exp(diag_safe - m_c_safe) / s_c_safe  # softmax of column i at row i
-                gq = 0.5 * (gq + ((p_cii - 1.0) / tau)[:, :, None] * K)
-            gq = gq.reshape(-1, q.shape[1])[: hi - lo]
-            grad[lo:hi] = gq
+                # key -> query: softmax over column i of S/τ (row i of S^T)
+                mc, log_sc, diagc, _, _ = _softmax_stats(K, Q, valid, r0, r1, tau, False)
+                term = 0.5 * (term + log_sc + (mc - diagc))
+                if want_grad:
+                    p_ii = np.exp(diagc - mc - log_sc)  # softmax of column i at row i
+                    g = 0.5 * (g + ((p_ii - 1.0) / tau)[:, :, None] * K[:, r0:r1])
+            value[:, r0:r1] = term
+            if want_grad:
+                gq[:, r0:r1] = g
+        loss[lo:hi] = value[valid]
+        top1[lo:hi] = hit[valid]
+        if want_grad:
+            grad[lo:hi] = gq[valid]
     return q, qh, qnorm, loss, top1, grad
 
 
-def info_nce(query, key, *, temperature: float = 0.07, batch_size: int | None = None, symmetric: bool = False) -> Result:
+def info_nce(
+    query, key, *, temperature: float = 0.07, batch_size: int | None = None, symmetric: bool = False
+) -> Result:
     """``-log softmax_j(s_ij/τ)[i]`` within consecutive batches of ``batch_size`` rows (cosine s)."""
     _, _, _, loss, top1, _ = _info_nce_blocks(query, key, temperature, batch_size, symmetric, False)
     return Result(loss=loss, components={"top1": top1})
 
 
-def info_nce_grad(query, key, *, temperature: float = 0.07, batch_size: int | None = None, symmetric: bool = False) -> np.ndarray:
+def info_nce_grad(
+    query, key, *, temperature: float = 0.07, batch_size: int | None = None, symmetric: bool = False
+) -> np.ndarray:
     """∂l_i/∂q_i: (1/τ)(Σ_j P_ij k̂_j - k̂_i) through the L2 normalisation of q_i (symmetric adds the column term)."""
     q, qh, qnorm, _, _, g = _info_nce_blocks(query, key, temperature, batch_size, symmetric, True)
     floored = qnorm <= NORM_EPS

@@ -106,7 +106,12 @@ def _pair(pred, target, box_format):
     p = _to_xyxy(pred, "pred", box_format)
     t = _to_xyxy(target, "target", box_format)
     if len(p) != len(t):
-        raise InputError("target", f"{len(t)} target boxes for {len(p)} predicted boxes", [], expected="one target box per predicted box")
+        raise InputError(
+            "target",
+            f"{len(t)} target boxes for {len(p)} predicted boxes",
+            [],
+            expected="one target box per predicted box",
+        )
     return p, t
 
 
@@ -126,6 +131,11 @@ def _grad_to_format(g: np.ndarray, box_format: str) -> np.ndarray:
         out[:, 2] = 0.5 * (g[:, 2] - g[:, 0])
         out[:, 3] = 0.5 * (g[:, 3] - g[:, 1])
     return out
+
+
+def _cols(g: "_Geom", extras: bool) -> dict:
+    """Per-sample extra output (``--per-sample``): the pair's IoU."""
+    return {"iou": g.iou} if extras else {}
 
 
 def _g(v) -> str:
@@ -249,11 +259,13 @@ def _check_points(p: np.ndarray, t: np.ndarray) -> None:
 # ---------------------------------------------------------------------------
 
 
-def iou(pred: np.ndarray, target: np.ndarray, *, eps: float = 1e-7, box_format: str = "xyxy") -> Result:
+def iou(
+    pred: np.ndarray, target: np.ndarray, *, eps: float = 1e-7, box_format: str = "xyxy", extras: bool = False
+) -> Result:
     """``1 - I / (U + eps)`` per pair (the diagonal of ``torchvision.ops.box_iou`` when eps = 0)."""
     eps = _check_eps(eps)
     g = _Geom(*_pair(pred, target, box_format), eps, grad=False)
-    return Result(loss=1.0 - g.iou, columns={"iou": g.iou})
+    return Result(loss=1.0 - g.iou, columns=_cols(g, extras))
 
 
 def iou_grad(pred: np.ndarray, target: np.ndarray, *, eps: float = 1e-7, box_format: str = "xyxy") -> np.ndarray:
@@ -262,12 +274,14 @@ def iou_grad(pred: np.ndarray, target: np.ndarray, *, eps: float = 1e-7, box_for
     return _grad_to_format(-g.d_iou, box_format)
 
 
-def giou(pred: np.ndarray, target: np.ndarray, *, eps: float = 1e-7, box_format: str = "xyxy") -> Result:
+def giou(
+    pred: np.ndarray, target: np.ndarray, *, eps: float = 1e-7, box_format: str = "xyxy", extras: bool = False
+) -> Result:
     """``1 - [IoU - (A_c - U) / (A_c + eps)]`` (``torchvision.ops.generalized_box_iou_loss``)."""
     eps = _check_eps(eps)
     g = _Geom(*_pair(pred, target, box_format), eps, grad=False)
     area_c = g.cw * g.ch
-    return Result(loss=1.0 - g.iou + (area_c - g.union) / (area_c + eps), columns={"iou": g.iou})
+    return Result(loss=1.0 - g.iou + (area_c - g.union) / (area_c + eps), columns=_cols(g, extras))
 
 
 def giou_grad(pred: np.ndarray, target: np.ndarray, *, eps: float = 1e-7, box_format: str = "xyxy") -> np.ndarray:
@@ -280,12 +294,14 @@ def giou_grad(pred: np.ndarray, target: np.ndarray, *, eps: float = 1e-7, box_fo
     return _grad_to_format(-g.d_iou + d_pen, box_format)
 
 
-def diou(pred: np.ndarray, target: np.ndarray, *, eps: float = 1e-7, box_format: str = "xyxy") -> Result:
+def diou(
+    pred: np.ndarray, target: np.ndarray, *, eps: float = 1e-7, box_format: str = "xyxy", extras: bool = False
+) -> Result:
     """``1 - IoU + ρ²(centres) / (c² + eps)`` (``torchvision.ops.distance_box_iou_loss``)."""
     eps = _check_eps(eps)
     g = _Geom(*_pair(pred, target, box_format), eps, grad=False)
     loss, _ = _diou_terms(g, eps, grad=False)
-    return Result(loss=loss, columns={"iou": g.iou})
+    return Result(loss=loss, columns=_cols(g, extras))
 
 
 def diou_grad(pred: np.ndarray, target: np.ndarray, *, eps: float = 1e-7, box_format: str = "xyxy") -> np.ndarray:
@@ -295,7 +311,7 @@ def diou_grad(pred: np.ndarray, target: np.ndarray, *, eps: float = 1e-7, box_fo
     return _grad_to_format(d, box_format)
 
 
-def _ciou(pred, target, eps, box_format, grad):
+def _ciou(pred, target, eps, box_format, grad, extras=False):
     eps = _check_eps(eps)
     p, t = _pair(pred, target, box_format)
     _check_points(p, t)
@@ -309,20 +325,22 @@ def _ciou(pred, target, eps, box_format, grad):
     np.divide(v, s, out=alpha, where=pos)
     loss = d_loss + alpha * v
     if not grad:
-        return Result(loss=loss, columns={"iou": g.iou}, components={"diou": d_loss, "aspect": alpha * v})
+        return Result(loss=loss, columns=_cols(g, extras), components={"diou": d_loss, "aspect": alpha * v})
     # α·v = v²/s with s = 1 - IoU + v + eps: d(v²/s) = α(2 - α) dv + α² dIoU
     d = d_d + (alpha * (2.0 - alpha))[:, None] * dv + (alpha**2)[:, None] * g.d_iou
     return _grad_to_format(d, box_format)
 
 
-def ciou(pred: np.ndarray, target: np.ndarray, *, eps: float = 1e-7, box_format: str = "xyxy") -> Result:
+def ciou(
+    pred: np.ndarray, target: np.ndarray, *, eps: float = 1e-7, box_format: str = "xyxy", extras: bool = False
+) -> Result:
     """``DIoU loss + α·v`` (``torchvision.ops.complete_box_iou_loss``).
 
     As in torchvision, ``eps`` only enters ``α = v / (1 - IoU + v + eps)``; the
     DIoU part and the IoU in α use 1e-7. Point boxes raise ``InputError``.
     Components: ``diou`` (the DIoU loss) and ``aspect`` (α·v), summing to the loss.
     """
-    return _ciou(pred, target, eps, box_format, grad=False)
+    return _ciou(pred, target, eps, box_format, grad=False, extras=extras)
 
 
 def ciou_grad(pred: np.ndarray, target: np.ndarray, *, eps: float = 1e-7, box_format: str = "xyxy") -> np.ndarray:

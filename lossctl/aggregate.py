@@ -1,0 +1,206 @@
+"""The mergeable state of a run: overall and per-group aggregates, worst samples, bootstrap.
+
+``RunState`` is what a run accumulates chunk by chunk and what ``--save-state`` /
+``lossctl merge`` serialise and combine: every part merges exactly (counts and
+compensated sums add, moments combine by Chan's update, min/max, sketches and
+bootstrap sums add), so shards evaluated anywhere give the report of one run.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from lossctl.stats import (
+    CompensatedSum,
+    PoissonBootstrap,
+    QuantileSketch,
+    RunningStats,
+    TopK,
+    _sketch_of,
+)
+
+GROUP_EXACT_LIMIT = 1 << 16  # values kept per group for exact quantiles
+
+
+class Aggregate:
+    """Aggregates of one set of rows (all rows, or one group)."""
+
+    def __init__(self, exact_limit: int | None = None):
+        self.stats = RunningStats() if exact_limit is None else RunningStats(exact_limit=exact_limit)
+        self.num = CompensatedSum()
+        self.den = CompensatedSum()
+        self.components: dict[str, CompensatedSum] = {}
+        self.used = 0
+        self.ignored = 0
+        self.nan_omitted = 0
+        self.nan_propagated = 0
+
+    def add(self, values, num, den, components: dict[str, np.ndarray]) -> None:
+        self.stats.update(values)
+        self.num.update(num)
+        if den is None:
+            self.den.add(float(len(values)))
+        else:
+            self.den.update(den)
+        for name, comp in components.items():
+            self.components.setdefault(name, CompensatedSum()).update(comp)
+
+    def merge(self, other: "Aggregate") -> None:
+        self.stats.merge(other.stats)
+        self.num.merge(other.num)
+        self.den.merge(other.den)
+        for name, comp in other.components.items():
+            self.components.setdefault(name, CompensatedSum()).merge(comp)
+        self.used += other.used
+        self.ignored += other.ignored
+        self.nan_omitted += other.nan_omitted
+        self.nan_propagated += other.nan_propagated
+
+    def value(self, reduction: str) -> float:
+        if reduction == "sum":
+            return self.num.value
+        den = self.den.value
+        return self.num.value / den if den else float("nan")
+
+    def component_means(self) -> dict[str, float]:
+        if not self.used:
+            return {}
+        return {k: v.value / self.used for k, v in self.components.items()}
+
+    def histogram(self, bins: int = 20) -> dict | None:
+        """Bins of the per-sample values: linear, or logarithmic for positive heavy tails."""
+        st = self.stats
+        if st.count == 0 or not math.isfinite(st.min) or not math.isfinite(st.max):
+            return None
+        vals = st.values()
+        lo, hi = st.min, st.max
+        p50 = st.quantile(0.5)
+        log = lo > 0 and hi / max(lo, 1e-300) > 1e3 and hi / max(p50, 1e-300) > 20
+        if hi == lo:
+            edges = np.array([lo, hi])
+        elif log:
+            edges = np.geomspace(lo, hi, bins + 1)
+        else:
+            edges = np.linspace(lo, hi, bins + 1)
+        if vals is not None:
+            counts = np.histogram(vals, bins=edges)[0] if hi > lo else np.array([len(vals)])
+        else:
+            counts = _sketch_histogram(_sketch_of(st), edges)
+        return {
+            "edges": [float(e) for e in edges],
+            "counts": [int(c) for c in counts],
+            "scale": "log" if log else "linear",
+            "exact": vals is not None,
+        }
+
+    def to_dict(self) -> dict:
+        return {
+            "stats": self.stats.to_dict(),
+            "num": self.num.to_dict(),
+            "den": self.den.to_dict(),
+            "components": {k: v.to_dict() for k, v in self.components.items()},
+            "used": self.used,
+            "ignored": self.ignored,
+            "nan_omitted": self.nan_omitted,
+            "nan_propagated": self.nan_propagated,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Aggregate":
+        a = cls()
+        a.stats = RunningStats.from_dict(d["stats"])
+        a.num = CompensatedSum.from_dict(d["num"])
+        a.den = CompensatedSum.from_dict(d["den"])
+        a.components = {k: CompensatedSum.from_dict(v) for k, v in d["components"].items()}
+        for key in ("used", "ignored", "nan_omitted", "nan_propagated"):
+            setattr(a, key, int(d[key]))
+        return a
+
+
+def _sketch_histogram(sk: QuantileSketch, edges: np.ndarray) -> np.ndarray:
+    """Approximate bin counts from sketch buckets (each bucket counted at its representative)."""
+    counts = np.zeros(len(edges) - 1, dtype=np.int64)
+    reps, ns = [], []
+    for k, c in sk.pos.items():
+        reps.append(sk._value(k))
+        ns.append(c)
+    for k, c in sk.neg.items():
+        reps.append(-sk._value(k))
+        ns.append(c)
+    if sk.zero:
+        reps.append(0.0)
+        ns.append(sk.zero)
+    if not reps:
+        return counts
+    idx = np.clip(np.searchsorted(edges, np.array(reps), side="right") - 1, 0, len(counts) - 1)
+    np.add.at(counts, idx, np.array(ns))
+    return counts
+
+
+class RunState:
+    """Everything a run accumulates; mergeable and serialisable."""
+
+    def __init__(self, top: int = 5, bootstrap: tuple[int, int] | None = None):
+        self.all = Aggregate()
+        self.groups: dict[Any, Aggregate] = {}
+        self.top = TopK(top)
+        self.top_ids: dict[int, Any] = {}
+        self.bootstrap = PoissonBootstrap(*bootstrap) if bootstrap else None
+        self.rows_seen = 0
+        self.dropped_pred = 0
+        self.dropped_target = 0
+
+    def group(self, key) -> Aggregate:
+        if key not in self.groups:
+            self.groups[key] = Aggregate(exact_limit=GROUP_EXACT_LIMIT)
+        return self.groups[key]
+
+    def merge(self, other: "RunState") -> None:
+        self.all.merge(other.all)
+        for key, agg in other.groups.items():
+            self.group(key).merge(agg)
+        self.top.merge(other.top)
+        self.top_ids.update(other.top_ids)
+        if self.bootstrap is not None and other.bootstrap is not None:
+            self.bootstrap.merge(other.bootstrap)
+        elif (self.bootstrap is None) != (other.bootstrap is None):
+            raise ValueError("one state has bootstrap resamples and the other has none")
+        self.rows_seen += other.rows_seen
+        self.dropped_pred += other.dropped_pred
+        self.dropped_target += other.dropped_target
+
+    def to_dict(self) -> dict:
+        return {
+            "all": self.all.to_dict(),
+            "groups": [[_key_json(k), v.to_dict()] for k, v in self.groups.items()],
+            "top": self.top.to_dict(),
+            "top_ids": [[r, v] for r, v in self.top_ids.items()],
+            "bootstrap": None if self.bootstrap is None else self.bootstrap.to_dict(),
+            "rows_seen": self.rows_seen,
+            "dropped_pred": self.dropped_pred,
+            "dropped_target": self.dropped_target,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "RunState":
+        s = cls()
+        s.all = Aggregate.from_dict(d["all"])
+        s.groups = {k: Aggregate.from_dict(v) for k, v in ((_key_py(k), v) for k, v in d["groups"])}
+        s.top = TopK.from_dict(d["top"])
+        s.top_ids = {int(r): v for r, v in d["top_ids"]}
+        s.bootstrap = None if d["bootstrap"] is None else PoissonBootstrap.from_dict(d["bootstrap"])
+        s.rows_seen = int(d["rows_seen"])
+        s.dropped_pred = int(d["dropped_pred"])
+        s.dropped_target = int(d["dropped_target"])
+        return s
+
+
+def _key_json(k):
+    return k.item() if hasattr(k, "item") else k
+
+
+def _key_py(k):
+    return k

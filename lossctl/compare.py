@@ -1,0 +1,182 @@
+"""Paired comparison of several prediction files against one target.
+
+Every candidate is compared with the baseline (the first file) on the rows both
+scored, sample by sample:
+
+- the difference of headline values (candidate - baseline; lower is better);
+- a paired bootstrap interval of that difference: the same Poisson(1) row weights
+  (``lossctl.stats.PoissonBootstrap``) resample both, so the interval reflects the
+  per-sample pairing;
+- a paired permutation test (approximate randomization): each row's baseline and
+  candidate values are swapped with probability ½; the p-value is the share of
+  permutations whose |difference| reaches the observed one, ``(k + 1) / (R + 1)``;
+- the samples that got most worse.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from lossctl.errors import DataError, UsageError
+from lossctl.stats import PoissonBootstrap
+
+SCHEMA_VERSION = 1
+
+
+def _headline(num: np.ndarray, den: np.ndarray, reduction: str) -> float:
+    if reduction == "sum":
+        return float(np.sum(num))
+    d = float(np.sum(den))
+    return float(np.sum(num)) / d if d else float("nan")
+
+
+def paired_bootstrap(a: dict, c: dict, reduction: str, n: int, seed: int, level: float) -> tuple[float, float]:
+    """Percentile interval of H(candidate) - H(baseline) under shared row weights."""
+    rows = np.arange(len(a["num"]), dtype=np.int64)
+    ba, bc = PoissonBootstrap(n, seed), PoissonBootstrap(n, seed)
+    ba.update(a["num"], a["den"], rows)
+    bc.update(c["num"], c["den"], rows)
+    diff = bc.estimates(reduction) - ba.estimates(reduction)
+    diff = diff[np.isfinite(diff)]
+    if not len(diff):
+        return float("nan"), float("nan")
+    lo, hi = np.quantile(diff, [(1 - level) / 2, (1 + level) / 2])
+    return float(lo), float(hi)
+
+
+def permutation_p_value(a: dict, c: dict, reduction: str, permutations: int, seed: int) -> float:
+    """Two-sided approximate-randomization p-value of the paired difference."""
+    m = len(a["num"])
+    observed = _headline(c["num"], c["den"], reduction) - _headline(a["num"], a["den"], reduction)
+    if not math.isfinite(observed):
+        return float("nan")
+    d_num = c["num"] - a["num"]
+    d_den = c["den"] - a["den"]
+    s_a, s_c = float(np.sum(a["num"])), float(np.sum(c["num"]))
+    den_a, den_c = float(np.sum(a["den"])), float(np.sum(c["den"]))
+    rng = np.random.Generator(np.random.PCG64([seed, 0x5EED]))
+    tol = 1e-12 * max(1.0, abs(observed))
+    hits = 0
+    block = max(1, min(permutations, (1 << 23) // max(m, 1)))
+    done = 0
+    while done < permutations:
+        k = min(block, permutations - done)
+        bits = np.unpackbits(rng.integers(0, 256, size=(k, (m + 7) // 8), dtype=np.uint8), axis=1, count=m)
+        swapped = bits.astype(np.float64)
+        moved_num = swapped @ d_num
+        if reduction == "sum":
+            delta = (s_c - moved_num) - (s_a + moved_num)
+        else:
+            moved_den = swapped @ d_den
+            with np.errstate(invalid="ignore", divide="ignore"):
+                delta = (s_c - moved_num) / (den_c - moved_den) - (s_a + moved_num) / (den_a + moved_den)
+        hits += int(np.sum(np.abs(delta) >= abs(observed) - tol))
+        done += k
+    return (hits + 1) / (permutations + 1)
+
+
+def pair(runs: list[dict], by_id: bool) -> tuple[np.ndarray, list[dict], int]:
+    """Rows scored in every run, aligned; returns (keys, per-run arrays, rows excluded)."""
+    key_name = "id" if by_id else "row"
+    keys = [r[key_name] for r in runs]
+    common = keys[0]
+    for k in keys[1:]:
+        common = np.intersect1d(common, k)
+    aligned = []
+    for r, k in zip(runs, keys):
+        order = np.argsort(k, kind="stable")
+        pos = order[np.searchsorted(k[order], common)]
+        aligned.append(
+            {f: r[f][pos] for f in ("row", "loss", "num", "den")} | {"id": None if r["id"] is None else r["id"][pos]}
+        )
+    excluded = max(len(k) for k in keys) - len(common)
+    return common, aligned, excluded
+
+
+def compare(
+    spec,
+    predictions: list[str],
+    others: dict[str, str | None],
+    params: dict[str, Any],
+    options,
+    *,
+    level: float,
+    resamples: int,
+    seed: int,
+    permutations: int,
+    top: int,
+) -> dict:
+    from lossctl import engine
+
+    if len(predictions) < 2:
+        raise UsageError("compare needs a baseline and at least one candidate: BASELINE CANDIDATE [CANDIDATE ...].")
+    if options.reduction == "none":
+        raise UsageError("compare needs a headline value: --reduction mean or sum.")
+    pred_role = spec.inputs[spec.pred_index].name
+    runs, reports = [], []
+    for text in predictions:
+        texts = [text if role.name == pred_role else others.get(role.name) for role in spec.inputs]
+        opts = engine.Options(**{**options.__dict__, "collect": True, "per_sample": None, "grad": None, "ci": None})
+        report, rows = engine.run_with_rows(spec, texts, params, opts)
+        reports.append(report)
+        runs.append(rows)
+    by_id = options.id_col is not None
+    keys, aligned, excluded = pair(runs, by_id)
+    if not len(keys):
+        raise DataError("compare: no row was scored in every run, so nothing can be paired.")
+    base = aligned[0]
+    red = options.reduction
+    base_value = _headline(base["num"], base["den"], red)
+    candidates = []
+    for text, report, c in zip(predictions[1:], reports[1:], aligned[1:]):
+        value = _headline(c["num"], c["den"], red)
+        lo, hi = paired_bootstrap(base, c, red, resamples, seed, level)
+        p = permutation_p_value(base, c, red, permutations, seed)
+        diff = c["loss"] - base["loss"]
+        order = np.lexsort((c["row"], -diff))[:top]
+        worse = []
+        for i in order.tolist():
+            if not diff[i] > 0:
+                break
+            item = {
+                "row": int(c["row"][i]),
+                "baseline": float(base["loss"][i]),
+                "candidate": float(c["loss"][i]),
+                "delta": float(diff[i]),
+            }
+            if c["id"] is not None:
+                item["id"] = c["id"][i].item() if hasattr(c["id"][i], "item") else c["id"][i]
+            worse.append(item)
+        candidates.append(
+            {
+                "source": text,
+                "value": value,
+                "delta": value - base_value,
+                "delta_ci": {"level": level, "low": lo, "high": hi},
+                "p_value": p,
+                "better_rows": int(np.sum(diff < 0)),
+                "worse_rows": int(np.sum(diff > 0)),
+                "most_worse": worse,
+                "signature": report["signature"],
+            }
+        )
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "kind": "compare",
+        "loss": spec.name,
+        "params": reports[0]["params"],
+        "reduction": red,
+        "paired_by": "id" if by_id else "row",
+        "paired_rows": int(len(keys)),
+        "excluded_rows": int(excluded),
+        "baseline": {"source": predictions[0], "value": base_value, "signature": reports[0]["signature"]},
+        "candidates": candidates,
+        "method": {
+            "interval": f"paired percentile bootstrap, {resamples} Poisson resamples, seed {seed}",
+            "p_value": f"paired approximate randomization, {permutations} permutations, two-sided",
+        },
+        "signature": f"compare|{reports[0]['signature']}|ci:{level:g},n:{resamples},seed:{seed}|ar:{permutations}",
+    }

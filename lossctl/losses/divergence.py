@@ -1,0 +1,465 @@
+"""Divergences between distributions: KL, Jensen-Shannon, Gaussian KL (closed form).
+
+Shapes use N for rows (samples), C for classes and D for dimensions. Every
+kernel returns per-sample float64 values of shape ``[N]``.
+
+Discrete distributions arrive as logits, probabilities or log-probabilities
+(``pred_kind`` for the prediction Q, ``target_kind`` for the target P); they are
+brought to float64 log-probabilities first (log-softmax for logits, never
+``log(softmax)``) so logits of ±1e4 give finite, exact values.
+
+References:
+    ``torch.nn.functional.kl_div(log Q, P, reduction="batchmean")``;
+    ``scipy.special.rel_entr`` (the 0 / inf conventions);
+    ``scipy.spatial.distance.jensenshannon`` (squared);
+    Kingma & Welling 2014, appendix B (Gaussian KL).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from lossctl.errors import InputError, ParamError
+from lossctl.losses import Result
+from lossctl.losses._common import (
+    as_float,
+    check_finite,
+    check_log_probs,
+    check_probs,
+    first_rows,
+    log_softmax64,
+)
+
+_LOG2 = math.log(2.0)
+
+# ---------------------------------------------------------------------------
+# shared helpers
+# ---------------------------------------------------------------------------
+
+
+def _log_base(base) -> float:
+    """ln(base); base must be > 0 and != 1 (guarded here as well as by the CLI)."""
+    b = float(base)
+    if not (b > 0.0) or b == 1.0 or not math.isfinite(b):
+        raise ParamError("base", f"--base must be a finite number above 0 other than 1; got {base!r}")
+    return math.log(b)
+
+
+def _check_direction(direction: str) -> bool:
+    if direction not in ("forward", "reverse"):
+        raise ParamError("direction", f"--direction must be forward or reverse; got {direction!r}")
+    return direction == "reverse"
+
+
+def _distribution(x, kind: str, role: str, prob_atol) -> tuple[np.ndarray, np.ndarray]:
+    """Validated (N, C) rows as (log-probabilities, probabilities), both float64.
+
+    Zero probabilities have log-probability -inf.
+    """
+    a = as_float(np.asarray(x))
+    if a.ndim != 2:
+        raise InputError(
+            role,
+            f"a distribution needs one column per class; got shape {a.shape}",
+            [],
+            expected="an (N, C) array: one row per sample, one column per class",
+        )
+    if kind == "logits":
+        check_finite(a, role, "logits")
+        lp = log_softmax64(a)
+        return lp, np.exp(lp)
+    if kind == "probs":
+        check_probs(a, role, prob_atol)
+        p = np.asarray(a, dtype=np.float64)
+        with np.errstate(divide="ignore"):
+            return np.log(p), p
+    if kind == "log-probs":
+        check_log_probs(a, role, prob_atol)
+        lp = np.asarray(a, dtype=np.float64)
+        return lp, np.exp(lp)
+    raise ParamError(
+        "pred-kind" if role == "pred" else "target-kind",
+        f"unknown input kind {kind!r} (logits, probs or log-probs)",
+    )
+
+
+def _pair(target, pred, target_kind, pred_kind, prob_atol):
+    tq = np.shape(target)
+    pq = np.shape(pred)
+    if len(tq) == 2 and len(pq) == 2 and tq[1] != pq[1]:
+        raise InputError(
+            "pred",
+            f"the prediction has {pq[1]} columns but the target has {tq[1]}",
+            [],
+            expected=f"the same number of classes (columns) in both: {tq[1]}",
+        )
+    lp, p = _distribution(target, target_kind, "target", prob_atol)
+    lq, q = _distribution(pred, pred_kind, "pred", prob_atol)
+    return lp, p, lq, q
+
+
+def _rel_entr_rows(la: np.ndarray, a: np.ndarray, lb: np.ndarray) -> np.ndarray:
+    """Σ_c a_c (log a_c - log b_c) per row with scipy.special.rel_entr's rules.
+
+    a_c = 0 (log a_c = -inf) contributes 0; a_c > 0 with b_c = 0 gives +inf. A
+    softmax output that underflowed to 0 still has a finite log, so it counts as
+    positive mass (it is: softmax is never exactly 0).
+    """
+    support = la > -np.inf
+    term = np.zeros_like(a)
+    with np.errstate(invalid="ignore"):
+        diff = la - lb
+        np.multiply(a, diff, out=term, where=support)  # an underflowed 0 · inf is fixed below
+    term[support & (lb == -np.inf)] = np.inf
+    return term.sum(axis=1)
+
+
+# ---------------------------------------------------------------------------
+# kl-divergence
+# ---------------------------------------------------------------------------
+
+
+def kl_divergence(
+    target: np.ndarray,
+    pred: np.ndarray,
+    *,
+    direction: str = "forward",
+    base: float = math.e,
+    pred_kind: str = "logits",
+    target_kind: str = "probs",
+    prob_atol: float | None = None,
+) -> Result:
+    """Kullback-Leibler divergence per row.
+
+    Args:
+      target: P with shape ``[N, C]`` (``target_kind``: probs, log-probs or logits).
+      pred: Q with shape ``[N, C]`` (``pred_kind``: logits, probs or log-probs).
+      direction: ``forward`` = KL(P ‖ Q) (mean-seeking; what
+        ``F.kl_div(log Q, P)`` computes), ``reverse`` = KL(Q ‖ P) (mode-seeking).
+      base: logarithm base (e: nats, 2: bits).
+
+    Returns:
+      ``Result`` with ``loss[n] = Σ_c P_nc (log P_nc - log Q_nc) / ln(base)``
+      (forward). A zero in the first distribution contributes 0; mass where the
+      second is 0 gives ``inf``. The plain mean over rows is PyTorch's
+      ``reduction="batchmean"``.
+    """
+    lb = _log_base(base)
+    reverse = _check_direction(direction)
+    lp, p, lq, q = _pair(target, pred, target_kind, pred_kind, prob_atol)
+    loss = _rel_entr_rows(lq, q, lp) if reverse else _rel_entr_rows(lp, p, lq)
+    if lb != 1.0:
+        loss = loss / lb
+    return Result(loss=loss)
+
+
+def kl_divergence_grad(
+    target: np.ndarray,
+    pred: np.ndarray,
+    *,
+    direction: str = "forward",
+    base: float = math.e,
+    pred_kind: str = "logits",
+    target_kind: str = "probs",
+    prob_atol: float | None = None,
+) -> np.ndarray:
+    """∂l_n/∂pred_n, shape ``[N, C]`` (the prediction Q is the second input).
+
+    forward KL(P‖Q): logits ``softmax(x)·Σ_c P_c - P``; probs ``-P/Q`` (0 where
+    P = 0); log-probs ``-P``.
+    reverse KL(Q‖P), with ``a = log Q - log P``: logits ``Q·(a - KL)``; probs
+    ``a + 1`` (-inf at Q = 0); log-probs ``Q·(a + 1)`` (0 where Q = 0).
+    Everything divided by ln(base).
+    """
+    lb = _log_base(base)
+    reverse = _check_direction(direction)
+    lp, p, lq, q = _pair(target, pred, target_kind, pred_kind, prob_atol)
+    if not reverse:
+        if pred_kind == "logits":
+            g = q * p.sum(axis=1, keepdims=True) - p
+        elif pred_kind == "probs":
+            qa = np.asarray(pred, dtype=np.float64)
+            g = np.zeros_like(p)
+            with np.errstate(divide="ignore"):
+                np.divide(-p, qa, out=g, where=p > 0)
+            g[(p > 0) & (qa == 0)] = -np.inf
+        else:
+            g = -p
+    else:
+        support = lq > -np.inf
+        a = np.zeros_like(q)
+        with np.errstate(invalid="ignore"):
+            np.subtract(lq, lp, out=a, where=support)
+        if pred_kind == "logits":
+            kl = np.where(support, q * a, 0.0).sum(axis=1, keepdims=True)
+            g = q * (a - kl)
+        elif pred_kind == "probs":
+            g = np.where(support, a + 1.0, -np.inf)
+        else:
+            g = np.where(support, q * (a + 1.0), 0.0)
+    return g / lb if lb != 1.0 else g
+
+
+# ---------------------------------------------------------------------------
+# js-divergence
+# ---------------------------------------------------------------------------
+
+
+def _log_mixture(lp: np.ndarray, lq: np.ndarray) -> np.ndarray:
+    """log M, M = ½(P + Q), from the two log-probabilities (-inf only where both are 0)."""
+    return np.logaddexp(lp, lq) - _LOG2
+
+
+def js_divergence(
+    target: np.ndarray,
+    pred: np.ndarray,
+    *,
+    base: float = math.e,
+    pred_kind: str = "logits",
+    target_kind: str = "probs",
+    prob_atol: float | None = None,
+) -> Result:
+    """Jensen-Shannon divergence per row: ½KL(P‖M) + ½KL(Q‖M), M = ½(P + Q).
+
+    Symmetric, always finite, in [0, ln 2] (in [0, 1] bits with ``base=2``);
+    equals ``scipy.spatial.distance.jensenshannon(p, q, base) ** 2``.
+    """
+    lb = _log_base(base)
+    lp, p, lq, q = _pair(target, pred, target_kind, pred_kind, prob_atol)
+    lm = _log_mixture(lp, lq)
+    loss = 0.5 * (_rel_entr_rows(lp, p, lm) + _rel_entr_rows(lq, q, lm))
+    if lb != 1.0:
+        loss = loss / lb
+    return Result(loss=loss)
+
+
+def js_divergence_grad(
+    target: np.ndarray,
+    pred: np.ndarray,
+    *,
+    base: float = math.e,
+    pred_kind: str = "logits",
+    target_kind: str = "probs",
+    prob_atol: float | None = None,
+) -> np.ndarray:
+    """∂l_n/∂pred_n, shape ``[N, C]``.
+
+    With ``a = ½ log(Q/M)`` (= ½ ln 2 where P = 0): probs ``a`` (-inf at Q = 0,
+    P > 0); log-probs ``Q·a``; logits ``Q·(a - Σ_c Q_c a_c)``. Divided by ln(base).
+    """
+    lb = _log_base(base)
+    lp, p, lq, q = _pair(target, pred, target_kind, pred_kind, prob_atol)
+    lm = _log_mixture(lp, lq)
+    with np.errstate(invalid="ignore"):
+        d = np.where(lp == -np.inf, _LOG2, lq - lm)
+    a = 0.5 * d
+    if pred_kind == "probs":
+        g = a
+    else:
+        qa = np.where(q > 0, q * a, 0.0)
+        if pred_kind == "logits":
+            g = qa - q * qa.sum(axis=1, keepdims=True)
+        else:
+            g = qa
+    return g / lb if lb != 1.0 else g
+
+
+# ---------------------------------------------------------------------------
+# gaussian-kl
+# ---------------------------------------------------------------------------
+
+
+def expm1_minus_x(t: np.ndarray) -> np.ndarray:
+    """exp(t) - 1 - t, accurate near 0 (Taylor series for |t| < 0.01, expm1 elsewhere)."""
+    t = np.asarray(t, dtype=np.float64)
+    with np.errstate(over="ignore", invalid="ignore"):
+        out = np.expm1(t) - t
+    small = np.abs(t) < 1e-2
+    if small.any():
+        ts = t[small]
+        # t²/2 + t³/6 + ... + t⁸/8!: truncation error below 1e-20 relative to t²/2.
+        acc = np.full_like(ts, 1.0 / 40320.0)
+        for k in (5040.0, 720.0, 120.0, 24.0, 6.0, 2.0):
+            acc = acc * ts + 1.0 / k
+        out[small] = acc * ts * ts
+    return out
+
+
+def _as_matrix(x, role: str, n: int | None = None, d: int | None = None) -> np.ndarray:
+    """(N,) or (N, D) values as a float64 (N, D) array; finite."""
+    a = np.asarray(as_float(np.asarray(x)), dtype=np.float64)
+    if a.ndim == 1:
+        a = a[:, None]
+    if a.ndim != 2:
+        raise InputError(role, f"expected (N, D) values; got shape {a.shape}", [], expected="an (N, D) array")
+    if n is not None and len(a) != n:
+        raise InputError(role, f"{len(a)} rows but mu has {n}", [], expected=f"{n} rows, one per sample")
+    if d is not None and a.shape[1] != d:
+        raise InputError(
+            role,
+            f"{a.shape[1]} columns but mu has {d} dimensions",
+            [],
+            expected=f"{d} columns (one per dimension of mu)",
+        )
+    check_finite(a, role, "values")
+    return a
+
+
+def _variance(x, role: str, n: int, d: int) -> tuple[str, np.ndarray]:
+    """("diag", log-variances (N, D)) or ("full", covariance matrices (N, D, D))."""
+    a = np.asarray(x)
+    if a.ndim == 3:
+        if a.shape[1:] != (d, d):
+            raise InputError(
+                role,
+                f"covariance matrices of shape {a.shape[1:]} but mu has {d} dimensions",
+                [],
+                expected=f"(N, {d}, {d}) covariance matrices",
+            )
+        if len(a) != n:
+            raise InputError(role, f"{len(a)} rows but mu has {n}", [], expected=f"{n} rows, one per sample")
+        s = np.asarray(as_float(a), dtype=np.float64)
+        check_finite(s, role, "covariance entries")
+        _check_symmetric(s, a.dtype, role)
+        return "full", 0.5 * (s + np.swapaxes(s, 1, 2))
+    return "diag", _as_matrix(a, role, n, d)
+
+
+def _check_symmetric(s: np.ndarray, dtype, role: str) -> None:
+    eps = float(np.finfo(dtype).eps) if np.issubdtype(dtype, np.floating) else float(np.finfo(np.float64).eps)
+    scale = np.abs(s).reshape(len(s), -1).max(axis=1, initial=0.0)
+    gap = np.abs(s - np.swapaxes(s, 1, 2)).reshape(len(s), -1).max(axis=1, initial=0.0)
+    bad = gap > math.sqrt(eps) * np.maximum(scale, np.finfo(np.float64).tiny)
+    if bad.any():
+        rows = first_rows(bad)
+        m = s[rows[0]]
+        i, j = np.unravel_index(int(np.argmax(np.abs(m - m.T))), m.shape)
+        raise InputError(
+            role,
+            f"covariance matrix is not symmetric (entry [{i}, {j}] = {m[i, j]:.9g}, entry [{j}, {i}] = {m[j, i]:.9g})",
+            rows,
+            expected="symmetric positive-definite (N, D, D) covariance matrices",
+        )
+
+
+def _first_failing(s: np.ndarray) -> int:
+    """Index of the first matrix on which Cholesky fails (bisection; s fails as a whole)."""
+    lo, hi = 0, len(s)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        try:
+            np.linalg.cholesky(s[lo:mid])
+        except np.linalg.LinAlgError:
+            hi = mid
+        else:
+            lo = mid
+    return lo
+
+
+def _cholesky(s: np.ndarray, role: str) -> np.ndarray:
+    try:
+        return np.linalg.cholesky(s)
+    except np.linalg.LinAlgError:
+        pass
+    ev = np.linalg.eigvalsh(s)
+    bad = ev.min(axis=1) <= 0 if ev.size else np.zeros(len(s), bool)
+    rows = first_rows(bad) if bad.any() else [_first_failing(s)]
+    lo = float(np.linalg.eigvalsh(s[rows[0]]).min()) if s.shape[1] else 0.0
+    raise InputError(
+        role,
+        f"covariance matrix is not positive definite (smallest eigenvalue {lo:.9g}; Cholesky failed)",
+        rows,
+        expected="symmetric positive-definite (N, D, D) covariance matrices",
+    )
+
+
+def _full(kind_v: tuple[str, np.ndarray]) -> np.ndarray:
+    kind, v = kind_v
+    if kind == "full":
+        return v
+    n, d = v.shape
+    out = np.zeros((n, d, d))
+    idx = np.arange(d)
+    out[:, idx, idx] = np.exp(v)
+    return out
+
+
+def _gaussian_inputs(mu, logvar, prior_mu, prior_logvar, direction):
+    reverse = _check_direction(direction)
+    mq = _as_matrix(mu, "mu")
+    n, d = mq.shape
+    vq = _variance(logvar, "logvar", n, d)
+    mp = np.zeros_like(mq) if prior_mu is None else _as_matrix(prior_mu, "prior-mu", n, d)
+    vp = ("diag", np.zeros_like(mq)) if prior_logvar is None else _variance(prior_logvar, "prior-logvar", n, d)
+    roles = ("logvar", "prior-logvar")
+    if reverse:  # KL(p ‖ q): p is the first distribution
+        return (mp, vp, mq, vq, roles[::-1], reverse)
+    return (mq, vq, mp, vp, roles, reverse)
+
+
+def gaussian_kl(
+    mu: np.ndarray,
+    logvar: np.ndarray,
+    prior_mu: np.ndarray | None = None,
+    prior_logvar: np.ndarray | None = None,
+    *,
+    direction: str = "forward",
+) -> Result:
+    """Closed-form KL between Gaussians, per row.
+
+    Args:
+      mu: means of q, shape ``[N, D]`` (``[N]`` is D = 1).
+      logvar: log-variances of q ``[N, D]`` (diagonal covariance), or q's full
+        covariance matrices ``[N, D, D]``.
+      prior_mu: means of the prior p ``[N, D]``; default 0.
+      prior_logvar: log-variances ``[N, D]`` or covariances ``[N, D, D]`` of p;
+        default 0 (unit variance). Diagonal and full inputs may be mixed.
+      direction: ``forward`` = KL(q ‖ p) (the VAE term), ``reverse`` = KL(p ‖ q).
+
+    Diagonal: ``½ Σ_d [expm1(t) - t + (μ₁ - μ₂)² e^{-lv₂}]``, ``t = lv₁ - lv₂``
+    (first distribution 1, second 2), which equals
+    ``½ Σ_d [log(σ₂²/σ₁²) + (σ₁² + (μ₁-μ₂)²)/σ₂² - 1]`` without cancellation.
+    Full: ``½[tr(Σ₂⁻¹Σ₁) + δᵀΣ₂⁻¹δ - D + log det Σ₂ - log det Σ₁]`` via Cholesky.
+    """
+    m1, v1, m2, v2, roles, _ = _gaussian_inputs(mu, logvar, prior_mu, prior_logvar, direction)
+    d = m1.shape[1]
+    delta = m1 - m2
+    if v1[0] == "diag" and v2[0] == "diag":
+        lv1, lv2 = v1[1], v2[1]
+        elem = expm1_minus_x(lv1 - lv2) + delta * delta * np.exp(-lv2)
+        return Result(loss=0.5 * elem.sum(axis=1))
+    s1, s2 = _full(v1), _full(v2)
+    l1 = _cholesky(s1, roles[0])
+    l2 = _cholesky(s2, roles[1])
+    a = np.linalg.solve(l2, l1)  # L₂⁻¹L₁: tr(Σ₂⁻¹Σ₁) = ‖L₂⁻¹L₁‖_F²
+    z = np.linalg.solve(l2, delta[:, :, None])[:, :, 0]
+    idx = np.arange(d)
+    logdet1 = 2.0 * np.log(l1[:, idx, idx]).sum(axis=1)
+    logdet2 = 2.0 * np.log(l2[:, idx, idx]).sum(axis=1)
+    tr = (a * a).sum(axis=(1, 2))
+    quad = (z * z).sum(axis=1)
+    return Result(loss=0.5 * (tr + quad - d + (logdet2 - logdet1)))
+
+
+def gaussian_kl_grad(
+    mu: np.ndarray,
+    logvar: np.ndarray,
+    prior_mu: np.ndarray | None = None,
+    prior_logvar: np.ndarray | None = None,
+    *,
+    direction: str = "forward",
+) -> np.ndarray:
+    """∂l_n/∂mu_n = Σ₂⁻¹ (μ_q - μ_p), Σ₂ the covariance of the second distribution
+    (the prior's for forward, q's for reverse); diagonal: ``(μ_q - μ_p) · e^{-lv₂}``."""
+    m1, v1, m2, v2, roles, reverse = _gaussian_inputs(mu, logvar, prior_mu, prior_logvar, direction)
+    dq = (m2 - m1) if reverse else (m1 - m2)  # μ_q - μ_p
+    for (kind, v), role in zip((v1, v2), roles):
+        if kind == "full":
+            _cholesky(v, role)  # same validation as the kernel
+    if v2[0] == "diag":
+        g = dq * np.exp(-v2[1])
+    else:
+        g = np.linalg.solve(v2[1], dq[:, :, None])[:, :, 0]
+    return g.reshape(np.shape(mu))
