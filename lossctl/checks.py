@@ -130,8 +130,11 @@ def evaluate(value, bounds: Bounds, baseline_value: float | None = None, label: 
                     add(name, lim, None, False, f"{label}: no baseline value (missing or NaN)")
         else:
             delta = v - b if finite else math.nan
+            # Bounds are inclusive; allow the rounding of the subtraction itself (a few ulps),
+            # so that exactly +2% passes "max-rel-increase 0.02".
+            slack = 4 * math.ulp(max(abs(v), abs(b))) if finite else 0.0
             if bounds.max_abs_increase is not None:
-                ok = finite and delta <= bounds.max_abs_increase
+                ok = finite and delta <= bounds.max_abs_increase + slack
                 add(
                     "max-abs-increase",
                     bounds.max_abs_increase,
@@ -143,7 +146,7 @@ def evaluate(value, bounds: Bounds, baseline_value: float | None = None, label: 
                 )
             if bounds.max_rel_increase is not None:
                 rel = relative_increase(v, b)
-                ok = finite and rel <= bounds.max_rel_increase
+                ok = finite and (rel <= bounds.max_rel_increase or (b != 0 and delta <= bounds.max_rel_increase * abs(b) + slack))
                 add(
                     "max-rel-increase",
                     bounds.max_rel_increase,

@@ -284,6 +284,24 @@ COMMON_OPTIONS: list[tuple[str, Any, Any]] = [
         typer.Option(False, "--no-color", help="No colour (NO_COLOR is honoured too).", rich_help_panel=_OUT),
     ),
     (
+        "save_state",
+        Optional[str],
+        typer.Option(
+            None,
+            "--save-state",
+            metavar="PATH",
+            help="Write the run's mergeable state (JSON) for `lossctl merge` (shards evaluated anywhere).",
+            rich_help_panel=_OUT,
+        ),
+    ),
+    (
+        "row_offset",
+        int,
+        typer.Option(
+            0, "--row-offset", metavar="N", help="Number this shard's rows from N (global rows across shards).", rich_help_panel=_IN
+        ),
+    ),
+    (
         "max_value",
         Optional[float],
         typer.Option(
@@ -690,6 +708,42 @@ def check_command(
     _guard(_check, config, format, junit, precision, quiet, no_color)
 
 
+@app.command("merge")
+def merge_command(
+    states: list[str] = typer.Argument(..., metavar="STATE...", help="State files written by compute --save-state."),
+    format: str = typer.Option(
+        "table", "--format", "-f", envvar="LOSSCTL_FORMAT", metavar="[table|json|jsonl|csv|tsv|markdown]", help="Report format."
+    ),
+    score_only: bool = typer.Option(False, "--score-only", "-b", help="Print only the headline number."),
+    precision: Optional[int] = typer.Option(None, "--precision", metavar="N", help="Significant digits."),
+    ci: Optional[float] = typer.Option(
+        None, "--ci", metavar="LEVEL", help="Interval level (the states must hold bootstrap resamples: compute --ci)."
+    ),
+    hist: bool = typer.Option(False, "--hist", help="Add a histogram of the per-sample losses."),
+    max_value: Optional[float] = typer.Option(None, "--max", metavar="X", help="Exit 3 if the value is above X.", rich_help_panel=_CHK),
+    min_value: Optional[float] = typer.Option(None, "--min", metavar="X", help="Exit 3 if the value is below X.", rich_help_panel=_CHK),
+    baseline: Optional[str] = typer.Option(None, "--baseline", metavar="NUMBER|JSON", help="A previous value.", rich_help_panel=_CHK),
+    max_abs_increase: Optional[float] = typer.Option(
+        None, "--max-abs-increase", metavar="A", help="Exit 3 if value - baseline > A.", rich_help_panel=_CHK
+    ),
+    max_rel_increase: Optional[float] = typer.Option(
+        None, "--max-rel-increase", metavar="R", help="Exit 3 if (value - baseline) / |baseline| > R.", rich_help_panel=_CHK
+    ),
+    per_group: bool = typer.Option(False, "--per-group", help="Apply the bounds to every group too.", rich_help_panel=_CHK),
+    junit: Optional[str] = typer.Option(None, "--junit", metavar="PATH", help="Write JUnit XML.", rich_help_panel=_CHK),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No messages on stderr."),
+    no_color: bool = typer.Option(False, "--no-color", help="No colour."),
+) -> None:
+    """Merge states of shards (compute --save-state) into the report one run over all rows gives.
+
+    States must come from the same loss with identical parameters and bootstrap settings;
+    counts and compensated sums add, moments, quantiles and bootstrap sums combine, so shards
+    can be evaluated in parallel by any scheduler. Give each shard --row-offset (its first
+    global row) so row numbers and bootstrap weights are those of one run.
+    """
+    _guard(_merge, dict(locals()))
+
+
 @app.command("explain")
 def explain(
     name: str = typer.Argument(..., metavar="NAME", help="A loss name or alias (see `lossctl list`)."),
@@ -749,12 +803,13 @@ def _run_options(kw: dict[str, Any]) -> dict[str, Any]:
         "prob_atol",
         "no_header",
         "delimiter",
+        "row_offset",
     )
     return {k.replace("_", "-"): kw.get(k) for k in keys if k in kw}
 
 
 def _compute(spec: registry.LossSpec, kw: dict[str, Any]) -> None:
-    from lossctl import checks, engine, report as rep
+    from lossctl import engine
 
     texts = [kw.pop(role.name.replace("-", "_")) for role in spec.inputs]
     params: dict[str, Any] = {}
@@ -765,19 +820,7 @@ def _compute(spec: registry.LossSpec, kw: dict[str, Any]) -> None:
     reduction = kw["reduction"]
     if kw["top"] < 0:
         raise UsageError(f"--top must be 0 or more; got {kw['top']}.")
-    bounds = checks.Bounds(
-        max=kw["max_value"],
-        min=kw["min_value"],
-        max_abs_increase=kw["max_abs_increase"],
-        max_rel_increase=kw["max_rel_increase"],
-        per_group=kw["per_group"],
-    )
-    if kw["baseline"] is not None:
-        bounds.baseline = checks.load_baseline(kw["baseline"], spec.name)
-    if (bounds.max_abs_increase is not None or bounds.max_rel_increase is not None) and bounds.baseline is None:
-        raise UsageError(
-            "--max-abs-increase and --max-rel-increase compare with a --baseline (a number or a JSON result)."
-        )
+    bounds = _bounds_from(kw, spec.name)
     if kw["per_group"] and not kw["group_by"]:
         raise UsageError("--per-group applies the bounds to each group of --group-by COL; give --group-by too.")
     if reduction == "none" and (bounds.any or kw["score_only"] or kw["junit"]):
@@ -800,19 +843,45 @@ def _compute(spec: registry.LossSpec, kw: dict[str, Any]) -> None:
         per_sample_format=fmt if fmt in ("csv", "tsv", "jsonl") else ("jsonl" if fmt == "json" else "csv"),
         top=kw["top"],
         hist=kw["hist"],
+        save_state=kw["save_state"],
         progress=progress.update if stderr_tty else None,
     )
     try:
         result = engine.run(spec, texts, params, opts)
     finally:
         progress.stop()
+    _finish(result, bounds, kw, per_sample, stderr_tty, fmt, "lossctl compute")
+
+
+def _bounds_from(kw: dict[str, Any], loss: str):
+    from lossctl import checks
+
+    bounds = checks.Bounds(
+        max=kw["max_value"],
+        min=kw["min_value"],
+        max_abs_increase=kw["max_abs_increase"],
+        max_rel_increase=kw["max_rel_increase"],
+        per_group=kw["per_group"],
+    )
+    if kw["baseline"] is not None:
+        bounds.baseline = checks.load_baseline(kw["baseline"], loss)
+    if (bounds.max_abs_increase is not None or bounds.max_rel_increase is not None) and bounds.baseline is None:
+        raise UsageError("--max-abs-increase and --max-rel-increase compare with a --baseline (a number or a JSON result).")
+    return bounds
+
+
+def _finish(result: dict, bounds, kw: dict[str, Any], per_sample, stderr_tty: bool, fmt: str, suite: str) -> None:
+    """Bounds, JUnit, rendering and the exit code of a compute-like report."""
+    from lossctl import checks, report as rep
+
+    reduction = result["reduction"]
     outcomes = checks.check_report(result, bounds) if bounds.any else []
     if outcomes:
         result["checks"] = outcomes
         if bounds.baseline is not None:
             result["baseline"] = {"source": bounds.baseline.source, "value": bounds.baseline.value}
     if kw["junit"]:
-        _write_text(kw["junit"], checks.junit_xml([_as_check(result, outcomes)], suite="lossctl compute"), "--junit")
+        _write_text(kw["junit"], checks.junit_xml([_as_check(result, outcomes)], suite=suite), "--junit")
 
     if reduction != "none":
         if kw["score_only"]:
@@ -829,6 +898,8 @@ def _compute(spec: registry.LossSpec, kw: dict[str, Any]) -> None:
     failed = [o["message"] for o in outcomes if not o["passed"]]
     if failed:
         raise CheckFailed("check failed: " + "; ".join(failed) + ".")
+
+
 
 
 def _as_check(result: dict, outcomes: list[dict]) -> dict:
@@ -938,6 +1009,21 @@ def _compare(spec: registry.LossSpec, kw: dict[str, Any]) -> None:
     else:
         rep.render_compare(doc, _stdout_console(kw["no_color"]), kw["precision"])
     sys.stdout.flush()
+
+
+def _merge(kw: dict[str, Any]) -> None:
+    from lossctl import engine
+
+    fmt = _choice("format", kw["format"], "--format")
+    spec, meta, state, level = engine.merge_states(kw["states"])
+    if kw["ci"] is not None and state.bootstrap is None:
+        raise UsageError("--ci needs bootstrap resamples in the states: run compute with --ci (and --save-state).")
+    if kw["per_group"] and not meta.get("group_by"):
+        raise UsageError("--per-group needs states computed with --group-by.")
+    ci = kw["ci"] if kw["ci"] is not None else level
+    result = engine.report_from_state(spec, meta, state, ci_level=ci, hist=kw["hist"])
+    stderr_tty = sys.stderr.isatty() and not kw["quiet"]
+    _finish(result, _bounds_from(kw, spec.name), kw, None, stderr_tty, fmt, "lossctl merge")
 
 
 def _check(config: str, fmt: str, junit: str | None, precision: int | None, quiet: bool, no_color: bool) -> None:

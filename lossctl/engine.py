@@ -62,6 +62,8 @@ class Options:
     seed: int = 12345
     hist: bool = False
     collect: bool = False  # keep (row, id, loss, num, den) of every used row (for compare)
+    save_state: str | None = None
+    row_offset: int = 0  # added to row numbers (shards of one dataset: global rows for bootstrap weights)
     top: int = 5
     prob_atol: float | None = None
     header: bool = True
@@ -356,12 +358,12 @@ class _Run:
         den = None if result.den is None else result.den[ok_u]
         comps = {k: np.asarray(v, dtype=np.float64)[ok_u] for k, v in result.components.items()}
         ok_rows_k = np.flatnonzero(use)[ok_u]
-        ok_prim = prim_rows[kept_idx[ok_rows_k]]
+        ok_prim = prim_rows[kept_idx[ok_rows_k]] + self.opts.row_offset
         n_nan = int(nan_rows.sum())
         propagate = self.opts.nan == "propagate" and n_nan > 0
         if propagate:
             nan_fill = np.full(n_nan, np.nan)
-            nan_prim = prim_rows[kept_idx[nan_rows]]
+            nan_prim = prim_rows[kept_idx[nan_rows]] + self.opts.row_offset
             vals = np.concatenate([vals, nan_fill])
             num = np.concatenate([num, nan_fill])
             if den is not None:
@@ -394,7 +396,7 @@ class _Run:
         before = set(acc.top.rows.tolist())
         acc.top.update(result.loss[ok_u], ok_prim)
         if ids is not None:
-            lookup = {int(r): i for i, r in enumerate(prim_rows)}
+            lookup = {int(r) + self.opts.row_offset: i for i, r in enumerate(prim_rows)}
             for r in acc.top.rows.tolist():
                 if r not in before and r in lookup:
                     acc.top_ids[r] = _py(ids[lookup[r]])
@@ -404,11 +406,11 @@ class _Run:
             grad = self._grad(sub, sub_rows, batch_of)
         used_idx = kept_idx[np.flatnonzero(use)]
         if self.grad_sink is not None:
-            self.grad_sink.write(grad, used_idx, prim_rows, ids)
+            self.grad_sink.write(grad, used_idx, prim_rows + self.opts.row_offset, ids)
         if self.sink is not None:
             loss_all = np.full(n_all, np.nan)
             loss_all[kept_idx] = loss_k
-            cols: dict[str, np.ndarray] = {"row": prim_rows.astype(np.int64)}
+            cols: dict[str, np.ndarray] = {"row": prim_rows.astype(np.int64) + self.opts.row_offset}
             if ids is not None:
                 cols["id"] = ids
             cols["loss"] = loss_all
@@ -546,115 +548,215 @@ class _Run:
 
     # -- report -------------------------------------------------------------------
     def _report(self, readers: list[Reader]) -> dict:
-        acc = self.acc
-        reduction = self.opts.reduction
-        agg = acc.all
-        summary = agg.stats.summary()
-        value = agg.value(reduction)
-        rows_read = {i.role.name: i.reader.rows_read for i in self.inputs}
-        params = dict(self.params)
-        if self.spec.batched:
-            params["batch_size"] = self.batch_size
-        params = {p.name: _jsonable(params.get(p.dest)) for p in self.spec.params}
-        inputs = [
-            {
-                "role": i.role.name,
-                "source": i.source.text,
-                "path": i.source.display,
-                "column": i.column_label,
-                "format": i.source.fmt,
-                "shape": list(i.shape) if i.shape else None,
-                "dtype": i.dtype,
-                "rows": i.reader.rows_read,
-            }
-            for i in self.inputs
-        ]
-        top = []
-        for v, r in zip(acc.top.values.tolist(), acc.top.rows.tolist()):
-            item = {"row": int(r), "loss": v}
-            if r in acc.top_ids:
-                item["id"] = acc.top_ids[r]
-            top.append(item)
-        report = {
-            "schema_version": SCHEMA_VERSION,
-            "lossctl_version": __version__,
-            "loss": self.spec.name,
-            "params": params,
-            "reduction": reduction,
-            "value": value,
-            "value_rule": self.spec.headline if reduction == "mean" else "sum of per-sample values",
-            "count": agg.used,
-            "rows": {
-                "read": rows_read,
-                "used": agg.used,
-                "ignored": agg.ignored,
-                "dropped": acc.dropped_pred + acc.dropped_target,
-                "dropped_detail": {"no_target": acc.dropped_pred, "no_prediction": acc.dropped_target},
-                "nan_omitted": agg.nan_omitted,
-                "nan_propagated": agg.nan_propagated,
-            },
-            "stats": summary,
-            "components": agg.component_means(),
-            "derived": self._derived(value, reduction),
-            "top": top,
-            "inputs": inputs,
-            "id_col": self.opts.id_col,
-            "nan_policy": self.opts.nan,
-        }
-        if self.spec.batched:
-            report["batch_size"] = self.batch_size
-        report["headline_differs_from_mean"] = _differs(value, summary["mean"], reduction)
-        if acc.bootstrap is not None:
-            lo, hi = acc.bootstrap.interval(self.opts.ci, reduction)
-            report["ci"] = {
-                "level": self.opts.ci,
-                "low": lo,
-                "high": hi,
-                "method": "percentile, streaming Poisson bootstrap over rows",
-                "resamples": acc.bootstrap.n,
-                "seed": acc.bootstrap.seed,
-            }
-        if self.opts.group_by:
-            report["group_by"] = self.group_label
-            report["groups"] = [
-                self._group_report(key, g, reduction)
-                for key, g in sorted(acc.groups.items(), key=lambda kv: _sort_key(kv[0]))
-            ]
-        if self.opts.hist:
-            report["hist"] = agg.histogram()
-        report["signature"] = signature(report)
+        meta = self.meta()
+        report = report_from_state(self.spec, meta, self.acc, ci_level=self.opts.ci, hist=self.opts.hist)
+        if self.opts.save_state:
+            save_state(self.opts.save_state, self.spec, meta, self.acc, self.opts.ci)
+            report["state"] = {"path": self.opts.save_state}
         if self.sink is not None:
             report["per_sample"] = {"path": self.opts.per_sample, "rows": self.sink.rows}
         if self.grad_sink is not None:
             report["grad"] = {"path": self.opts.grad, "rows": self.grad_sink.rows, "wrt": self.pred_role}
         return report
 
-    def _derived(self, value: float, reduction: str) -> dict:
-        derived = {}
-        if "perplexity" in self.spec.derived and reduction == "mean":
-            if value != value:
-                derived["perplexity"] = float("nan")
-            else:
-                derived["perplexity"] = math.exp(value) if value < 709.0 else float("inf")
-        return derived
-
-    def _group_report(self, key, g: Aggregate, reduction: str) -> dict:
-        summary = g.stats.summary()
-        value = g.value(reduction)
+    def meta(self) -> dict:
+        """Everything about the run except the accumulated numbers (JSON-safe)."""
+        params = dict(self.params)
+        if self.spec.batched:
+            params["batch_size"] = self.batch_size
         return {
-            "group": _py(key),
-            "value": value,
-            "count": g.used,
-            "rows": {
-                "used": g.used,
-                "ignored": g.ignored,
-                "nan_omitted": g.nan_omitted,
-                "nan_propagated": g.nan_propagated,
-            },
-            "stats": summary,
-            "components": g.component_means(),
-            "derived": self._derived(value, reduction),
+            "loss": self.spec.name,
+            "params": {p.name: _jsonable(params.get(p.dest)) for p in self.spec.params},
+            "reduction": self.opts.reduction,
+            "rows_read": {i.role.name: i.reader.rows_read for i in self.inputs},
+            "inputs": [
+                {
+                    "role": i.role.name,
+                    "source": i.source.text,
+                    "path": i.source.display,
+                    "column": i.column_label,
+                    "format": i.source.fmt,
+                    "shape": list(i.shape) if i.shape else None,
+                    "dtype": i.dtype,
+                    "rows": i.reader.rows_read,
+                }
+                for i in self.inputs
+            ],
+            "id_col": self.opts.id_col,
+            "nan_policy": self.opts.nan,
+            "group_by": getattr(self, "group_label", None) if self.opts.group_by else None,
+            "batch_size": self.batch_size if self.spec.batched else None,
+            "row_offset": self.opts.row_offset,
         }
+
+
+def report_from_state(spec: LossSpec, meta: dict, acc: RunState, ci_level: float | None = None, hist: bool = False) -> dict:
+    """The report of a run (or of merged runs) from its metadata and accumulated state."""
+    reduction = meta["reduction"]
+    agg = acc.all
+    summary = agg.stats.summary()
+    value = agg.value(reduction)
+    top = []
+    for v, r in zip(acc.top.values.tolist(), acc.top.rows.tolist()):
+        item = {"row": int(r), "loss": v}
+        if r in acc.top_ids:
+            item["id"] = acc.top_ids[r]
+        top.append(item)
+    report = {
+        "schema_version": SCHEMA_VERSION,
+        "lossctl_version": __version__,
+        "loss": spec.name,
+        "params": meta["params"],
+        "reduction": reduction,
+        "value": value,
+        "value_rule": spec.headline if reduction == "mean" else "sum of per-sample values",
+        "count": agg.used,
+        "rows": {
+            "read": meta["rows_read"],
+            "used": agg.used,
+            "ignored": agg.ignored,
+            "dropped": acc.dropped_pred + acc.dropped_target,
+            "dropped_detail": {"no_target": acc.dropped_pred, "no_prediction": acc.dropped_target},
+            "nan_omitted": agg.nan_omitted,
+            "nan_propagated": agg.nan_propagated,
+        },
+        "stats": summary,
+        "components": agg.component_means(),
+        "derived": _derived(spec, value, reduction),
+        "top": top,
+        "inputs": meta["inputs"],
+        "id_col": meta["id_col"],
+        "nan_policy": meta["nan_policy"],
+    }
+    if meta.get("shards"):
+        report["shards"] = meta["shards"]
+    if spec.batched:
+        report["batch_size"] = meta["batch_size"]
+    report["headline_differs_from_mean"] = _differs(value, summary["mean"], reduction)
+    if acc.bootstrap is not None and ci_level:
+        lo, hi = acc.bootstrap.interval(ci_level, reduction)
+        report["ci"] = {
+            "level": ci_level,
+            "low": lo,
+            "high": hi,
+            "method": "percentile, streaming Poisson bootstrap over rows",
+            "resamples": acc.bootstrap.n,
+            "seed": acc.bootstrap.seed,
+        }
+    if meta.get("group_by"):
+        report["group_by"] = meta["group_by"]
+        report["groups"] = [
+            _group_report(spec, key, g, reduction) for key, g in sorted(acc.groups.items(), key=lambda kv: _sort_key(kv[0]))
+        ]
+    if hist:
+        report["hist"] = agg.histogram()
+    report["signature"] = signature(report)
+    return report
+
+
+def _derived(spec: LossSpec, value: float, reduction: str) -> dict:
+    derived = {}
+    if "perplexity" in spec.derived and reduction == "mean":
+        if value != value:
+            derived["perplexity"] = float("nan")
+        else:
+            derived["perplexity"] = math.exp(value) if value < 709.0 else float("inf")
+    return derived
+
+
+def _group_report(spec: LossSpec, key, g: Aggregate, reduction: str) -> dict:
+    summary = g.stats.summary()
+    value = g.value(reduction)
+    return {
+        "group": _py(key),
+        "value": value,
+        "count": g.used,
+        "rows": {"used": g.used, "ignored": g.ignored, "nan_omitted": g.nan_omitted, "nan_propagated": g.nan_propagated},
+        "stats": summary,
+        "components": g.component_means(),
+        "derived": _derived(spec, value, reduction),
+    }
+
+
+# ---------------------------------------------------------------------------
+# Saved states (--save-state) and their merge (lossctl merge)
+# ---------------------------------------------------------------------------
+
+STATE_VERSION = 1
+
+
+def save_state(path: str, spec: LossSpec, meta: dict, acc: RunState, ci_level: float | None) -> None:
+    import json
+
+    from lossctl.io.sinks import AtomicFile
+
+    doc = {
+        "lossctl_state": STATE_VERSION,
+        "lossctl_version": __version__,
+        "loss": spec.name,
+        "meta": meta,
+        "ci_level": ci_level,
+        "state": acc.to_dict(),
+    }
+    f = AtomicFile(path, "--save-state")
+    try:
+        f.fh.write(json.dumps(doc, allow_nan=False).encode())
+    except BaseException:
+        f.abort()
+        raise
+    f.commit()
+
+
+def load_state(path: str) -> dict:
+    import json
+
+    try:
+        with open(path) as fh:
+            doc = json.load(fh)
+    except FileNotFoundError:
+        raise DataError(f"{path}: file not found; expected a state written by --save-state.") from None
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{path}: not a readable lossctl state ({exc}).") from None
+    if not isinstance(doc, dict) or doc.get("lossctl_state") != STATE_VERSION:
+        raise DataError(f"{path}: not a lossctl state (version {STATE_VERSION}) written by --save-state.")
+    return doc
+
+
+def merge_states(paths: list[str]) -> tuple[LossSpec, dict, RunState, float | None]:
+    """Combine saved states into the metadata and state of one run over all their rows."""
+    from lossctl import registry
+
+    if not paths:
+        raise UsageError("merge needs at least one state file.")
+    docs = [load_state(p) for p in paths]
+    first = docs[0]
+    spec = registry.get(first["loss"])
+    keys = ("params", "reduction", "nan_policy", "id_col", "group_by", "batch_size")
+    for path, doc in zip(paths[1:], docs[1:]):
+        if doc["loss"] != first["loss"]:
+            raise DataError(f"{path} is a {doc['loss']} state but {paths[0]} is {first['loss']}; states of different losses do not merge.")
+        for k in keys:
+            if doc["meta"].get(k) != first["meta"].get(k):
+                raise DataError(
+                    f"{path} was computed with {k} {doc['meta'].get(k)!r} but {paths[0]} with {first['meta'].get(k)!r}; "
+                    "states merge only when loss and parameters are identical."
+                )
+        if (doc["state"]["bootstrap"] is None) != (first["state"]["bootstrap"] is None) or (
+            doc["state"]["bootstrap"] and (doc["state"]["bootstrap"]["n"], doc["state"]["bootstrap"]["seed"]) != (first["state"]["bootstrap"]["n"], first["state"]["bootstrap"]["seed"])
+        ):
+            raise DataError(f"{path} has different bootstrap settings (--ci-n, --seed) from {paths[0]}.")
+    state = RunState.from_dict(first["state"])
+    for doc in docs[1:]:
+        state.merge(RunState.from_dict(doc["state"]))
+    meta = dict(first["meta"])
+    rows_read: dict[str, int] = {}
+    inputs = []
+    for doc in docs:
+        for role, n in doc["meta"]["rows_read"].items():
+            rows_read[role] = rows_read.get(role, 0) + int(n)
+        inputs.extend(doc["meta"]["inputs"])
+    meta.update(rows_read=rows_read, inputs=inputs, shards=len(docs))
+    return spec, meta, state, first.get("ci_level")
 
 
 def _differs(value: float, plain_mean: float, reduction: str) -> bool:
@@ -1015,7 +1117,11 @@ def build_options(raw: dict[str, Any], **extra) -> Options:
     if ci_n < 10:
         raise UsageError(f"--ci-n must be at least 10 resamples; got {ci_n}.")
     seed = int(get("seed", os.environ.get("LOSSCTL_SEED", 12345)))
+    offset = int(get("row-offset", 0))
+    if offset < 0:
+        raise UsageError(f"--row-offset must be 0 or more; got {offset}.")
     return Options(
+        row_offset=offset,
         reduction=get("reduction", "mean"),
         id_col=get("id-col"),
         on_missing=get("on-missing", "error"),
