@@ -23,7 +23,6 @@ import math
 import os
 from dataclasses import dataclass, field
 from typing import Any
-from xml.sax.saxutils import quoteattr
 
 from lossctl.errors import DataError, LossctlError, UsageError
 
@@ -439,6 +438,8 @@ def run_check(check: Check) -> dict:
 
 def junit_xml(results: list[dict], suite: str = "lossctl") -> str:
     """One <testcase> per check; failures and errors carry the numbers."""
+    from xml.sax.saxutils import quoteattr
+
     failures = sum(1 for r in results if r["status"] == "fail")
     errors = sum(1 for r in results if r["status"] == "error")
     lines = [

@@ -154,6 +154,7 @@ class _Run:
         self.sink: RowSink | None = None
         self.grad_sink: GradSink | None = None
         self.collected: list[dict[str, Any]] = []
+        self.prefetchers: list[_Prefetch] = []
 
     # -- set-up -----------------------------------------------------------------
     def _open(self) -> list[Reader]:
@@ -266,6 +267,10 @@ class _Run:
             self.sink = self.grad_sink = None
             return report
         finally:
+            for it in self.prefetchers:
+                it.close()
+            for it in self.prefetchers:
+                it._thread.join(timeout=5)
             for sink in (self.sink, self.grad_sink):
                 if sink is not None:
                     sink.abort()
@@ -803,10 +808,80 @@ def _row_norms(grad) -> np.ndarray:
 # ---------------------------------------------------------------------------
 
 
+class _Prefetch:
+    """Iterate ``it`` on a background thread, ``depth`` items ahead, so reading overlaps computing.
+
+    pyarrow and NumPy release the GIL while they read and decode, so one reader thread
+    keeps the next chunk ready while the main thread computes. Exceptions (a DataError on a
+    corrupt row group, say) are re-raised in the main thread, in order; closing the
+    iterator stops the thread.
+    """
+
+    _DONE = object()
+
+    def __init__(self, it, depth: int = 2):
+        import queue
+        import threading
+
+        self._q: "queue.Queue" = queue.Queue(maxsize=depth)
+        self._stop = threading.Event()
+        self._finished = False
+        self._it = it
+        self._thread = threading.Thread(target=self._run, name="lossctl-reader", daemon=True)
+        self._thread.start()
+
+    def _put(self, item) -> bool:
+        import queue
+
+        while not self._stop.is_set():
+            try:
+                self._q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _run(self) -> None:
+        try:
+            for item in self._it:
+                if not self._put(("item", item)):
+                    return
+            self._put(("done", None))
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer
+            self._put(("error", exc))
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        if self._finished:
+            raise StopIteration
+        kind, value = self._q.get()
+        if kind == "item":
+            return value
+        self._finished = True
+        self._stop.set()
+        if kind == "error":
+            raise value
+        raise StopIteration
+
+    def close(self) -> None:
+        self._stop.set()
+
+
+def _batches(run: "_Run", reader: Reader, rows: int):
+    """A reader's batches, read ahead on a thread (set LOSSCTL_THREADS=1 to read inline)."""
+    if os.environ.get("LOSSCTL_THREADS") == "1":
+        return reader.batches(rows)
+    it = _Prefetch(reader.batches(rows))
+    run.prefetchers.append(it)
+    return it
+
+
 class _Cursor:
-    def __init__(self, reader: Reader, rows: int):
+    def __init__(self, run: "_Run", reader: Reader, rows: int):
         self.reader = reader
-        self.it = reader.batches(rows)
+        self.it = _batches(run, reader, rows)
         self.buf: dict[str, np.ndarray] | None = None
         self.n = 0
         self.pos = 0
@@ -849,7 +924,7 @@ def _cat(parts: list[np.ndarray]) -> np.ndarray:
 
 
 def _positional(run: _Run, readers: list[Reader], rows: int):
-    cursors = [_Cursor(r, rows) for r in readers]
+    cursors = [_Cursor(run, r, rows) for r in readers]
     start = 0
     while True:
         got = [c.take(rows) for c in cursors]
@@ -893,13 +968,13 @@ def _joined(run: _Run, readers: list[Reader], rows: int):
     tables = []
     for r in others:
         cols: dict[str, list[np.ndarray]] = {}
-        for batch in r.batches(rows):
+        for batch in _batches(run, r, rows):
             for k, v in batch.items():
                 cols.setdefault(k, []).append(v)
         if not cols:
             raise DataError(f"{r.display} has no data rows. Expected one row per sample.")
         tables.append((r, {k: _cat(v) for k, v in cols.items()}))
-    prim_cursor = _Cursor(primary, rows)
+    prim_cursor = _Cursor(run, primary, rows)
     first = prim_cursor.take(rows)
     if not first:
         raise DataError(f"{primary.display} has no data rows. Expected one row per sample.")
