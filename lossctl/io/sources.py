@@ -17,6 +17,7 @@ import csv
 import fnmatch
 import io
 import os
+import re
 import sys
 import tempfile
 from dataclasses import dataclass, field
@@ -55,6 +56,7 @@ class Source:
     path: str
     column: str | None
     fmt: str
+    label: str | None = None  # the name shown in messages, when not the path (stdin spooled to a file)
 
     @property
     def is_stdin(self) -> bool:
@@ -62,6 +64,8 @@ class Source:
 
     @property
     def display(self) -> str:
+        if self.label is not None:
+            return self.label
         return "<stdin>" if self.is_stdin else self.path
 
 
@@ -114,16 +118,15 @@ def parse_source(text: str, input_format: str | None = None, role: str = "input"
         head, _, tail = text.rpartition(":")
         if head and (os.path.exists(head) or not os.path.exists(text)):
             path, column = head, (tail or None)
+    if os.path.isdir(path) or (not os.path.exists(path) and _is_glob(path) and _glob_matches(path)):
+        # A directory or glob of shards: one input, read with pyarrow's dataset API.
+        return Source(text, path, column, "dataset")
     if not os.path.exists(path):
         hint = ""
         if column is not None:
             hint = f" (read {text!r} as file {path!r}, column {column!r})"
         raise DataError(
             f"{role.upper()}: file not found: {path}{hint}. Check the path; a source is PATH or PATH:COLUMN."
-        )
-    if os.path.isdir(path):
-        raise DataError(
-            f"{role.upper()}: {path} is a directory; expected a file (CSV, TSV, Parquet, NPY, NPZ or Arrow)."
         )
     fmt = detect_format(path, input_format) or _sniff(path)
     if fmt is None:
@@ -165,6 +168,12 @@ def _split_expr(expr: str) -> list[str]:
 
 def _is_glob(part: str) -> bool:
     return any(ch in part for ch in "*?[")
+
+
+def _glob_matches(pattern: str) -> bool:
+    import glob
+
+    return any(os.path.isfile(p) for p in glob.iglob(pattern, recursive=True))
 
 
 def _is_selection(expr: str | None) -> bool:
@@ -434,7 +443,16 @@ def _list_to_numpy(arr, req: Request, display: str, name: str, row0: int) -> np.
         width = int(lengths[0]) if n else 0
     flat = arr.flatten()
     if flat.null_count:
-        raise DataError(f"{display}, column {name!r}: a list holds a missing value (null). Expected numbers only.")
+        import pyarrow.compute as pc
+
+        first = int(np.flatnonzero(flat.is_null().to_numpy(zero_copy_only=False))[0])
+        parent = pc.list_parent_indices(arr).to_numpy(zero_copy_only=False)
+        row = row0 + int(parent[first]) if first < len(parent) else None
+        where = f", row {row}" if row is not None else ""
+        raise DataError(
+            f"{display}, column {name!r}{where}: a list holds a missing value (null). "
+            "Expected numbers only in every list."
+        )
     vt = flat.type
     if pa.types.is_fixed_size_list(vt) or pa.types.is_list(vt) or pa.types.is_large_list(vt):
         inner = _list_to_numpy(flat, Request(req.key, None, True), display, name, row0)
@@ -496,26 +514,40 @@ class IpcReader(ArrowReader):
                 try:
                     self._file = pa.ipc.open_file(pa.memory_map(source.path, "r"))
                     self.schema = self._file.schema
-                except pa.ArrowInvalid:
+                except pa.ArrowInvalid as file_exc:
+                    with open(source.path, "rb") as fh:
+                        is_file_format = fh.read(6) == b"ARROW1"
+                    if is_file_format:  # an IPC file (Feather v2) that does not open: say why
+                        raise file_exc
                     self._stream = pa.ipc.open_stream(pa.memory_map(source.path, "r"))
                     self.schema = self._stream.schema
         except Exception as exc:  # noqa: BLE001
             raise DataError(
                 f"{self.display}: not a readable Arrow IPC / Feather file ({_short(exc)}). "
-                "Expected an Arrow IPC file or stream (Feather v2)."
+                "Expected an Arrow IPC file or stream (Feather v2); it may be truncated or corrupt."
             ) from None
 
     def total_rows(self) -> int | None:
         if self._file is None:
             return None
-        return sum(self._file.get_batch(i).num_rows for i in range(self._file.num_record_batches))
+        try:
+            return sum(self._file.get_batch(i).num_rows for i in range(self._file.num_record_batches))
+        except Exception as exc:  # noqa: BLE001 - a corrupt record batch
+            raise DataError(
+                f"{self.display}: could not read Arrow record batches ({_short(exc)}). "
+                "Expected an intact Arrow IPC file or stream (Feather v2); it may be truncated or corrupt."
+            ) from None
 
     def _raw(self):
         if self._file is not None:
-            for i in range(self._file.num_record_batches):
-                yield self._file.get_batch(i)
+            batches = (self._file.get_batch(i) for i in range(self._file.num_record_batches))
         else:
-            yield from self._stream
+            batches = iter(self._stream)
+        for batch in batches:
+            # Offsets and lengths are checked before any buffer is read: a corrupt file is
+            # an error, never a wrong number or a crash.
+            batch.validate(full=True)
+            yield batch
 
     def batches(self, rows: int):
         row0 = 0
@@ -532,7 +564,10 @@ class IpcReader(ArrowReader):
         except DataError:
             raise
         except Exception as exc:  # noqa: BLE001
-            raise DataError(f"{self.display}: could not read Arrow data after row {row0} ({_short(exc)}).") from None
+            raise DataError(
+                f"{self.display}: could not read Arrow data after row {row0} ({_short(exc)}). "
+                "Expected an intact Arrow IPC file or stream (Feather v2); it may be truncated or corrupt."
+            ) from None
 
 
 class CsvReader(ArrowReader):
@@ -560,10 +595,17 @@ class CsvReader(ArrowReader):
         data = next(csv.reader([second], delimiter=self.delimiter), []) if second else []
         if not header:
             data = fields
-        self._numeric = {n for n, v in zip(self._names, data) if _is_number(v)}
+        if header and not (second or "").strip():
+            # No data row to judge from: every column may hold numbers; the run then
+            # reports the file as having no data rows instead of blaming a column.
+            self._numeric = set(self._names)
+        else:
+            self._numeric = {n for n, v in zip(self._names, data) if _is_number(v) or v in CSV_NULLS}
 
     def scalar_columns(self) -> set[str]:
-        return self._numeric
+        # Every named column is parsed as float64 when selected; a cell that is not a number
+        # is then reported with its row. The first row only guides the default selection.
+        return set(self._names)
 
     def value_columns(self) -> set[str]:
         return self._numeric
@@ -638,10 +680,8 @@ class CsvReader(ArrowReader):
         """Find the first bad row with Python's csv module (files only; on the error path)."""
         msg = _short(exc)
         if self._stream is not None:
-            return (
-                f"{self.display}: cannot parse CSV at or after row {row0} ({msg}). "
-                "Expected the same number of fields in every row and numbers in the value columns."
-            )
+            # stdin cannot be read twice: say what pyarrow says, naming the column.
+            return self._pyarrow_words(msg, row0)
         needed = self.needed_columns()
         id_cols = {n for r in self.requests.values() if r.keylike for n in r.names}
         pa = _pa()
@@ -652,10 +692,12 @@ class CsvReader(ArrowReader):
                 if self.header:
                     next(rd, None)
                 idx = {n: self._names.index(n) for n in needed}
-                for i, fields in enumerate(rd):
+                i = -1
+                for fields in rd:
                     line = rd.line_num
                     if not fields:
-                        continue
+                        continue  # blank lines are skipped, as pyarrow does: they are not rows
+                    i += 1
                     if len(fields) != len(self._names):
                         return (
                             f"{self.display}, row {i} (line {line}): {len(fields)} fields, but the "
@@ -665,26 +707,45 @@ class CsvReader(ArrowReader):
                     for n, j in idx.items():
                         if n in id_cols:
                             continue
-                        cell = fields[j].strip()
-                        try:
-                            float(cell)
-                        except ValueError:
-                            what = "an empty cell" if cell == "" else f"{cell!r}"
+                        cell = fields[j]
+                        if not (_is_number(cell) or cell in CSV_NULLS):
+                            what = f"a blank cell {cell!r}" if cell.strip() == "" else f"{cell!r}"
                             return (
                                 f"{self.display}, column {n!r}, row {i} (line {line}): {what} is not "
                                 "a number. Expected a number in every row of the value columns."
                             )
         except Exception:  # noqa: BLE001 - fall back to pyarrow's own words
             pass
-        return f"{self.display}: cannot parse CSV at or after row {row0} ({msg})."
+        return self._pyarrow_words(msg, row0)
+
+    def _pyarrow_words(self, msg: str, row0: int) -> str:
+        m = re.search(r"In CSV column #(\d+): CSV conversion error to \w+: invalid value '(.*)'", msg)
+        if m and int(m.group(1)) < len(self._names):
+            col = self._names[int(m.group(1))]
+            cell = m.group(2)
+            what = f"a blank cell {cell!r}" if cell.strip() == "" else repr(cell)
+            return (
+                f"{self.display}, column {col!r}, at or after row {row0}: {what} is not a number. "
+                "Expected a number in every row of the value columns."
+            )
+        return (
+            f"{self.display}: cannot parse CSV at or after row {row0} ({msg}). "
+            "Expected the same number of fields in every row and numbers in the value columns."
+        )
+
+
+# What pyarrow's CSV reader parses as a float64 (surrounding spaces or tabs allowed), and the
+# cells it reads as missing (null, then NaN: the --nan policy decides).
+_CSV_FLOAT = re.compile(r"[ \t]*[+-]?(?:(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?|inf|infinity|nan)[ \t]*", re.I)
+CSV_NULLS = frozenset(
+    ["", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN",
+     "N/A", "NA", "NULL", "NaN", "n/a", "nan", "null"]  # pyarrow.csv.ConvertOptions().null_values
+)
 
 
 def _is_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
+    """True when pyarrow's CSV reader parses ``text`` as a float64 (stricter than ``float``)."""
+    return _CSV_FLOAT.fullmatch(text) is not None
 
 
 def _head_lines(fh) -> tuple[bytes, bytes]:
@@ -1006,7 +1067,7 @@ def open_reader(source: Source, opts: ReadOptions) -> Reader:
                 if not chunk:
                     break
                 out.write(chunk)
-        source = Source(source.text, tmp, source.column, source.fmt)
+        source = Source(source.text, tmp, source.column, source.fmt, label="<stdin>")
         reader = _open_file(source, opts)
         reader.source = Source(source.text, "-", source.column, source.fmt)
         return reader
@@ -1014,6 +1075,10 @@ def open_reader(source: Source, opts: ReadOptions) -> Reader:
 
 
 def _open_file(source: Source, opts: ReadOptions) -> Reader:
+    if source.fmt == "dataset":
+        from lossctl.io.dataset import DatasetReader
+
+        return DatasetReader(source)
     if not os.access(source.path, os.R_OK):
         raise DataError(f"{source.display}: not readable (permission denied).")
     if os.path.getsize(source.path) == 0:
