@@ -1165,9 +1165,9 @@ def _list(fmt: str, family: str | None) -> None:
 
     table = Table(box=None, header_style="bold", pad_edge=False)
     table.add_column("loss", style="cyan", no_wrap=True)
-    table.add_column("aliases")
+    table.add_column("aliases", no_wrap=True)
     table.add_column("inputs")
-    table.add_column("reference")
+    table.add_column("what it is")
     for fam in registry.FAMILIES:
         group = [s for s in specs if s.family == fam]
         if not group:
@@ -1175,8 +1175,7 @@ def _list(fmt: str, family: str | None) -> None:
         table.add_row(f"[bold]{fam}[/bold]", "", "", "")
         for s in group:
             inputs = " ".join(r.metavar + ("?" if r.optional else "") for r in s.inputs)
-            ref = s.reference.split("(")[0]
-            table.add_row("  " + s.name, ", ".join(s.aliases), inputs, ref)
+            table.add_row("  " + s.name, ", ".join(s.aliases), inputs, s.summary)
     _stdout_console(False).print(table)
 
 

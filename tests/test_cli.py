@@ -452,3 +452,18 @@ def test_explain(cli):
     data = cli(["explain", "mae", "--format", "json"]).json
     assert data["name"] == "mae" and data["reference"].startswith("torch.nn.functional.l1_loss")
     assert_clean_error(cli(["explain", "hubr"]), 2, "Unknown loss 'hubr'")
+
+
+def test_info_nce_values_never_depend_on_the_reading_chunk_size(cli, tmp_path):
+    views = f"{SAMPLE}/contrastive_views.parquet"
+    outs = []
+    for chunk in ("7", "32", "1000"):
+        path = tmp_path / f"p{chunk}.npy"
+        res = cli(["compute", "info-nce", f"{views}:query", f"{views}:key", "--batch-size", "32", "--chunk-size", chunk, "--per-sample", str(path), "-f", "json"])
+        assert res.code == 0, res.err
+        assert res.json["batch_size"] == 32 and res.json["params"]["batch-size"] == 32
+        outs.append(np.load(path))
+    np.testing.assert_array_equal(outs[0], outs[1])
+    np.testing.assert_array_equal(outs[0], outs[2])
+    whole = cli(["compute", "info-nce", f"{views}:query", f"{views}:key", "-f", "json"]).json
+    assert whole["batch_size"] == whole["count"]  # default: the whole input is one batch
