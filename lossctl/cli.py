@@ -323,7 +323,11 @@ COMMON_OPTIONS: list[tuple[str, Any, Any]] = [
         "row_offset",
         int,
         typer.Option(
-            0, "--row-offset", metavar="N", help="Number this shard's rows from N (global rows across shards).", rich_help_panel=_IN
+            0,
+            "--row-offset",
+            metavar="N",
+            help="Number this shard's rows from N (global rows across shards).",
+            rich_help_panel=_IN,
         ),
     ),
     (
@@ -488,6 +492,8 @@ app = typer.Typer(
     ),
     epilog="Example: lossctl compute cross-entropy preds.parquet:logits labels.parquet:label",
 )
+
+
 class _ComputeGroup(_LossGroup):
     make = staticmethod(lambda spec: _make_compute(spec))
 
@@ -512,53 +518,23 @@ compare_app = typer.Typer(
 )
 app.add_typer(compare_app, name="compare")
 
+_SHARED_WITH_COMPUTE = (
+    "id_col",
+    "on_missing",
+    "nan",
+    "input_format",
+    "no_header",
+    "delimiter",
+    "prob_atol",
+    "chunk_size",
+    "ci_n",
+    "seed",
+    "precision",
+    "quiet",
+    "no_color",
+)
 COMPARE_OPTIONS: list[tuple[str, Any, Any]] = [
-    (
-        "id_col",
-        Optional[str],
-        typer.Option(
-            None, "--id-col", metavar="NAME", help="Join and pair rows by this key column.", rich_help_panel=_IN
-        ),
-    ),
-    (
-        "on_missing",
-        str,
-        typer.Option(
-            "error",
-            "--on-missing",
-            metavar="[error|drop]",
-            help="With --id-col: ids missing on one side.",
-            rich_help_panel=_IN,
-        ),
-    ),
-    (
-        "nan",
-        str,
-        typer.Option("error", "--nan", metavar="[error|omit|propagate]", help="Rows with NaN.", rich_help_panel=_IN),
-    ),
-    (
-        "input_format",
-        Optional[str],
-        typer.Option(
-            None, "--input-format", metavar="FMT", help="Format of stdin and unnamed files.", rich_help_panel=_IN
-        ),
-    ),
-    ("no_header", bool, typer.Option(False, "--no-header", help="CSV/TSV without a header line.", rich_help_panel=_IN)),
-    (
-        "delimiter",
-        Optional[str],
-        typer.Option(None, "--delimiter", metavar="CHAR", help="CSV field delimiter.", rich_help_panel=_IN),
-    ),
-    (
-        "prob_atol",
-        Optional[float],
-        typer.Option(None, "--prob-atol", metavar="TOL", help="Tolerance on |Σp - 1|.", rich_help_panel=_IN),
-    ),
-    (
-        "chunk_size",
-        Optional[int],
-        typer.Option(None, "--chunk-size", metavar="ROWS", help="Rows per chunk.", rich_help_panel=_IN),
-    ),
+    *(o for o in COMMON_OPTIONS if o[0] in _SHARED_WITH_COMPUTE),
     (
         "reduction",
         str,
@@ -573,14 +549,6 @@ COMPARE_OPTIONS: list[tuple[str, Any, Any]] = [
             metavar="LEVEL",
             help="Level of the paired bootstrap interval of each difference.",
             rich_help_panel=_OUT,
-        ),
-    ),
-    ("ci_n", int, typer.Option(1000, "--ci-n", metavar="N", help="Bootstrap resamples.", rich_help_panel=_OUT)),
-    (
-        "seed",
-        Optional[int],
-        typer.Option(
-            None, "--seed", metavar="N", help="Seed (default 12345, or env LOSSCTL_SEED).", rich_help_panel=_OUT
         ),
     ),
     (
@@ -612,13 +580,6 @@ COMPARE_OPTIONS: list[tuple[str, Any, Any]] = [
             rich_help_panel=_OUT,
         ),
     ),
-    (
-        "precision",
-        Optional[int],
-        typer.Option(None, "--precision", metavar="N", help="Significant digits (default 6).", rich_help_panel=_OUT),
-    ),
-    ("quiet", bool, typer.Option(False, "--quiet", "-q", help="No messages on stderr.", rich_help_panel=_OUT)),
-    ("no_color", bool, typer.Option(False, "--no-color", help="No colour.", rich_help_panel=_OUT)),
 ]
 
 
@@ -678,7 +639,6 @@ def _make_compare(spec: registry.LossSpec) -> Callable:
         + f" baseline.parquet candidate.parquet\n\n{EXIT_CODES_HELP}"
     )
     return command
-
 
 
 @compute_app.callback()
@@ -746,7 +706,12 @@ def check_command(
 def merge_command(
     states: list[str] = typer.Argument(..., metavar="STATE...", help="State files written by compute --save-state."),
     format: str = typer.Option(
-        "table", "--format", "-f", envvar="LOSSCTL_FORMAT", metavar="[table|json|jsonl|csv|tsv|markdown]", help="Report format."
+        "table",
+        "--format",
+        "-f",
+        envvar="LOSSCTL_FORMAT",
+        metavar="[table|json|jsonl|csv|tsv|markdown]",
+        help="Report format.",
     ),
     score_only: bool = typer.Option(False, "--score-only", "-b", help="Print only the headline number."),
     precision: Optional[int] = typer.Option(None, "--precision", metavar="N", help="Significant digits."),
@@ -754,16 +719,28 @@ def merge_command(
         None, "--ci", metavar="LEVEL", help="Interval level (the states must hold bootstrap resamples: compute --ci)."
     ),
     hist: bool = typer.Option(False, "--hist", help="Add a histogram of the per-sample losses."),
-    max_value: Optional[float] = typer.Option(None, "--max", metavar="X", help="Exit 3 if the value is above X.", rich_help_panel=_CHK),
-    min_value: Optional[float] = typer.Option(None, "--min", metavar="X", help="Exit 3 if the value is below X.", rich_help_panel=_CHK),
-    baseline: Optional[str] = typer.Option(None, "--baseline", metavar="NUMBER|JSON", help="A previous value.", rich_help_panel=_CHK),
+    max_value: Optional[float] = typer.Option(
+        None, "--max", metavar="X", help="Exit 3 if the value is above X.", rich_help_panel=_CHK
+    ),
+    min_value: Optional[float] = typer.Option(
+        None, "--min", metavar="X", help="Exit 3 if the value is below X.", rich_help_panel=_CHK
+    ),
+    baseline: Optional[str] = typer.Option(
+        None, "--baseline", metavar="NUMBER|JSON", help="A previous value.", rich_help_panel=_CHK
+    ),
     max_abs_increase: Optional[float] = typer.Option(
         None, "--max-abs-increase", metavar="A", help="Exit 3 if value - baseline > A.", rich_help_panel=_CHK
     ),
     max_rel_increase: Optional[float] = typer.Option(
-        None, "--max-rel-increase", metavar="R", help="Exit 3 if (value - baseline) / |baseline| > R.", rich_help_panel=_CHK
+        None,
+        "--max-rel-increase",
+        metavar="R",
+        help="Exit 3 if (value - baseline) / |baseline| > R.",
+        rich_help_panel=_CHK,
     ),
-    per_group: bool = typer.Option(False, "--per-group", help="Apply the bounds to every group too.", rich_help_panel=_CHK),
+    per_group: bool = typer.Option(
+        False, "--per-group", help="Apply the bounds to every group too.", rich_help_panel=_CHK
+    ),
     junit: Optional[str] = typer.Option(None, "--junit", metavar="PATH", help="Write JUnit XML.", rich_help_panel=_CHK),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No messages on stderr."),
     no_color: bool = typer.Option(False, "--no-color", help="No colour."),
@@ -900,7 +877,9 @@ def _bounds_from(kw: dict[str, Any], loss: str):
     if kw["baseline"] is not None:
         bounds.baseline = checks.load_baseline(kw["baseline"], loss)
     if (bounds.max_abs_increase is not None or bounds.max_rel_increase is not None) and bounds.baseline is None:
-        raise UsageError("--max-abs-increase and --max-rel-increase compare with a --baseline (a number or a JSON result).")
+        raise UsageError(
+            "--max-abs-increase and --max-rel-increase compare with a --baseline (a number or a JSON result)."
+        )
     return bounds
 
 
@@ -932,8 +911,6 @@ def _finish(result: dict, bounds, kw: dict[str, Any], per_sample, stderr_tty: bo
     failed = [o["message"] for o in outcomes if not o["passed"]]
     if failed:
         raise CheckFailed("check failed: " + "; ".join(failed) + ".")
-
-
 
 
 def _as_check(result: dict, outcomes: list[dict]) -> dict:
