@@ -479,3 +479,29 @@ def test_checks_reference_readme_formulas():
     assert "over a zero baseline" in readme and "value - baseline > A" in readme
     help_text = json.dumps(checks.__doc__)
     assert "over a zero baseline" in checks.__doc__ and "max-rel-increase" in help_text
+
+
+def test_check_config_per_group_bounds_against_a_grouped_baseline(cli, tmp_path, grouped):
+    path, pred, target, lang = grouped
+    base = tmp_path / "base.json"
+    base.write_text(cli(["compute", "mse", f"{path}:pred", f"{path}:target", "--group-by", "lang", "-f", "json"]).out)
+    worse = write_csv(tmp_path / "w.csv", {"lang": lang, "pred": np.where(lang == "fr", pred + 1.0, pred), "target": target})
+    cfg = write_config(
+        tmp_path,
+        """
+[[checks]]
+name = "per-language"
+loss = "mse"
+inputs = ["w.csv:pred", "w.csv:target"]
+group-by = "lang"
+per-group = true
+baseline = "base.json"
+max-rel-increase = 0.05
+""",
+    )
+    res = cli(["check", cfg, "-f", "json"])
+    assert res.code == 3, res.err
+    outcomes = res.json["checks"][0]["outcomes"]
+    failed = {o.get("group") for o in outcomes if not o["passed"]}
+    assert "fr" in failed and "de" not in failed and "en" not in failed
+    assert any(o.get("group") == "de" and o["passed"] for o in outcomes)
