@@ -1,3 +1,3 @@
-from lossctl.cli import main
+from lossctl import console_main
 
-main()
+console_main()

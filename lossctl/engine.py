@@ -158,8 +158,16 @@ class _Run:
 
     # -- set-up -----------------------------------------------------------------
     def _open(self) -> list[Reader]:
-        stdin_users = [i for i in self.inputs if i.source.is_stdin]
         readers: dict[str, Reader] = {}
+        try:
+            return self._open_into(readers)
+        except BaseException:
+            for r in readers.values():
+                r.close()
+            raise
+
+    def _open_into(self, readers: dict[str, "Reader"]) -> list[Reader]:
+        stdin_users = [i for i in self.inputs if i.source.is_stdin]
         ropts = ReadOptions(delimiter=self.opts.delimiter, header=self.opts.header)
         for inp in self.inputs:
             key = inp.source.path
@@ -232,8 +240,9 @@ class _Run:
 
     # -- main loop --------------------------------------------------------------
     def execute(self) -> dict:
-        readers = self._open()
+        readers: list[Reader] = []
         try:
+            readers = self._open()
             totals = {id(r): r.total_rows() for r in readers}
             for r in readers:
                 if totals[id(r)] == 0:
@@ -320,13 +329,13 @@ class _Run:
         for inp in self.inputs:
             m = _nan_rows(arrays[inp.role.name])
             if m is not None and m.any():
-                if first_nan is None:
-                    first_nan = (inp, int(np.flatnonzero(m)[0]))
+                i = int(np.flatnonzero(m)[0])
+                if first_nan is None or i < first_nan[1]:  # the earliest row over all inputs
+                    first_nan = (inp, i)
                 nan_rows |= m
         if first_nan is not None and self.opts.nan == "error":
             inp, i = first_nan
             rows = role_rows[inp.role.name]
-            count = int(nan_rows.sum())
             where = inp.where()
             names = inp.request.names if inp.request else []
             a = arrays[inp.role.name]
@@ -334,9 +343,8 @@ class _Run:
                 k = int(np.flatnonzero(np.isnan(a[i]))[0])
                 where = f"{inp.source.display}, column {names[k]!r}"
             raise DataError(
-                f"{where}, row {int(rows[i])}: NaN or missing value in {inp.role.metavar}"
-                + (f" ({count} rows with NaN in this chunk)" if count > 1 else "")
-                + ". Expected numbers; use --nan omit to leave such rows out (they are counted), "
+                f"{where}, row {int(rows[i])}: NaN or missing value in {inp.role.metavar} (the first such row). "
+                "Expected numbers; use --nan omit to leave such rows out (they are counted), "
                 "or --nan propagate to let NaN flow into the result."
             )
         use = ~nan_rows
@@ -414,7 +422,7 @@ class _Run:
             self.grad_sink.write(grad, used_idx, prim_rows + self.opts.row_offset, ids)
         if self.sink is not None:
             loss_all = np.full(n_all, np.nan)
-            loss_all[kept_idx] = loss_k
+            loss_all[kept_idx] = loss_k + 0.0  # + 0.0 turns -0.0 into 0.0
             cols: dict[str, np.ndarray] = {"row": prim_rows.astype(np.int64) + self.opts.row_offset}
             if ids is not None:
                 cols["id"] = ids
@@ -1086,13 +1094,17 @@ def _nan_rows(a) -> np.ndarray | None:
 
 
 def _scatter(values: np.ndarray, kept_idx: np.ndarray, use_idx: np.ndarray, n_all: int) -> np.ndarray:
+    """Per-row values back in input order; rows without a value are NaN (floats) or masked (ints)."""
     values = np.asarray(values)
     if values.dtype.kind == "f":
         out = np.full(n_all, np.nan)
-    else:
-        out = np.full(n_all, -1, dtype=np.int64)
-    out[kept_idx[use_idx]] = values
-    return out
+        out[kept_idx[use_idx]] = values
+        return out
+    data = np.zeros(n_all, dtype=np.int64)
+    mask = np.ones(n_all, dtype=bool)
+    data[kept_idx[use_idx]] = values
+    mask[kept_idx[use_idx]] = False
+    return np.ma.MaskedArray(data, mask=mask) if mask.any() else data
 
 
 def _shape(shape) -> str:

@@ -37,13 +37,6 @@ class Ragged:
         return cls(values, offsets)
 
     @classmethod
-    def from_arrow(cls, arr, display: str = "", name: str = "", row0: int = 0) -> "Ragged":
-        """From a pyarrow List/LargeList array of numbers (no nulls inside)."""
-        offsets = np.asarray(arr.offsets.to_numpy(zero_copy_only=False), dtype=np.int64)
-        values = arr.flatten().to_numpy(zero_copy_only=False)
-        return cls(values, offsets - offsets[0])
-
-    @classmethod
     def concatenate(cls, parts: list["Ragged"]) -> "Ragged":
         values = np.concatenate([p.values for p in parts])
         offs = [np.zeros(1, dtype=np.int64)]

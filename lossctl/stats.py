@@ -169,6 +169,18 @@ class QuantileSketch:
         return s
 
 
+def _quantiles(vals: np.ndarray, qs) -> np.ndarray:
+    """np.quantile (linear interpolation) that is inf, not NaN, between two infinite values."""
+    with np.errstate(invalid="ignore"):
+        out = np.quantile(vals, qs)
+    bad = np.isnan(out)
+    if bad.any():
+        lo = np.quantile(vals, qs, method="lower")
+        hi = np.quantile(vals, qs, method="higher")
+        out = np.where(bad & (lo == hi), lo, out)
+    return out
+
+
 class RunningStats:
     """count, compensated sum, mean, variance, min, max and quantiles of a stream."""
 
@@ -191,9 +203,10 @@ class RunningStats:
         v = np.asarray(values, dtype=np.float64).ravel()
         if not len(v):
             return
-        mean_b = float(np.mean(v))
-        d = v - mean_b
-        self._combine(len(v), mean_b, float(np.dot(d, d)))
+        with np.errstate(invalid="ignore", over="ignore"):  # inf losses: mean inf, variance nan
+            mean_b = float(np.mean(v))
+            d = v - mean_b
+            self._combine(len(v), mean_b, float(np.dot(d, d)))
         self.sum.update(v)
         with np.errstate(invalid="ignore"):
             if np.isnan(v).any():
@@ -263,14 +276,7 @@ class RunningStats:
         return math.sqrt(max(self.m2, 0.0) / (self.count - 1))
 
     def quantile(self, q: float) -> float:
-        if self.count == 0:
-            return float("nan")
-        vals = self.values()
-        if vals is not None:
-            if np.isnan(vals).any():
-                return float("nan")
-            return float(np.quantile(vals, q))
-        return self._to_sketch().quantile(q)
+        return self.quantiles((q,))[0]
 
     def quantiles(self, qs: tuple[float, ...]) -> list[float]:
         """Several quantiles at once (one partial sort of the kept values)."""
@@ -280,7 +286,7 @@ class RunningStats:
         if vals is not None:
             if np.isnan(vals).any():
                 return [float("nan")] * len(qs)
-            return [float(v) for v in np.quantile(vals, qs)]
+            return [float(v) for v in _quantiles(vals, qs)]
         return [self._to_sketch().quantile(q) for q in qs]
 
     def summary(self) -> dict[str, Any]:

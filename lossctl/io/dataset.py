@@ -12,7 +12,7 @@ import glob
 import os
 
 from lossctl.errors import DataError
-from lossctl.io.sources import ArrowReader, Source, _short
+from lossctl.io.sources import ArrowReader, Source, _checked_schema, _short
 
 _DATASET_FORMATS = {".parquet": "parquet", ".pq": "parquet", ".arrow": "ipc", ".feather": "ipc", ".ipc": "ipc", ".csv": "csv"}
 
@@ -61,7 +61,7 @@ class DatasetReader(ArrowReader):
                 partitioning=ds.partitioning(flavor="hive"),
                 partition_base_dir=base,
             )
-            self.schema = self.ds.schema
+            self.schema = _checked_schema(self.ds.schema)
         except Exception as exc:  # noqa: BLE001 - pyarrow's errors name the file
             raise DataError(f"{self.display}: cannot read the shards as one dataset ({_short(exc)}).") from None
 

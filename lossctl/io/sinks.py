@@ -7,6 +7,8 @@ a half-written output. ``-`` writes to stdout.
 
 from __future__ import annotations
 
+import errno
+import functools
 import json
 import math
 import os
@@ -41,6 +43,29 @@ def sink_format(path: str, option: str, default: str = "csv") -> str:
     return SINK_FORMATS[ext]
 
 
+def _write_errors_are_data_errors(method):
+    """An output that cannot be written (disk full, file too large, I/O error) is a data error
+    naming the option and the path; a closed stdout pipe (BrokenPipeError) passes through."""
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except BrokenPipeError:
+            raise
+        except OSError as exc:
+            if self.path == "-" and exc.errno == errno.EPIPE:
+                raise BrokenPipeError(*exc.args) from None
+            reason = exc.strerror or str(exc).strip() or type(exc).__name__
+            where = "stdout" if self.path == "-" else self.path
+            raise DataError(
+                f"{self.option} {where}: writing failed ({reason}). The partial output was removed; "
+                "expected room for the whole output: free space or choose another path."
+            ) from None
+
+    return wrapper
+
+
 class AtomicFile:
     """A temporary file in the target's directory, renamed onto the target by ``commit``."""
 
@@ -50,6 +75,13 @@ class AtomicFile:
         if os.path.isdir(path):
             raise DataError(f"{option} {path}: is a directory; expected a file path.")
         if not os.path.isdir(directory):
+            parent = directory
+            while parent and not os.path.exists(parent):
+                parent = os.path.dirname(parent) if os.path.dirname(parent) != parent else ""
+            if parent and not os.path.isdir(parent):
+                raise DataError(
+                    f"{option} {path}: {parent} is a file, not a directory; expected a path in a directory."
+                )
             raise DataError(f"{option} {path}: the directory {directory} does not exist.")
         try:
             fd, self.tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
@@ -63,7 +95,9 @@ class AtomicFile:
 
     def abort(self) -> None:
         try:
-            self.fh.close()
+            self.fh.close()  # flushes buffered bytes, which fails again on a full disk
+        except OSError:
+            pass  # the file is discarded anyway; the error that led here is the one to report
         finally:
             try:
                 os.unlink(self.tmp)
@@ -84,6 +118,7 @@ class RowSink:
         self._fh = sys.stdout.buffer if path == "-" else self._atomic.fh
         self._npy_raw = None
 
+    @_write_errors_are_data_errors
     def write(self, columns: dict[str, np.ndarray]) -> None:
         n = len(next(iter(columns.values())))
         if self.fmt in ("csv", "tsv", "parquet"):
@@ -97,16 +132,7 @@ class RowSink:
     def _table(self, columns):
         import pyarrow as pa
 
-        arrays = {}
-        for name, col in columns.items():
-            col = np.asarray(col)
-            if col.dtype == object:
-                arrays[name] = pa.array(col.tolist())
-            elif col.dtype.kind == "f":
-                arrays[name] = pa.array(col, mask=np.isnan(col))
-            else:
-                arrays[name] = pa.array(col)
-        return pa.table(arrays)
+        return pa.table({name: to_arrow(col) for name, col in columns.items()})
 
     def _write_arrow(self, columns) -> None:
         table = self._table(columns)
@@ -143,6 +169,7 @@ class RowSink:
         loss = np.ascontiguousarray(columns["loss"], dtype=np.float64)
         self._npy_raw.write(loss.tobytes())
 
+    @_write_errors_are_data_errors
     def close(self) -> None:
         """Finish the output (the rename happens in ``commit``)."""
         if self._writer is not None:
@@ -161,6 +188,7 @@ class RowSink:
                 self._npy_raw.close()
         self._fh.flush()
 
+    @_write_errors_are_data_errors
     def commit(self) -> None:
         self.close()
         if self._atomic is not None:
@@ -178,7 +206,115 @@ class RowSink:
             self._atomic.abort()
 
 
+# ---------------------------------------------------------------------------
+# NumPy -> Arrow through buffers: pa.array imports pandas whenever it is installed (0.3 s per
+# run), and a Ctrl-C that lands during that import is swallowed (the run goes on, exit 0).
+# ---------------------------------------------------------------------------
+
+
+def to_arrow(values):
+    """A 1-D column as an Arrow array: numbers (float NaN -> null), booleans, or text/ints/None
+    held in an object array (None -> null)."""
+    import pyarrow as pa
+
+    if isinstance(values, np.ma.MaskedArray):  # integers with missing entries (e.g. pred_class of a dropped row)
+        data = np.ascontiguousarray(values.data)
+        valid = ~np.ma.getmaskarray(values)
+        return _primitive(pa.from_numpy_dtype(data.dtype), data, None if valid.all() else valid)
+    col = np.asarray(values)
+    n = len(col)
+    if col.dtype == object or col.dtype.kind in "US":
+        items = col.tolist()
+        if items.count(None):
+            valid = np.fromiter((v is not None for v in items), dtype=bool, count=n)
+            present = [v for v in items if v is not None]
+        else:
+            valid, present = None, items
+        if present and all(isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_)) for v in present):
+            ints = np.array([0 if v is None else v for v in items], dtype=np.int64)
+            return _primitive(pa.int64(), ints, valid)
+        if present and all(isinstance(v, (float, np.floating)) for v in present):
+            floats = np.array([np.nan if v is None else v for v in items], dtype=np.float64)
+            return to_arrow(floats) if valid is None else _primitive(pa.float64(), floats, valid)
+        if valid is not None or not all(isinstance(v, str) for v in items):
+            items = ["" if v is None else str(v) for v in items]
+        return _strings(items, valid)
+    if col.dtype.kind == "f":
+        col = np.ascontiguousarray(col)
+        nan = np.isnan(col)
+        return _primitive(pa.from_numpy_dtype(col.dtype), col, ~nan if nan.any() else None)
+    if col.dtype.kind == "b":
+        data = pa.py_buffer(np.packbits(col, bitorder="little"))
+        return pa.Array.from_buffers(pa.bool_(), n, [None, data])
+    if col.dtype.kind in "iu":
+        return _primitive(pa.from_numpy_dtype(col.dtype), np.ascontiguousarray(col), None)
+    raise TypeError(f"cannot write a column of dtype {col.dtype}")
+
+
+def _bitmap(valid: np.ndarray | None):
+    import pyarrow as pa
+
+    return None if valid is None else pa.py_buffer(np.packbits(valid, bitorder="little"))
+
+
+def _primitive(typ, values: np.ndarray, valid: np.ndarray | None):
+    import pyarrow as pa
+
+    nulls = 0 if valid is None else int(len(valid) - valid.sum())
+    return pa.Array.from_buffers(typ, len(values), [_bitmap(valid), pa.py_buffer(values)], null_count=nulls)
+
+
+def _strings(items: list[str], valid: np.ndarray | None):
+    import pyarrow as pa
+
+    joined = "".join(items)
+    if joined.isascii():  # one character, one byte: lengths in characters are byte lengths
+        data = joined.encode("ascii")
+        lengths = np.fromiter(map(len, items), dtype=np.int64, count=len(items))
+    else:
+        encoded = [t.encode("utf-8") for t in items]
+        data = b"".join(encoded)
+        lengths = np.fromiter(map(len, encoded), dtype=np.int64, count=len(encoded))
+    offsets = np.zeros(len(items) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    large = offsets[-1] >= 2**31 - 1
+    typ = pa.large_string() if large else pa.string()
+    offsets = offsets if large else offsets.astype(np.int32)
+    nulls = 0 if valid is None else int(len(valid) - valid.sum())
+    buffers = [_bitmap(valid), pa.py_buffer(offsets), pa.py_buffer(data)]
+    return pa.Array.from_buffers(typ, len(items), buffers, null_count=nulls)
+
+
+def _float_lists(rows: list):
+    """A list<float64> array from Python lists (None -> a null list); NaN stays a value."""
+    import pyarrow as pa
+
+    n = len(rows)
+    valid = np.array([r is not None for r in rows], dtype=bool)
+    lengths = np.array([0 if r is None else len(r) for r in rows], dtype=np.int64)
+    offsets = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    flat = np.array([v for r in rows if r is not None for v in r], dtype=np.float64)
+    values = pa.Array.from_buffers(pa.float64(), len(flat), [None, pa.py_buffer(flat)])
+    large = offsets[-1] >= 2**31 - 1
+    typ = pa.large_list(pa.float64()) if large else pa.list_(pa.float64())
+    offsets = offsets if large else offsets.astype(np.int32)
+    nulls = int(n - valid.sum())
+    return pa.Array.from_buffers(
+        typ, n, [_bitmap(valid if nulls else None), pa.py_buffer(offsets)], null_count=nulls, children=[values]
+    )
+
+
+def _object_array(ids) -> np.ndarray:
+    out = np.empty(len(ids), dtype=object)
+    out[:] = list(ids.tolist()) if hasattr(ids, "tolist") else list(ids)
+    return out
+
+
 def _json_values(col: np.ndarray) -> list[str]:
+    if isinstance(col, np.ma.MaskedArray):
+        mask = np.ma.getmaskarray(col)
+        return ["null" if m else str(int(v)) for v, m in zip(col.data.tolist(), mask.tolist())]
     col = np.asarray(col)
     if col.dtype.kind == "f":
         return [json_number(v) for v in col.tolist()]
@@ -222,6 +358,7 @@ class GradSink:
                 "(gradients are not written to stdout)."
             )
         self.path = path
+        self.option = "--grad"
         self.fmt = GRAD_FORMATS[ext]
         self.rows = 0
         self.row_shape: tuple | None = None
@@ -229,6 +366,7 @@ class GradSink:
         self._raw = tempfile.TemporaryFile() if self.fmt == "npy" else None
         self._writer = None
 
+    @_write_errors_are_data_errors
     def write(self, grad, used_idx: np.ndarray, prim_rows: np.ndarray, ids) -> None:
         n_all = len(prim_rows)
         ragged = getattr(grad, "is_ragged", False)
@@ -266,10 +404,10 @@ class GradSink:
             import pyarrow as pa
             import pyarrow.parquet as pq
 
-            cols = {"row": pa.array(prim_rows.astype(np.int64))}
+            cols = {"row": to_arrow(prim_rows.astype(np.int64))}
             if ids is not None:
-                cols["id"] = pa.array(list(ids.tolist()) if hasattr(ids, "tolist") else list(ids))
-            cols["grad"] = pa.array(rows, type=pa.list_(pa.float64()))
+                cols["id"] = to_arrow(_object_array(ids))
+            cols["grad"] = _float_lists(rows)
             table = pa.table(cols)
             if self._writer is None:
                 self._writer = pq.ParquetWriter(self._atomic.fh, table.schema)
@@ -286,11 +424,11 @@ class GradSink:
         import pyarrow as pa
         import pyarrow.csv as pcsv
 
-        cols = {"row": pa.array(prim_rows.astype(np.int64))}
+        cols = {"row": to_arrow(prim_rows.astype(np.int64))}
         if ids is not None:
-            cols["id"] = pa.array(list(ids.tolist()) if hasattr(ids, "tolist") else list(ids))
+            cols["id"] = to_arrow(_object_array(ids))
         for k in range(flat.shape[1]):
-            cols[f"grad_{k}"] = pa.array(flat[:, k], mask=np.isnan(flat[:, k]))
+            cols[f"grad_{k}"] = to_arrow(flat[:, k])
         table = pa.table(cols)
         if self._writer is None:
             texty = "id" in cols and not pa.types.is_integer(table.schema.field("id").type)
@@ -299,6 +437,7 @@ class GradSink:
             self._writer = pcsv.CSVWriter(self._atomic.fh, table.schema, write_options=opts)
         self._writer.write_table(table)
 
+    @_write_errors_are_data_errors
     def commit(self) -> None:
         if self._writer is not None:
             self._writer.close()

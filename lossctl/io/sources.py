@@ -319,6 +319,7 @@ class ArrowReader(Reader):
     def __init__(self, source: Source):
         super().__init__(source)
         self.schema = None
+        self._row_shapes: dict[str, tuple] = {}  # list columns: (row shape, first row) of the first batch
 
     def available(self) -> list[str]:
         return list(self.schema.names)
@@ -373,6 +374,7 @@ class ArrowReader(Reader):
             if len(req.names) == 1 and not (req.matrix and _is_selection(req.expr)):
                 col = batch.column(batch.schema.get_field_index(req.names[0]))
                 out[req.key] = arrow_to_numpy(col, req, self.display, req.names[0], row0)
+                self._same_width_as_before(req, out[req.key], row0)
             else:
                 cols = [
                     arrow_to_numpy(batch.column(batch.schema.get_field_index(n)), req, self.display, n, row0)
@@ -380,6 +382,74 @@ class ArrowReader(Reader):
                 ]
                 out[req.key] = np.column_stack(cols) if cols[0].ndim == 1 else np.stack(cols, axis=1)
         return out
+
+    def _same_width_as_before(self, req: Request, a, row0: int) -> None:
+        """List columns: every batch's lists have the length of the first batch's."""
+        if not isinstance(a, np.ndarray) or a.ndim < 2 or not len(a):
+            return
+        first = self._row_shapes.setdefault(req.key, (a.shape[1:], row0))
+        if first[0] != a.shape[1:]:
+            name = req.names[0]
+            raise DataError(
+                f"{self.display}, column {name!r}, row {row0}: list of {_shape_str(a.shape[1:]).strip('(,)')} "
+                f"values, but row {first[1]} has {_shape_str(first[0]).strip('(,)')}. Expected lists of equal "
+                "length (one value per class or feature) in every row."
+            )
+
+
+def _checked_schema(schema):
+    """The schema, once its names and types are known to decode (a corrupt file may hold
+    names that are not UTF-8, which pyarrow reports only when they are read)."""
+    for f in schema:
+        f.name, str(f.type)
+    return schema
+
+
+# pyarrow's Array.to_numpy and pa.array import pandas whenever it is installed (0.3 s on every
+# run), and a Ctrl-C that lands during that import is swallowed: the run goes on and exits 0.
+# Numbers therefore go between Arrow and NumPy through their buffers, never through pandas.
+
+
+def arrow_numpy_dtype(t) -> np.dtype | None:
+    """The NumPy dtype of a fixed-width numeric Arrow type (None for any other type)."""
+    pa = _pa()
+    if pa.types.is_floating(t):
+        return np.dtype({16: np.float16, 32: np.float32, 64: np.float64}[t.bit_width])
+    if pa.types.is_integer(t):
+        return np.dtype(("i" if pa.types.is_signed_integer(t) else "u") + str(t.bit_width // 8))
+    return None
+
+
+def arrow_values(arr) -> np.ndarray:
+    """A numeric or boolean Arrow array's values as NumPy (read-only, zero-copy for numbers);
+    the values at null slots are unspecified (see ``arrow_valid``)."""
+    pa = _pa()
+    n = len(arr)
+    buffers = arr.buffers()
+    data = buffers[1] if len(buffers) > 1 else None
+    if pa.types.is_boolean(arr.type):
+        if not n or data is None:
+            return np.zeros(n, dtype=bool)
+        bits = np.unpackbits(np.frombuffer(data, dtype=np.uint8), bitorder="little")
+        return bits[arr.offset : arr.offset + n].astype(bool)
+    dtype = arrow_numpy_dtype(arr.type)
+    if dtype is None:
+        raise TypeError(f"not a numeric Arrow array: {arr.type}")
+    if not n or data is None:
+        return np.zeros(n, dtype=dtype)
+    return np.frombuffer(data, dtype=dtype, count=n, offset=arr.offset * dtype.itemsize)
+
+
+def arrow_valid(arr) -> np.ndarray:
+    """True where an Arrow array holds a value (False at nulls)."""
+    n = len(arr)
+    if not arr.null_count:
+        return np.ones(n, dtype=bool)
+    validity = arr.buffers()[0]
+    if validity is None:  # nulls without a bitmap (a null-typed array)
+        return np.zeros(n, dtype=bool)
+    bits = np.unpackbits(np.frombuffer(validity, dtype=np.uint8), bitorder="little")
+    return bits[arr.offset : arr.offset + n].astype(bool)
 
 
 def arrow_to_numpy(arr, req: Request, display: str, name: str, row0: int) -> np.ndarray:
@@ -390,8 +460,10 @@ def arrow_to_numpy(arr, req: Request, display: str, name: str, row0: int) -> np.
         scalar = pa.types.is_integer(t) or pa.types.is_floating(t)
         if scalar and not req.keylike:
             # A missing number is NaN; the --nan policy decides what happens to its row.
-            return arr.to_numpy(zero_copy_only=False).astype(np.float64, copy=False)
-        nulls = np.flatnonzero(arr.is_null().to_numpy(zero_copy_only=False))
+            values = np.array(arrow_values(arr), dtype=np.float64)
+            values[~arrow_valid(arr)] = np.nan
+            return values
+        nulls = np.flatnonzero(~arrow_valid(arr))
         raise DataError(
             f"{display}, column {name!r}, row {row0 + int(nulls[0])}: missing value (null)"
             + (f"; {len(nulls)} in this block" if len(nulls) > 1 else "")
@@ -399,15 +471,17 @@ def arrow_to_numpy(arr, req: Request, display: str, name: str, row0: int) -> np.
         )
     if req.keylike:
         if pa.types.is_integer(t):
-            return arr.to_numpy(zero_copy_only=False)
+            return arrow_values(arr)
         if pa.types.is_floating(t):
-            v = arr.to_numpy(zero_copy_only=False)
+            v = arrow_values(arr)
             return v.astype(np.int64) if np.all(np.isfinite(v) & (v == np.round(v))) else v
-        return np.asarray(arr.cast(pa.string()).to_numpy(zero_copy_only=False), dtype=object)
+        keys = np.empty(len(arr), dtype=object)
+        keys[:] = arr.cast(pa.string()).to_pylist()
+        return keys
     if pa.types.is_integer(t) or pa.types.is_floating(t):
-        return arr.to_numpy(zero_copy_only=False)
+        return arrow_values(arr)
     if pa.types.is_boolean(t):
-        return arr.to_numpy(zero_copy_only=False).astype(np.int64)
+        return arrow_values(arr).astype(np.int64)
     if pa.types.is_dictionary(t):
         return arrow_to_numpy(arr.dictionary_decode(), req, display, name, row0)
     if pa.types.is_fixed_size_list(t) or pa.types.is_list(t) or pa.types.is_large_list(t):
@@ -424,15 +498,13 @@ def _list_to_numpy(arr, req: Request, display: str, name: str, row0: int) -> np.
     if pa.types.is_fixed_size_list(t):
         width = t.list_size
     else:
-        lengths = arr.value_lengths().to_numpy(zero_copy_only=False)
+        lengths = arrow_values(arr.value_lengths())
         if req.ragged and not (
             pa.types.is_list(t.value_type)
             or pa.types.is_large_list(t.value_type)
             or pa.types.is_fixed_size_list(t.value_type)
         ):
-            from lossctl.ragged import Ragged
-
-            return Ragged.from_arrow(arr, display, name, row0)  # type: ignore[return-value]
+            return _ragged_from_arrow(arr, display, name)  # type: ignore[return-value]
         if n and (lengths != lengths[0]).any():
             bad = int(np.flatnonzero(lengths != lengths[0])[0])
             raise DataError(
@@ -445,8 +517,8 @@ def _list_to_numpy(arr, req: Request, display: str, name: str, row0: int) -> np.
     if flat.null_count:
         import pyarrow.compute as pc
 
-        first = int(np.flatnonzero(flat.is_null().to_numpy(zero_copy_only=False))[0])
-        parent = pc.list_parent_indices(arr).to_numpy(zero_copy_only=False)
+        first = int(np.flatnonzero(~arrow_valid(flat))[0])
+        parent = arrow_values(pc.list_parent_indices(arr))
         row = row0 + int(parent[first]) if first < len(parent) else None
         where = f", row {row}" if row is not None else ""
         raise DataError(
@@ -459,7 +531,25 @@ def _list_to_numpy(arr, req: Request, display: str, name: str, row0: int) -> np.
         return inner.reshape((n, width) + inner.shape[1:])
     if not (pa.types.is_integer(vt) or pa.types.is_floating(vt)):
         raise DataError(f"{display}, column {name!r} holds lists of {vt}; expected lists of numbers.")
-    return flat.to_numpy(zero_copy_only=False).reshape(n, width)
+    return arrow_values(flat).reshape(n, width)
+
+
+def _ragged_from_arrow(arr, display: str, name: str):
+    """A List/LargeList array of numbers as a Ragged (a null inside a list is NaN: the --nan
+    policy decides), read through buffers (see arrow_values)."""
+    from lossctl.ragged import Ragged
+
+    pa = _pa()
+    flat = arr.flatten()
+    vt = flat.type
+    if not (pa.types.is_integer(vt) or pa.types.is_floating(vt) or pa.types.is_boolean(vt)):
+        raise DataError(f"{display}, column {name!r} holds lists of {vt}; expected lists of numbers.")
+    offsets = arrow_values(arr.offsets).astype(np.int64)
+    values = arrow_values(flat)
+    if flat.null_count:
+        values = np.array(values, dtype=np.float64)
+        values[~arrow_valid(flat)] = np.nan
+    return Ragged(values, offsets - offsets[0])
 
 
 class ParquetReader(ArrowReader):
@@ -471,12 +561,12 @@ class ParquetReader(ArrowReader):
             # No memory map: mapped pages would count against the process's memory for the
             # whole file; buffered reads keep it bounded by the row group / batch.
             self.pf = pq.ParquetFile(source.path, memory_map=False, pre_buffer=False, buffer_size=1 << 20)
+            self.schema = _checked_schema(self.pf.schema_arrow)
         except Exception as exc:  # noqa: BLE001
             raise DataError(
                 f"{self.display}: not a readable Parquet file ({_short(exc)}). "
                 "Expected a complete Parquet file; it may be truncated or corrupt."
             ) from None
-        self.schema = self.pf.schema_arrow
 
     def total_rows(self) -> int | None:
         return self.pf.metadata.num_rows
@@ -521,6 +611,7 @@ class IpcReader(ArrowReader):
                         raise file_exc
                     self._stream = pa.ipc.open_stream(pa.memory_map(source.path, "r"))
                     self.schema = self._stream.schema
+            self.schema = _checked_schema(self.schema)
         except Exception as exc:  # noqa: BLE001
             raise DataError(
                 f"{self.display}: not a readable Arrow IPC / Feather file ({_short(exc)}). "
@@ -582,7 +673,17 @@ class CsvReader(ArrowReader):
         first, second = self._first_lines()
         if first is None:
             raise DataError(f"{self.display} is empty. Expected a header line and one row per sample.")
-        fields = next(csv.reader([first], delimiter=self.delimiter), [])
+        try:
+            # Parsed as a stream, so that any line ending (\n, \r\n, a lone \r) ends a record.
+            head = list(csv.reader(io.StringIO(first + "\n" + (second or ""), newline=""), delimiter=self.delimiter))
+        except csv.Error as exc:
+            raise DataError(
+                f"{self.display}: cannot parse the first lines as CSV ({exc}). "
+                "Expected a header line of column names, then one row per sample."
+            ) from None
+        head = [r for r in head if r]
+        fields = head[0] if head else []
+        second = self.delimiter.join(head[1]) if len(head) > 1 else None
         if header:
             self._names = [f.strip() for f in fields]
             if len(set(self._names)) != len(self._names):
@@ -592,7 +693,7 @@ class CsvReader(ArrowReader):
             self._names = [f"f{i}" for i in range(len(fields))]
         self.schema = pa.schema([(n, pa.float64()) for n in self._names])
         # Which columns hold numbers, judged from the first data row (for default selections).
-        data = next(csv.reader([second], delimiter=self.delimiter), []) if second else []
+        data = head[1] if len(head) > 1 else []
         if not header:
             data = fields
         if header and not (second or "").strip():
@@ -611,16 +712,21 @@ class CsvReader(ArrowReader):
         return self._numeric
 
     def _first_lines(self) -> tuple[str | None, str | None]:
-        """The header and first data line (decoded), without consuming a stream."""
+        """The header and first data line (decoded), without consuming a stream.
+
+        Blank lines before the header are skipped and counted (``self._blank_lead``): pyarrow
+        skips them too when it reads, and its ``skip_rows`` counts them.
+        """
+        self._blank_lead = 0
         if self._stream is not None:
-            one = self._stream.readline()
-            two = self._stream.readline() if one else b""
-            self._prefix = one + two
+            rec = _Recording(self._stream)
+            one, two, self._blank_lead = _head_lines(rec)
+            self._prefix = bytes(rec.data)  # handed to pyarrow before the rest of the stream
         else:
             pa = _pa()
             try:
                 with pa.input_stream(self.source.path, compression="detect") as fh:
-                    one, two = _head_lines(fh)
+                    one, two, self._blank_lead = _head_lines(fh)
             except Exception as exc:  # noqa: BLE001
                 raise DataError(f"{self.display}: cannot read ({_short(exc)}).") from None
         dec = [
@@ -640,9 +746,12 @@ class CsvReader(ArrowReader):
                 for n in req.names:
                     if n not in values:  # a key column that is also a value column stays numeric
                         types[n] = pa.string()
+        # The names lossctl resolved (header names stripped of spaces) are given to pyarrow,
+        # and the header line skipped, so both always agree on the names.
         read = pcsv.ReadOptions(
             block_size=1 << 22,
-            column_names=None if self.header else self._names,
+            column_names=self._names,
+            skip_rows=self._blank_lead + 1 if self.header else 0,
             use_threads=True,
         )
         parse = pcsv.ParseOptions(delimiter=self.delimiter)
@@ -673,7 +782,7 @@ class CsvReader(ArrowReader):
                     yield out
         except DataError:
             raise
-        except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+        except (pa.ArrowException, OSError) as exc:  # parse and conversion errors, bad compression
             raise DataError(self._locate_error(exc, row0)) from None
 
     def _locate_error(self, exc: Exception, row0: int) -> str:
@@ -690,7 +799,9 @@ class CsvReader(ArrowReader):
                 text = io.TextIOWrapper(_PyRaw(fh), encoding="utf-8-sig", errors="replace", newline="")
                 rd = csv.reader(text, delimiter=self.delimiter)
                 if self.header:
-                    next(rd, None)
+                    for first in rd:  # the header: the first record that is not a blank line
+                        if first:
+                            break
                 idx = {n: self._names.index(n) for n in needed}
                 i = -1
                 for fields in rd:
@@ -738,8 +849,25 @@ class CsvReader(ArrowReader):
 # cells it reads as missing (null, then NaN: the --nan policy decides).
 _CSV_FLOAT = re.compile(r"[ \t]*[+-]?(?:(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?|inf|infinity|nan)[ \t]*", re.I)
 CSV_NULLS = frozenset(
-    ["", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN",
-     "N/A", "NA", "NULL", "NaN", "n/a", "nan", "null"]  # pyarrow.csv.ConvertOptions().null_values
+    [
+        "",
+        "#N/A",
+        "#N/A N/A",
+        "#NA",
+        "-1.#IND",
+        "-1.#QNAN",
+        "-NaN",
+        "-nan",
+        "1.#IND",
+        "1.#QNAN",
+        "N/A",
+        "NA",
+        "NULL",
+        "NaN",
+        "n/a",
+        "nan",
+        "null",
+    ]  # pyarrow.csv.ConvertOptions().null_values
 )
 
 
@@ -748,18 +876,52 @@ def _is_number(text: str) -> bool:
     return _CSV_FLOAT.fullmatch(text) is not None
 
 
-def _head_lines(fh) -> tuple[bytes, bytes]:
-    """The first two lines of a binary stream (each with its newline, b"" if absent)."""
-    buf = bytearray()
-    while buf.count(b"\n") < 2:
+def _head_lines(fh) -> tuple[bytes, bytes, int]:
+    """The first two non-blank lines of a binary stream (b"" if absent), and the number of
+    blank lines before them. Any line ending counts (\n, \r\n, a lone \r); at most 1 MiB is read."""
+    buf = b""
+    while True:
+        blanks, lines = _split_head(buf)
+        if len(lines) > 2 or len(buf) >= (1 << 20):
+            break
         chunk = fh.read(1 << 16)
         if not chunk:
             break
         buf += chunk
-    lines = bytes(buf).split(b"\n", 2)
-    one = lines[0] + (b"\n" if len(lines) > 1 else b"")
-    two = (lines[1] + (b"\n" if len(lines) > 2 else b"")) if len(lines) > 1 else b""
-    return one, two
+    one = lines[0] if lines and lines[0] else b""
+    two = lines[1] if len(lines) > 1 else b""
+    if not one and len(lines) <= 1:
+        return b"", b"", blanks
+    return one or b" ", two, blanks  # a header line that is empty but present stays a line
+
+
+class _Recording:
+    """A binary stream whose bytes read so far are kept (stdin's head, read once)."""
+
+    def __init__(self, stream):
+        self.stream = stream
+        self.data = bytearray()
+
+    def read(self, n: int) -> bytes:
+        read1 = getattr(self.stream, "read1", None)
+        chunk = read1(n) if read1 is not None else self.stream.read(n)
+        self.data += chunk
+        return chunk
+
+
+def _split_head(data: bytes) -> tuple[int, list[bytes]]:
+    if data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]
+    blanks = 0
+    while True:
+        for nl in (b"\r\n", b"\n", b"\r"):
+            if data.startswith(nl):
+                data = data[len(nl) :]
+                blanks += 1
+                break
+        else:
+            break
+    return blanks, re.split(rb"\r\n|\n|\r", data, maxsplit=2)
 
 
 class _PyRaw(io.RawIOBase):
@@ -838,10 +1000,19 @@ class _NpyStream:
         self.nrows = self.shape[0]
         if size is not None:
             payload = size - fh.tell()
-            if payload < self.nrows * self.row_nbytes:
+            promised = self.nrows * self.row_nbytes
+            if payload < promised:
                 raise DataError(
                     f"{display}: truncated: the header promises {self.nrows} rows "
-                    f"({self.nrows * self.row_nbytes} bytes) but only {payload} bytes follow."
+                    f"({promised} bytes) but only {payload} bytes follow."
+                )
+            if payload > promised:
+                # np.save never writes past the data: more bytes than the header's rows means a
+                # header that no longer describes the data (edited or corrupt), so rows would be lost.
+                raise DataError(
+                    f"{display}: the header promises {self.nrows} rows ({promised} bytes) but "
+                    f"{payload} bytes follow. Expected exactly the rows of the header; the file "
+                    "may be corrupt or its header edited."
                 )
         self.pos = 0
 
@@ -871,8 +1042,12 @@ class NpyReader(Reader):
             self.fh = open(source.path, "rb")
         except OSError as exc:
             raise DataError(f"{self.display}: cannot open ({exc.strerror}).") from None
-        size = os.fstat(self.fh.fileno()).st_size
-        self.arr = _NpyStream(self.fh, self.display, size)
+        try:
+            size = os.fstat(self.fh.fileno()).st_size
+            self.arr = _NpyStream(self.fh, self.display, size)
+        except BaseException:
+            self.fh.close()  # a bad header or size: the error is reported, the file closed
+            raise
         if self.arr.fortran and len(self.arr.shape) > 1:
             # Rows are not contiguous; a read-only memory map serves them instead.
             self.fh.close()
@@ -982,7 +1157,7 @@ class NpzReader(Reader):
                 fh = self.zf.open(info)
             except Exception as exc:  # noqa: BLE001
                 raise DataError(f"{self.display}: cannot read array {name!r} ({_short(exc)}).") from None
-            self.streams[name] = _NpyStream(fh, f"{self.display}:{name}")
+            self.streams[name] = _NpyStream(fh, f"{self.display}:{name}", info.file_size)
         return self.streams[name]
 
     def resolve(self) -> None:
@@ -1008,7 +1183,12 @@ class NpzReader(Reader):
         total = self.total_rows()
         try:
             while self.rows_read < total:
-                out = {req.key: self._stream(req.names[0]).read(rows) for req in self.requests.values()}
+                read: dict[str, np.ndarray] = {}  # an array used by several inputs is read once
+                for req in self.requests.values():
+                    name = req.names[0]
+                    if name not in read:
+                        read[name] = self._stream(name).read(rows)
+                out = {req.key: read[req.names[0]] for req in self.requests.values()}
                 self.rows_read += len(next(iter(out.values())))
                 yield out
         except DataError:
