@@ -72,18 +72,11 @@ class DatasetReader(ArrowReader):
             raise DataError(f"{self.display}: cannot count the rows of the shards ({_short(exc)}).") from None
 
     def batches(self, rows: int):
-        row0 = 0
-        try:
-            for batch in self.ds.to_batches(
-                columns=self.needed_columns(), batch_size=rows, batch_readahead=2, fragment_readahead=1, use_threads=True
-            ):
-                if not batch.num_rows:
-                    continue
-                out = self.convert(batch, row0)
-                row0 += batch.num_rows
-                self.rows_read = row0
-                yield out
-        except DataError:
-            raise
-        except Exception as exc:  # noqa: BLE001
-            raise DataError(f"{self.display}: could not read the shards after row {row0} ({_short(exc)}).") from None
+        raw = self.ds.to_batches(
+            columns=self.needed_columns(), batch_size=rows, batch_readahead=2, fragment_readahead=1, use_threads=True
+        )
+        return self._converted(
+            (b for b in raw if b.num_rows),
+            rows,
+            lambda exc, row0: f"{self.display}: could not read the shards after row {row0} ({_short(exc)}).",
+        )

@@ -21,7 +21,7 @@ import re
 import sys
 import tempfile
 from dataclasses import dataclass, field
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 
@@ -324,6 +324,26 @@ class ArrowReader(Reader):
     def available(self) -> list[str]:
         return list(self.schema.names)
 
+    def _converted(self, raw, rows: int, failure: Callable[[Exception, int], str], catch=(Exception,)):
+        """Arrow record batches -> converted batches of at most ``rows`` rows, counting rows read.
+
+        ``raw`` yields pyarrow RecordBatches; a failure while reading becomes one DataError
+        whose text ``failure(exception, rows read so far)`` gives.
+        """
+        row0 = 0
+        try:
+            for batch in raw:
+                for start in range(0, batch.num_rows, rows):
+                    part = batch if start == 0 and batch.num_rows <= rows else batch.slice(start, rows)
+                    out = self.convert(part, row0)
+                    row0 += part.num_rows
+                    self.rows_read = row0
+                    yield out
+        except DataError:
+            raise
+        except catch as exc:  # noqa: BLE001 - one clear message instead of a traceback
+            raise DataError(failure(exc, row0)) from None
+
     def scalar_columns(self) -> set[str]:
         pa = _pa()
         return {
@@ -572,20 +592,13 @@ class ParquetReader(ArrowReader):
         return self.pf.metadata.num_rows
 
     def batches(self, rows: int):
-        row0 = 0
-        try:
-            for batch in self.pf.iter_batches(batch_size=rows, columns=self.needed_columns(), use_threads=True):
-                out = self.convert(batch, row0)
-                row0 += batch.num_rows
-                self.rows_read = row0
-                yield out
-        except DataError:
-            raise
-        except Exception as exc:  # noqa: BLE001
-            raise DataError(
-                f"{self.display}: could not read Parquet data after row {row0} ({_short(exc)}). "
-                "The file may be truncated or corrupt."
-            ) from None
+        raw = self.pf.iter_batches(batch_size=rows, columns=self.needed_columns(), use_threads=True)
+        return self._converted(
+            raw,
+            rows,
+            lambda exc, row0: f"{self.display}: could not read Parquet data after row {row0} ({_short(exc)}). "
+            "The file may be truncated or corrupt.",
+        )
 
 
 class IpcReader(ArrowReader):
@@ -641,24 +654,13 @@ class IpcReader(ArrowReader):
             yield batch
 
     def batches(self, rows: int):
-        row0 = 0
         cols = self.needed_columns()
-        try:
-            for batch in self._raw():
-                batch = batch.select(cols)
-                for start in range(0, batch.num_rows, rows):
-                    part = batch.slice(start, rows)
-                    out = self.convert(part, row0)
-                    row0 += part.num_rows
-                    self.rows_read = row0
-                    yield out
-        except DataError:
-            raise
-        except Exception as exc:  # noqa: BLE001
-            raise DataError(
-                f"{self.display}: could not read Arrow data after row {row0} ({_short(exc)}). "
-                "Expected an intact Arrow IPC file or stream (Feather v2); it may be truncated or corrupt."
-            ) from None
+        return self._converted(
+            (batch.select(cols) for batch in self._raw()),
+            rows,
+            lambda exc, row0: f"{self.display}: could not read Arrow data after row {row0} ({_short(exc)}). "
+            "Expected an intact Arrow IPC file or stream (Feather v2); it may be truncated or corrupt.",
+        )
 
 
 class CsvReader(ArrowReader):
@@ -770,20 +772,12 @@ class CsvReader(ArrowReader):
 
     def batches(self, rows: int):
         pa = _pa()
-        row0 = 0
-        try:
-            reader = self._open()
-            for batch in reader:
-                for start in range(0, batch.num_rows, rows):
-                    part = batch.slice(start, rows)
-                    out = self.convert(part, row0)
-                    row0 += part.num_rows
-                    self.rows_read = row0
-                    yield out
-        except DataError:
-            raise
-        except (pa.ArrowException, OSError) as exc:  # parse and conversion errors, bad compression
-            raise DataError(self._locate_error(exc, row0)) from None
+
+        def raw():
+            yield from self._open()
+
+        # parse and conversion errors, bad compression: locate the row
+        return self._converted(raw(), rows, self._locate_error, catch=(pa.ArrowException, OSError))
 
     def _locate_error(self, exc: Exception, row0: int) -> str:
         """Find the first bad row with Python's csv module (files only; on the error path)."""
