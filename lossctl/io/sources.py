@@ -982,6 +982,10 @@ def _npy_header(fh, display: str):
     return tuple(shape), fortran, dtype
 
 
+_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+_MADV_POPULATE_READ = 22  # Linux 5.14+: map a chunk's pages before the kernels touch them
+
+
 class _NpyStream:
     """Rows of one NPY array read sequentially from a binary stream into fresh buffers."""
 
@@ -1042,13 +1046,27 @@ class NpyReader(Reader):
         except BaseException:
             self.fh.close()  # a bad header or size: the error is reported, the file closed
             raise
-        if self.arr.fortran and len(self.arr.shape) > 1:
-            # Rows are not contiguous; a read-only memory map serves them instead.
-            self.fh.close()
-            self.mm = np.load(source.path, mmap_mode="r", allow_pickle=False)
-        else:
-            self.mm = None
         self.fields = list(self.arr.dtype.names or [])
+        # Rows come straight from a read-only memory map of the file: no copy, and pages of
+        # chunks already processed are released (madvise DONTNEED), so resident memory stays
+        # bounded by a few chunks however large the file.
+        self._map = None
+        self._view = None
+        try:
+            if self.arr.nrows and self.arr.row_nbytes:
+                import mmap
+
+                self._data_offset = self.fh.tell()
+                self._map = mmap.mmap(self.fh.fileno(), 0, access=mmap.ACCESS_READ)
+                self._view = np.ndarray(
+                    self.arr.shape,
+                    dtype=self.arr.dtype,
+                    buffer=self._map,
+                    offset=self.fh.tell(),
+                    order="F" if self.arr.fortran else "C",
+                )
+        except (OSError, ValueError):  # a file that cannot be mapped (a pipe, say): read it instead
+            self._map = self._view = None
 
     def available(self) -> list[str]:
         return self.fields
@@ -1082,15 +1100,49 @@ class NpyReader(Reader):
         return self.arr.row_nbytes
 
     def batches(self, rows: int):
+        done: list[tuple[int, int]] = []  # byte ranges of chunks handed out
         while self.rows_read < self.arr.nrows:
-            if self.mm is not None:
-                block = np.ascontiguousarray(self.mm[self.rows_read : self.rows_read + rows])
+            row0 = self.rows_read
+            if self._view is not None:
+                block = self._view[row0 : row0 + rows]
+                if self.arr.fortran and block.ndim > 1:
+                    block = np.ascontiguousarray(block)
+                else:
+                    done.append(self._advise(row0, len(block), _MADV_POPULATE_READ))
                 self.arr.pos += len(block)
             else:
                 block = self.arr.read(rows)
-            row0 = self.rows_read
             self.rows_read += len(block)
             yield self._split(block, row0)
+            # Chunks handed out four batches ago are done with (the engine holds at most the
+            # current chunk and two read ahead): drop their pages from this process's memory.
+            if len(done) > 4:
+                self._release(*done.pop(0))
+        for rng in done:
+            self._release(*rng)
+
+    def _advise(self, row0: int, n: int, option: int) -> tuple[int, int]:
+        start = self._data_offset + row0 * self.arr.row_nbytes
+        length = n * self.arr.row_nbytes
+        page = _PAGE
+        lo = start - start % page
+        try:
+            self._map.madvise(option, lo, start + length - lo)
+        except (OSError, ValueError, AttributeError):  # an older kernel or Python: only slower
+            pass
+        return start, length
+
+    def _release(self, start: int, length: int) -> None:
+        import mmap
+
+        page = _PAGE
+        lo = start + (-start) % page  # whole pages inside the range only
+        hi = (start + length) - (start + length) % page
+        if hi > lo and self._map is not None and not self._map.closed:
+            try:
+                self._map.madvise(mmap.MADV_DONTNEED, lo, hi - lo)
+            except (OSError, ValueError, AttributeError):
+                pass
 
     def _split(self, block: np.ndarray, row0: int) -> dict[str, np.ndarray]:
         if not self.fields:
@@ -1104,6 +1156,12 @@ class NpyReader(Reader):
         return out
 
     def close(self) -> None:
+        self._view = None
+        if self._map is not None:
+            try:
+                self._map.close()
+            except BufferError:  # an array still points into the map; the OS frees it at exit
+                pass
         if not self.fh.closed:
             self.fh.close()
 
