@@ -145,7 +145,9 @@ def evaluate(value, bounds: Bounds, baseline_value: float | None = None, label: 
                 )
             if bounds.max_rel_increase is not None:
                 rel = relative_increase(v, b)
-                ok = finite and (rel <= bounds.max_rel_increase or (b != 0 and delta <= bounds.max_rel_increase * abs(b) + slack))
+                ok = finite and (
+                    rel <= bounds.max_rel_increase or (b != 0 and delta <= bounds.max_rel_increase * abs(b) + slack)
+                )
                 add(
                     "max-rel-increase",
                     bounds.max_rel_increase,

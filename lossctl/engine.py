@@ -131,8 +131,10 @@ class _Run:
         self.opts = opts
         self.kernel = spec.load_kernel()
         self.kernel_kwargs = dict(params)
+        self._atol_pending = False
         if "prob_atol" in _accepted(self.kernel):
             self.kernel_kwargs["prob_atol"] = opts.prob_atol
+            self._atol_pending = opts.prob_atol is None
         self.wants_extras = "extras" in _accepted(self.kernel) and opts.per_sample is not None
         self.grad_fn = None
         self.grad_kwargs: dict[str, Any] = {}
@@ -354,6 +356,8 @@ class _Run:
         if self.spec.batched:
             batch_of = (prim_rows[kept_idx] // self.batch_size)[use]
 
+        if self._atol_pending:
+            self._set_default_prob_atol(arrays)
         result = self._call(sub, sub_rows, batch_of)
         n_u = len(result.loss)
         loss_k = np.full(n_k, np.nan)
@@ -434,6 +438,21 @@ class _Run:
                 norms = _row_norms(grad)
                 cols["grad_norm"] = _scatter(norms, kept_idx, np.flatnonzero(use), n_all)
             self.sink.write(cols)
+
+    def _set_default_prob_atol(self, arrays: dict) -> None:
+        """The default |Σp - 1| tolerance follows the inputs as stored (float16 rounds coarsely),
+        not the float64 the kernels compute in."""
+        from lossctl.losses._common import default_prob_atol
+
+        atol = None
+        for a in arrays.values():
+            if isinstance(a, np.ndarray) and a.dtype.kind == "f" and a.ndim >= 2:
+                t = default_prob_atol(a.dtype, a.shape[-1])
+                atol = t if atol is None else max(atol, t)
+        if atol is not None and atol > 1e-4:
+            self.kernel_kwargs["prob_atol"] = atol
+            self.grad_kwargs = {**self.grad_kwargs, **({"prob_atol": atol} if "prob_atol" in self.grad_kwargs else {})}
+        self._atol_pending = False
 
     def _update_groups(self, groups, use, ok_u, ign_u, nan_rows, vals, num, den, comps, propagate) -> None:
         """Per-group aggregates: the same numbers as the overall ones, split by the group key."""
@@ -603,7 +622,9 @@ class _Run:
         }
 
 
-def report_from_state(spec: LossSpec, meta: dict, acc: RunState, ci_level: float | None = None, hist: bool = False) -> dict:
+def report_from_state(
+    spec: LossSpec, meta: dict, acc: RunState, ci_level: float | None = None, hist: bool = False
+) -> dict:
     """The report of a run (or of merged runs) from its metadata and accumulated state."""
     reduction = meta["reduction"]
     agg = acc.all
@@ -659,7 +680,8 @@ def report_from_state(spec: LossSpec, meta: dict, acc: RunState, ci_level: float
     if meta.get("group_by"):
         report["group_by"] = meta["group_by"]
         report["groups"] = [
-            _group_report(spec, key, g, reduction) for key, g in sorted(acc.groups.items(), key=lambda kv: _sort_key(kv[0]))
+            _group_report(spec, key, g, reduction)
+            for key, g in sorted(acc.groups.items(), key=lambda kv: _sort_key(kv[0]))
         ]
     if hist:
         report["hist"] = agg.histogram()
@@ -684,7 +706,12 @@ def _group_report(spec: LossSpec, key, g: Aggregate, reduction: str) -> dict:
         "group": _py(key),
         "value": value,
         "count": g.used,
-        "rows": {"used": g.used, "ignored": g.ignored, "nan_omitted": g.nan_omitted, "nan_propagated": g.nan_propagated},
+        "rows": {
+            "used": g.used,
+            "ignored": g.ignored,
+            "nan_omitted": g.nan_omitted,
+            "nan_propagated": g.nan_propagated,
+        },
         "stats": summary,
         "components": g.component_means(),
         "derived": _derived(spec, value, reduction),
@@ -747,7 +774,9 @@ def merge_states(paths: list[str]) -> tuple[LossSpec, dict, RunState, float | No
     keys = ("params", "reduction", "nan_policy", "id_col", "group_by", "batch_size")
     for path, doc in zip(paths[1:], docs[1:]):
         if doc["loss"] != first["loss"]:
-            raise DataError(f"{path} is a {doc['loss']} state but {paths[0]} is {first['loss']}; states of different losses do not merge.")
+            raise DataError(
+                f"{path} is a {doc['loss']} state but {paths[0]} is {first['loss']}; states of different losses do not merge."
+            )
         for k in keys:
             if doc["meta"].get(k) != first["meta"].get(k):
                 raise DataError(
@@ -755,7 +784,9 @@ def merge_states(paths: list[str]) -> tuple[LossSpec, dict, RunState, float | No
                     "states merge only when loss and parameters are identical."
                 )
         if (doc["state"]["bootstrap"] is None) != (first["state"]["bootstrap"] is None) or (
-            doc["state"]["bootstrap"] and (doc["state"]["bootstrap"]["n"], doc["state"]["bootstrap"]["seed"]) != (first["state"]["bootstrap"]["n"], first["state"]["bootstrap"]["seed"])
+            doc["state"]["bootstrap"]
+            and (doc["state"]["bootstrap"]["n"], doc["state"]["bootstrap"]["seed"])
+            != (first["state"]["bootstrap"]["n"], first["state"]["bootstrap"]["seed"])
         ):
             raise DataError(f"{path} has different bootstrap settings (--ci-n, --seed) from {paths[0]}.")
     state = RunState.from_dict(first["state"])
@@ -1083,7 +1114,11 @@ def _nan_rows(a) -> np.ndarray | None:
         return None
     flat = a.reshape(len(a), -1)
     with np.errstate(over="ignore", invalid="ignore"):
-        s = flat.sum(axis=1)
+        # One pass over the chunk: its sum is NaN if any value is (or if +inf meets -inf);
+        # only then look at rows.
+        if not np.isnan(np.add.reduce(flat, axis=None)):
+            return None
+        s = np.einsum("ij->i", flat)
     cand = np.isnan(s)
     if not cand.any():
         return None

@@ -206,7 +206,9 @@ class RunningStats:
         with np.errstate(invalid="ignore", over="ignore"):  # inf losses: mean inf, variance nan
             mean_b = float(np.mean(v))
             d = v - mean_b
-            self._combine(len(v), mean_b, float(np.dot(d, d)))
+            # einsum, not np.dot: a BLAS call here leaves OpenBLAS threads spinning on the
+            # second core for ~0.1 s after every chunk, slowing the threaded kernels.
+            self._combine(len(v), mean_b, float(np.einsum("i,i->", d, d)))
         self.sum.update(v)
         with np.errstate(invalid="ignore"):
             if np.isnan(v).any():
@@ -446,8 +448,8 @@ class PoissonBootstrap:
             sel = blocks == b
             cols = rows[sel] % BOOT_BLOCK
             w = self.weights(self.seed, self.n, b)[:, cols].astype(np.float64)
-            self.num += w @ num[sel]
-            self.den += w @ den[sel]
+            self.num += np.einsum("ij,j->i", w, num[sel])  # not BLAS: see RunningStats.update
+            self.den += np.einsum("ij,j->i", w, den[sel])
 
     def merge(self, other: "PoissonBootstrap") -> None:
         if (other.n, other.seed) != (self.n, self.seed):

@@ -459,7 +459,22 @@ def test_info_nce_values_never_depend_on_the_reading_chunk_size(cli, tmp_path):
     outs = []
     for chunk in ("7", "32", "1000"):
         path = tmp_path / f"p{chunk}.npy"
-        res = cli(["compute", "info-nce", f"{views}:query", f"{views}:key", "--batch-size", "32", "--chunk-size", chunk, "--per-sample", str(path), "-f", "json"])
+        res = cli(
+            [
+                "compute",
+                "info-nce",
+                f"{views}:query",
+                f"{views}:key",
+                "--batch-size",
+                "32",
+                "--chunk-size",
+                chunk,
+                "--per-sample",
+                str(path),
+                "-f",
+                "json",
+            ]
+        )
         assert res.code == 0, res.err
         assert res.json["batch_size"] == 32 and res.json["params"]["batch-size"] == 32
         outs.append(np.load(path))

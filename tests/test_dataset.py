@@ -36,7 +36,9 @@ def shards(tmp_path):
 def test_directory_equals_one_file_in_sorted_path_order(cli, shards, tmp_path):
     data, whole, x, y, _, _ = shards
     a = cli(["compute", "ce", f"{data}:logits", f"{data}:label", "-f", "json", "--per-sample", str(tmp_path / "a.npy")])
-    b = cli(["compute", "ce", f"{whole}:logits", f"{whole}:label", "-f", "json", "--per-sample", str(tmp_path / "b.npy")])
+    b = cli(
+        ["compute", "ce", f"{whole}:logits", f"{whole}:label", "-f", "json", "--per-sample", str(tmp_path / "b.npy")]
+    )
     assert a.code == 0, a.err
     assert a.json["value"] == pytest.approx(b.json["value"], rel=1e-12)
     assert a.json["rows"]["read"] == {"pred": len(y), "target": len(y)}
@@ -66,11 +68,17 @@ def test_glob_of_shards(cli, shards):
 
 def test_shard_errors(cli, tmp_path):
     os.makedirs(tmp_path / "empty")
-    assert_clean_error(cli(["compute", "mse", f"{tmp_path / 'empty'}:a", f"{tmp_path / 'empty'}:b"]), 1, "no Parquet, Arrow or CSV files")
+    assert_clean_error(
+        cli(["compute", "mse", f"{tmp_path / 'empty'}:a", f"{tmp_path / 'empty'}:b"]),
+        1,
+        "no Parquet, Arrow or CSV files",
+    )
     os.makedirs(tmp_path / "mixed")
     write_parquet(tmp_path / "mixed" / "a.parquet", {"a": np.zeros(3), "b": np.zeros(3)})
     (tmp_path / "mixed" / "b.csv").write_text("a,b\n1,2\n")
-    assert_clean_error(cli(["compute", "mse", f"{tmp_path / 'mixed'}:a", f"{tmp_path / 'mixed'}:b"]), 1, "several formats")
+    assert_clean_error(
+        cli(["compute", "mse", f"{tmp_path / 'mixed'}:a", f"{tmp_path / 'mixed'}:b"]), 1, "several formats"
+    )
     os.makedirs(tmp_path / "schemas")
     write_parquet(tmp_path / "schemas" / "a.parquet", {"a": np.zeros(3), "b": np.zeros(3)})
     write_parquet(tmp_path / "schemas" / "b.parquet", {"c": np.zeros(3)})

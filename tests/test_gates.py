@@ -68,7 +68,9 @@ def test_compute_baseline_from_number_and_json(cli, tmp_path):
     value = res.json["value"]
     ok = cli([*CE, "-b", "--baseline", str(base_json), "--max-rel-increase", "0"])
     assert ok.code == 0, ok.err
-    smoothed = cli([*CE, "-f", "json", "--label-smoothing", "0.2", "--baseline", str(base_json), "--max-rel-increase", "0.01"])
+    smoothed = cli(
+        [*CE, "-f", "json", "--label-smoothing", "0.2", "--baseline", str(base_json), "--max-rel-increase", "0.01"]
+    )
     assert smoothed.code == 3
     out = smoothed.json
     assert out["baseline"] == {"source": str(base_json), "value": value}
@@ -190,7 +192,7 @@ max = 0.0
 
 
 def test_check_nan_value_fails(cli, tmp_path):
-    path = write_csv(tmp_path / "d.csv", {"p": np.array([1.0, np.nan]), "t": np.array([0.0, 0.0])})
+    write_csv(tmp_path / "d.csv", {"p": np.array([1.0, np.nan]), "t": np.array([0.0, 0.0])})
     cfg = write_config(
         tmp_path,
         """
@@ -243,10 +245,19 @@ weight = 2
 @pytest.mark.parametrize(
     "body, needle",
     [
-        ('[[checks]]\nname = "a"\nloss = "mse"\ninputs = ["x:p", "x:t"]\nmaxx = 1\n', "unknown key 'maxx'. Did you mean 'max'?"),
+        (
+            '[[checks]]\nname = "a"\nloss = "mse"\ninputs = ["x:p", "x:t"]\nmaxx = 1\n',
+            "unknown key 'maxx'. Did you mean 'max'?",
+        ),
         ('[[checks]]\nname = "a"\nloss = "msee"\ninputs = ["x:p", "x:t"]\n', "Unknown loss 'msee'"),
-        ('[[checks]]\nname = "a"\nloss = "huber"\ninputs = ["x:p", "x:t"]\nparams = { delt = 1 }\n', "no parameter 'delt'"),
-        ('[[checks]]\nname = "a"\nloss = "huber"\ninputs = ["x:p", "x:t"]\nparams = { delta = -1 }\n', "--delta of huber must be"),
+        (
+            '[[checks]]\nname = "a"\nloss = "huber"\ninputs = ["x:p", "x:t"]\nparams = { delt = 1 }\n',
+            "no parameter 'delt'",
+        ),
+        (
+            '[[checks]]\nname = "a"\nloss = "huber"\ninputs = ["x:p", "x:t"]\nparams = { delta = -1 }\n',
+            "--delta of huber must be",
+        ),
         ('[[checks]]\nname = "a"\nloss = "mse"\ninputs = ["x:p"]\n', "takes 2 inputs"),
         ('[[checks]]\nname = "a"\nloss = "mse"\ninputs = ["x:p", "x:t"]\nmax-rel-increase = 0.1\n', "need a baseline"),
         ("[[checks]\n", "not valid TOML"),
@@ -355,20 +366,40 @@ def test_group_by_side_file_and_per_group_bounds(cli, tmp_path, grouped):
     assert {g["group"] for g in out["groups"]} == {"en", "de", "fr"}
     worst = max(out["groups"], key=lambda g: g["value"])
     res = cli(
-        ["compute", "mse", f"{path}:pred", f"{path}:target", "--group-by", "lang", "--per-group", "--max", str(worst["value"] - 1e-9), "-f", "json"]
+        [
+            "compute",
+            "mse",
+            f"{path}:pred",
+            f"{path}:target",
+            "--group-by",
+            "lang",
+            "--per-group",
+            "--max",
+            str(worst["value"] - 1e-9),
+            "-f",
+            "json",
+        ]
     )
     assert res.code == 3
     failed = [o for o in res.json["checks"] if not o["passed"]]
     assert [o.get("group") for o in failed] == [worst["group"]]
-    assert_clean_error(cli(["compute", "mse", f"{path}:pred", f"{path}:target", "--group-by", "langg"]), 1, "--group-by 'langg'")
-    assert_clean_error(cli(["compute", "mse", f"{path}:pred", f"{path}:target", "--per-group", "--max", "1"]), 2, "--group-by")
+    assert_clean_error(
+        cli(["compute", "mse", f"{path}:pred", f"{path}:target", "--group-by", "langg"]), 1, "--group-by 'langg'"
+    )
+    assert_clean_error(
+        cli(["compute", "mse", f"{path}:pred", f"{path}:target", "--per-group", "--max", "1"]), 2, "--group-by"
+    )
 
 
 def test_group_by_with_id_join(cli, tmp_path):
     ids = np.array([f"k{i}" for i in range(6)])
     p = write_csv(tmp_path / "p.csv", {"id": ids, "pred": np.arange(6.0)})
-    t = write_csv(tmp_path / "t.csv", {"id": ids[::-1], "target": np.zeros(6), "split": np.array(["a", "b", "a", "b", "a", "b"])})
-    out = cli(["compute", "mae", f"{p}:pred", f"{t}:target", "--id-col", "id", "--group-by", "split", "-f", "json"]).json
+    t = write_csv(
+        tmp_path / "t.csv", {"id": ids[::-1], "target": np.zeros(6), "split": np.array(["a", "b", "a", "b", "a", "b"])}
+    )
+    out = cli(
+        ["compute", "mae", f"{p}:pred", f"{t}:target", "--id-col", "id", "--group-by", "split", "-f", "json"]
+    ).json
     by = {g["group"]: g["value"] for g in out["groups"]}
     # ids reversed: target row j holds id k(5-j); split 'a' is rows 0,2,4 -> ids k5,k3,k1 -> preds 5,3,1
     assert by == {"a": pytest.approx(3.0), "b": pytest.approx(2.0)}
@@ -383,7 +414,9 @@ def test_histogram(cli):
     res = cli([*CE, "--hist", "-f", "json"])
     h = res.json["hist"]
     assert sum(h["counts"]) == 200 and len(h["edges"]) == len(h["counts"]) + 1
-    assert h["edges"][0] == pytest.approx(res.json["stats"]["min"]) and h["edges"][-1] == pytest.approx(res.json["stats"]["max"])
+    assert h["edges"][0] == pytest.approx(res.json["stats"]["min"]) and h["edges"][-1] == pytest.approx(
+        res.json["stats"]["max"]
+    )
     table = cli([*CE, "--hist"]).out
     assert "per-sample loss" in table and "█" in table
 
@@ -427,7 +460,19 @@ def _ce(x, y):
 def test_compare_paired_difference_interval_and_p_value(cli, systems):
     d, base, better, noise, y = systems
     res = cli(
-        ["compare", "ce", "--target", f"{d}/labels.parquet:label", f"{d}/base.parquet", f"{d}/better.parquet", f"{d}/noise.parquet", "-f", "json", "--permutations", "2000"]
+        [
+            "compare",
+            "ce",
+            "--target",
+            f"{d}/labels.parquet:label",
+            f"{d}/base.parquet",
+            f"{d}/better.parquet",
+            f"{d}/noise.parquet",
+            "-f",
+            "json",
+            "--permutations",
+            "2000",
+        ]
     )
     assert res.code == 0, res.err
     doc = res.json
@@ -443,7 +488,20 @@ def test_compare_paired_difference_interval_and_p_value(cli, systems):
     diff = ln - lb
     assert [w["row"] for w in same["most_worse"]] == list(np.argsort(-diff, kind="stable")[:5])
     assert same["most_worse"][0]["delta"] == pytest.approx(diff.max(), rel=1e-9)
-    md = cli(["compare", "ce", "--target", f"{d}/labels.parquet:label", f"{d}/base.parquet", f"{d}/better.parquet", "-f", "markdown", "--permutations", "100"]).out
+    md = cli(
+        [
+            "compare",
+            "ce",
+            "--target",
+            f"{d}/labels.parquet:label",
+            f"{d}/base.parquet",
+            f"{d}/better.parquet",
+            "-f",
+            "markdown",
+            "--permutations",
+            "100",
+        ]
+    ).out
     assert "(baseline)" in md and "| p |" in md
 
 
@@ -469,7 +527,11 @@ def test_permutation_p_value_against_brute_force():
 
 def test_compare_needs_two_files_and_a_target(cli, systems):
     d = systems[0]
-    assert_clean_error(cli(["compare", "ce", "--target", f"{d}/labels.parquet:label", f"{d}/base.parquet"]), 2, "baseline and at least one candidate")
+    assert_clean_error(
+        cli(["compare", "ce", "--target", f"{d}/labels.parquet:label", f"{d}/base.parquet"]),
+        2,
+        "baseline and at least one candidate",
+    )
     res = cli(["compare", "ce", f"{d}/base.parquet", f"{d}/better.parquet"])
     assert res.code == 2 and "--target" in res.err
 
@@ -485,7 +547,7 @@ def test_check_config_per_group_bounds_against_a_grouped_baseline(cli, tmp_path,
     path, pred, target, lang = grouped
     base = tmp_path / "base.json"
     base.write_text(cli(["compute", "mse", f"{path}:pred", f"{path}:target", "--group-by", "lang", "-f", "json"]).out)
-    worse = write_csv(tmp_path / "w.csv", {"lang": lang, "pred": np.where(lang == "fr", pred + 1.0, pred), "target": target})
+    write_csv(tmp_path / "w.csv", {"lang": lang, "pred": np.where(lang == "fr", pred + 1.0, pred), "target": target})
     cfg = write_config(
         tmp_path,
         """

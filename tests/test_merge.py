@@ -54,7 +54,9 @@ def shard_run(cli, tmp_path, name: str, arrays: dict[str, np.ndarray], cuts: lis
             np.save(p, arr[a:b])
             paths.append(str(p))
         state = tmp_path / f"s{k}.json"
-        res = cli(["compute", name, *paths, *args, "--save-state", str(state), "--row-offset", str(a), "-q", "-b", *extra])
+        res = cli(
+            ["compute", name, *paths, *args, "--save-state", str(state), "--row-offset", str(a), "-q", "-b", *extra]
+        )
         assert res.code == 0, res.err
         states.append(str(state))
     whole_paths = []
@@ -102,11 +104,27 @@ def test_merge_components_groups_and_sketched_quantiles(cli, tmp_path):
     states = []
     for k, (a, b) in enumerate(((0, 1000), (1000, n))):
         p = write_csv(tmp_path / f"g{k}.csv", {"lang": lang[a:b], "pred": pred[a:b], "target": target[a:b]})
-        res = cli(["compute", "huber", f"{p}:pred", f"{p}:target", "--group-by", "lang", "--save-state", str(tmp_path / f"g{k}.json"), "--row-offset", str(a), "-b"])
+        res = cli(
+            [
+                "compute",
+                "huber",
+                f"{p}:pred",
+                f"{p}:target",
+                "--group-by",
+                "lang",
+                "--save-state",
+                str(tmp_path / f"g{k}.json"),
+                "--row-offset",
+                str(a),
+                "-b",
+            ]
+        )
         assert res.code == 0, res.err
         states.append(str(tmp_path / f"g{k}.json"))
     whole_csv = write_csv(tmp_path / "g.csv", {"lang": lang, "pred": pred, "target": target})
-    whole = cli(["compute", "huber", f"{whole_csv}:pred", f"{whole_csv}:target", "--group-by", "lang", "-f", "json"]).json
+    whole = cli(
+        ["compute", "huber", f"{whole_csv}:pred", f"{whole_csv}:target", "--group-by", "lang", "-f", "json"]
+    ).json
     merged = cli(["merge", *states, "-f", "json"]).json
     assert_same_report(merged, whole)
     assert [g["group"] for g in merged["groups"]] == ["a", "b", "c"]

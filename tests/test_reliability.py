@@ -1338,13 +1338,6 @@ def test_probabilities_exactly_zero_and_one(tmp_path):
     np.testing.assert_allclose(got, [0, math.log(2)], rtol=1e-15, atol=0)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="lead (lossctl/losses: divergence._distribution, classification._soft_target/_log_probs): as_float() "
-    "widens float16 to float64 before check_probs/check_log_probs, so default_prob_atol uses float64's eps "
-    "(tolerance 1e-4) and float16 rows summing to 1 within float16 rounding are rejected; the README promises "
-    "'more for float16' - compute the tolerance from the input dtype before widening",
-)
 @pytest.mark.parametrize("loss", ["ce", "kl", "js"])
 def test_float16_probabilities_get_the_float16_tolerance(tmp_path, loss):
     rng = np.random.default_rng(16)

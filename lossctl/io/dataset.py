@@ -14,7 +14,14 @@ import os
 from lossctl.errors import DataError
 from lossctl.io.sources import ArrowReader, Source, _checked_schema, _short
 
-_DATASET_FORMATS = {".parquet": "parquet", ".pq": "parquet", ".arrow": "ipc", ".feather": "ipc", ".ipc": "ipc", ".csv": "csv"}
+_DATASET_FORMATS = {
+    ".parquet": "parquet",
+    ".pq": "parquet",
+    ".arrow": "ipc",
+    ".feather": "ipc",
+    ".ipc": "ipc",
+    ".csv": "csv",
+}
 
 
 def is_glob(path: str) -> bool:
@@ -36,7 +43,9 @@ def dataset_format(files: list[str], display: str) -> str:
     kinds = {_DATASET_FORMATS.get(os.path.splitext(f.lower())[1]) for f in files}
     kinds.discard(None)
     if not kinds:
-        raise DataError(f"{display}: no Parquet, Arrow or CSV files found (a directory or glob of shards is read as one input).")
+        raise DataError(
+            f"{display}: no Parquet, Arrow or CSV files found (a directory or glob of shards is read as one input)."
+        )
     if len(kinds) > 1:
         raise DataError(f"{display}: holds files of several formats ({', '.join(sorted(kinds))}); expected one format.")
     return kinds.pop()

@@ -596,8 +596,10 @@ class ParquetReader(ArrowReader):
         return self._converted(
             raw,
             rows,
-            lambda exc, row0: f"{self.display}: could not read Parquet data after row {row0} ({_short(exc)}). "
-            "The file may be truncated or corrupt.",
+            lambda exc, row0: (
+                f"{self.display}: could not read Parquet data after row {row0} ({_short(exc)}). "
+                "The file may be truncated or corrupt."
+            ),
         )
 
 
@@ -658,8 +660,10 @@ class IpcReader(ArrowReader):
         return self._converted(
             (batch.select(cols) for batch in self._raw()),
             rows,
-            lambda exc, row0: f"{self.display}: could not read Arrow data after row {row0} ({_short(exc)}). "
-            "Expected an intact Arrow IPC file or stream (Feather v2); it may be truncated or corrupt.",
+            lambda exc, row0: (
+                f"{self.display}: could not read Arrow data after row {row0} ({_short(exc)}). "
+                "Expected an intact Arrow IPC file or stream (Feather v2); it may be truncated or corrupt."
+            ),
         )
 
 

@@ -6,13 +6,165 @@ given; they never print and never read files.
 
 from __future__ import annotations
 
+import os
+import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING, NamedTuple
+
 import numpy as np
 
 from lossctl.errors import InputError, ParamError
 
+if TYPE_CHECKING:
+    from concurrent.futures import ThreadPoolExecutor
+
 # Rows per block in row-wise kernels: small enough that a block of float32
 # scores (4096 x 100 x 4 bytes = 1.6 MB) stays in a core's L2 cache.
 BLOCK_ROWS = 4096
+
+# ---------------------------------------------------------------------------
+# Blocks and threads
+#
+# The fast kernels walk their input in blocks of rows that stay in cache, with
+# reused per-thread scratch buffers, and split the rows into contiguous parts
+# run on a thread pool (NumPy releases the GIL inside its loops). Every
+# per-row value is computed by element-wise operations and by reductions over
+# that row alone (NumPy's ``einsum`` / ``add.reduce`` along a contiguous last
+# axis), never by BLAS (OpenBLAS gemv rounds a row differently depending on
+# where it falls in the matrix), so a row's bits do not depend on the block,
+# the part, the thread count or the number of rows passed in.
+# ---------------------------------------------------------------------------
+
+# Elements per block of a row-wise (N, C) kernel: 2**18 float32 = 1 MB.
+ROW_BLOCK_ELEMS = 1 << 18
+# Elements per block of an element-wise kernel ((N,) or (N, D) inputs).
+ELEM_BLOCK_ELEMS = 1 << 17
+# Below this much work (elements) one thread is faster than dispatching to two.
+PARALLEL_MIN_ELEMS = 1 << 18
+
+_tls = threading.local()
+_pool: ThreadPoolExecutor | None = None
+_pool_size = 0
+_pool_lock = threading.Lock()
+
+
+_CPUS: int | None = None
+
+
+def num_threads() -> int:
+    """Worker threads for the kernels: ``LOSSCTL_THREADS`` if set (>= 1), else ``os.cpu_count()``."""
+    global _CPUS
+    text = os.environ.get("LOSSCTL_THREADS", "").strip()
+    if text:
+        try:
+            k = int(text)
+        except ValueError:
+            k = 0
+        if k >= 1:
+            return k
+    if _CPUS is None:  # os.cpu_count() reads /sys each time (~60 µs): once is enough
+        _CPUS = os.cpu_count() or 1
+    return _CPUS
+
+
+def _forget_pool_in_child() -> None:
+    """A forked child inherits the pool object but not its threads: start afresh."""
+    global _pool, _pool_size, _pool_lock, _CPUS
+    _CPUS = None
+    _pool = None
+    _pool_size = 0
+    _pool_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pool_in_child)
+
+
+def _executor(k: int) -> ThreadPoolExecutor:
+    global _pool, _pool_size
+    from concurrent.futures import ThreadPoolExecutor  # imported on first use (start-up time)
+
+    with _pool_lock:
+        if _pool is None or _pool_size < k:
+            old = _pool
+            _pool = ThreadPoolExecutor(max_workers=k, thread_name_prefix="lossctl-kernel")
+            _pool_size = k
+            if old is not None:
+                old.shutdown(wait=False)
+        return _pool
+
+
+def _run_part(fn: Callable[[int, int], object], start: int, stop: int):
+    _tls.in_part = True
+    try:
+        return fn(start, stop)
+    finally:
+        _tls.in_part = False
+
+
+def row_parts(n: int, work: int, fn: Callable[[int, int], object]) -> list:
+    """Call ``fn(start, stop)`` on contiguous parts covering ``range(n)``; return the results in order.
+
+    The parts run on the thread pool when ``work`` (elements touched) is large
+    enough and more than one thread is allowed; otherwise ``fn(0, n)`` runs
+    here. ``fn`` must write only the rows it is given. Calls from inside a
+    part never nest into the pool.
+    """
+    k = min(num_threads(), n)
+    if k <= 1 or work < PARALLEL_MIN_ELEMS or getattr(_tls, "in_part", False):
+        return [fn(0, n)]
+    bounds = [n * i // k for i in range(k + 1)]
+    pool = _executor(k)
+    futures = [pool.submit(_run_part, fn, bounds[i], bounds[i + 1]) for i in range(1, k)]
+    results: list = [None] * k
+    error: BaseException | None = None
+    try:
+        results[0] = _run_part(fn, bounds[0], bounds[1])
+    except BaseException as exc:  # noqa: BLE001 - wait for the other parts, then re-raise
+        error = exc
+    for i, fut in enumerate(futures, start=1):
+        try:
+            results[i] = fut.result()
+        except BaseException as exc:  # noqa: BLE001 - re-raised below
+            error = error or exc
+    if error is not None:
+        raise error
+    return results
+
+
+def scratch(slot: str, shape: tuple[int, ...], dtype) -> np.ndarray:
+    """A C-contiguous buffer of this thread, reused across calls (contents undefined)."""
+    bufs = getattr(_tls, "bufs", None)
+    if bufs is None:
+        bufs = _tls.bufs = {}
+    dtype = np.dtype(dtype)
+    size = 1
+    for s in shape:
+        size *= int(s)
+    key = (slot, dtype.str)
+    buf = bufs.get(key)
+    if buf is None or buf.size < size:
+        buf = np.empty(max(size, 1), dtype=dtype)
+        bufs[key] = buf
+    return buf[:size].reshape(shape)
+
+
+def constant(slot: str, n: int, value: float, dtype=np.float64) -> np.ndarray:
+    """A per-thread length-n array filled with ``value`` (NumPy's array-array
+    ``maximum``/``minimum`` loops are several times faster than with a scalar)."""
+    bufs = getattr(_tls, "consts", None)
+    if bufs is None:
+        bufs = _tls.consts = {}
+    key = (slot, np.dtype(dtype).str, float(value))
+    buf = bufs.get(key)
+    if buf is None or len(buf) < n:
+        buf = np.full(max(n, 1), value, dtype=dtype)
+        bufs[key] = buf
+    return buf[:n]
+
+
+def rows_per_block(width: int, elems: int = ROW_BLOCK_ELEMS) -> int:
+    return max(1, elems // max(int(width), 1))
 
 
 def as_float(x: np.ndarray) -> np.ndarray:
@@ -46,28 +198,146 @@ def sigmoid(x: np.ndarray) -> np.ndarray:
     return np.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
 
 
+class SoftmaxRows(NamedTuple):
+    """Row-wise pieces of a softmax over the last axis of an (N, C) array.
+
+    m:         (N,) float64 row maxima (the value at ``argmax``).
+    log_s:     (N,) float64 ``log Σ_c exp(x_c - m)`` = ``log1p(Σ_{c != argmax} exp(x_c - m))`` >= 0.
+    argmax:    (N,) int64 first index of the row maximum.
+    x_y:       (N,) float64 ``x[n, ys[n]]`` when ``ys`` was given, else None.
+    shift_sum: (N,) float64 ``Σ_c w_c (m - x_c)`` (``w`` = 1 without weights) when asked, else None.
+    bad:       True when some row may hold a non-finite value (NaN/±inf; check exactly).
+    """
+
+    m: np.ndarray
+    log_s: np.ndarray
+    argmax: np.ndarray
+    x_y: np.ndarray | None
+    shift_sum: np.ndarray | None
+    bad: bool
+
+
+def softmax_rows(
+    x: np.ndarray,
+    ys: np.ndarray | None = None,
+    *,
+    shift_sum: bool = False,
+    weights: np.ndarray | None = None,
+) -> SoftmaxRows:
+    """Log-sum-exp pieces of each row of a float32/float64 (N, C) array, C >= 1.
+
+    Blocked and threaded (see above). ``exp`` runs in the input precision
+    (float32 stays float32: about 1e-7 relative per term); the sum of the
+    exps is accumulated in float64, without the row maximum's exact 1, so
+    ``log_s`` keeps full relative precision for confident rows. Each row's
+    value depends only on that row. Non-finite input is not an error here: it
+    sets ``bad`` (NaN/-inf through the block minimum, +inf through the row
+    maximum), and the caller then locates it exactly.
+    """
+    n, c = x.shape
+    dt = x.dtype
+    m = np.empty(n, dtype=np.float64)
+    log_s = np.empty(n, dtype=np.float64)
+    am_all = np.empty(n, dtype=np.int64)
+    xy = np.empty(n, dtype=np.float64) if ys is not None else None
+    ss = np.empty(n, dtype=np.float64) if shift_sum else None
+    step = rows_per_block(c)
+    wide = dt != np.float64
+
+    flat = x.reshape(-1) if x.flags.c_contiguous else None
+    # Flat offset of each row in a block (shared, read-only; made here, not in the threads,
+    # so the parts start without extra allocations).
+    base_all = np.arange(min(step, n), dtype=np.int64) * c
+
+    def part(start: int, stop: int) -> bool:
+        rows = min(step, stop - start)
+        t = scratch("sm_t", (rows, c), dt)
+        t64 = scratch("sm_t64", (rows, c), np.float64) if (wide or shift_sum) else t
+        base = base_all[:rows]
+        idx = scratch("sm_idx", (rows,), np.int64)
+        mb_buf = scratch("sm_m", (rows,), dt)
+        bad = False
+        with np.errstate(all="ignore"):
+            for a in range(start, stop, step):
+                b = min(a + step, stop)
+                k = b - a
+                blk = x[a:b]
+                # NaN and -inf make the block minimum non-finite, +inf the row maximum.
+                if not np.isfinite(blk.min()):
+                    bad = True
+                am = am_all[a:b]
+                blk.argmax(axis=1, out=am)
+                ii = idx[:k]
+                np.add(base[:k], am, out=ii)  # flat index of each row's maximum
+                mb = mb_buf[:k]
+                if flat is not None:
+                    fb = flat[a * c : b * c]
+                    np.take(fb, ii, out=mb)
+                    if xy is not None:
+                        xy[a:b] = np.take(fb, base[:k] + ys[a:b])
+                else:
+                    rr = base[:k] // c
+                    mb[...] = blk[rr, am]
+                    if xy is not None:
+                        xy[a:b] = blk[rr, ys[a:b]]
+                m[a:b] = mb
+                tt = t[:k]
+                np.subtract(blk, mb[:, None], out=tt)
+                np.exp(tt, out=tt)
+                tt.reshape(-1)[ii] = 0.0  # the maximum's exp(0) = 1 is added back by log1p
+                s64 = tt
+                if tt.dtype != np.float64:
+                    s64 = t64[:k]
+                    np.copyto(s64, tt)
+                np.einsum("ij->i", s64, out=log_s[a:b])
+                np.log1p(log_s[a:b], out=log_s[a:b])
+                if ss is not None:
+                    d = t64[:k]
+                    np.copyto(d, blk)
+                    np.subtract(m[a:b, None], d, out=d)
+                    if weights is None:
+                        np.einsum("ij->i", d, out=ss[a:b])
+                    else:
+                        np.einsum("ij,j->i", d, weights, out=ss[a:b])
+        if not np.isfinite(m[start:stop]).all():
+            bad = True
+        return bad
+
+    bad = any(row_parts(n, n * c, part))
+    return SoftmaxRows(m, log_s, am_all, xy, ss, bad)
+
+
 def logsumexp_parts(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Row-wise log-sum-exp split as ``lse = m + log_s`` (m: row max, log_s >= 0).
 
     Keeping the two parts apart lets callers form ``lse - x[y]`` as
     ``log_s + (m - x[y])`` without losing the digits of a small loss under a
-    large logit. Works block by block so the exp temporaries stay in cache;
-    exp runs in the input precision (float32 stays float32), sums in float64.
-    Each row's value depends only on that row.
+    large logit. Works block by block so the exp temporaries stay in cache
+    (threaded for large inputs); exp runs in the input precision (float32
+    stays float32), sums in float64. Each row's value depends only on that row.
+    The input is not validated here (callers check finiteness).
     """
+    n = x.shape[0]
+    if n == 0 or x.ndim != 2 or x.shape[1] == 0 or x.dtype not in (np.float32, np.float64):
+        return _logsumexp_parts_plain(x)
+    r = softmax_rows(x)
+    return r.m, r.log_s
+
+
+def _logsumexp_parts_plain(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     n = x.shape[0]
     m = np.empty(n, dtype=x.dtype)
     log_s = np.empty(n, dtype=np.float64)
     if n == 0:
         return m.astype(np.float64), log_s
     step = BLOCK_ROWS
-    scratch = np.empty((min(step, n), x.shape[1]), dtype=x.dtype)
+    scratch_ = np.empty((min(step, n), x.shape[1]), dtype=x.dtype)
     for start in range(0, n, step):
         stop = min(start + step, n)
         block = x[start:stop]
         mb = block.max(axis=1)
         m[start:stop] = mb
-        t = scratch[: stop - start]
+        t = scratch_[: stop - start]
         np.subtract(block, mb[:, None], out=t)
         np.exp(t, out=t)
         log_s[start:stop] = np.log(t.sum(axis=1, dtype=np.float64))
@@ -90,6 +360,15 @@ def default_prob_atol(dtype: np.dtype, n_classes: int) -> float:
 
 def check_finite(x: np.ndarray, role: str, what: str, allow_neg_inf: bool = False) -> None:
     """Every value finite (or -inf where allowed)."""
+    kind = x.dtype.kind
+    if kind in "biu":
+        return
+    if kind == "f" and x.size and not allow_neg_inf:
+        # One pass, no temporaries: any NaN or ±inf makes the sum non-finite. A finite
+        # sum proves every value finite; an overflowing one is checked exactly below.
+        with np.errstate(all="ignore"):
+            if np.isfinite(np.sum(x)):
+                return
     bad = ~np.isfinite(x)
     if allow_neg_inf:
         bad &= ~np.isneginf(x)

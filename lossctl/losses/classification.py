@@ -17,23 +17,34 @@ import numpy as np
 from lossctl.errors import InputError, ParamError
 from lossctl.losses import Result
 from lossctl.losses._common import (
+    ELEM_BLOCK_ELEMS,
     as_float,
     check_finite,
     check_log_probs,
     check_probs,
     check_unit_interval,
     class_indices,
+    constant,
     first_rows,
     log_softmax64,
     logsumexp_parts,
     per_output,
+    row_parts,
+    rows_per_block,
     same_shape,
+    scratch,
     sigmoid,
+    softmax_rows,
 )
 
 # ---------------------------------------------------------------------------
 # cross-entropy
 # ---------------------------------------------------------------------------
+
+
+def _fast_rows(x: np.ndarray) -> bool:
+    """(N, C) float32/float64 input with rows and classes: the blocked row kernels apply."""
+    return x.ndim == 2 and x.shape[0] > 0 and x.shape[1] > 0 and x.dtype in (np.float32, np.float64)
 
 
 def _class_weight(weight, n_classes: int) -> np.ndarray | None:
@@ -150,15 +161,26 @@ def cross_entropy(
     ys = np.where(ignored, 0, y)
     rows = np.arange(n)
 
-    if pred_kind == "logits":
+    argmax = None
+    if pred_kind == "logits" and _fast_rows(x):
+        # Blocked, threaded log-sum-exp; non-finite logits are located only when present.
+        sm = softmax_rows(x, ys, shift_sum=eps > 0, weights=w)
+        if sm.bad:
+            check_finite(x, "pred", "logits")
+        argmax = sm.argmax
+        # -log softmax(x)[y] = log Σ exp(x - m) + (m - x_y): no cancellation of a large m.
+        nll = sm.log_s + (sm.m - sm.x_y)
+        if eps > 0:
+            wsum = float(n_classes) if w is None else float(w.sum())
+            smooth = wsum * sm.log_s + sm.shift_sum  # Σ_c w_c (lse - x_c), lse - x_c = log_s + (m - x_c)
+    elif pred_kind == "logits":
         check_finite(x, "pred", "logits")
         m, log_s = logsumexp_parts(x)
-        # -log softmax(x)[y] = log Σ exp(x - m) + (m - x_y): no cancellation of a large m.
         nll = log_s + (m - x[rows, ys].astype(np.float64))
         if eps > 0:
             xs = x.astype(np.float64)
             wsum = float(n_classes) if w is None else float(w.sum())
-            xw = xs.sum(axis=1) if w is None else xs @ w
+            xw = xs.sum(axis=1) if w is None else np.einsum("ij,j->i", xs, w)
             smooth = wsum * log_s + (wsum * m - xw)  # Σ_c w_c (lse - x_c)
     else:
         logq = _log_probs(x, pred_kind, prob_atol)
@@ -169,17 +191,23 @@ def cross_entropy(
             else:
                 smooth = -_xlogy_rows(np.broadcast_to(w, logq.shape), logq)
 
-    wy = np.ones(n) if w is None else w[ys]
-    loss = wy * nll
+    if w is None:
+        loss = nll
+        den = (~ignored).astype(np.float64)
+    else:
+        wy = w[ys]
+        loss = wy * nll
+        den = np.where(ignored, 0.0, wy)
     if eps > 0:
         loss = (1.0 - eps) * loss + (eps / n_classes) * smooth
-    loss[ignored] = 0.0
-    den = np.where(ignored, 0.0, wy)
-    result = Result(loss=loss, den=den, ignored=ignored if ignored.any() else None)
+    any_ignored = bool(ignored.any())
+    if any_ignored:
+        loss[ignored] = 0.0  # (when loss is nll, p_true below is NaN at these rows anyway)
+    result = Result(loss=loss, den=den, ignored=ignored if any_ignored else None)
     if extras:
         p_true = np.exp(-nll)
         p_true[ignored] = np.nan
-        result.columns = {"p_true": p_true, "pred_class": np.argmax(x, axis=1)}
+        result.columns = {"p_true": p_true, "pred_class": np.argmax(x, axis=1) if argmax is None else argmax}
     return result
 
 
@@ -248,6 +276,114 @@ def _bce_prepare(pred, target, pos_weight, weight):
     return x, np.asarray(y, dtype=np.float64), pw, w
 
 
+# float32 logits: the softplus tail log1p(exp(-|x|)) in float32 (about 1e-7 relative);
+# everything else, and float64 logits, in float64.
+BCE_TAIL_IN_INPUT_PRECISION = True
+
+
+def _bce_logits_fast(pred, target, pos_weight, weight, extras: bool) -> Result | None:
+    """BCE with logits over row blocks in threads; None when the plain path must handle the input.
+
+    Per element ``pw·y·softplus(-x) + (1-y)·softplus(x)``, written (pw = 1) as
+    ``log1p(exp(-|x|)) + (max(x, 0) - y·x)``, two parts >= 0 for y in [0, 1], so
+    nothing cancels. Targets are range-checked by block minimum/maximum and
+    logits by the finiteness of the results; the exact checks (same errors,
+    same rows) run only when something is off.
+    """
+    x, y = same_shape(as_float(pred), as_float(target))
+    if x.ndim not in (1, 2) or x.size == 0 or len(x) == 0:
+        return None
+    n = len(x)
+    k_out = 1 if x.ndim == 1 else x.shape[1]
+    try:
+        pw = per_output(pos_weight, k_out, "pos-weight")
+        w = per_output(weight, k_out, "weight")
+    except ParamError:
+        check_unit_interval(y, "target", "binary targets")
+        raise
+    x2 = x.reshape(n, k_out)
+    y2 = y.reshape(n, k_out)
+    loss = np.empty(n, dtype=np.float64)
+    pw_one = isinstance(pw, float) and pw == 1.0
+    w_one = isinstance(w, float) and w == 1.0
+    tail_dt = x.dtype if BCE_TAIL_IN_INPUT_PRECISION else np.float64
+    step = rows_per_block(k_out, ELEM_BLOCK_ELEMS)
+
+    def part(start: int, stop: int) -> tuple[bool, bool]:
+        rows = min(step, stop - start)
+        tail = scratch("bce_tail", (rows, k_out), tail_dt)
+        e_buf = scratch("bce_e", (rows, k_out), np.float64)
+        u_buf = scratch("bce_u", (rows, k_out), np.float64)
+        v_buf = scratch("bce_v", (rows, k_out), np.float64) if not pw_one else None
+        zeros = constant("zero", rows * k_out, 0.0).reshape(rows, k_out)
+        x_bad = y_bad = False
+        with np.errstate(all="ignore"):
+            for a in range(start, stop, step):
+                b = min(a + step, stop)
+                k = b - a
+                xb = x2[a:b]
+                yb = y2[a:b]
+                if not (yb.min() >= 0 and yb.max() <= 1):  # NaN fails both
+                    y_bad = True
+                tl = tail[:k]
+                np.abs(xb, out=tl)
+                np.negative(tl, out=tl)
+                np.exp(tl, out=tl)
+                np.log1p(tl, out=tl)  # log1p(exp(-|x|))
+                direct = k_out == 1 and w_one
+                e = loss[a:b].reshape(k, 1) if direct else e_buf[:k]
+                u = u_buf[:k]
+                z = zeros[:k]
+                np.copyto(u, xb)
+                if pw_one:
+                    np.copyto(e, yb)
+                    np.multiply(e, u, out=e)  # y·x
+                    np.maximum(u, z, out=u)  # max(x, 0)
+                    np.subtract(u, e, out=u)  # max(x, 0) - y·x >= 0
+                    np.copyto(e, tl)
+                    np.add(e, u, out=e)
+                else:
+                    v = v_buf[:k]
+                    np.negative(u, out=v)
+                    np.maximum(v, z, out=v)  # max(-x, 0)
+                    np.maximum(u, z, out=u)  # max(x, 0)
+                    np.copyto(e, tl)
+                    np.add(v, e, out=v)  # softplus(-x)
+                    np.add(u, e, out=u)  # softplus(x)
+                    np.copyto(e, yb)
+                    np.multiply(v, e, out=v)
+                    np.multiply(v, pw, out=v)  # pw·y·softplus(-x)
+                    np.subtract(1.0, e, out=e)
+                    np.multiply(e, u, out=e)  # (1-y)·softplus(x)
+                    np.add(e, v, out=e)
+                if not w_one:
+                    np.multiply(e, w, out=e)
+                if not direct:
+                    if k_out == 1:
+                        loss[a:b] = e[:, 0]
+                    else:
+                        np.add.reduce(e, axis=1, out=loss[a:b])
+                        np.divide(loss[a:b], k_out, out=loss[a:b])
+                if not np.isfinite(np.sum(loss[a:b])):
+                    x_bad = True
+        return x_bad, y_bad
+
+    flags = row_parts(n, n * k_out * 4, part)
+    if any(f[1] for f in flags):
+        check_unit_interval(y, "target", "binary targets")
+    if any(f[0] for f in flags):
+        check_finite(x, "pred", "logits")
+    result = Result(loss=loss)
+    if extras and x.ndim == 1:
+        p = sigmoid(x)
+        yy = np.asarray(y, dtype=np.float64)
+        result.columns = {
+            "p_true": yy * p + (1.0 - yy) * (1.0 - p),
+            "pred_class": (p >= 0.5).astype(np.int64),
+        }
+    return result
+
+
 def binary_cross_entropy(
     pred: np.ndarray,
     target: np.ndarray,
@@ -264,6 +400,10 @@ def binary_cross_entropy(
     where PyTorch's ``(1-y)x - logσ(x)`` loses digits, e.g. x=-20, y=0).
     From probabilities: ``-w·(pw·y·max(log p, -100) + (1-y)·max(log(1-p), -100))``.
     """
+    if pred_kind == "logits":
+        fast = _bce_logits_fast(pred, target, pos_weight, weight, extras)
+        if fast is not None:
+            return fast
     x, y, pw, w = _bce_prepare(pred, target, pos_weight, weight)
     if pred_kind == "logits":
         check_finite(x, "pred", "logits")

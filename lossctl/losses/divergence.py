@@ -28,8 +28,13 @@ from lossctl.losses._common import (
     check_finite,
     check_log_probs,
     check_probs,
+    constant,
+    default_prob_atol,
     first_rows,
     log_softmax64,
+    row_parts,
+    rows_per_block,
+    scratch,
 )
 
 _LOG2 = math.log(2.0)
@@ -148,11 +153,109 @@ def kl_divergence(
     """
     lb = _log_base(base)
     reverse = _check_direction(direction)
-    lp, p, lq, q = _pair(target, pred, target_kind, pred_kind, prob_atol)
-    loss = _rel_entr_rows(lq, q, lp) if reverse else _rel_entr_rows(lp, p, lq)
+    loss = None
+    if not reverse and pred_kind == "logits" and target_kind == "probs":
+        loss = _kl_probs_logits(target, pred, prob_atol)
+    if loss is None:
+        lp, p, lq, q = _pair(target, pred, target_kind, pred_kind, prob_atol)
+        loss = _rel_entr_rows(lq, q, lp) if reverse else _rel_entr_rows(lp, p, lq)
     if lb != 1.0:
         loss = loss / lb
     return Result(loss=loss)
+
+
+_TINY = float(np.finfo(np.float64).tiny)
+
+
+def _kl_probs_logits(target, pred, prob_atol) -> np.ndarray | None:
+    """Forward KL(P ‖ softmax(x)) per row over row blocks in threads, all in float64.
+
+    ``Σ_c P_c log P_c - Σ_c P_c (x_c - m) + (Σ_c P_c)·log_s`` with ``m`` the row
+    maximum and ``log_s = log Σ_c exp(x_c - m)`` (the log-softmax is never
+    materialised; ``0·log 0 = 0``). Float32 inputs are cast per block, so the
+    value is that of the given numbers. None when the plain path must run
+    (other shapes or types). P's range and row sums and x's finiteness are
+    checked cheaply per block; the exact checks (same errors and rows) run only
+    when something is off.
+    """
+    t = as_float(np.asarray(target))
+    x = as_float(np.asarray(pred))
+    if (
+        t.ndim != 2
+        or x.ndim != 2
+        or t.shape != x.shape
+        or t.shape[0] == 0
+        or t.shape[1] == 0
+        or t.dtype not in (np.float32, np.float64)
+        or x.dtype not in (np.float32, np.float64)
+    ):
+        return None
+    n, c = x.shape
+    tol = default_prob_atol(t.dtype, c) if prob_atol is None else prob_atol
+    # Rows this close to the tolerance are re-checked exactly (check_probs sums differently).
+    tol_flag = tol * (1.0 - 1e-9)
+    loss = np.empty(n, dtype=np.float64)
+    step = rows_per_block(c)
+    base_all = np.arange(min(step, n), dtype=np.int64) * c  # flat offset of each row in a block
+
+    def part(start: int, stop: int) -> tuple[bool, bool]:
+        rows = min(step, stop - start)
+        d_buf = scratch("kl_d", (rows, c), np.float64)
+        e_buf = scratch("kl_e", (rows, c), np.float64)
+        p_buf = scratch("kl_p", (rows, c), np.float64)
+        m = scratch("kl_m", (rows,), np.float64)
+        sp = scratch("kl_sp", (rows,), np.float64)
+        ls = scratch("kl_ls", (rows,), np.float64)
+        base = base_all[:rows]
+        tiny = constant("tiny", rows * c, _TINY).reshape(rows, c)
+        x_bad = p_bad = False
+        with np.errstate(all="ignore"):
+            for a in range(start, stop, step):
+                b = min(a + step, stop)
+                k = b - a
+                xb = x[a:b]
+                pb = t[a:b]
+                if not np.isfinite(xb.min()):  # NaN, -inf (+inf shows in the maximum)
+                    x_bad = True
+                if not (pb.min() >= 0 and pb.max() <= 1):  # NaN fails both
+                    p_bad = True
+                am = xb.argmax(axis=1)
+                ii = base[:k] + am
+                d = d_buf[:k]
+                np.copyto(d, xb)
+                mk = m[:k]
+                np.take(d.reshape(-1), ii, out=mk)
+                if not np.isfinite(mk).all():
+                    x_bad = True
+                np.subtract(d, mk[:, None], out=d)  # x - m <= 0, float64
+                e = e_buf[:k]
+                np.exp(d, out=e)
+                e.reshape(-1)[ii] = 0.0
+                lsk = ls[:k]
+                np.einsum("ij->i", e, out=lsk)
+                np.log1p(lsk, out=lsk)  # log Σ exp(x - m)
+                pp = p_buf[:k]
+                np.copyto(pp, pb)
+                spk = sp[:k]
+                np.einsum("ij->i", pp, out=spk)
+                if not (np.abs(spk - 1.0) <= tol_flag).all():  # NaN fails too
+                    p_bad = True
+                np.maximum(pp, tiny[:k], out=e)  # log(max(P, tiny)): 0·log 0 -> 0·(finite) = 0
+                np.log(e, out=e)
+                np.subtract(e, d, out=e)  # log P - (x - m)
+                out = loss[a:b]
+                np.einsum("ij,ij->i", pp, e, out=out)
+                out += spk * lsk
+        return x_bad, p_bad
+
+    flags = row_parts(n, n * c * 3, part)
+    if any(f[1] for f in flags):
+        check_probs(t, "target", prob_atol)
+    if any(f[0] for f in flags):
+        check_finite(x, "pred", "logits")
+    if np.isnan(loss).any():  # only for float64 logits spanning more than the float range
+        return None
+    return loss
 
 
 def kl_divergence_grad(
