@@ -987,7 +987,6 @@ def _npy_header(fh, display: str):
 
 
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
-_MADV_POPULATE_READ = 22  # Linux 5.14+: map a chunk's pages before the kernels touch them
 
 
 class _NpyStream:
@@ -1112,7 +1111,7 @@ class NpyReader(Reader):
                 if self.arr.fortran and block.ndim > 1:
                     block = np.ascontiguousarray(block)
                 else:
-                    done.append(self._advise(row0, len(block), _MADV_POPULATE_READ))
+                    done.append((self._data_offset + row0 * self.arr.row_nbytes, len(block) * self.arr.row_nbytes))
                 self.arr.pos += len(block)
             else:
                 block = self.arr.read(rows)
@@ -1124,17 +1123,6 @@ class NpyReader(Reader):
                 self._release(*done.pop(0))
         for rng in done:
             self._release(*rng)
-
-    def _advise(self, row0: int, n: int, option: int) -> tuple[int, int]:
-        start = self._data_offset + row0 * self.arr.row_nbytes
-        length = n * self.arr.row_nbytes
-        page = _PAGE
-        lo = start - start % page
-        try:
-            self._map.madvise(option, lo, start + length - lo)
-        except (OSError, ValueError, AttributeError):  # an older kernel or Python: only slower
-            pass
-        return start, length
 
     def _release(self, start: int, length: int) -> None:
         import mmap
