@@ -485,6 +485,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,
     help=(
         "How wrong are a model's outputs? lossctl computes losses (cross-entropy, BCE, MSE, MAE, ...) "
         "from CSV, Parquet, NPY/NPZ and Arrow files or stdin, with per-sample and aggregate reports.\n\n"

@@ -307,6 +307,7 @@ class _Run:
         acc = self.acc
         n_all = len(prim_rows)
         groups = arrays.pop(GROUP_KEY, None)
+        nan_masks = {k[len(NAN_PREFIX) :]: arrays.pop(k) for k in [k for k in arrays if k.startswith(NAN_PREFIX)]}
         if self.spec.batched and self.batch_size is None:
             if acc.rows_seen or n_all > DEFAULT_BATCH_CAP:
                 raise UsageError(
@@ -329,7 +330,9 @@ class _Run:
         nan_rows = np.zeros(n_k, dtype=bool)
         first_nan: tuple[_Input, int] | None = None
         for inp in self.inputs:
-            m = _nan_rows(arrays[inp.role.name])
+            m = nan_masks.get(inp.role.name)
+            if m is None:
+                m = _nan_rows(arrays[inp.role.name])
             if m is not None and m.any():
                 i = int(np.flatnonzero(m)[0])
                 if first_nan is None or i < first_nan[1]:  # the earliest row over all inputs
@@ -908,11 +911,24 @@ class _Prefetch:
         self._stop.set()
 
 
+NAN_PREFIX = "__nan__:"
+
+
+def _with_nan_masks(batch: dict) -> dict:
+    """Add each value column's NaN-row mask (computed where the batch is read, off the main thread)."""
+    for key, arr in list(batch.items()):
+        if key not in (ID_KEY, GROUP_KEY):
+            m = _nan_rows(arr)
+            batch[NAN_PREFIX + key] = np.zeros(len(arr), dtype=bool) if m is None else m
+    return batch
+
+
 def _batches(run: "_Run", reader: Reader, rows: int):
     """A reader's batches, read ahead on a thread (set LOSSCTL_THREADS=1 to read inline)."""
+    raw = (_with_nan_masks(b) for b in reader.batches(rows))
     if os.environ.get("LOSSCTL_THREADS") == "1":
-        return reader.batches(rows)
-    it = _Prefetch(reader.batches(rows))
+        return raw
+    it = _Prefetch(raw)
     run.prefetchers.append(it)
     return it
 
