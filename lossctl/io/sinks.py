@@ -176,16 +176,7 @@ class RowSink:
             self._writer.close()
             self._writer = None
         if self.fmt == "npy":
-            header = {
-                "descr": np.lib.format.dtype_to_descr(np.dtype(np.float64)),
-                "fortran_order": False,
-                "shape": (self.rows,),
-            }
-            np.lib.format.write_array_header_1_0(self._fh, header)
-            if self._npy_raw is not None:
-                self._npy_raw.seek(0)
-                shutil.copyfileobj(self._npy_raw, self._fh, 1 << 20)
-                self._npy_raw.close()
+            _write_npy(self._fh, (self.rows,), self._npy_raw)
         self._fh.flush()
 
     @_write_errors_are_data_errors
@@ -309,6 +300,17 @@ def _object_array(ids) -> np.ndarray:
     out = np.empty(len(ids), dtype=object)
     out[:] = list(ids.tolist()) if hasattr(ids, "tolist") else list(ids)
     return out
+
+
+def _write_npy(fh, shape: tuple, raw) -> None:
+    """An NPY file of float64 ``shape`` whose data were spooled to ``raw`` (the row count is
+    known only at the end, so the header is written last, before the data)."""
+    header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.float64)), "fortran_order": False, "shape": shape}
+    np.lib.format.write_array_header_1_0(fh, header)
+    if raw is not None:
+        raw.seek(0)
+        shutil.copyfileobj(raw, fh, 1 << 20)
+        raw.close()
 
 
 def _json_values(col: np.ndarray) -> list[str]:
@@ -443,15 +445,7 @@ class GradSink:
             self._writer.close()
             self._writer = None
         if self.fmt == "npy":
-            header = {
-                "descr": np.lib.format.dtype_to_descr(np.dtype(np.float64)),
-                "fortran_order": False,
-                "shape": (self.rows,) + (self.row_shape or ()),
-            }
-            np.lib.format.write_array_header_1_0(self._atomic.fh, header)
-            self._raw.seek(0)
-            shutil.copyfileobj(self._raw, self._atomic.fh, 1 << 20)
-            self._raw.close()
+            _write_npy(self._atomic.fh, (self.rows,) + (self.row_shape or ()), self._raw)
         self._atomic.commit()
 
     def abort(self) -> None:
