@@ -1627,24 +1627,26 @@ LOSSES: tuple[LossSpec, ...] = (
                 "symmetric",
                 "bool",
                 False,
-                "Average the query→key and key→query terms of each row (symmetric InfoNCE, as in CLIP; SimCLR-style).",
+                "SimCLR NT-Xent: the 2B views of a batch, each scored against all the other 2B - 1 (the partner "
+                "view is the positive); a row's value is the mean of its query and key terms.",
             ),
         ),
         kernel=f"{_CON}:info_nce",
         grad=f"{_CON}:info_nce_grad",
         reference=(
-            "cross_entropy(normalize(q) @ normalize(k).T / τ, arange(B), reduction='none') per batch of B rows "
-            "(symmetric: the mean of that and the same with q and k swapped)"
+            "cross_entropy(normalize(q) @ normalize(k).T / τ, arange(B), reduction='none') per batch of B rows; "
+            "symmetric: SimCLR NT-Xent = cross_entropy over the 2B x 2B similarities of z = [q; k] with the "
+            "diagonal masked, target the partner view, the two views of a pair averaged"
         ),
         formula=(
             "s_ij = q̂_i · k̂_j,  x̂ = x / max(‖x‖₂, 1e-12)   (i, j in the same batch)\n"
             "l_i = -log( exp(s_ii/τ) / Σ_j exp(s_ij/τ) ) = logsumexp_j(s_ij/τ) - s_ii/τ\n"
-            "symmetric: l_i = ½ [ logsumexp_j(s_ij/τ) + logsumexp_j(s_ji/τ) ] - s_ii/τ"
+            "symmetric (NT-Xent over z = [q; k], u ≠ self): l_i = ½ [ logsumexp_u(ẑ_i·ẑ_u/τ) + logsumexp_u(ẑ_{B+i}·ẑ_u/τ) ] - s_ii/τ"
         ),
         headline="the mean over rows (all batches together; the batch size is part of the definition and is reported)",
         gradient=(
             "∂l_i/∂q_i (row i's own term only) = (g - (g·q̂_i) q̂_i) / ‖q_i‖ with g = (1/τ)(Σ_j softmax_j(s_ij/τ) k̂_j - k̂_i); "
-            "symmetric: g = ½[(1/τ)(Σ_j P_ij k̂_j - k̂_i) + (1/τ)(softmax_j(s_ji/τ)|_{j=i} - 1) k̂_i]; "
+            "symmetric: g = ½[(1/τ)(Σ_u P_iu ẑ_u - k̂_i) + (1/τ)(P_{B+i,i} - 1) k̂_i] with P the NT-Xent softmaxes; "
             "for a norm floored at 1e-12 the projection is skipped (g / 1e-12)"
         ),
         properties=(
@@ -1653,9 +1655,8 @@ LOSSES: tuple[LossSpec, ...] = (
             "Non-negative: tends to 0 when each query's own key is far more similar than the others, equals log B when all similarities in a batch of B rows are equal; log B - mean loss is a lower bound on the mutual information between the views (van den Oord et al.).",
             "Computed with log-sum-exp: a tiny temperature (1e-6) stays finite and exact.",
             "Cosine similarity: rows are L2-normalised with the norm floored at 1e-12 (torch.nn.functional.normalize), so a zero vector has similarity 0 with every row.",
-            "symmetric=True averages the two directions, ½[CE(row i of S/τ, i) + CE(column i of S/τ, i)] (CLIP-style). "
-            "SimCLR's NT-Xent over the 2B views also counts the other rows of the same view as negatives, so its values differ "
-            "(it equals cross_entropy over the 2B×2B similarity matrix with the diagonal masked).",
+            "symmetric=True is SimCLR's NT-Xent: the other rows of the same view are negatives too, so its mean over a batch "
+            "equals NT-Xent's L = (1/2B) Σ_k [ℓ(k, k') + ℓ(k', k)].",
             "The report shows top1: the fraction of queries whose own key is strictly the most similar in the batch.",
         ),
         used_for="Contrastive / self-supervised representation learning (CPC, SimCLR, MoCo, CLIP-style paired embeddings).",

@@ -355,7 +355,17 @@ def test_info_nce_is_cross_entropy_over_similarities():
     row = cross_entropy(s, target).loss
     col = cross_entropy(s.T.copy(), target).loss
     np.testing.assert_allclose(info_nce(q, k, temperature=0.25).loss, row, rtol=1e-12)
-    np.testing.assert_allclose(info_nce(q, k, temperature=0.25, symmetric=True).loss, 0.5 * (row + col), rtol=1e-12)
+    assert not np.allclose(info_nce(q, k, temperature=0.25, symmetric=True).loss, 0.5 * (row + col))
+    # NT-Xent (SimCLR): cross_entropy over the 2N views with the diagonal at -inf, target = the
+    # partner view; a pair's value is the mean of its two rows.
+    from scipy.special import logsumexp
+
+    z = np.concatenate([qh, kh])
+    s2 = z @ z.T / 0.25
+    partner = np.concatenate([np.arange(10, 20), np.arange(10)])
+    not_self = 1.0 - np.eye(20)  # logsumexp weights: the diagonal is masked out
+    ce2 = logsumexp(s2, axis=1, b=not_self) - s2[np.arange(20), partner]
+    np.testing.assert_allclose(info_nce(q, k, temperature=0.25, symmetric=True).loss, 0.5 * (ce2[:10] + ce2[10:]), rtol=1e-12)
 
 
 def test_info_nce_symmetric_is_symmetric_in_query_and_key():
@@ -388,7 +398,8 @@ def test_info_nce_aligned_embeddings_and_tiny_temperature_stay_finite(tau, symme
     eye = np.eye(4)  # orthonormal rows, query = key: s_ii = 1, s_ij = 0
     res = info_nce(eye, eye.copy(), temperature=tau, symmetric=symmetric)
     assert np.isfinite(res.loss).all()
-    expected = math.log1p(3 * math.exp(-1.0 / tau))  # exactly 0 once exp(-1/τ) underflows
+    # 3 negative keys (and, for NT-Xent, 3 more negative queries) at similarity 0
+    expected = math.log1p((6 if symmetric else 3) * math.exp(-1.0 / tau))  # exactly 0 once exp(-1/τ) underflows
     np.testing.assert_allclose(res.loss, expected, rtol=1e-12, atol=0)
     assert (res.components["top1"] == 1).all()
     g = info_nce_grad(eye, eye.copy(), temperature=tau, symmetric=symmetric)

@@ -329,13 +329,15 @@ def _grouped(x: np.ndarray, b: int, g0: int, g1: int) -> np.ndarray:
     return out.reshape(g1 - g0, b, dim)
 
 
-def _softmax_stats(A, B, valid, r0, r1, tau, want_p):
+def _softmax_stats(A, B, valid, r0, r1, tau, want_p, same=None):
     """Softmax over j of s_ij/τ = (â_i · b̂_j)/τ for rows i in [r0, r1) of each group.
 
     A, B: (G, b, D) grouped unit rows; valid: (G, b) (False on padding).
-    Returns per (G, r): the row max m, log Σ_j exp(s_ij/τ - m), the diagonal s_ii/τ,
-    the largest off-diagonal s_ij/τ, and (want_p) Σ_j softmax_ij · B_j of shape (G, r, D).
-    Values on padding rows are placeholders (m = 0, log-sum = 0, diagonal 0).
+    With ``same`` (= A, the anchor's own view), the candidates also include
+    s(â_i, â_j)/τ for j ≠ i: the 2N-view denominator of NT-Xent (self excluded).
+    Returns per (G, r): the row max m, log Σ_c exp(s_ic/τ - m), the diagonal s_ii/τ,
+    the largest off-diagonal cross score s_ij/τ, and (want_p) Σ_c softmax_ic · ĉ of
+    shape (G, r, D). Values on padding rows are placeholders (m = 0, log-sum = 0, diagonal 0).
     """
     logits = np.einsum("gid,gjd->gij", A[:, r0:r1], B)
     logits /= tau
@@ -346,6 +348,13 @@ def _softmax_stats(A, B, valid, r0, r1, tau, want_p):
     logits[:, ar, r0 + ar] = -np.inf
     neg = logits.max(axis=2)  # -inf for a batch of one row
     logits[:, ar, r0 + ar] = diag
+    other = None
+    if same is not None:
+        other = np.einsum("gid,gjd->gij", A[:, r0:r1], same)
+        other /= tau
+        np.copyto(other, -np.inf, where=~valid[:, None, :])
+        other[:, ar, r0 + ar] = -np.inf  # an anchor is not its own negative
+        logits = np.concatenate([logits, other], axis=2)
     m = np.where(row_ok, logits.max(axis=2), 0.0)
     logits -= m[:, :, None]
     np.exp(logits, out=logits)
@@ -353,7 +362,10 @@ def _softmax_stats(A, B, valid, r0, r1, tau, want_p):
     pb = None
     if want_p:
         logits /= s[:, :, None]
-        pb = np.einsum("gij,gjd->gid", logits, B)
+        b = B.shape[1]
+        pb = np.einsum("gij,gjd->gid", logits[:, :, :b], B)
+        if same is not None:
+            pb += np.einsum("gij,gjd->gid", logits[:, :, b:], same)
     return m, np.log(s), diag, neg, pb
 
 
@@ -375,7 +387,8 @@ def _info_nce_blocks(query, key, temperature, batch_size, symmetric, want_grad):
     grad = np.empty_like(q) if want_grad else None
     n_groups = -(-n // b)
     groups_per_block = max(1, _SCORE_BLOCK // (b * b))
-    rows_per_slice = b if b * b <= _SCORE_BLOCK else max(1, _SCORE_BLOCK // b)
+    width = 2 * b if symmetric else b  # NT-Xent rows see both views
+    rows_per_slice = b if b * width <= _SCORE_BLOCK else max(1, _SCORE_BLOCK // width)
     for g0 in range(0, n_groups, groups_per_block):
         g1 = min(g0 + groups_per_block, n_groups)
         lo, hi = g0 * b, min(g1 * b, n)
@@ -387,15 +400,15 @@ def _info_nce_blocks(query, key, temperature, batch_size, symmetric, want_grad):
         gq = np.empty_like(Q) if want_grad else None
         for r0 in range(0, b, rows_per_slice):
             r1 = min(b, r0 + rows_per_slice)
-            # query -> key: softmax over row i of S/τ
-            m, log_s, diag, neg, pk = _softmax_stats(Q, K, valid, r0, r1, tau, want_grad)
+            # query -> key: softmax over row i of S/τ (NT-Xent: and over the other queries)
+            m, log_s, diag, neg, pk = _softmax_stats(Q, K, valid, r0, r1, tau, want_grad, Q if symmetric else None)
             term = log_s + (m - diag)
             hit[:, r0:r1] = diag > neg
             if want_grad:
                 g = (pk - K[:, r0:r1]) / tau
             if symmetric:
-                # key -> query: softmax over column i of S/τ (row i of S^T)
-                mc, log_sc, diagc, _, _ = _softmax_stats(K, Q, valid, r0, r1, tau, False)
+                # key -> query, over the queries and the other keys (the 2N-view NT-Xent term)
+                mc, log_sc, diagc, _, _ = _softmax_stats(K, Q, valid, r0, r1, tau, False, K)
                 term = 0.5 * (term + log_sc + (mc - diagc))
                 if want_grad:
                     p_ii = np.exp(diagc - mc - log_sc)  # softmax of column i at row i

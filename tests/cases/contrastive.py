@@ -82,7 +82,8 @@ def ref_lse(vals):
 
 
 def ref_info_nce(arrays, params):
-    """Explicit loops: batches of consecutive rows, cosine similarities, -log softmax of the diagonal."""
+    """Explicit loops: batches of consecutive rows, cosine similarities, -log softmax of the positive
+    (symmetric: the SimCLR NT-Xent terms of both views, each over the other 2m - 1 views)."""
     q, k = (np.asarray(x, dtype=np.float64).tolist() for x in arrays)
     tau = params.get("temperature", 0.07)
     n = len(q)
@@ -93,14 +94,19 @@ def ref_info_nce(arrays, params):
         idx = list(range(start, min(start + b, n)))
         qh = [ref_unit(q[i]) for i in idx]
         kh = [ref_unit(k[i]) for i in idx]
-        s = [[math.fsum(a * c for a, c in zip(qi, kj)) / tau for kj in kh] for qi in qh]
-        for r in range(len(idx)):
-            row = s[r][r] - ref_lse(s[r])
+        def sim(u, v):
+            return math.fsum(a * c for a, c in zip(u, v)) / tau
+
+        m = len(idx)
+        for r in range(m):
+            pos = sim(qh[r], kh[r])
             if sym:
-                col = s[r][r] - ref_lse([s[j][r] for j in range(len(idx))])
+                # SimCLR NT-Xent over the 2m views of the batch: every other view is a candidate
+                row = pos - ref_lse([sim(qh[r], kh[j]) for j in range(m)] + [sim(qh[r], qh[j]) for j in range(m) if j != r])
+                col = pos - ref_lse([sim(kh[r], qh[j]) for j in range(m)] + [sim(kh[r], kh[j]) for j in range(m) if j != r])
                 out.append(-0.5 * (row + col))
             else:
-                out.append(-row)
+                out.append(-(pos - ref_lse([sim(qh[r], kh[j]) for j in range(m)])))
     return out
 
 
