@@ -57,8 +57,16 @@ class CompensatedSum:
         self.s = t
 
     def update(self, values: np.ndarray) -> None:
-        if len(values):
-            self.add(np.sum(values, dtype=np.float64))
+        """Add a chunk: pairwise sums of blocks of 1024 values, then their exactly rounded sum
+        (math.fsum), so a chunk's sum is as good as float64 allows on any NumPy version."""
+        if not len(values):
+            return
+        v = np.asarray(values, dtype=np.float64).ravel()
+        blocks = np.add.reduceat(v, np.arange(0, len(v), 1024)) if len(v) > 1024 else v
+        try:
+            self.add(math.fsum(blocks.tolist()))
+        except (ValueError, OverflowError):  # inf - inf, or an intermediate overflow: NumPy's answer
+            self.add(float(np.sum(v)))
 
     def merge(self, other: "CompensatedSum") -> None:
         self.add(other.s)

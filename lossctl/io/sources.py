@@ -681,7 +681,10 @@ class CsvReader(ArrowReader):
             raise DataError(f"{self.display} is empty. Expected a header line and one row per sample.")
         try:
             # Parsed as a stream, so that any line ending (\n, \r\n, a lone \r) ends a record.
-            head = list(csv.reader(io.StringIO(first + "\n" + (second or ""), newline=""), delimiter=self.delimiter))
+            # NUL bytes are blanked first: Python before 3.11 refuses them, and these lines only
+            # give the header and which columns look numeric (pyarrow reads the data itself).
+            text = (first + "\n" + (second or "")).replace("\x00", " ")
+            head = list(csv.reader(io.StringIO(text, newline=""), delimiter=self.delimiter))
         except csv.Error as exc:
             raise DataError(
                 f"{self.display}: cannot parse the first lines as CSV ({exc}). "
@@ -795,7 +798,8 @@ class CsvReader(ArrowReader):
         try:
             with pa.input_stream(self.source.path, compression="detect") as fh:
                 text = io.TextIOWrapper(_PyRaw(fh), encoding="utf-8-sig", errors="replace", newline="")
-                rd = csv.reader(text, delimiter=self.delimiter)
+                # NULs blanked: Python before 3.11 refuses them in csv (the cell is still not a number)
+                rd = csv.reader((line.replace("\x00", " ") for line in text), delimiter=self.delimiter)
                 if self.header:
                     for first in rd:  # the header: the first record that is not a blank line
                         if first:
