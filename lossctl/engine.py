@@ -317,11 +317,7 @@ class _Run:
                 )
             self.batch_size = n_all
         acc.rows_seen += n_all
-        code = np.full(n_all, OK, dtype=np.int8)
         kept_idx = np.arange(n_all) if kept is None else kept
-        if kept is not None:
-            code[:] = DROPPED
-            code[kept] = OK
         for inp in self.inputs:
             arrays[inp.role.name] = self._conform(inp, arrays[inp.role.name], role_rows[inp.role.name])
 
@@ -352,9 +348,10 @@ class _Run:
                 "Expected numbers; use --nan omit to leave such rows out (they are counted), "
                 "or --nan propagate to let NaN flow into the result."
             )
+        all_use = first_nan is None
         use = ~nan_rows
-        sub = arrays if use.all() else {k: v[use] for k, v in arrays.items()}
-        sub_rows = role_rows if use.all() else {k: v[use] for k, v in role_rows.items()}
+        sub = arrays if all_use else {k: v[use] for k, v in arrays.items()}
+        sub_rows = role_rows if all_use else {k: v[use] for k, v in role_rows.items()}
         batch_of = None
         if self.spec.batched:
             batch_of = (prim_rows[kept_idx] // self.batch_size)[use]
@@ -363,24 +360,30 @@ class _Run:
             self._set_default_prob_atol(arrays)
         result = self._call(sub, sub_rows, batch_of)
         n_u = len(result.loss)
-        loss_k = np.full(n_k, np.nan)
-        loss_k[use] = result.loss
-        code_k = np.where(nan_rows, NAN, OK).astype(np.int8)
         ign_u = result.ignored if result.ignored is not None else np.zeros(n_u, dtype=bool)
-        code_u = np.where(ign_u, IGNORED, OK).astype(np.int8)
-        code_k[use] = code_u
-        loss_k[np.flatnonzero(use)[ign_u]] = np.nan
-        code[kept_idx] = code_k
-
+        n_ign = int(ign_u.sum())
+        # The common case (every row read is used and none is ignored) takes no row selections.
+        plain = all_use and n_ign == 0
         ok_u = ~ign_u
-        vals = result.loss[ok_u]
-        num = (result.num if result.num is not None else result.loss)[ok_u]
-        den = None if result.den is None else result.den[ok_u]
-        comps = {k: np.asarray(v, dtype=np.float64)[ok_u] for k, v in result.components.items()}
-        ok_rows_k = np.flatnonzero(use)[ok_u]
-        ok_prim = prim_rows[kept_idx[ok_rows_k]] + self.opts.row_offset
+        raw_num = result.num if result.num is not None else result.loss
+        if plain:
+            vals = result.loss
+            num = raw_num
+            den = result.den
+            comps = {k: np.asarray(v, dtype=np.float64) for k, v in result.components.items()}
+            ok_prim = (prim_rows if kept is None else prim_rows[kept_idx]) + self.opts.row_offset
+            ok_rows_k = None
+        else:
+            vals = result.loss[ok_u]
+            num = raw_num[ok_u]
+            den = None if result.den is None else result.den[ok_u]
+            comps = {k: np.asarray(v, dtype=np.float64)[ok_u] for k, v in result.components.items()}
+            ok_rows_k = np.flatnonzero(use)[ok_u]
+            ok_prim = prim_rows[kept_idx[ok_rows_k]] + self.opts.row_offset
+        n_used = len(vals)
         n_nan = int(nan_rows.sum())
         propagate = self.opts.nan == "propagate" and n_nan > 0
+        loss_used = vals
         if propagate:
             nan_fill = np.full(n_nan, np.nan)
             nan_prim = prim_rows[kept_idx[nan_rows]] + self.opts.row_offset
@@ -391,8 +394,8 @@ class _Run:
             comps = {k: np.concatenate([v, nan_fill]) for k, v in comps.items()}
         agg = acc.all
         agg.add(vals, num, den, comps)
-        agg.used += int(ok_u.sum())
-        agg.ignored += int(ign_u.sum())
+        agg.used += n_used
+        agg.ignored += n_ign
         if propagate:
             agg.nan_propagated += n_nan
         else:
@@ -407,14 +410,14 @@ class _Run:
             self.collected.append(
                 {
                     "row": ok_prim,
-                    "id": None if ids is None else np.asarray(ids)[kept_idx[ok_rows_k]],
-                    "loss": result.loss[ok_u],
-                    "num": (result.num if result.num is not None else result.loss)[ok_u],
-                    "den": np.ones(int(ok_u.sum())) if result.den is None else result.den[ok_u],
+                    "id": None if ids is None else np.asarray(ids)[kept_idx if plain else kept_idx[ok_rows_k]],
+                    "loss": loss_used,
+                    "num": raw_num if plain else raw_num[ok_u],
+                    "den": np.ones(n_used) if result.den is None else (result.den if plain else result.den[ok_u]),
                 }
             )
         before = set(acc.top.rows.tolist())
-        acc.top.update(result.loss[ok_u], ok_prim)
+        acc.top.update(loss_used, ok_prim)
         if ids is not None:
             lookup = {int(r) + self.opts.row_offset: i for i, r in enumerate(prim_rows)}
             for r in acc.top.rows.tolist():
@@ -424,10 +427,20 @@ class _Run:
         grad = None
         if self.grad_fn is not None:
             grad = self._grad(sub, sub_rows, batch_of)
-        used_idx = kept_idx[np.flatnonzero(use)]
         if self.grad_sink is not None:
-            self.grad_sink.write(grad, used_idx, prim_rows + self.opts.row_offset, ids)
+            self.grad_sink.write(grad, kept_idx[np.flatnonzero(use)], prim_rows + self.opts.row_offset, ids)
         if self.sink is not None:
+            # Per-row status and loss in input order (rows dropped by the id join, NaN rows and
+            # ignored rows included, with their status).
+            code = np.full(n_all, OK, dtype=np.int8)
+            if kept is not None:
+                code[:] = DROPPED
+            loss_k = np.full(n_k, np.nan)
+            loss_k[use] = result.loss
+            code_k = np.where(nan_rows, NAN, OK).astype(np.int8)
+            code_k[use] = np.where(ign_u, IGNORED, OK).astype(np.int8)
+            loss_k[np.flatnonzero(use)[ign_u]] = np.nan
+            code[kept_idx] = code_k
             loss_all = np.full(n_all, np.nan)
             loss_all[kept_idx] = loss_k + 0.0  # + 0.0 turns -0.0 into 0.0
             cols: dict[str, np.ndarray] = {"row": prim_rows.astype(np.int64) + self.opts.row_offset}
