@@ -21,6 +21,7 @@ import re
 from pathlib import Path
 
 import numpy as np
+import pyarrow.csv as pacsv
 from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
 
@@ -121,25 +122,7 @@ def corrupt(raw: bytes, how) -> bytes:
 # ---------------------------------------------------------------------------
 
 _FLOAT = re.compile(r"[ \t]*[+-]?(?:(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?|inf|infinity|nan)[ \t]*", re.I)
-_NULLS = {
-    "",
-    "#N/A",
-    "#N/A N/A",
-    "#NA",
-    "-1.#IND",
-    "-1.#QNAN",
-    "-NaN",
-    "-nan",
-    "1.#IND",
-    "1.#QNAN",
-    "N/A",
-    "NA",
-    "NULL",
-    "NaN",
-    "n/a",
-    "nan",
-    "null",
-}  # pyarrow.csv.ConvertOptions().null_values
+_NULLS = set(pacsv.ConvertOptions().null_values)  # the cells pyarrow reads as missing
 
 
 def classify(cell: str) -> tuple[str, float]:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import csv
 import fnmatch
+import functools
 import io
 import os
 import re
@@ -710,7 +711,7 @@ class CsvReader(ArrowReader):
             # reports the file as having no data rows instead of blaming a column.
             self._numeric = set(self._names)
         else:
-            self._numeric = {n for n, v in zip(self._names, data) if _is_number(v) or v in CSV_NULLS}
+            self._numeric = {n for n, v in zip(self._names, data) if _is_number(v) or v in csv_nulls()}
 
     def scalar_columns(self) -> set[str]:
         # Every named column is parsed as float64 when selected; a cell that is not a number
@@ -805,6 +806,7 @@ class CsvReader(ArrowReader):
                         if first:
                             break
                 idx = {n: self._names.index(n) for n in needed}
+                nulls = csv_nulls()
                 i = -1
                 for fields in rd:
                     line = rd.line_num
@@ -821,7 +823,7 @@ class CsvReader(ArrowReader):
                         if n in id_cols:
                             continue
                         cell = fields[j]
-                        if not (_is_number(cell) or cell in CSV_NULLS):
+                        if not (_is_number(cell) or cell in nulls):
                             what = f"a blank cell {cell!r}" if cell.strip() == "" else f"{cell!r}"
                             return (
                                 f"{self.display}, column {n!r}, row {i} (line {line}): {what} is not "
@@ -847,30 +849,17 @@ class CsvReader(ArrowReader):
         )
 
 
-# What pyarrow's CSV reader parses as a float64 (surrounding spaces or tabs allowed), and the
-# cells it reads as missing (null, then NaN: the --nan policy decides).
+# What pyarrow's CSV reader parses as a float64 (surrounding spaces or tabs allowed).
 _CSV_FLOAT = re.compile(r"[ \t]*[+-]?(?:(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?|inf|infinity|nan)[ \t]*", re.I)
-CSV_NULLS = frozenset(
-    [
-        "",
-        "#N/A",
-        "#N/A N/A",
-        "#NA",
-        "-1.#IND",
-        "-1.#QNAN",
-        "-NaN",
-        "-nan",
-        "1.#IND",
-        "1.#QNAN",
-        "N/A",
-        "NA",
-        "NULL",
-        "NaN",
-        "n/a",
-        "nan",
-        "null",
-    ]  # pyarrow.csv.ConvertOptions().null_values
-)
+
+
+@functools.cache
+def csv_nulls() -> frozenset[str]:
+    """The cells pyarrow's CSV reader reads as missing (null, then NaN: the --nan policy
+    decides): its own default list, so the two never disagree."""
+    import pyarrow.csv as pacsv
+
+    return frozenset(pacsv.ConvertOptions().null_values)
 
 
 def _is_number(text: str) -> bool:
