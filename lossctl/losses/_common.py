@@ -506,6 +506,27 @@ def same_shape(pred: np.ndarray, target: np.ndarray, target_role: str = "target"
     )
 
 
+def as_rows(x, role: str, what: str) -> np.ndarray:
+    """One row per sample as float64 ``(N, K)``; a single column ``(N,)`` is ``K = 1``."""
+    a = np.asarray(x, dtype=np.float64)
+    if a.ndim == 1:
+        a = a[:, None]
+    elif a.ndim != 2:
+        raise InputError(role, f"{what} has {a.ndim} dimensions", [], expected=f"{what} as (N, K): one row per sample")
+    return a
+
+
+def match_shape(a: np.ndarray, b: np.ndarray, role: str, other: str) -> None:
+    """``b`` (the input ``role``) must have ``a``'s (N, K) shape; ``other`` names ``a``."""
+    if a.shape != b.shape:
+        raise InputError(
+            role,
+            f"shape (N, {b.shape[1]}) with {len(b)} rows does not match {other}'s (N, {a.shape[1]}) with {len(a)} rows",
+            [],
+            expected=f"the same shape as {other}",
+        )
+
+
 def per_output(value, n_out: int, name: str) -> np.ndarray | float:
     """A scalar, or one number per output column (validated length)."""
     if value is None:

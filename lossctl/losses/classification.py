@@ -426,11 +426,14 @@ def binary_cross_entropy(
     if extras and x.ndim == 1:
         if p is None:
             p = sigmoid(x)
-        result.columns = {
-            "p_true": y * p + (1.0 - y) * (1.0 - p),
-            "pred_class": (p >= 0.5).astype(np.int64),
-        }
+        result.columns = _binary_columns(y, p)
     return result
+
+
+def _binary_columns(y: np.ndarray, p: np.ndarray) -> dict[str, np.ndarray]:
+    """Per-sample output columns of a binary classifier: the probability given to the true
+    label and the predicted class (p >= 0.5)."""
+    return {"p_true": y * p + (1.0 - y) * (1.0 - p), "pred_class": (p >= 0.5).astype(np.int64)}
 
 
 def binary_cross_entropy_grad(
@@ -597,11 +600,7 @@ def focal(
     loss = elem if elem.ndim == 1 else elem.mean(axis=1)
     result = Result(loss=np.ascontiguousarray(loss, dtype=np.float64))
     if extras and x.ndim == 1:
-        p = sigmoid(x)
-        result.columns = {
-            "p_true": y * p + (1.0 - y) * (1.0 - p),
-            "pred_class": (p >= 0.5).astype(np.int64),
-        }
+        result.columns = _binary_columns(y, sigmoid(x))
     return result
 
 

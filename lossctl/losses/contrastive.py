@@ -21,7 +21,7 @@ import numpy as np
 
 from lossctl.errors import InputError, ParamError
 from lossctl.losses import Result
-from lossctl.losses._common import check_finite, first_rows
+from lossctl.losses._common import as_rows, check_finite, first_rows, match_shape
 
 # InfoNCE: without --batch-size the whole input is one batch, up to this many rows.
 INFO_NCE_MAX_AUTO_BATCH = 4096
@@ -39,23 +39,9 @@ COSINE_EPS = 1e-12
 
 def _embeddings(x, role: str, what: str = "embeddings") -> np.ndarray:
     """(N, D) float64; a single column (N,) is taken as D = 1. Values must be finite."""
-    a = np.asarray(x, dtype=np.float64)
-    if a.ndim == 1:
-        a = a[:, None]
-    elif a.ndim != 2:
-        raise InputError(role, f"{what} must be one row per sample (N, D); got {a.ndim} dimensions", [])
+    a = as_rows(x, role, what)
     check_finite(a, role, what)
     return a
-
-
-def _match(a: np.ndarray, b: np.ndarray, role: str, first: str) -> None:
-    if a.shape != b.shape:
-        raise InputError(
-            role,
-            f"shape (N, {b.shape[1]}) does not match {first}'s (N, {a.shape[1]})",
-            [],
-            expected=f"{first}'s shape (N, {a.shape[1]})",
-        )
 
 
 def _scalars(x, role: str, what: str) -> np.ndarray:
@@ -143,8 +129,8 @@ def _triplet_parts(anchor, positive, negative, margin, p, eps, swap):
     a = _embeddings(anchor, "anchor")
     pos = _embeddings(positive, "positive")
     neg = _embeddings(negative, "negative")
-    _match(a, pos, "positive", "the anchor")
-    _match(a, neg, "negative", "the anchor")
+    match_shape(a, pos, "positive", "the anchor")
+    match_shape(a, neg, "negative", "the anchor")
     margin = _positive(margin, "margin")
     p = _positive(p, "p")
     eps = float(eps)
@@ -192,7 +178,7 @@ def triplet_margin_grad(
 def _contrastive_parts(x1, x2, label, margin):
     a = _embeddings(x1, "x1")
     b = _embeddings(x2, "x2")
-    _match(a, b, "x2", "x1")
+    match_shape(a, b, "x2", "x1")
     y = _labels(label, len(a), "label", (0.0, 1.0), "labels 1 (similar pair) or 0 (dissimilar pair)")
     margin = _positive(margin, "margin", allow_zero=True)
     diff = a - b
@@ -230,7 +216,7 @@ def contrastive_grad(x1, x2, label, *, margin: float = 1.0) -> np.ndarray:
 def _cosine_parts(x1, x2, label, margin):
     a = _embeddings(x1, "x1")
     b = _embeddings(x2, "x2")
-    _match(a, b, "x2", "x1")
+    match_shape(a, b, "x2", "x1")
     y = _labels(label, len(a), "label", (1.0, -1.0), "labels 1 (similar pair) or -1 (dissimilar pair)")
     margin = float(margin)
     if not -1.0 <= margin <= 1.0:
@@ -376,7 +362,7 @@ _SCORE_BLOCK = 1 << 21
 def _info_nce_blocks(query, key, temperature, batch_size, symmetric, want_grad):
     q = _embeddings(query, "query")
     k = _embeddings(key, "key")
-    _match(q, k, "key", "the query")
+    match_shape(q, k, "key", "the query")
     tau = _positive(temperature, "temperature")
     n = len(q)
     b = _resolve_batch(batch_size, n)

@@ -19,28 +19,9 @@ import numpy as np
 
 from lossctl.errors import InputError, ParamError
 from lossctl.losses import Result
-from lossctl.losses._common import check_finite, check_unit_interval, sigmoid, softplus
+from lossctl.losses._common import as_rows, check_finite, check_unit_interval, match_shape, sigmoid, softplus
 
 RECONSTRUCTIONS = ("mse", "bce")
-
-
-def _rows2d(a: np.ndarray, role: str, what: str) -> np.ndarray:
-    a = np.asarray(a, dtype=np.float64)
-    if a.ndim == 1:
-        a = a[:, None]
-    if a.ndim != 2:
-        raise InputError(role, f"{what} has {a.ndim} dimensions", [], expected=f"{what} as (N, K): one row per sample")
-    return a
-
-
-def _same(a: np.ndarray, b: np.ndarray, role: str, other: str) -> None:
-    if a.shape != b.shape:
-        raise InputError(
-            role,
-            f"shape (N, {b.shape[1]}) with {len(b)} rows does not match {other}'s (N, {a.shape[1]}) with {len(a)} rows",
-            [],
-            expected=f"the same shape as {other}",
-        )
 
 
 def _inputs(recon, target, mu, logvar, reconstruction: str, beta: float):
@@ -51,12 +32,12 @@ def _inputs(recon, target, mu, logvar, reconstruction: str, beta: float):
     beta = float(beta)
     if not (beta >= 0.0 and math.isfinite(beta)):
         raise ParamError("beta", f"--beta must be a finite number >= 0; got {beta!r}")
-    xh = _rows2d(recon, "recon", "the reconstruction")
-    x = _rows2d(target, "target", "the target")
-    m = _rows2d(mu, "mu", "mu")
-    lv = _rows2d(logvar, "logvar", "logvar")
-    _same(xh, x, "target", "the reconstruction")
-    _same(m, lv, "logvar", "mu")
+    xh = as_rows(recon, "recon", "the reconstruction")
+    x = as_rows(target, "target", "the target")
+    m = as_rows(mu, "mu", "mu")
+    lv = as_rows(logvar, "logvar", "logvar")
+    match_shape(xh, x, "target", "the reconstruction")
+    match_shape(m, lv, "logvar", "mu")
     if len(m) != len(xh):
         raise InputError("mu", f"{len(m)} rows for {len(xh)} reconstructions", [], expected="one latent row per sample")
     check_finite(xh, "recon", "logits" if reconstruction == "bce" else "reconstructions")

@@ -378,32 +378,22 @@ def gaussian_nll_grad(
     return _per_sample_grad(-r / v, pred)
 
 
-def _counts(target: np.ndarray) -> None:
-    neg = target < 0
+def _no_negatives(a: np.ndarray, role: str, what: str, expected: str, note: str = "") -> None:
+    """Raise for the first row of ``a`` holding a negative value (``what`` names it)."""
+    neg = a < 0
     if neg.any():
-        rows = neg.reshape(len(target), -1).any(axis=1)
-        first = first_rows(rows)
-        bad = np.asarray(target[first[0]]).ravel()
-        raise InputError(
-            "target",
-            f"count {_val(bad[bad < 0][0])} is negative",
-            first,
-            expected="non-negative targets (counts or rates)",
-        )
+        first = first_rows(neg.reshape(len(a), -1).any(axis=1))
+        bad = np.asarray(a[first[0]]).ravel()
+        raise InputError(role, f"{what} {_val(bad[bad < 0][0])} is negative{note}", first, expected=expected)
+
+
+def _counts(target: np.ndarray) -> None:
+    _no_negatives(target, "target", "count", "non-negative targets (counts or rates)")
 
 
 def _rates(pred: np.ndarray) -> None:
-    neg = pred < 0
-    if neg.any():
-        rows = neg.reshape(len(pred), -1).any(axis=1)
-        first = first_rows(rows)
-        bad = np.asarray(pred[first[0]]).ravel()
-        raise InputError(
-            "pred",
-            f"rate {_val(bad[bad < 0][0])} is negative (with --no-log-input the prediction is a rate)",
-            first,
-            expected="non-negative rates, or log-rates with --log-input",
-        )
+    note = " (with --no-log-input the prediction is a rate)"
+    _no_negatives(pred, "pred", "rate", "non-negative rates, or log-rates with --log-input", note)
 
 
 def _poisson_inputs(pred, target):
