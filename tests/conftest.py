@@ -82,6 +82,21 @@ def assert_clean_error(res: Result, code: int, *needles: str) -> None:
 # ---------------------------------------------------------------------------
 
 
+def finite_difference(f, x, h=1e-6):
+    """Central differences in float64 of a per-row function: column j of every row at once
+    (rows are independent)."""
+    x = np.asarray(x, dtype=np.float64)
+    g = np.zeros_like(x)
+    flat = x.reshape(len(x), -1)
+    gf = g.reshape(len(x), -1)
+    for j in range(flat.shape[1]):
+        xp, xm = flat.copy(), flat.copy()
+        xp[:, j] += h
+        xm[:, j] -= h
+        gf[:, j] = (f(xp.reshape(x.shape)) - f(xm.reshape(x.shape))) / (2 * h)
+    return g
+
+
 def write_csv(path, columns: dict[str, np.ndarray], delimiter: str = ",") -> str:
     names = []
     cols = []

@@ -12,6 +12,7 @@ import math
 import numpy as np
 import pytest
 
+from conftest import finite_difference
 from lossctl.errors import InputError, ParamError
 from lossctl.losses.classification import (
     binary_cross_entropy,
@@ -249,18 +250,6 @@ def test_extras_give_true_class_probability_and_prediction():
 # ---------------------------------------------------------------------------
 # gradients: central finite differences in float64
 # ---------------------------------------------------------------------------
-
-
-def finite_difference(f, x, h=1e-6):
-    g = np.zeros_like(x, dtype=np.float64)
-    flat = x.reshape(len(x), -1)
-    gf = g.reshape(len(x), -1)
-    for j in range(flat.shape[1]):
-        xp, xm = flat.copy(), flat.copy()
-        xp[:, j] += h
-        xm[:, j] -= h
-        gf[:, j] = (f(xp.reshape(x.shape)) - f(xm.reshape(x.shape))) / (2 * h)
-    return g
 
 
 @pytest.mark.parametrize(

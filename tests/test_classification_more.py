@@ -13,6 +13,7 @@ import math
 import numpy as np
 import pytest
 
+from conftest import finite_difference
 from lossctl import registry
 from lossctl.errors import InputError, ParamError, UsageError
 from lossctl.losses.classification import (
@@ -53,19 +54,6 @@ def headline(res):
     num = res.num if res.num is not None else res.loss
     keep = ~res.ignored if res.ignored is not None else np.ones(len(res.loss), bool)
     return num[keep].sum() / den[keep].sum()
-
-
-def finite_difference(f, x, h=1e-6):
-    x = np.asarray(x, dtype=np.float64)
-    g = np.zeros_like(x)
-    flat = x.reshape(len(x), -1)
-    gf = g.reshape(len(x), -1)
-    for j in range(flat.shape[1]):
-        xp, xm = flat.copy(), flat.copy()
-        xp[:, j] += h
-        xm[:, j] -= h
-        gf[:, j] = (f(xp.reshape(x.shape)) - f(xm.reshape(x.shape))) / (2 * h)
-    return g
 
 
 # ===========================================================================

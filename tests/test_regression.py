@@ -7,9 +7,9 @@ import math
 import numpy as np
 import pytest
 
+from conftest import finite_difference
 from lossctl.errors import InputError
 from lossctl.losses.regression import mae, mae_grad, mse, mse_grad
-from test_classification import finite_difference
 
 
 def test_mse_mae_hand_values():

@@ -16,7 +16,7 @@ from decimal import Decimal, getcontext
 import numpy as np
 import pytest
 
-from conftest import SAMPLE, assert_clean_error, write_csv
+from conftest import SAMPLE, assert_clean_error, finite_difference, write_csv
 from lossctl import registry
 from lossctl.errors import InputError, ParamError
 from lossctl.losses.regression import (
@@ -34,7 +34,6 @@ from lossctl.losses.regression import (
     smooth_l1,
     smooth_l1_grad,
 )
-from test_classification import finite_difference
 
 # e = x - y = [-0.5, 0, -2, 6] (PyTorch's convention); here pred = e, target = 0.
 E = np.array([-0.5, 0.0, -2.0, 6.0])

@@ -16,6 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from conftest import finite_difference
 from lossctl.errors import InputError, ParamError
 from lossctl.losses.classification import cross_entropy
 from lossctl.losses.divergence import kl_divergence
@@ -28,17 +29,6 @@ from lossctl.losses.rl import (
     ppo_clip_grad,
 )
 from lossctl.ragged import Ragged
-
-
-def finite_difference(f, x, h=1e-6):
-    g = np.zeros_like(x, dtype=np.float64)
-    flat, gf = x.reshape(len(x), -1), g.reshape(len(x), -1)
-    for j in range(flat.shape[1]):
-        xp, xm = flat.copy(), flat.copy()
-        xp[:, j] += h
-        xm[:, j] -= h
-        gf[:, j] = (f(xp.reshape(x.shape)) - f(xm.reshape(x.shape))) / (2 * h)
-    return g
 
 
 # ---------------------------------------------------------------------------
