@@ -781,13 +781,6 @@ def _guard(fn: Callable, *args) -> None:
         raise _PipeClosed() from None
 
 
-class _PlainOut:
-    """What ``report.render`` needs of a console for the machine formats: its file."""
-
-    def __init__(self, file):
-        self.file = file
-
-
 def _stdout_console(no_color: bool):
     from rich.console import Console
 
@@ -910,11 +903,12 @@ def _finish(result: dict, bounds, kw: dict[str, Any], per_sample, stderr_tty: bo
             sys.stdout.flush()
         elif per_sample == "-":
             if stderr_tty:
-                rep.render(result, "table", _stderr_console(kw["no_color"]), kw["precision"])
-        else:
-            # Machine formats write plain text to stdout: Rich (~14 ms to import) only for the table.
-            console = _stdout_console(kw["no_color"]) if fmt == "table" else _PlainOut(sys.stdout)
-            rep.render(result, fmt, console, kw["precision"])
+                rep.render_table(result, _stderr_console(kw["no_color"]), kw["precision"])
+        elif fmt == "table":
+            rep.render_table(result, _stdout_console(kw["no_color"]), kw["precision"])
+        else:  # plain text: Rich (~14 ms to import) is not needed
+            sys.stdout.write(rep.machine_text(result, fmt, kw["precision"]))
+            sys.stdout.flush()
     dropped = result["rows"]["dropped"]
     if dropped and stderr_tty and fmt != "table":
         _stderr_console(kw["no_color"]).print(f"lossctl: note: {dropped} row(s) dropped by --on-missing drop.")

@@ -289,21 +289,18 @@ def render_hist(hist: dict, console, precision: int) -> None:
         console.print(line)
 
 
-def render(report: dict, fmt: str, console, precision: int | None) -> None:
-    """Write the report to ``console`` (stdout) in ``fmt``."""
-    if fmt == "table":
-        render_table(report, console, precision)
-        return
-    out = console.file
+def machine_text(report: dict, fmt: str, precision: int | None) -> str:
+    """The report as text for machines: json, jsonl, csv, tsv or markdown (the table is
+    ``render_table``'s, on a Rich console)."""
     if fmt == "json":
-        out.write(to_json(report) + "\n")
-    elif fmt == "jsonl":
-        out.write(to_json(report, indent=None) + "\n")
-    elif fmt in ("csv", "tsv"):
-        out.write(to_delimited(report, "," if fmt == "csv" else "\t"))
-    elif fmt == "markdown":
-        out.write(to_markdown(report, precision))
-    out.flush()
+        return to_json(report) + "\n"
+    if fmt == "jsonl":
+        return to_json(report, indent=None) + "\n"
+    if fmt in ("csv", "tsv"):
+        return to_delimited(report, "," if fmt == "csv" else "\t")
+    if fmt == "markdown":
+        return to_markdown(report, precision)
+    raise ValueError(fmt)
 
 
 # ---------------------------------------------------------------------------
