@@ -416,13 +416,15 @@ class _Run:
                     "den": np.ones(n_used) if result.den is None else (result.den if plain else result.den[ok_u]),
                 }
             )
-        before = set(acc.top.rows.tolist())
+        before = set(acc.top.rows.tolist()) if ids is not None else None
         acc.top.update(loss_used, ok_prim)
-        if ids is not None:
-            lookup = {int(r) + self.opts.row_offset: i for i, r in enumerate(prim_rows)}
-            for r in acc.top.rows.tolist():
-                if r not in before and r in lookup:
-                    acc.top_ids[r] = _py(ids[lookup[r]])
+        if before is not None:
+            # Ids of the rows that just entered the top K (a handful), not a map of the chunk.
+            new = [r for r in acc.top.rows.tolist() if r not in before]
+            if new:
+                rows_all = prim_rows + self.opts.row_offset
+                for i in np.flatnonzero(np.isin(rows_all, new)).tolist():
+                    acc.top_ids[int(rows_all[i])] = _py(ids[i])
 
         grad = None
         if self.grad_fn is not None:
