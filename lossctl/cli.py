@@ -96,7 +96,7 @@ class _LossGroup(_SuggestingGroup):
 # Shared options of `compute NAME`
 # ---------------------------------------------------------------------------
 
-_IN, _OUT, _CHK = "Inputs", "Output", "Checks"
+_IN, _OUT, _CHK, _ENG = "Inputs", "Output", "Checks", "Engine"
 
 COMMON_OPTIONS: list[tuple[str, Any, Any]] = [
     (
@@ -381,6 +381,39 @@ COMMON_OPTIONS: list[tuple[str, Any, Any]] = [
         ),
     ),
     (
+        "engine",
+        str,
+        typer.Option(
+            "local",
+            "--engine",
+            metavar="[local|dask]",
+            help="local: this process. dask: tasks on a Dask cluster (Parquet inputs; pip install 'lossctl[dask]').",
+            rich_help_panel=_ENG,
+        ),
+    ),
+    (
+        "scheduler",
+        Optional[str],
+        typer.Option(
+            None,
+            "--scheduler",
+            metavar="ADDRESS",
+            help="With --engine dask: a running Dask scheduler, e.g. tcp://10.0.0.5:8786.",
+            rich_help_panel=_ENG,
+        ),
+    ),
+    (
+        "workers",
+        Optional[int],
+        typer.Option(
+            None,
+            "--workers",
+            metavar="N",
+            help="With --engine dask: start a local cluster of N worker processes (default: one per core).",
+            rich_help_panel=_ENG,
+        ),
+    ),
+    (
         "min_value",
         Optional[float],
         typer.Option(
@@ -394,6 +427,7 @@ _CHOICES = {
     "reduction": ("mean", "sum", "none"),
     "on_missing": ("error", "drop"),
     "nan": ("error", "omit", "propagate"),
+    "engine": ("local", "dask"),
 }
 
 
@@ -858,8 +892,16 @@ def _compute(spec: registry.LossSpec, kw: dict[str, Any]) -> None:
         save_state=kw["save_state"],
         progress=progress.update if stderr_tty else None,
     )
+    engine_name = _choice("engine", kw["engine"], "--engine")
+    if engine_name == "local" and (kw["scheduler"] or kw["workers"] is not None):
+        raise UsageError("--scheduler and --workers choose the Dask cluster of --engine dask; give --engine dask too.")
     try:
-        result = engine.run(spec, texts, params, opts)
+        if engine_name == "dask":
+            from lossctl import cluster
+
+            result = cluster.run(spec, texts, params, opts, scheduler=kw["scheduler"], workers=kw["workers"])
+        else:
+            result = engine.run(spec, texts, params, opts)
     finally:
         progress.stop()
     _finish(result, bounds, kw, per_sample, stderr_tty, fmt, "lossctl compute")

@@ -125,7 +125,7 @@ def _accepted(fn: Callable) -> set[str]:
 
 
 class _Run:
-    def __init__(self, spec: LossSpec, texts, params, opts: Options):
+    def __init__(self, spec: LossSpec, texts, params, opts: Options, sources: list[Source | None] | None = None):
         self.spec = spec
         self.params = dict(params)
         self.opts = opts
@@ -143,12 +143,14 @@ class _Run:
             accepted = _accepted(self.grad_fn)
             self.grad_kwargs = {k: v for k, v in self.kernel_kwargs.items() if k in accepted}
         self.inputs: list[_Input] = []
-        for role, text in zip(spec.inputs, texts):
+        # ``sources``: already parsed (the parts of a dataset one dask task reads).
+        for i, (role, text) in enumerate(zip(spec.inputs, texts)):
             if text is None:
                 if not role.optional:
                     raise UsageError(f"{spec.name} needs {role.metavar} ({role.shape}).")
                 continue
-            self.inputs.append(_Input(role, parse_source(text, opts.input_format, role.name)))
+            src = sources[i] if sources is not None else parse_source(text, opts.input_format, role.name)
+            self.inputs.append(_Input(role, src))
         self.pred_role = spec.inputs[spec.pred_index].name
         self.batch_size: int | None = None
         self.acc = RunState(top=opts.top, bootstrap=(opts.ci_n, opts.seed) if opts.ci else None)
@@ -995,7 +997,7 @@ def _cat(parts: list[np.ndarray]) -> np.ndarray:
 
 def _positional(run: _Run, readers: list[Reader], rows: int):
     cursors = [_Cursor(run, r, rows) for r in readers]
-    start = 0
+    start = readers[0].source.row_start  # 0, or a dask task's first global row
     while True:
         got = [c.take(rows) for c in cursors]
         sizes = [len(_cat(next(iter(g.values())))) if g else 0 for g in got]

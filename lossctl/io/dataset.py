@@ -12,6 +12,7 @@ import glob
 import os
 
 from lossctl.errors import DataError
+from lossctl.io.remote import is_uri, listing, resolve
 from lossctl.io.sources import ArrowReader, Source, _checked_schema, _short
 
 _DATASET_FORMATS = {
@@ -30,6 +31,8 @@ def is_glob(path: str) -> bool:
 
 def shard_files(path: str) -> list[str]:
     """The files of a directory (recursively) or of a glob, sorted; hidden files skipped."""
+    if is_uri(path):
+        return listing(path)
     if os.path.isdir(path):
         out = []
         for root, dirs, files in os.walk(path):
@@ -37,6 +40,43 @@ def shard_files(path: str) -> list[str]:
             out.extend(os.path.join(root, f) for f in files if not f.startswith((".", "_")))
         return sorted(out)
     return sorted(p for p in glob.glob(path, recursive=True) if os.path.isfile(p))
+
+
+def dataset_base(path: str, files: list[str]) -> str:
+    """The directory under which ``key=value`` directory names are partition keys."""
+    if not is_glob(path):
+        return path.rstrip("/") if is_uri(path) else path
+    return os.path.commonpath([os.path.dirname(f) for f in files]) if not is_uri(path) else _uri_common(files)
+
+
+def _uri_common(files: list[str]) -> str:
+    parts = [f.rsplit("/", 1)[0].split("/") for f in files]
+    common = parts[0]
+    for p in parts[1:]:
+        n = 0
+        while n < min(len(common), len(p)) and common[n] == p[n]:
+            n += 1
+        common = common[:n]
+    return "/".join(common)
+
+
+def open_dataset(files: list[str], fmt: str, base: str, schema=None):
+    """A pyarrow dataset over ``files`` (local paths or URIs of one filesystem)."""
+    import pyarrow.dataset as ds
+
+    filesystem = None
+    if files and is_uri(files[0]):
+        filesystem, _ = resolve(files[0])
+        files = [resolve(f)[1] for f in files]
+        base = resolve(base)[1] if is_uri(base) else base
+    return ds.dataset(
+        files,
+        format=fmt,
+        partitioning=ds.partitioning(flavor="hive"),
+        partition_base_dir=base,
+        filesystem=filesystem,
+        schema=schema,
+    )
 
 
 def dataset_format(files: list[str], display: str) -> str:
@@ -58,23 +98,33 @@ class DatasetReader(ArrowReader):
         super().__init__(source)
         import pyarrow.dataset as ds
 
-        files = shard_files(source.path)
+        if source.files is not None:  # one task's part of a dataset (lossctl.cluster)
+            files, base = list(source.files), source.base
+        else:
+            files = shard_files(source.path)
+            base = None
         fmt = dataset_format(files, self.display)
         files = [f for f in files if _DATASET_FORMATS.get(os.path.splitext(f.lower())[1]) == fmt]
-        base = source.path if os.path.isdir(source.path) else os.path.commonpath([os.path.dirname(f) for f in files])
+        if base is None:
+            base = dataset_base(source.path, files)
         self.files = files
+        self.fmt = fmt
+        self.base = base
         try:
-            self.ds = ds.dataset(
-                files,
-                format=fmt,
-                partitioning=ds.partitioning(flavor="hive"),
-                partition_base_dir=base,
-            )
+            self.ds = open_dataset(files, fmt, base, source.schema)
+            if source.row_groups is not None:
+                frags = [
+                    f if rgs is None else f.subset(row_group_ids=list(rgs))
+                    for f, rgs in zip(self.ds.get_fragments(), source.row_groups)
+                ]
+                self.ds = ds.FileSystemDataset(frags, self.ds.schema, self.ds.format, self.ds.filesystem)
             self.schema = _checked_schema(self.ds.schema)
         except Exception as exc:  # noqa: BLE001 - pyarrow's errors name the file
             raise DataError(f"{self.display}: cannot read the shards as one dataset ({_short(exc)}).") from None
 
     def total_rows(self) -> int | None:
+        if self.source.rows is not None:
+            return self.source.rows  # (pyarrow's count_rows ignores a row-group subset)
         try:
             return self.ds.count_rows()
         except Exception as exc:  # noqa: BLE001

@@ -58,10 +58,25 @@ class Source:
     column: str | None
     fmt: str
     label: str | None = None  # the name shown in messages, when not the path (stdin spooled to a file)
+    # A part of a dataset read by one task of the dask engine (lossctl.cluster): these files
+    # (URIs or local paths), these row groups of each (None: all), hive keys under ``base``,
+    # the dataset's schema, its row count, and the global row number of its first row.
+    files: tuple[str, ...] | None = None
+    row_groups: tuple[tuple[int, ...] | None, ...] | None = None
+    base: str | None = None
+    schema: object = None
+    rows: int | None = None
+    row_start: int = 0
 
     @property
     def is_stdin(self) -> bool:
         return self.path == "-"
+
+    @property
+    def is_remote(self) -> bool:
+        from lossctl.io.remote import is_uri
+
+        return is_uri(self.path)
 
     @property
     def display(self) -> str:
@@ -89,6 +104,10 @@ def _sniff(path: str) -> str | None:
             head = fh.read(8)
     except OSError:
         return None
+    return _sniff_bytes(head)
+
+
+def _sniff_bytes(head: bytes) -> str | None:
     if head.startswith(b"PAR1"):
         return "parquet"
     if head.startswith(b"\x93NUMPY"):
@@ -114,6 +133,10 @@ def parse_source(text: str, input_format: str | None = None, role: str = "input"
             )
         column = text[2:] or None
         return Source(text, "-", column, input_format)
+    from lossctl.io import remote
+
+    if remote.is_uri(text):
+        return _parse_uri(text, input_format, role)
     path, column = text, None
     if not os.path.exists(text) and ":" in text:
         head, _, tail = text.rpartition(":")
@@ -130,6 +153,34 @@ def parse_source(text: str, input_format: str | None = None, role: str = "input"
             f"{role.upper()}: file not found: {path}{hint}. Check the path; a source is PATH or PATH:COLUMN."
         )
     fmt = detect_format(path, input_format) or _sniff(path)
+    if fmt is None:
+        raise UsageError(
+            f"{role.upper()}: cannot tell the format of {path} from its name; "
+            f"give --input-format ({', '.join(FORMATS)})."
+        )
+    return Source(text, path, column, fmt)
+
+
+def _parse_uri(text: str, input_format: str | None, role: str) -> Source:
+    """``URI[:COLUMN]`` (s3://, gs://, hdfs://, file://): a file, or a directory / glob of shards."""
+    from lossctl.io import remote
+
+    path, column = text, None
+    kind = "missing" if _is_glob(text) else remote.kind(text)
+    if kind == "missing":
+        head, _, tail = text.rpartition(":")
+        if tail and "/" not in tail and remote.is_uri(head):
+            path, column = head, tail
+            kind = "missing" if _is_glob(path) else remote.kind(path)
+    if kind == "dir" or (kind == "missing" and _is_glob(path) and remote.listing(path)):
+        return Source(text, path, column, "dataset")
+    if kind == "missing":
+        hint = f" (read {text!r} as {path!r}, column {column!r})" if column is not None else ""
+        raise DataError(f"{role.upper()}: not found: {path}{hint}. Check the URI; a source is URI or URI:COLUMN.")
+    fmt = detect_format(path, input_format)
+    if fmt is None:
+        with remote.open_input_stream(path, path, compression=None) as fh:
+            fmt = _sniff_bytes(fh.read(8))
     if fmt is None:
         raise UsageError(
             f"{role.upper()}: cannot tell the format of {path} from its name; "
@@ -331,14 +382,15 @@ class ArrowReader(Reader):
         ``raw`` yields pyarrow RecordBatches; a failure while reading becomes one DataError
         whose text ``failure(exception, rows read so far)`` gives.
         """
-        row0 = 0
+        first = self.source.row_start  # rows are numbered globally in a task of a larger input
+        row0 = first
         try:
             for batch in raw:
                 for start in range(0, batch.num_rows, rows):
                     part = batch if start == 0 and batch.num_rows <= rows else batch.slice(start, rows)
                     out = self.convert(part, row0)
                     row0 += part.num_rows
-                    self.rows_read = row0
+                    self.rows_read = row0 - first
                     yield out
         except DataError:
             raise
@@ -578,10 +630,15 @@ class ParquetReader(ArrowReader):
         super().__init__(source)
         import pyarrow.parquet as pq
 
+        where = source.path
+        if source.is_remote:
+            from lossctl.io.remote import open_input_file
+
+            where = open_input_file(source.path, self.display)
         try:
             # No memory map: mapped pages would count against the process's memory for the
             # whole file; buffered reads keep it bounded by the row group / batch.
-            self.pf = pq.ParquetFile(source.path, memory_map=False, pre_buffer=False, buffer_size=1 << 20)
+            self.pf = pq.ParquetFile(where, memory_map=False, pre_buffer=False, buffer_size=1 << 20)
             self.schema = _checked_schema(self.pf.schema_arrow)
         except Exception as exc:  # noqa: BLE001
             raise DataError(
@@ -612,10 +669,23 @@ class IpcReader(ArrowReader):
         pa = _pa()
         self._file = None
         self._stream = None
+        if source.is_remote and stream is None:
+            from lossctl.io.remote import open_input_file
+
+            remote_fh = open_input_file(source.path, self.display)
         try:
             if stream is not None:
                 self._stream = pa.ipc.open_stream(stream)
                 self.schema = self._stream.schema
+            elif source.is_remote:
+                is_file_format = remote_fh.read(6) == b"ARROW1"
+                remote_fh.seek(0)
+                if is_file_format:
+                    self._file = pa.ipc.open_file(remote_fh)
+                    self.schema = self._file.schema
+                else:
+                    self._stream = pa.ipc.open_stream(remote_fh)
+                    self.schema = self._stream.schema
             else:
                 try:
                     self._file = pa.ipc.open_file(pa.memory_map(source.path, "r"))
@@ -1276,19 +1346,37 @@ def open_reader(source: Source, opts: ReadOptions) -> Reader:
         if source.fmt in ("csv", "tsv"):
             return CsvReader(source, delimiter=opts.delimiter, header=opts.header, stream=stream)
         # Parquet, NPY, NPZ and Arrow files need random access: spool stdin to a temporary file.
-        fd, tmp = tempfile.mkstemp(prefix="lossctl-stdin-", suffix="." + source.fmt)
-        _SPOOLED.append(tmp)
-        with os.fdopen(fd, "wb") as out:
-            while True:
-                chunk = stream.read(1 << 20)
-                if not chunk:
-                    break
-                out.write(chunk)
-        source = Source(source.text, tmp, source.column, source.fmt, label="<stdin>")
-        reader = _open_file(source, opts)
-        reader.source = Source(source.text, "-", source.column, source.fmt)
-        return reader
+        return _spooled(source, stream, opts, "<stdin>")
+    if source.is_remote and source.fmt != "dataset":
+        from lossctl.io import remote
+
+        if source.fmt in ("csv", "tsv"):
+            stream = remote.open_input_stream(source.path, source.display)
+            return CsvReader(source, delimiter=opts.delimiter, header=opts.header, stream=stream)
+        if source.fmt in ("npy", "npz"):
+            # NPY and NPZ are read through a local copy (memory-mapped / random access).
+            with remote.open_input_stream(source.path, source.display, compression=None) as stream:
+                return _spooled(source, stream, opts, source.path)
+        if source.fmt in ("parquet", "arrow"):
+            return ParquetReader(source) if source.fmt == "parquet" else IpcReader(source)
     return _open_file(source, opts)
+
+
+def _spooled(source: Source, stream, opts: ReadOptions, label: str) -> Reader:
+    """Copy a stream to a temporary file (removed at the end of the run) and read that."""
+    kind = "stdin" if source.is_stdin else "remote"
+    fd, tmp = tempfile.mkstemp(prefix=f"lossctl-{kind}-", suffix="." + source.fmt)
+    _SPOOLED.append(tmp)
+    with os.fdopen(fd, "wb") as out:
+        while True:
+            chunk = stream.read(1 << 20)
+            if not chunk:
+                break
+            out.write(chunk)
+    original = source
+    reader = _open_file(Source(source.text, tmp, source.column, source.fmt, label=label), opts)
+    reader.source = original
+    return reader
 
 
 def _open_file(source: Source, opts: ReadOptions) -> Reader:

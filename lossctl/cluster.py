@@ -1,0 +1,459 @@
+"""``--engine dask``: one run split into tasks that Dask workers execute; the client merges states.
+
+lossctl grows no scheduler of its own. The client (the ``lossctl compute`` process) plans and
+merges; Dask's workers read and compute:
+
+1. The client checks the sources, columns and parameters (schemas only) and lists each input's
+   Parquet files: one file, a directory or glob of shards, or their ``s3://`` / ``gs://`` /
+   ``hdfs://`` URIs.
+2. Workers read the Parquet footers: the row count of every row group.
+3. The client cuts the global rows into tasks. A task's ends are row-group boundaries of every
+   input (each input reads whole row groups), it stays within one file of the first input
+   (tasks follow the shards), holds about ``TASK_ROWS`` rows, and for batched losses starts on
+   a batch boundary. Inputs in different files are paired by global row, as the local engine
+   pairs them by position.
+4. Each task runs the local engine on its rows (numbered globally, so bootstrap weights, top-K
+   rows and error messages are those of one run), writes its per-sample rows as
+   ``part-NNNNN.parquet`` when asked, and returns its mergeable state (``RunState``).
+5. The client merges the states in task order (so the result does not depend on which worker
+   finished first) and builds the same report as the local engine.
+
+Nothing per-sample passes through the client, and it never reads the data itself.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, replace
+from typing import Any
+
+from lossctl.errors import DataError, UsageError
+from lossctl.io.sinks import SINK_FORMATS
+from lossctl.io.sources import Source
+
+TASK_ROWS = 1 << 20  # consecutive row groups of one file are grouped up to about this many rows
+PART = "part-{:05d}.parquet"
+
+
+@dataclass
+class Task:
+    index: int
+    start: int  # global row of the task's first row
+    stop: int
+    sources: list[Source | None]  # one per loss input role (None: an optional input not given)
+
+
+# ---------------------------------------------------------------------------
+# Connecting
+# ---------------------------------------------------------------------------
+
+
+def _distributed():
+    try:
+        import distributed
+    except ImportError:
+        raise UsageError(
+            "--engine dask needs Dask's distributed scheduler, which is an optional extra: pip install 'lossctl[dask]'."
+        ) from None
+    return distributed
+
+
+def connect(scheduler: str | None, workers: int | None):
+    """A ``distributed.Client``: to a running scheduler, or to a local cluster of ``workers`` processes."""
+    distributed = _distributed()
+    if scheduler and workers:
+        raise UsageError("--scheduler connects to a running cluster and --workers starts one; give one of them.")
+    if scheduler:
+        try:
+            # Dask's connect timeout applies (distributed.comm.timeouts.connect, 30 s unless configured).
+            return distributed.Client(scheduler), None
+        except (OSError, TimeoutError) as exc:
+            raise DataError(
+                f"--scheduler {scheduler}: cannot connect ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}). "
+                "Expected the address of a running Dask scheduler (`dask scheduler` prints it), e.g. tcp://host:8786."
+            ) from None
+    if workers is not None and workers < 1:
+        raise UsageError(f"--workers must be at least 1; got {workers}.")
+    n = workers or os.cpu_count() or 1
+    cluster = distributed.LocalCluster(
+        n_workers=n,
+        threads_per_worker=1,
+        processes=True,
+        host="127.0.0.1",
+        dashboard_address=":0",  # any free port: never a clash with another cluster
+        silence_logs=logging.ERROR,
+    )
+    return distributed.Client(cluster), cluster
+
+
+# ---------------------------------------------------------------------------
+# Work done on the workers
+# ---------------------------------------------------------------------------
+
+
+def row_group_rows(path: str) -> list[int]:
+    """Rows in each row group of one Parquet file (its footer only)."""
+    import pyarrow.parquet as pq
+
+    from lossctl.io import remote
+
+    where = remote.open_input_file(path, path) if remote.is_uri(path) else path
+    try:
+        md = pq.ParquetFile(where).metadata
+    except Exception as exc:  # noqa: BLE001 - pyarrow's words, with the file named
+        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DataError(
+            f"{path}: not a readable Parquet file ({text[:300]}). Expected a complete Parquet file; "
+            "it may be truncated or corrupt."
+        ) from None
+    return [md.row_group(i).num_rows for i in range(md.num_row_groups)]
+
+
+def run_task(name: str, texts: list, params: dict, opts, task: Task, per_sample_dir: str | None) -> dict:
+    """Run the local engine on one task's rows; return its state (and write its per-sample part)."""
+    from lossctl import engine, registry
+
+    spec = registry.get(name)
+    tmp = None
+    if per_sample_dir is not None:
+        target = _join(per_sample_dir, PART.format(task.index))
+        if _is_uri(per_sample_dir):
+            import tempfile
+
+            fd, tmp = tempfile.mkstemp(prefix="lossctl-part-", suffix=".parquet")
+            os.close(fd)
+            opts = replace(opts, per_sample=tmp)
+        else:
+            opts = replace(opts, per_sample=target)
+    try:
+        r = engine._Run(spec, texts, params, opts, sources=task.sources)
+        report = r.execute()
+        if tmp is not None:
+            import pyarrow.fs as pafs
+
+            from lossctl.io.remote import resolve
+
+            fs, path = resolve(target)
+            pafs.copy_files(tmp, path, destination_filesystem=fs)
+    finally:
+        if tmp is not None and os.path.exists(tmp):
+            os.unlink(tmp)
+    shapes = [list(i.shape) if i.shape else None for i in r.inputs]
+    return {
+        "meta": r.meta(),
+        "state": r.acc,
+        "shapes": shapes,
+        "per_sample_rows": report.get("per_sample", {}).get("rows", 0),
+    }
+
+
+# ---------------------------------------------------------------------------
+# Planning (on the client)
+# ---------------------------------------------------------------------------
+
+
+def _is_uri(text: str) -> bool:
+    from lossctl.io.remote import is_uri
+
+    return is_uri(text)
+
+
+def _join(directory: str, name: str) -> str:
+    return directory.rstrip("/") + "/" + name if _is_uri(directory) else os.path.join(directory, name)
+
+
+def _parquet_files(reader, source: Source) -> tuple[list[str], str | None, Any]:
+    """(files, hive base, dataset schema) of one input; only Parquet is split into tasks."""
+    if source.is_stdin:
+        raise UsageError(
+            "--engine dask reads Parquet files, directories or globs of shards (local or s3://, gs://, "
+            "hdfs://); stdin cannot be split among workers. Use --engine local."
+        )
+    # Local paths are made absolute: workers need not share the client's working directory.
+    here = (lambda p: p) if source.is_remote else os.path.abspath
+    if source.fmt == "parquet":
+        return [here(source.path)], None, None
+    if source.fmt == "dataset" and getattr(reader, "fmt", None) == "parquet":
+        return [here(f) for f in reader.files], here(reader.base), reader.ds.schema
+    what = "Arrow/CSV shards" if source.fmt == "dataset" else f"a {source.fmt.upper()} file"
+    raise UsageError(
+        f"{source.display} is {what}: --engine dask splits Parquet files and directories or globs of "
+        "Parquet shards (by row group) among workers. Convert it to Parquet, or use --engine local."
+    )
+
+
+def plan(
+    spec, texts: list, sources: list[Source | None], readers: dict[str, Any], footers: dict[str, list[int]], batch_size
+) -> tuple[list[Task], int]:
+    """Cut the inputs' global rows into tasks (see the module docstring). Returns (tasks, total rows)."""
+    keys = []  # distinct input files/datasets, in role order
+    for s in sources:
+        if s is not None and s.path not in keys:
+            keys.append(s.path)
+    units: dict[str, list[tuple[int, int, int]]] = {}  # key -> [(file index, row group, rows)]
+    ends: dict[str, set[int]] = {}
+    file_ends: dict[str, set[int]] = {}
+    totals: dict[str, int] = {}
+    for key in keys:
+        files = readers[key][0]
+        us, e, fe, row = [], set(), set(), 0
+        for fi, f in enumerate(files):
+            for gi, n in enumerate(footers[f]):
+                if n:
+                    us.append((fi, gi, n))
+                    row += n
+                    e.add(row)
+            fe.add(row)
+        units[key], ends[key], file_ends[key], totals[key] = us, e, fe, row
+    shown = {s.path: s.display for s in sources if s is not None}
+    if len(set(totals.values())) > 1:
+        listing = ", ".join(f"{shown[k]} has {n} rows" for k, n in totals.items())
+        raise DataError(
+            f"Row counts differ: {listing}. Rows are paired by position, so every input needs the same number of rows."
+        )
+    total = totals[keys[0]]
+    if total == 0:
+        raise DataError(f"{shown[keys[0]]} has no data rows. Expected one row per sample.")
+    common = set.intersection(*(ends[k] for k in keys))
+    if spec.batched:
+        if batch_size is None:
+            common = {total}  # one batch: the whole input (the engine checks its size)
+        else:
+            common = {b for b in common if b % int(batch_size) == 0 or b == total}
+    cuts, start = [], 0
+    for b in sorted(common):
+        if b == total or b - start >= TASK_ROWS or b in file_ends[keys[0]]:
+            cuts.append((start, b))
+            start = b
+    tasks = []
+    for index, (a, b) in enumerate(cuts):
+        part: dict[str, Source] = {}
+        for key in keys:
+            files, base, schema, src = readers[key]
+            chosen: dict[int, list[int]] = {}
+            row = 0
+            for fi, gi, n in units[key]:
+                if row >= a and row + n <= b:
+                    chosen.setdefault(fi, []).append(gi)
+                row += n
+            pick = sorted(chosen)
+            part[key] = replace(
+                src,
+                fmt="dataset",
+                files=tuple(files[fi] for fi in pick),
+                row_groups=tuple(
+                    None if len(chosen[fi]) == sum(1 for n in footers[files[fi]] if n) else tuple(chosen[fi])
+                    for fi in pick
+                ),
+                base=base if base is not None else _parent(files[0]),
+                schema=schema,
+                rows=b - a,
+                row_start=a,
+            )
+        tasks.append(
+            Task(
+                index,
+                a,
+                b,
+                [None if s is None else replace(part[s.path], column=s.column, text=s.text) for s in sources],
+            )
+        )
+    return tasks, total
+
+
+def _parent(path: str) -> str:
+    return path.rsplit("/", 1)[0] if _is_uri(path) else os.path.dirname(os.path.abspath(path))
+
+
+# ---------------------------------------------------------------------------
+# The run
+# ---------------------------------------------------------------------------
+
+
+def _refuse(opts) -> None:
+    if opts.id_col:
+        raise UsageError(
+            "--id-col joins inputs by key, which needs every row of the other inputs at once; --engine dask "
+            "pairs inputs by position. Use --engine local, or write predictions and targets into the same shards."
+        )
+    if opts.grad is not None:
+        raise UsageError("--grad is written by the local engine only; use --engine local for gradients.")
+    if opts.per_sample == "-":
+        raise UsageError(
+            "With --engine dask nothing per-sample passes through the client, so per-sample rows cannot go to "
+            "stdout (--reduction none or --per-sample -): give --per-sample DIR, a directory the workers can "
+            "write to (one Parquet file per task)."
+        )
+    if opts.per_sample is not None:
+        ext = os.path.splitext(opts.per_sample.rstrip("/").lower())[1]
+        if ext in SINK_FORMATS:
+            raise UsageError(
+                f"--per-sample {opts.per_sample}: with --engine dask this names a directory, into which every "
+                "task writes one Parquet file (part-00000.parquet, ...); the directory reads back as one "
+                "dataset. Give a directory path without a file extension."
+            )
+
+
+def _prepare_dir(path: str) -> None:
+    """Create the per-sample directory; remove the parts of an earlier run; refuse other files."""
+    if _is_uri(path):
+        import pyarrow.fs as pafs
+
+        from lossctl.io.remote import resolve
+
+        fs, p = resolve(path)
+        infos = fs.get_file_info(pafs.FileSelector(p, allow_not_found=True))
+        names = [(i.base_name, i.path) for i in infos]
+        remove = fs.delete_file
+        fs.create_dir(p, recursive=True)
+    else:
+        if os.path.exists(path) and not os.path.isdir(path):
+            raise DataError(f"--per-sample {path}: is a file; with --engine dask it names a directory.")
+        os.makedirs(path, exist_ok=True)
+        names = [(n, os.path.join(path, n)) for n in os.listdir(path)]
+        remove = os.unlink
+    import re
+
+    ours = re.compile(r"part-\d{5}\.parquet$")
+    others = [n for n, _ in names if not ours.match(n) and not n.startswith(".")]
+    if others:
+        raise DataError(
+            f"--per-sample {path}: the directory holds other files ({', '.join(sorted(others)[:5])}); "
+            "expected a new or empty directory (or one holding only the parts of an earlier run, which are replaced)."
+        )
+    for n, full in names:
+        if ours.match(n):
+            remove(full)
+
+
+def _clean_dir(path: str) -> None:
+    try:
+        _prepare_dir(path)
+    except Exception:  # noqa: BLE001 - best effort after a failure; the failure is what is reported
+        pass
+
+
+def run(spec, texts: list, params: dict, opts, *, scheduler: str | None = None, workers: int | None = None) -> dict:
+    """The report of ``engine.run`` for the same arguments, computed by Dask workers."""
+    from lossctl import engine
+    from lossctl.aggregate import RunState
+
+    _refuse(opts)
+    local = replace(opts, per_sample=None, grad=None, grad_norm=False, save_state=None, progress=None)
+    # 1. Sources, columns, roles and parameters are checked here, from the schemas.
+    probe = engine._Run(spec, texts, params, local)
+    readers = probe._open()
+    try:
+        if opts.group_by and len(readers) > len({i.source.path for i in probe.inputs}):
+            raise UsageError(
+                "--group-by PATH:COL reads a side file, which --engine dask does not split among workers: "
+                "group by a column of an input (or a hive partition key of a directory of shards)."
+            )
+        layout = {}
+        sources: list[Source | None] = []
+        it = iter(probe.inputs)
+        for text in texts:
+            if text is None:
+                sources.append(None)
+                continue
+            inp = next(it)
+            sources.append(inp.source)
+            if inp.source.path not in layout:
+                layout[inp.source.path] = (*_parquet_files(inp.reader, inp.source), inp.source)
+    finally:
+        for r in readers:
+            r.close()
+    if opts.per_sample is not None:
+        _prepare_dir(opts.per_sample)
+
+    client, cluster = connect(scheduler, workers)
+    futures = []
+    try:
+        # 2. Footers, read by the workers.
+        files = sorted({f for files, *_ in layout.values() for f in files})
+        counts = client.gather(client.map(row_group_rows, files, pure=False))
+        footers = dict(zip(files, counts))
+        tasks, total = plan(spec, texts, sources, layout, footers, params.get("batch_size"))
+        # 3. One task per part; states merged in task order as they arrive.
+        task_opts = replace(local, per_sample=None, row_offset=opts.row_offset, per_sample_format="parquet")
+        futures = [
+            client.submit(run_task, spec.name, texts, params, task_opts, t, opts.per_sample, pure=False) for t in tasks
+        ]
+        index = {f.key: t.index for f, t in zip(futures, tasks)}
+        state = RunState(top=opts.top, bootstrap=(opts.ci_n, opts.seed) if opts.ci else None)
+        results: dict[int, dict] = {}
+        merged = 0
+        first = None
+        done_rows = 0
+        per_sample_rows = 0
+        rows_read: dict[str, int] = {}
+        distributed = _distributed()
+        for fut in distributed.as_completed(futures):
+            try:
+                res = fut.result()
+            except Exception as exc:
+                if isinstance(exc, (DataError, UsageError)):
+                    raise
+                t = tasks[index[fut.key]]
+                raise DataError(
+                    f"a Dask worker failed on rows {t.start}..{t.stop - 1} ({type(exc).__name__}: "
+                    f"{str(exc).splitlines()[0] if str(exc) else ''}). If a worker ran out of memory, give it more "
+                    "or use --chunk-size to read smaller chunks."
+                ) from None
+            results[index[fut.key]] = res
+            for role, n in res["meta"]["rows_read"].items():
+                rows_read[role] = rows_read.get(role, 0) + int(n)
+            done_rows += tasks[index[fut.key]].stop - tasks[index[fut.key]].start
+            while merged in results:
+                res = results.pop(merged)
+                if first is None:
+                    first = res
+                else:
+                    _same_shapes(first, res, tasks[merged], probe)
+                state.merge(res["state"])
+                per_sample_rows += res["per_sample_rows"]
+                merged += 1
+            if opts.progress:
+                opts.progress(done_rows, total)
+        workers_seen = len(client.scheduler_info().get("workers", {}))
+    except BaseException:
+        for f in futures:
+            f.cancel()
+        if opts.per_sample is not None:
+            _clean_dir(opts.per_sample)
+        raise
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+
+    meta = _merged_meta(first, rows_read, probe, opts)
+    report = engine.report_from_state(spec, meta, state, ci_level=opts.ci, hist=opts.hist)
+    report["engine"] = {"name": "dask", "tasks": len(tasks), "workers": workers_seen, "scheduler": scheduler}
+    if opts.per_sample is not None:
+        report["per_sample"] = {"path": opts.per_sample, "rows": per_sample_rows, "files": len(tasks)}
+    if opts.save_state:
+        engine.save_state(opts.save_state, spec, meta, state, opts.ci)
+        report["state"] = {"path": opts.save_state}
+    return report
+
+
+def _same_shapes(first: dict, res: dict, task: Task, probe) -> None:
+    """Every task's inputs have the row shape of the first task's (as one local run checks)."""
+    for inp, a, b in zip(probe.inputs, first["shapes"], res["shapes"]):
+        if a and b and a[1:] != b[1:] and a[1:] != ["ragged"]:
+            from lossctl.engine import _shape
+
+            raise DataError(f"{inp.where()}, row {task.start}: shape changes from {_shape(a)} to {_shape(b)}.")
+
+
+def _merged_meta(first: dict, rows_read: dict[str, int], probe, opts) -> dict:
+    """The first task's metadata, with the rows of all tasks and the inputs as the user named them."""
+    meta = dict(first["meta"])
+    meta["rows_read"] = rows_read
+    meta["inputs"] = [
+        dict(i, rows=rows_read[i["role"]], format=inp.source.fmt) for i, inp in zip(meta["inputs"], probe.inputs)
+    ]
+    meta["row_offset"] = opts.row_offset
+    return meta
