@@ -70,6 +70,7 @@ FULL = {
     "kl": (1_000_000, 100),
     "reg": 20_000_000,
     "e2e": (1_000_000, 100),
+    "scaleout": (10, 100_000, 100),  # shards x rows per shard x classes
     "bandwidth_bytes": 1_600_000_000,
     "reps": 7,
     "e2e_reps": 5,
@@ -81,6 +82,7 @@ QUICK = {
     "kl": (200_000, 100),
     "reg": 4_000_000,
     "e2e": (200_000, 100),
+    "scaleout": (10, 20_000, 100),
     "bandwidth_bytes": 400_000_000,
     "reps": 3,
     "e2e_reps": 3,
@@ -519,6 +521,19 @@ def markdown(report: dict) -> str:
         for r in report["e2e"]:
             out.append(f"| {r['case']} | {r['wall_s']:.3f} | {r['peak_rss_mb']:.0f} |")
         out.append("")
+    if report.get("scaleout"):
+        so = report["scaleout"]
+        out += [
+            f"Scale-out: {so['shards']} Parquet shards, {so['rows']:,} × {so['classes']} float32 logits "
+            f"({so['mb']:.0f} MB), `--group-by split`; peak RSS of each worker of the running cluster: "
+            f"{', '.join(f'{w:.0f}' for w in so['worker_peak_mb'])} MB.",
+            "",
+            "| run | wall s | × local | peak RSS MB (lossctl process) |",
+            "|---|---:|---:|---:|",
+        ]
+        for r in so["runs"]:
+            out.append(f"| {r['case']} | {r['wall_s']:.3f} | {r['x_local']:.2f} | {r['peak_rss_mb']:.0f} |")
+        out.append("")
     if report.get("scale"):
         sc = report["scale"]
         out += [
@@ -858,6 +873,106 @@ def profile_lossctl(tmp: Path, out_dir: Path) -> dict:
 
 
 # ---------------------------------------------------------------------------
+# scale-out: the same 10-shard dataset on the local engine and on a 2-worker Dask cluster
+# ---------------------------------------------------------------------------
+
+
+def write_shards(tmp: Path, shards: int, n: int, c: int) -> Path:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    root = tmp / "shards"
+    rng = np.random.default_rng(9)
+    for i in range(shards):
+        d = root / f"split={'train' if i < shards - 2 else 'val'}"
+        d.mkdir(parents=True, exist_ok=True)
+        x = rng.standard_normal((n, c), dtype=np.float32) * 3
+        y = rng.integers(0, c, size=n)
+        t = pa.table({"logits": pa.FixedSizeListArray.from_arrays(pa.array(x.reshape(-1)), c), "label": y})
+        pq.write_table(t, str(d / f"part-{i:03d}.parquet"))
+    return root
+
+
+def run_scaleout(sz: dict, reps: int, tmp: Path) -> dict | None:
+    """Wall time and peak memory per process: local engine vs a 2-worker Dask cluster, same shards."""
+    try:
+        import distributed
+    except ImportError:
+        note("the dask extra is not installed (pip install 'lossctl[dask]'): scale-out skipped.")
+        return None
+    shards, n, c = sz["scaleout"]
+    root = write_shards(tmp, shards, n, c)
+    mb = sum(f.stat().st_size for f in root.rglob("*.parquet")) / 1e6
+    print(f"  {shards} Parquet shards of {n:,} x {c} float32 logits ({mb:.0f} MB), grouped by split", flush=True)
+    base = [sys.executable, "-m", "lossctl", "compute", "cross-entropy", f"{root}:logits", f"{root}:label"]
+    base += ["--group-by", "split", "-f", "json"]
+    cluster = distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=":0"
+    )
+    client = distributed.Client(cluster)
+    try:
+        cmds = {
+            "local engine": base,
+            "dask, running 2-worker cluster (--scheduler)": base
+            + ["--engine", "dask", "--scheduler", cluster.scheduler_address],
+            "dask, --workers 2 (cluster started by the run)": base + ["--engine", "dask", "--workers", "2"],
+        }
+        results: dict[str, list[dict]] = {k: [] for k in cmds}
+        for k, cmd in cmds.items():  # warm-up
+            r = _run_wrapped(cmd)
+            if r["rc"] != 0:
+                raise RuntimeError(f"{k} failed:\n{r['err']}")
+        names = list(cmds)
+        for i in range(reps):
+            for k in names[i % len(names) :] + names[: i % len(names)]:
+                results[k].append(_run_wrapped(cmds[k]))
+        worker_peaks = [v / 1024 for v in client.run(resource_maxrss_kb).values()]
+    finally:
+        client.close()
+        cluster.close()
+    rows = []
+    for k, rs in results.items():
+        rows.append(
+            {
+                "case": k,
+                "wall_s": statistics.median(r["wall"] for r in rs),
+                "wall_min_s": min(r["wall"] for r in rs),
+                "peak_rss_mb": statistics.median(r["rss_kb"] for r in rs) / 1024,
+                "value": _value(rs[-1]["out"]),
+                "reps": len(rs),
+            }
+        )
+    local = rows[0]["wall_s"]
+    print(f"  {'run':<50}{'wall s':>9}{'x local':>9}{'peak RSS MB':>13}")
+    for r in rows:
+        r["x_local"] = local / r["wall_s"]
+        print(f"  {r['case']:<50}{r['wall_s']:>9.3f}{r['x_local']:>9.2f}{r['peak_rss_mb']:>13.0f}")
+    print(
+        "  peak RSS: the lossctl process (for --workers 2, the largest process of its tree); "
+        f"each worker of the running cluster: {', '.join(f'{w:.0f}' for w in worker_peaks)} MB",
+        flush=True,
+    )
+    values = [r["value"] for r in rows]
+    if None in values or any(abs(v - values[0]) > 1e-12 * abs(values[0]) for v in values):
+        raise RuntimeError(f"the engines disagree: {values}")
+    return {"shards": shards, "rows": shards * n, "classes": c, "mb": mb, "runs": rows, "worker_peak_mb": worker_peaks}
+
+
+def resource_maxrss_kb() -> int:
+    """This process's peak RSS since it started (VmHWM: not the fork parent's, as ru_maxrss may be)."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
+# ---------------------------------------------------------------------------
 # scale: an aggregate-only run over a 10 GB input in bounded memory
 # ---------------------------------------------------------------------------
 
@@ -920,7 +1035,7 @@ def run_scale(gb: float, tmp: Path) -> dict:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="small sizes (about a minute)")
-    ap.add_argument("--only", choices=["kernels", "e2e", "scale"], help="run one section only")
+    ap.add_argument("--only", choices=["kernels", "e2e", "scaleout", "scale"], help="run one section only")
     ap.add_argument(
         "--scale-gb", type=float, help="size of the bounded-memory input (default 10 GB, 1 GB with --quick; 0 skips)"
     )
@@ -975,6 +1090,9 @@ def main(argv=None) -> int:
                 out_dir = Path(args.out).parent
                 out_dir.mkdir(parents=True, exist_ok=True)
                 report["profiles"] = profile_lossctl(tmp, out_dir)
+        if args.only in (None, "scaleout"):
+            print("\nscale-out: one sharded dataset, local engine vs --engine dask on 2 worker processes")
+            report["scaleout"] = run_scaleout(sz, e2e_reps, tmp)
         scale_gb = args.scale_gb if args.scale_gb is not None else (1.0 if args.quick else 10.0)
         if args.only in (None, "scale") and scale_gb > 0:
             free_gb = shutil.disk_usage(tmp).free / 1e9

@@ -193,6 +193,10 @@ def render_table(report: dict, console, precision: int | None, show_top: bool = 
         if rows.get(key):
             counts.append(f"  ·  {label} {rows[key]}", style="yellow")
     console.print(counts)
+    eng = report.get("engine")
+    if eng:
+        where = eng["scheduler"] or "a local cluster"
+        console.print(Text(f"  dask: {eng['tasks']} tasks on {eng['workers']} workers ({where})", style="dim"))
 
     stats = report["stats"]
     t = Table(show_edge=False, pad_edge=False, box=None, header_style="bold")
