@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import logging
 import os
+import time
+import uuid
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -69,8 +71,9 @@ def connect(scheduler: str | None, workers: int | None):
             # Dask's connect timeout applies (distributed.comm.timeouts.connect, 30 s unless configured).
             return distributed.Client(scheduler), None
         except (OSError, TimeoutError) as exc:
+            why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             raise DataError(
-                f"--scheduler {scheduler}: cannot connect ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}). "
+                f"--scheduler {scheduler}: cannot connect ({why}). "
                 "Expected the address of a running Dask scheduler (`dask scheduler` prints it), e.g. tcp://host:8786."
             ) from None
     if workers is not None and workers < 1:
@@ -110,7 +113,9 @@ def row_group_rows(path: str) -> list[int]:
     return [md.row_group(i).num_rows for i in range(md.num_row_groups)]
 
 
-def run_task(name: str, texts: list, params: dict, opts, task: Task, per_sample_dir: str | None) -> dict:
+def run_task(
+    name: str, texts: list, params: dict, opts, task: Task, per_sample_dir: str | None, cancel: str | None = None
+) -> dict:
     """Run the local engine on one task's rows; return its state (and write its per-sample part)."""
     from lossctl import engine, registry
 
@@ -136,6 +141,8 @@ def run_task(name: str, texts: list, params: dict, opts, task: Task, per_sample_
 
             fs, path = resolve(target)
             pafs.copy_files(tmp, path, destination_filesystem=fs)
+        if per_sample_dir is not None and cancel is not None and _cancelled(cancel):
+            _remove(target)  # the run was stopped while this task ran: leave nothing behind
     finally:
         if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
@@ -146,6 +153,53 @@ def run_task(name: str, texts: list, params: dict, opts, task: Task, per_sample_
         "shapes": shapes,
         "per_sample_rows": report.get("per_sample", {}).get("rows", 0),
     }
+
+
+def _cancelled(name: str) -> bool:
+    try:
+        import distributed
+
+        return distributed.Event(name).is_set()
+    except Exception:  # noqa: BLE001 - not on a worker, or the scheduler is gone: not cancelled by us
+        return False
+
+
+def _remove(path: str) -> None:
+    try:
+        if _is_uri(path):
+            from lossctl.io.remote import resolve
+
+            fs, p = resolve(path)
+            fs.delete_file(p)
+        else:
+            os.unlink(path)
+    except Exception:  # noqa: BLE001 - best effort
+        pass
+
+
+class _Interrupts:
+    """Ctrl-C during a dask run sets a flag that the client's loop checks (``check`` raises
+    KeyboardInterrupt there): an interrupt raised inside Dask's client code can be swallowed."""
+
+    def __init__(self):
+        import signal
+        import threading
+
+        self._flag = threading.Event()
+        self._previous = None
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, lambda *_: self._flag.set())
+
+    def check(self) -> None:
+        if self._flag.is_set():
+            raise KeyboardInterrupt
+
+    def restore(self) -> None:
+        import signal
+
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+            self._previous = None
 
 
 # ---------------------------------------------------------------------------
@@ -368,7 +422,11 @@ def run(spec, texts: list, params: dict, opts, *, scheduler: str | None = None, 
         _prepare_dir(opts.per_sample)
 
     client, cluster = connect(scheduler, workers)
+    distributed = _distributed()
+    cancel = f"lossctl-cancel-{uuid.uuid4().hex}"
+    interrupted = _Interrupts()
     futures = []
+    failed = True
     try:
         # 2. Footers, read by the workers.
         files = sorted({f for files, *_ in layout.values() for f in files})
@@ -377,8 +435,12 @@ def run(spec, texts: list, params: dict, opts, *, scheduler: str | None = None, 
         tasks, total = plan(spec, texts, sources, layout, footers, params.get("batch_size"))
         # 3. One task per part; states merged in task order as they arrive.
         task_opts = replace(local, per_sample=None, row_offset=opts.row_offset, per_sample_format="parquet")
+        # On a shared cluster, tasks still running when the run is stopped check a Dask Event and
+        # remove their part; a cluster of our own is shut down instead (no worker clients needed).
+        watch = cancel if cluster is None and opts.per_sample is not None else None
         futures = [
-            client.submit(run_task, spec.name, texts, params, task_opts, t, opts.per_sample, pure=False) for t in tasks
+            client.submit(run_task, spec.name, texts, params, task_opts, t, opts.per_sample, watch, pure=False)
+            for t in tasks
         ]
         index = {f.key: t.index for f, t in zip(futures, tasks)}
         state = RunState(top=opts.top, bootstrap=(opts.ci_n, opts.seed) if opts.ci else None)
@@ -388,8 +450,16 @@ def run(spec, texts: list, params: dict, opts, *, scheduler: str | None = None, 
         done_rows = 0
         per_sample_rows = 0
         rows_read: dict[str, int] = {}
-        distributed = _distributed()
-        for fut in distributed.as_completed(futures):
+        arrived = distributed.as_completed(futures)
+        while not arrived.is_empty():
+            interrupted.check()
+            batch = arrived.next_batch(block=False)
+            if not batch:
+                time.sleep(0.02)
+                continue
+            fut = batch[0]
+            for other in batch[1:]:
+                arrived.add(other)  # handled on the next turns, one at a time
             try:
                 res = fut.result()
             except Exception as exc:
@@ -417,16 +487,25 @@ def run(spec, texts: list, params: dict, opts, *, scheduler: str | None = None, 
             if opts.progress:
                 opts.progress(done_rows, total)
         workers_seen = len(client.scheduler_info().get("workers", {}))
+        failed = False
     except BaseException:
         for f in futures:
             f.cancel()
-        if opts.per_sample is not None:
-            _clean_dir(opts.per_sample)
+        if opts.per_sample is not None and cluster is None:
+            # Tasks already running on a shared cluster cannot be stopped: they see this and
+            # remove the part they write.
+            try:
+                distributed.Event(cancel, client=client).set()
+            except Exception:  # noqa: BLE001 - best effort; the failure is what is reported
+                pass
         raise
     finally:
+        interrupted.restore()
         client.close()
         if cluster is not None:
-            cluster.close()
+            cluster.close()  # stops its worker processes: nothing is written after this
+        if failed and opts.per_sample is not None:
+            _clean_dir(opts.per_sample)
 
     meta = _merged_meta(first, rows_read, probe, opts)
     report = engine.report_from_state(spec, meta, state, ci_level=opts.ci, hist=opts.hist)

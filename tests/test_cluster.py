@@ -286,3 +286,74 @@ def test_unreachable_scheduler_is_a_clean_error(cli):
             ["compute", "ce", f"{f}:logits", f"{f}:label", "--engine", "dask", "--scheduler", f"tcp://127.0.0.1:{port}"]
         )
     assert_clean_error(res, 1, f"tcp://127.0.0.1:{port}", "cannot connect", "dask scheduler")
+
+
+def test_a_corrupt_shard_is_named(cli, scheduler, tmp_path):
+    d = tmp_path / "corrupt"
+    os.makedirs(d)
+    for i in range(3):
+        write_parquet(d / f"part-{i}.parquet", {"p": np.ones(10), "t": np.zeros(10)})
+    (d / "part-2.parquet").write_bytes(b"PAR1 this is not a parquet file PAR1")
+    res = cli(["compute", "mse", f"{d}:p", f"{d}:t", "--engine", "dask", "--scheduler", scheduler])
+    assert_clean_error(res, 1, "part-2.parquet", "Parquet")
+
+
+def test_without_the_extra_the_dask_engine_says_how_to_install_it(cli, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "distributed", None)  # import distributed -> ImportError
+    f = os.path.join(SAMPLE, "classifier.parquet")
+    res = cli(["compute", "ce", f"{f}:logits", f"{f}:label", "--engine", "dask", "--workers", "2"])
+    assert_clean_error(res, 2, "pip install 'lossctl[dask]'")
+
+
+def test_engine_options_are_in_the_help(cli):
+    res = cli(["compute", "ce", "--help"])
+    assert res.code == 0
+    for needle in ("--engine", "--scheduler", "--workers"):
+        assert needle in res.out
+
+
+@pytest.mark.parametrize("cluster", ["own", "shared"])
+def test_ctrl_c_stops_the_tasks_and_leaves_no_parts(tmp_path, request, cluster):
+    """SIGINT during a dask run: exit 130, one line, no per-sample parts left (own cluster: shut
+    down; shared cluster: tasks still running remove their part when they finish)."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    d = tmp_path / "many"
+    os.makedirs(d)
+    rng = np.random.default_rng(8)
+    for i in range(12):
+        write_parquet(d / f"part-{i:02d}.parquet", {"p": rng.normal(size=20000), "t": rng.normal(size=20000)})
+    out = tmp_path / "ps"
+    cmd = [sys.executable, "-m", "lossctl", "compute", "mse", f"{d}:p", f"{d}:t", "--engine", "dask"]
+    address = request.getfixturevalue("scheduler") if cluster == "shared" else None
+    cmd += ["--scheduler", address] if address else ["--workers", "2"]
+    cmd += ["--chunk-size", "20", "--per-sample", str(out)]  # tiny chunks: slow tasks
+    env = dict(os.environ)
+    env.pop("LOSSCTL_FORMAT", None)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    try:
+        deadline = time.monotonic() + 60
+        while not (out.is_dir() and any(n.startswith("part-") for n in os.listdir(out))):
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    if address:  # wait for the tasks that were running to finish
+        with distributed.Client(address) as c:
+            deadline = time.monotonic() + 60
+            while any(c.processing().values()) and time.monotonic() < deadline:
+                time.sleep(0.05)
+        time.sleep(0.2)
+    assert proc.returncode == 130, stderr
+    assert b"Traceback" not in stderr, stderr.decode()
+    assert stdout == b""
+    assert [n for n in os.listdir(out) if n.startswith("part-")] == []

@@ -131,11 +131,49 @@ class DatasetReader(ArrowReader):
             raise DataError(f"{self.display}: cannot count the rows of the shards ({_short(exc)}).") from None
 
     def batches(self, rows: int):
-        raw = self.ds.to_batches(
-            columns=self.needed_columns(), batch_size=rows, batch_readahead=2, fragment_readahead=1, use_threads=True
-        )
+        if self.fmt == "parquet":
+            raw = self._parquet_batches(rows)
+        else:
+            raw = self.ds.to_batches(
+                columns=self.needed_columns(),
+                batch_size=rows,
+                batch_readahead=2,
+                fragment_readahead=1,
+                use_threads=True,
+            )
         return self._converted(
             (b for b in raw if b.num_rows),
             rows,
             lambda exc, row0: f"{self.display}: could not read the shards after row {row0} ({_short(exc)}).",
         )
+
+    def _parquet_batches(self, rows: int):
+        """Parquet shards one file at a time through a buffered ``ParquetFile`` (as a single file is
+        read): the dataset scanner decodes whole row groups ahead and peaks at several times the
+        memory. Hive partition keys are added as constant columns."""
+        import pyarrow as pa
+        import pyarrow.dataset as ds
+        import pyarrow.parquet as pq
+
+        needed = self.needed_columns()
+        for frag in self.ds.get_fragments():
+            keys = ds.get_partition_keys(frag.partition_expression)
+            data_cols = [c for c in needed if c not in keys]
+            path = frag.path
+            where = self.ds.filesystem.open_input_file(path) if self.ds.filesystem is not None else path
+            pf = pq.ParquetFile(where, memory_map=False, pre_buffer=False, buffer_size=1 << 20)
+            groups = [rg.id for rg in frag.row_groups] if self.source.row_groups is not None else None
+            for batch in pf.iter_batches(batch_size=rows, columns=data_cols, row_groups=groups, use_threads=True):
+                if not batch.num_rows:
+                    continue
+                if not keys or not (set(keys) & set(needed)):
+                    yield batch
+                    continue
+                cols = []
+                for name in needed:
+                    if name in keys:
+                        typ = self.ds.schema.field(name).type
+                        cols.append(pa.repeat(pa.scalar(keys[name], type=typ), batch.num_rows))
+                    else:
+                        cols.append(batch.column(batch.schema.get_field_index(name)))
+                yield pa.RecordBatch.from_arrays(cols, names=needed)
