@@ -281,16 +281,20 @@ def plan(
             cuts.append((start, b))
             start = b
     tasks = []
+    cursor = {key: [0, 0] for key in keys}  # per input: next unit, its first row (one pass over the units)
     for index, (a, b) in enumerate(cuts):
         part: dict[str, Source] = {}
         for key in keys:
             files, base, schema, src = readers[key]
             chosen: dict[int, list[int]] = {}
-            row = 0
-            for fi, gi, n in units[key]:
-                if row >= a and row + n <= b:
-                    chosen.setdefault(fi, []).append(gi)
+            i, row = cursor[key]
+            us = units[key]
+            while i < len(us) and row + us[i][2] <= b:  # cuts are unit ends, so [a, b) is whole units
+                fi, gi, n = us[i]
+                chosen.setdefault(fi, []).append(gi)
                 row += n
+                i += 1
+            cursor[key] = [i, row]
             pick = sorted(chosen)
             part[key] = replace(
                 src,
