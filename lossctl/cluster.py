@@ -120,32 +120,15 @@ def run_task(
     from lossctl import engine, registry
 
     spec = registry.get(name)
-    tmp = None
+    target = None
     if per_sample_dir is not None:
+        # (a URI directory: the sink writes a local temporary file and uploads it on success)
         target = _join(per_sample_dir, PART.format(task.index))
-        if _is_uri(per_sample_dir):
-            import tempfile
-
-            fd, tmp = tempfile.mkstemp(prefix="lossctl-part-", suffix=".parquet")
-            os.close(fd)
-            opts = replace(opts, per_sample=tmp)
-        else:
-            opts = replace(opts, per_sample=target)
-    try:
-        r = engine._Run(spec, texts, params, opts, sources=task.sources)
-        report = r.execute()
-        if tmp is not None:
-            import pyarrow.fs as pafs
-
-            from lossctl.io.remote import resolve
-
-            fs, path = resolve(target)
-            pafs.copy_files(tmp, path, destination_filesystem=fs)
-        if per_sample_dir is not None and cancel is not None and _cancelled(cancel):
-            _remove(target)  # the run was stopped while this task ran: leave nothing behind
-    finally:
-        if tmp is not None and os.path.exists(tmp):
-            os.unlink(tmp)
+        opts = replace(opts, per_sample=target)
+    r = engine._Run(spec, texts, params, opts, sources=task.sources)
+    report = r.execute()
+    if target is not None and cancel is not None and _cancelled(cancel):
+        _remove(target)  # the run was stopped while this task ran: leave nothing behind
     shapes = [list(i.shape) if i.shape else None for i in r.inputs]
     return {
         "meta": r.meta(),

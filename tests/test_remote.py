@@ -161,3 +161,34 @@ def test_file_uri_is_a_local_path(cli, tmp_path):
 def test_unusable_scheme_is_a_clean_error(cli):
     res = cli(["compute", "mse", "nosuch://bucket/x.parquet", "nosuch://bucket/y.parquet"])
     assert_clean_error(res, 1, "nosuch://bucket/x.parquet", "cannot open this URI")
+
+
+def test_outputs_to_s3_are_uploaded_on_success_only(cli, s3, tmp_path):
+    """--per-sample, --save-state and --junit take URIs too (written locally, uploaded on success)."""
+    import pyarrow.fs as pafs
+    import pyarrow.parquet as pq
+
+    local, root = s3
+    args = ["compute", "ce", f"{local}/preds.parquet:logits", f"{local}/preds.parquet:label", "-f", "json"]
+    want = cli(args + ["--per-sample", str(tmp_path / "ps.parquet")])
+    res = cli(
+        args
+        + ["--per-sample", f"{root}/out/ps.parquet", "--save-state", f"{root}/out/state.json"]
+        + ["--junit", f"{root}/out/junit.xml", "--max", "100"]
+    )
+    assert res.code == 0, res.err
+    assert pq.read_table(f"{root}/out/ps.parquet").equals(pq.read_table(tmp_path / "ps.parquet"))
+    fs, _ = pafs.FileSystem.from_uri(root)
+    with fs.open_input_stream(f"{BUCKET}/out/junit.xml") as fh:
+        assert b"<testsuite" in fh.read()
+    with fs.open_input_stream(f"{BUCKET}/out/state.json") as fh:
+        (tmp_path / "state.json").write_bytes(fh.read())
+    merged = cli(["merge", str(tmp_path / "state.json"), "-f", "json"])
+    assert merged.json["value"] == want.json["value"]
+    # a failed run (labels given as predictions) uploads nothing
+    bad = cli(
+        ["compute", "ce", f"{local}/preds.parquet:label", f"{local}/preds.parquet:logits"]
+        + ["--per-sample", f"{root}/out/bad.parquet"]
+    )
+    assert bad.code != 0
+    assert fs.get_file_info(f"{BUCKET}/out/bad.parquet").type == pafs.FileType.NotFound

@@ -70,7 +70,17 @@ class AtomicFile:
     """A temporary file in the target's directory, renamed onto the target by ``commit``."""
 
     def __init__(self, path: str, option: str):
+        from lossctl.io.remote import is_uri, resolve
+
         self.path = path
+        self.option = option
+        self.remote = None
+        if is_uri(path):
+            # A URI (s3://...): written to a local temporary file, uploaded by ``commit``.
+            self.remote = resolve(path)
+            fd, self.tmp = tempfile.mkstemp(prefix="lossctl-upload-", suffix=".tmp")
+            self.fh = os.fdopen(fd, "wb")
+            return
         directory = os.path.dirname(os.path.abspath(path)) or "."
         if os.path.isdir(path):
             raise DataError(f"{option} {path}: is a directory; expected a file path.")
@@ -91,7 +101,22 @@ class AtomicFile:
 
     def commit(self) -> None:
         self.fh.close()
-        os.replace(self.tmp, self.path)
+        if self.remote is None:
+            os.replace(self.tmp, self.path)
+            return
+        import pyarrow.fs as pafs
+
+        fs, path = self.remote
+        try:
+            pafs.copy_files(self.tmp, path, destination_filesystem=fs)
+        except Exception as exc:  # noqa: BLE001 - no credentials, no bucket, no network
+            from lossctl.io.remote import _hint, _short
+
+            raise DataError(
+                f"{self.option} {self.path}: the upload failed ({_short(exc)}). {_hint(self.path)}."
+            ) from None
+        finally:
+            os.unlink(self.tmp)
 
     def abort(self) -> None:
         try:
