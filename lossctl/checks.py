@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lossctl.errors import DataError, LossctlError, UsageError
+from lossctl.io.remote import is_uri
 
 BOUND_KEYS = ("max", "min", "baseline", "max-abs-increase", "max-rel-increase")
 
@@ -232,6 +233,9 @@ RUN_KEYS = (
     "ci",
     "ci-n",
     "seed",
+    "engine",
+    "scheduler",
+    "workers",
 )
 CHECK_KEYS = ("name", "loss", "inputs", "params", "terms", *BOUND_KEYS, *RUN_KEYS)
 TERM_KEYS = ("loss", "inputs", "params", "weight", *RUN_KEYS)
@@ -353,7 +357,8 @@ def _term(t: dict, opts: dict, base: str, where: str) -> Term:
             + f" inputs ({', '.join(r.metavar for r in spec.inputs)}); got {len(inputs)}."
         )
     resolved = [
-        s if s == "-" or s.startswith("-:") or os.path.isabs(s) else os.path.join(base, s) for s in map(str, inputs)
+        s if s == "-" or s.startswith("-:") or os.path.isabs(s) or is_uri(s) else os.path.join(base, s)
+        for s in map(str, inputs)
     ]
     params_raw = t.get("params", {}) or {}
     params = {}
@@ -401,7 +406,18 @@ def run_check(check: Check) -> dict:
             opts = engine.build_options(t.options, top=5)
             if opts.reduction == "none":
                 raise UsageError(f"check {check.name}: reduction 'none' has no value to check.")
-            reports.append(engine.run(spec, texts, params, opts))
+            workers = t.options.get("workers")
+            reports.append(
+                engine.run_on(
+                    str(t.options.get("engine", "local")),
+                    spec,
+                    texts,
+                    params,
+                    opts,
+                    t.options.get("scheduler"),
+                    None if workers is None else int(workers),
+                )
+            )
         if check.composite:
             terms = []
             total = 0.0

@@ -427,7 +427,6 @@ _CHOICES = {
     "reduction": ("mean", "sum", "none"),
     "on_missing": ("error", "drop"),
     "nan": ("error", "omit", "propagate"),
-    "engine": ("local", "dask"),
 }
 
 
@@ -892,16 +891,8 @@ def _compute(spec: registry.LossSpec, kw: dict[str, Any]) -> None:
         save_state=kw["save_state"],
         progress=progress.update if stderr_tty else None,
     )
-    engine_name = _choice("engine", kw["engine"], "--engine")
-    if engine_name == "local" and (kw["scheduler"] or kw["workers"] is not None):
-        raise UsageError("--scheduler and --workers choose the Dask cluster of --engine dask; give --engine dask too.")
     try:
-        if engine_name == "dask":
-            from lossctl import cluster
-
-            result = cluster.run(spec, texts, params, opts, scheduler=kw["scheduler"], workers=kw["workers"])
-        else:
-            result = engine.run(spec, texts, params, opts)
+        result = engine.run_on(kw["engine"], spec, texts, params, opts, kw["scheduler"], kw["workers"])
     finally:
         progress.stop()
     _finish(result, bounds, kw, per_sample, stderr_tty, fmt, "lossctl compute")

@@ -101,6 +101,23 @@ def run(spec: LossSpec, texts: list[str | None], params: dict[str, Any], opts: O
     return run_with_rows(spec, texts, params, opts)[0]
 
 
+def run_on(
+    engine: str, spec: LossSpec, texts, params, opts: Options, scheduler: str | None = None, workers: int | None = None
+) -> dict:
+    """``run`` on the chosen engine: ``local`` (this process) or ``dask`` (lossctl.cluster)."""
+    if engine not in ("local", "dask"):
+        raise UsageError(f"--engine must be local or dask; got {engine!r}.")
+    if engine == "local":
+        if scheduler or workers is not None:
+            raise UsageError(
+                "--scheduler and --workers choose the Dask cluster of --engine dask; give --engine dask too."
+            )
+        return run(spec, texts, params, opts)
+    from lossctl import cluster
+
+    return cluster.run(spec, texts, params, opts, scheduler=scheduler, workers=workers)
+
+
 def run_with_rows(spec: LossSpec, texts, params, opts: Options) -> tuple[dict, dict[str, np.ndarray] | None]:
     """``run``, plus the per-row values of every used row when ``opts.collect`` is set."""
     try:

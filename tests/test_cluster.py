@@ -357,3 +357,35 @@ def test_ctrl_c_stops_the_tasks_and_leaves_no_parts(tmp_path, request, cluster):
     assert b"Traceback" not in stderr, stderr.decode()
     assert stdout == b""
     assert [n for n in os.listdir(out) if n.startswith("part-")] == []
+
+
+def test_check_configs_choose_the_engine(cli, scheduler, shards, tmp_path):
+    data, x, y = shards
+    cfg = tmp_path / "checks.toml"
+    cfg.write_text(
+        f"""
+[defaults]
+group-by = "split"
+
+[[checks]]
+name = "local"
+loss = "cross-entropy"
+inputs = ["{data}:logits", "{data}:label"]
+max = 100
+
+[[checks]]
+name = "on-the-cluster"
+loss = "cross-entropy"
+inputs = ["{data}:logits", "{data}:label"]
+engine = "dask"
+scheduler = "{scheduler}"
+max = 100
+"""
+    )
+    res = cli(["check", str(cfg), "--format", "json"])
+    assert res.code == 0, res.err
+    doc = res.json
+    checks = doc["checks"] if isinstance(doc, dict) else doc
+    local, dask = checks
+    assert dask["value"] == pytest.approx(local["value"], rel=REL)
+    assert local["status"] == dask["status"] == "pass"
