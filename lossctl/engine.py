@@ -497,14 +497,19 @@ class _Run:
         keys_ok = g_use[ok_u]
         keys_nan = np.asarray(groups)[nan_rows]
         keys_vals = np.concatenate([keys_ok, keys_nan]) if propagate else keys_ok
-        uniq, inv = np.unique(keys_vals, return_inverse=True) if len(keys_vals) else (np.empty(0), np.empty(0, int))
-        for j, key in enumerate(uniq.tolist()):
-            sel = inv == j
+        uniq, inv = _factorize(keys_vals)
+        # Rows of each group in input order: one stable sort, then contiguous slices.
+        order = np.argsort(inv, kind="stable")
+        ends = np.cumsum(np.bincount(inv, minlength=len(uniq)))
+        n_ok = len(keys_ok)
+        for j, key in enumerate(uniq):
+            sel = order[(ends[j - 1] if j else 0) : ends[j]]
             agg = self.acc.group(key)
             agg.add(vals[sel], num[sel], None if den is None else den[sel], {k: v[sel] for k, v in comps.items()})
-            agg.used += int(sel[: len(keys_ok)].sum())
+            ok_here = int(np.count_nonzero(sel < n_ok))
+            agg.used += ok_here
             if propagate:
-                agg.nan_propagated += int(sel[len(keys_ok) :].sum())
+                agg.nan_propagated += len(sel) - ok_here
         for key in np.unique(g_use[ign_u]).tolist():
             self.acc.group(key).ignored += int((g_use[ign_u] == key).sum())
         if not propagate:
@@ -1155,6 +1160,28 @@ def _joined(run: _Run, readers: list[Reader], rows: int):
 # ---------------------------------------------------------------------------
 # helpers
 # ---------------------------------------------------------------------------
+
+
+def _factorize(keys: np.ndarray) -> tuple[list, np.ndarray]:
+    """(sorted distinct keys, each row's index among them); text keys hashed by pyarrow, not sorted
+    as Python objects."""
+    if not len(keys):
+        return [], np.empty(0, dtype=np.intp)
+    if keys.dtype == object:
+        import pyarrow as pa
+
+        try:
+            enc = pa.array(keys, type=pa.string()).dictionary_encode()
+        except (pa.ArrowInvalid, pa.ArrowTypeError):
+            enc = None
+        if enc is not None:
+            words = enc.dictionary.to_pylist()
+            order = sorted(range(len(words)), key=words.__getitem__)
+            rank = np.empty(len(words), dtype=np.intp)
+            rank[order] = np.arange(len(words))
+            return [words[i] for i in order], rank[enc.indices.to_numpy(zero_copy_only=False)]
+    uniq, inv = np.unique(keys, return_inverse=True)
+    return uniq.tolist(), inv.reshape(-1)
 
 
 def _nan_rows(a) -> np.ndarray | None:

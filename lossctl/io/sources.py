@@ -548,6 +548,12 @@ def arrow_to_numpy(arr, req: Request, display: str, name: str, row0: int) -> np.
         if pa.types.is_floating(t):
             v = arrow_values(arr)
             return v.astype(np.int64) if np.all(np.isfinite(v) & (v == np.round(v))) else v
+        if req.key == GROUP_KEY:
+            # Few distinct values: convert each distinct string once, then index.
+            enc = arr.cast(pa.string()).dictionary_encode()
+            words = np.empty(len(enc.dictionary), dtype=object)
+            words[:] = enc.dictionary.to_pylist()
+            return words[enc.indices.to_numpy(zero_copy_only=False)]
         keys = np.empty(len(arr), dtype=object)
         keys[:] = arr.cast(pa.string()).to_pylist()
         return keys
