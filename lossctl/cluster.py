@@ -114,9 +114,21 @@ def row_group_rows(path: str) -> list[int]:
 
 
 def run_task(
-    name: str, texts: list, params: dict, opts, task: Task, per_sample_dir: str | None, cancel: str | None = None
+    name: str,
+    texts: list,
+    params: dict,
+    opts,
+    task: Task,
+    per_sample_dir: str | None,
+    cancel: str | None = None,
+    total: int = 0,
 ) -> dict:
-    """Run the local engine on one task's rows; return its state (and write its per-sample part)."""
+    """Run the local engine on one task's rows; return its state (and write its per-sample part).
+
+    When the whole run has more rows than are kept for exact quantiles, its result is a
+    quantile sketch whatever the tasks send, so a task sends its sketch (kilobytes) instead of
+    its values (8 bytes a row): the same sketch buckets, far less through the client.
+    """
     from lossctl import engine, registry
 
     spec = registry.get(name)
@@ -127,6 +139,8 @@ def run_task(
         opts = replace(opts, per_sample=target)
     r = engine._Run(spec, texts, params, opts, sources=task.sources)
     report = r.execute()
+    if total > r.acc.all.stats.exact_limit:
+        r.acc.all.stats.to_sketch()
     if target is not None and cancel is not None and _cancelled(cancel):
         _remove(target)  # the run was stopped while this task ran: leave nothing behind
     shapes = [list(i.shape) if i.shape else None for i in r.inputs]
@@ -426,7 +440,7 @@ def run(spec, texts: list, params: dict, opts, *, scheduler: str | None = None, 
         # remove their part; a cluster of our own is shut down instead (no worker clients needed).
         watch = cancel if cluster is None and opts.per_sample is not None else None
         futures = [
-            client.submit(run_task, spec.name, texts, params, task_opts, t, opts.per_sample, watch, pure=False)
+            client.submit(run_task, spec.name, texts, params, task_opts, t, opts.per_sample, watch, total, pure=False)
             for t in tasks
         ]
         index = {f.key: t.index for f, t in zip(futures, tasks)}

@@ -240,6 +240,10 @@ class RunningStats:
         else:
             self._to_sketch().update(v)
 
+    def to_sketch(self) -> None:
+        """Keep only the quantile sketch (as once more than ``exact_limit`` values were seen)."""
+        self._to_sketch()
+
     def _to_sketch(self) -> QuantileSketch:
         """Switch from kept values to the bounded-memory sketch (idempotent)."""
         if self.sketch is None:

@@ -389,3 +389,46 @@ max = 100
     local, dask = checks
     assert dask["value"] == pytest.approx(local["value"], rel=REL)
     assert local["status"] == dask["status"] == "pass"
+
+
+def test_beyond_the_exact_limit_tasks_send_sketches_with_the_same_quantiles(cli, scheduler, tmp_path, monkeypatch):
+    """Over 1,048,576 rows the report's quantiles come from the sketch in both engines, and agree."""
+    from lossctl import cluster
+    from lossctl.stats import EXACT_LIMIT
+
+    monkeypatch.setattr(cluster, "TASK_ROWS", 400_000)
+    n = EXACT_LIMIT + 50_000
+    rng = np.random.default_rng(12)
+    f = write_parquet(
+        tmp_path / "big.parquet", {"p": rng.normal(size=n), "t": rng.normal(size=n)}, row_group_size=200_000
+    )
+    local, dask = _both(cli, scheduler, ["compute", "mae", f"{f}:p", f"{f}:t", "--hist"])
+    assert local["stats"]["quantiles"] != "exact"
+    assert_same_report(local, dask)
+    assert dask["engine"]["tasks"] == 3  # cut at 400,000 and 800,000
+
+
+def test_a_task_of_a_large_run_returns_kilobytes_not_its_values(tmp_path):
+    """run_task in this process: past the exact limit its state holds a sketch, not 8 bytes a row."""
+    import pickle
+
+    from lossctl import cluster, engine, registry
+    from lossctl.io.sources import Source
+    from lossctl.stats import EXACT_LIMIT
+
+    n = 300_000
+    rng = np.random.default_rng(13)
+    f = write_parquet(tmp_path / "t.parquet", {"p": rng.normal(size=n), "t": rng.normal(size=n)})
+    spec = registry.get("mse")
+    texts = [f"{f}:p", f"{f}:t"]
+    sources = [Source(texts[0], f, "p", "parquet"), Source(texts[1], f, "t", "parquet")]
+    layout = {f: ([f], None, None, sources[0])}
+    tasks, total = cluster.plan(spec, texts, sources, layout, {f: cluster.row_group_rows(f)}, None)
+    opts = engine.build_options({})
+    small = cluster.run_task("mse", texts, {}, opts, tasks[0], None, None, total)
+    large = cluster.run_task("mse", texts, {}, opts, tasks[0], None, None, EXACT_LIMIT + 1)
+    assert small["state"].all.stats.quantiles_exact
+    assert not large["state"].all.stats.quantiles_exact
+    assert len(pickle.dumps(small["state"])) > 8 * n
+    assert len(pickle.dumps(large["state"])) < 200_000
+    assert large["state"].all.stats.count == small["state"].all.stats.count == n
