@@ -85,7 +85,7 @@ def connect(scheduler: str | None, workers: int | None):
         processes=True,
         host="127.0.0.1",
         dashboard_address=":0",  # any free port: never a clash with another cluster
-        silence_logs=logging.ERROR,
+        silence_logs=logging.CRITICAL,  # failures reach the client as task errors; shutdown noise stays out of stderr
     )
     return distributed.Client(cluster), cluster
 
