@@ -79,7 +79,17 @@ def connect(scheduler: str | None, workers: int | None):
     if workers is not None and workers < 1:
         raise UsageError(f"--workers must be at least 1; got {workers}.")
     n = workers or os.cpu_count() or 1
-    cluster = distributed.LocalCluster(
+    saved = dict(os.environ)  # LocalCluster sets OMP_NUM_THREADS=1 etc. for its workers, in this process too
+    try:
+        cluster = _local_cluster(distributed, n)
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    return distributed.Client(cluster), cluster
+
+
+def _local_cluster(distributed, n: int):
+    return distributed.LocalCluster(
         n_workers=n,
         threads_per_worker=1,
         processes=True,
@@ -87,7 +97,6 @@ def connect(scheduler: str | None, workers: int | None):
         dashboard_address=":0",  # any free port: never a clash with another cluster
         silence_logs=logging.CRITICAL,  # failures reach the client as task errors; shutdown noise stays out of stderr
     )
-    return distributed.Client(cluster), cluster
 
 
 # ---------------------------------------------------------------------------

@@ -23,9 +23,12 @@ REL = 1e-12
 @pytest.fixture(scope="module")
 def scheduler():
     """A cluster of 2 worker processes on loopback, shared by the tests of this module."""
+    saved = dict(os.environ)  # LocalCluster sets OMP_NUM_THREADS=1 etc. here too: not for the other tests
     cluster = distributed.LocalCluster(
         n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=":0"
     )
+    os.environ.clear()
+    os.environ.update(saved)
     try:
         yield cluster.scheduler_address
     finally:

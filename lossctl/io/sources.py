@@ -910,7 +910,7 @@ class CsvReader(ArrowReader):
         return self._pyarrow_words(msg, row0)
 
     def _pyarrow_words(self, msg: str, row0: int) -> str:
-        m = re.search(r"In CSV column #(\d+): CSV conversion error to \w+: invalid value '(.*)'", msg)
+        m = re.search(r"In CSV column #(\d+): (?:Row #\d+: )?CSV conversion error to \w+: invalid value '(.*)'", msg)
         if m and int(m.group(1)) < len(self._names):
             col = self._names[int(m.group(1))]
             cell = m.group(2)
