@@ -435,7 +435,7 @@ def run(spec, texts: list, params: dict, opts, *, scheduler: str | None = None, 
     distributed = _distributed()
     cancel = f"lossctl-cancel-{uuid.uuid4().hex}"
     interrupted = _Interrupts()
-    futures = []
+    futures: dict = {}
     failed = True
     try:
         # 2. Footers, read by the workers.
@@ -448,47 +448,38 @@ def run(spec, texts: list, params: dict, opts, *, scheduler: str | None = None, 
         # On a shared cluster, tasks still running when the run is stopped check a Dask Event and
         # remove their part; a cluster of our own is shut down instead (no worker clients needed).
         watch = cancel if cluster is None and opts.per_sample is not None else None
-        futures = [
-            client.submit(run_task, spec.name, texts, params, task_opts, t, opts.per_sample, watch, total, pure=False)
+        futures = {
+            t.index: client.submit(
+                run_task, spec.name, texts, params, task_opts, t, opts.per_sample, watch, total, pure=False
+            )
             for t in tasks
-        ]
-        index = {f.key: t.index for f, t in zip(futures, tasks)}
+        }
+        index = {f.key: i for i, f in futures.items()}
         state = RunState(top=opts.top, bootstrap=(opts.ci_n, opts.seed) if opts.ci else None)
-        results: dict[int, dict] = {}
+        results: dict[int, dict] = {}  # arrived ahead of their turn to be merged
         merged = 0
-        first = None
+        first = None  # the first task's metadata and input shapes
         done_rows = 0
         per_sample_rows = 0
         rows_read: dict[str, int] = {}
-        arrived = distributed.as_completed(futures)
+        arrived = distributed.as_completed(list(futures.values()))
         while not arrived.is_empty():
             interrupted.check()
             batch = arrived.next_batch(block=False)
             if not batch:
                 time.sleep(0.02)
                 continue
-            fut = batch[0]
-            for other in batch[1:]:
-                arrived.add(other)  # handled on the next turns, one at a time
-            try:
-                res = fut.result()
-            except Exception as exc:
-                if isinstance(exc, (DataError, UsageError)):
-                    raise
-                t = tasks[index[fut.key]]
-                raise DataError(
-                    f"a Dask worker failed on rows {t.start}..{t.stop - 1} ({type(exc).__name__}: "
-                    f"{str(exc).splitlines()[0] if str(exc) else ''}). If a worker ran out of memory, give it more "
-                    "or use --chunk-size to read smaller chunks."
-                ) from None
-            results[index[fut.key]] = res
-            for role, n in res["meta"]["rows_read"].items():
-                rows_read[role] = rows_read.get(role, 0) + int(n)
-            done_rows += tasks[index[fut.key]].stop - tasks[index[fut.key]].start
+            for fut in batch:
+                i = index[fut.key]
+                results[i] = _result(fut, tasks[i])
+                futures.pop(i).release()  # the worker may drop the result now
+                for role, n in results[i]["meta"]["rows_read"].items():
+                    rows_read[role] = rows_read.get(role, 0) + int(n)
+                done_rows += tasks[i].stop - tasks[i].start
             while merged in results:
                 res = results.pop(merged)
                 if first is None:
-                    first = res
+                    first = {"meta": res["meta"], "shapes": res["shapes"]}
                 else:
                     _same_shapes(first, res, tasks[merged], probe)
                 state.merge(res["state"])
@@ -499,7 +490,7 @@ def run(spec, texts: list, params: dict, opts, *, scheduler: str | None = None, 
         workers_seen = len(client.scheduler_info().get("workers", {}))
         failed = False
     except BaseException:
-        for f in futures:
+        for f in futures.values():
             f.cancel()
         if opts.per_sample is not None and cluster is None:
             # Tasks already running on a shared cluster cannot be stopped: they see this and
@@ -526,6 +517,20 @@ def run(spec, texts: list, params: dict, opts, *, scheduler: str | None = None, 
         engine.save_state(opts.save_state, spec, meta, state, opts.ci)
         report["state"] = {"path": opts.save_state}
     return report
+
+
+def _result(fut, task: Task) -> dict:
+    """A task's result; its lossctl error as it is, any other failure as a DataError naming its rows."""
+    try:
+        return fut.result()
+    except (DataError, UsageError):
+        raise
+    except Exception as exc:  # noqa: BLE001 - a worker died (KilledWorker), ran out of memory, ...
+        why = str(exc).splitlines()[0] if str(exc) else ""
+        raise DataError(
+            f"a Dask worker failed on rows {task.start}..{task.stop - 1} ({type(exc).__name__}: {why}). "
+            "If a worker ran out of memory, give it more, or use --chunk-size to read smaller chunks."
+        ) from None
 
 
 def _same_shapes(first: dict, res: dict, task: Task, probe) -> None:
