@@ -435,3 +435,17 @@ def test_a_task_of_a_large_run_returns_kilobytes_not_its_values(tmp_path):
     assert len(pickle.dumps(small["state"])) > 8 * n
     assert len(pickle.dumps(large["state"])) < 200_000
     assert large["state"].all.stats.count == small["state"].all.stats.count == n
+
+
+def test_a_worker_failure_is_one_data_error_naming_the_rows():
+    """A worker that dies (KilledWorker, out of memory) is reported with the rows of its task."""
+    from lossctl import cluster
+    from lossctl.errors import DataError
+
+    class Died:
+        def result(self):
+            raise RuntimeError("Attempted to run task on a worker that died 3 times\nmore detail")
+
+    with pytest.raises(DataError, match=r"rows 100\.\.199 \(RuntimeError: Attempted to run task.*3 times\)") as e:
+        cluster._result(Died(), cluster.Task(3, 100, 200, []))
+    assert "more detail" not in str(e.value) and "memory" in str(e.value)
