@@ -449,3 +449,28 @@ def test_a_worker_failure_is_one_data_error_naming_the_rows():
     with pytest.raises(DataError, match=r"rows 100\.\.199 \(RuntimeError: Attempted to run task.*3 times\)") as e:
         cluster._result(Died(), cluster.Task(3, 100, 200, []))
     assert "more detail" not in str(e.value) and "memory" in str(e.value)
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        ["--nan", "omit", "--group-by", "g"],
+        ["--nan", "propagate"],
+        ["--nan", "omit", "--ignore-index", "2", "--group-by", "g", "--ci", "0.8"],
+        ["--nan", "omit", "--reduction", "sum", "--label-smoothing", "0.1"],
+    ],
+)
+def test_row_accounting_matches_the_local_engine(cli, scheduler, tmp_path, monkeypatch, extra):
+    """NaN rows, ignored rows, sums and groups counted the same when rows are split into tasks."""
+    from lossctl import cluster
+
+    monkeypatch.setattr(cluster, "TASK_ROWS", 100)
+    rng = np.random.default_rng(14)
+    n = 1000
+    x = rng.normal(size=(n, 3))
+    x[rng.choice(n, 15, replace=False), 1] = np.nan
+    g = rng.choice(np.array(["a", "b", "c"]), size=n)
+    f = write_parquet(tmp_path / "acc.parquet", {"x": x, "y": rng.integers(0, 3, size=n), "g": g}, row_group_size=100)
+    local, dask = _both(cli, scheduler, ["compute", "ce", f"{f}:x", f"{f}:y", *extra])
+    assert_same_report(local, dask)
+    assert dask["engine"]["tasks"] == 10
