@@ -165,13 +165,15 @@ def _parse_uri(text: str, input_format: str | None, role: str) -> Source:
     """``URI[:COLUMN]`` (s3://, gs://, hdfs://, file://): a file, or a directory / glob of shards."""
     from lossctl.io import remote
 
-    path, column = text, None
-    kind = "missing" if _is_glob(text) else remote.kind(text)
-    if kind == "missing":
-        head, _, tail = text.rpartition(":")
-        if tail and "/" not in tail and remote.is_uri(head):
-            path, column = head, tail
-            kind = "missing" if _is_glob(path) else remote.kind(path)
+    path, column, kind = text, None, None
+    head, _, tail = text.rpartition(":")
+    if tail and "/" not in tail and remote.is_uri(head):  # URI:COLUMN (a name with ':' is tried next)
+        path, column = head, tail
+        kind = "missing" if _is_glob(path) else remote.kind(path)
+        if kind == "missing" and not _is_glob(text) and remote.kind(text) != "missing":
+            path, column, kind = text, None, None
+    if kind is None:
+        kind = "missing" if _is_glob(path) else remote.kind(path)
     if kind == "dir" or (kind == "missing" and _is_glob(path) and remote.listing(path)):
         return Source(text, path, column, "dataset")
     if kind == "missing":
