@@ -474,3 +474,11 @@ def test_row_accounting_matches_the_local_engine(cli, scheduler, tmp_path, monke
     local, dask = _both(cli, scheduler, ["compute", "ce", f"{f}:x", f"{f}:y", *extra])
     assert_same_report(local, dask)
     assert dask["engine"]["tasks"] == 10
+
+
+def test_without_scheduler_or_workers_a_local_cluster_has_one_worker_per_core(cli):
+    f = os.path.join(SAMPLE, "classifier.parquet")
+    res = cli(["compute", "ce", f"{f}:logits", f"{f}:label", "-f", "json", "--engine", "dask"])
+    assert res.code == 0, res.err
+    assert res.json["engine"]["workers"] == (os.cpu_count() or 1)
+    assert res.json["engine"]["scheduler"] is None
