@@ -438,6 +438,7 @@ def run(spec, texts: list, params: dict, opts, *, scheduler: str | None = None, 
     futures: dict = {}
     failed = True
     try:
+        _check_workers(client, scheduler)
         # 2. Footers, read by the workers.
         files = sorted({f for files, *_ in layout.values() for f in files})
         counts = client.gather(client.map(row_group_rows, files, pure=False))
@@ -517,6 +518,35 @@ def run(spec, texts: list, params: dict, opts, *, scheduler: str | None = None, 
         engine.save_state(opts.save_state, spec, meta, state, opts.ci)
         report["state"] = {"path": opts.save_state}
     return report
+
+
+WORKER_WAIT_S = 30  # how long a scheduler without workers is given for one to join
+
+
+def _check_workers(client, scheduler: str | None) -> None:
+    """At least one worker, and every worker runs this lossctl (another version could give other numbers)."""
+    from importlib.metadata import version
+
+    from lossctl import __version__
+
+    try:
+        client.wait_for_workers(1, timeout=WORKER_WAIT_S)
+    except TimeoutError:
+        raise DataError(
+            f"--scheduler {scheduler}: no worker joined within {WORKER_WAIT_S} s. "
+            f"Start workers with `dask worker {scheduler}` on machines that have lossctl installed."
+        ) from None
+    found = client.run(version, "lossctl", on_error="return")
+    bad = {w: v for w, v in found.items() if v != __version__}
+    if bad:
+        listing = ", ".join(
+            f"{w} has {'no lossctl' if isinstance(v, Exception) else 'lossctl ' + str(v)}"
+            for w, v in sorted(bad.items())
+        )
+        raise DataError(
+            f"The Dask workers must run the lossctl version of this client ({__version__}): {listing}. "
+            "Install the same lossctl (and the dask extra) on every worker."
+        )
 
 
 def _result(fut, task: Task) -> dict:

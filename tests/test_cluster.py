@@ -482,3 +482,31 @@ def test_without_scheduler_or_workers_a_local_cluster_has_one_worker_per_core(cl
     assert res.code == 0, res.err
     assert res.json["engine"]["workers"] == (os.cpu_count() or 1)
     assert res.json["engine"]["scheduler"] is None
+
+
+def test_workers_with_another_lossctl_version_are_refused(cli, scheduler, monkeypatch):
+    import lossctl
+
+    monkeypatch.setattr(lossctl, "__version__", "0.0.0-client")
+    f = os.path.join(SAMPLE, "classifier.parquet")
+    res = cli(["compute", "ce", f"{f}:logits", f"{f}:label", "--engine", "dask", "--scheduler", scheduler])
+    from importlib.metadata import version
+
+    assert_clean_error(res, 1, "0.0.0-client", f"has lossctl {version('lossctl')}", "same lossctl")
+
+
+def test_a_scheduler_without_workers_is_a_clean_error(cli, monkeypatch):
+    from lossctl import cluster
+
+    monkeypatch.setattr(cluster, "WORKER_WAIT_S", 1)
+    saved = dict(os.environ)
+    empty = distributed.LocalCluster(n_workers=0, host="127.0.0.1", dashboard_address=":0", processes=True)
+    os.environ.clear()
+    os.environ.update(saved)
+    try:
+        f = os.path.join(SAMPLE, "classifier.parquet")
+        args = ["compute", "ce", f"{f}:logits", f"{f}:label", "--engine", "dask"]
+        res = cli(args + ["--scheduler", empty.scheduler_address])
+    finally:
+        empty.close()
+    assert_clean_error(res, 1, "no worker joined within 1 s", "dask worker")
