@@ -125,7 +125,7 @@ def test_s3_dataset_on_the_dask_engine_with_per_sample_parts_in_the_bucket(cli, 
 
     local, root = s3
     want = _json(cli, ["compute", "ce", f"{local}/data:logits", f"{local}/data:label", "--group-by", "split"])
-    out = f"{root}/per-sample/run1"
+    out = f"{root}/per-sample/run1/"  # a directory URI, trailing slash as in the README
     got = _json(
         cli,
         [
