@@ -387,7 +387,7 @@ COMMON_OPTIONS: list[tuple[str, Any, Any]] = [
             "local",
             "--engine",
             metavar="[local|dask]",
-            help="local: this process. dask: tasks on a Dask cluster (Parquet inputs; pip install 'lossctl[dask]').",
+            help="local: this process. dask: tasks on a Dask cluster (Parquet inputs; needs the dask extra).",
             rich_help_panel=_ENG,
         ),
     ),

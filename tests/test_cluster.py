@@ -315,6 +315,8 @@ def test_engine_options_are_in_the_help(cli):
     assert res.code == 0
     for needle in ("--engine", "--scheduler", "--workers"):
         assert needle in res.out
+    flat = " ".join(res.out.replace("│", " ").split())  # the text without Rich's box and line breaks
+    assert "needs the dask extra" in flat  # (square brackets would be eaten as markup)
 
 
 @pytest.mark.parametrize("cluster", ["own", "shared"])
