@@ -30,7 +30,8 @@ import uuid
 from dataclasses import dataclass, replace
 from typing import Any
 
-from lossctl.errors import DataError, UsageError
+from lossctl.errors import DataError, UsageError, short_reason
+from lossctl.io.remote import is_uri
 from lossctl.io.sinks import SINK_FORMATS
 from lossctl.io.sources import Source
 
@@ -71,9 +72,8 @@ def connect(scheduler: str | None, workers: int | None):
             # Dask's connect timeout applies (distributed.comm.timeouts.connect, 30 s unless configured).
             return distributed.Client(scheduler), None
         except (OSError, TimeoutError) as exc:
-            why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             raise DataError(
-                f"--scheduler {scheduler}: cannot connect ({why}). "
+                f"--scheduler {scheduler}: cannot connect ({short_reason(exc)}). "
                 "Expected the address of a running Dask scheduler (`dask scheduler` prints it), e.g. tcp://host:8786."
             ) from None
     if workers is not None and workers < 1:
@@ -105,20 +105,10 @@ def _local_cluster(distributed, n: int):
 
 
 def row_group_rows(path: str) -> list[int]:
-    """Rows in each row group of one Parquet file (its footer only)."""
-    import pyarrow.parquet as pq
+    """Rows in each row group of one Parquet file (its footer only; the reader's errors)."""
+    from lossctl.io.sources import ParquetReader
 
-    from lossctl.io import remote
-
-    where = remote.open_input_file(path, path) if remote.is_uri(path) else path
-    try:
-        md = pq.ParquetFile(where).metadata
-    except Exception as exc:  # noqa: BLE001 - pyarrow's words, with the file named
-        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise DataError(
-            f"{path}: not a readable Parquet file ({text[:300]}). Expected a complete Parquet file; "
-            "it may be truncated or corrupt."
-        ) from None
+    md = ParquetReader(Source(path, path, None, "parquet")).pf.metadata
     return [md.row_group(i).num_rows for i in range(md.num_row_groups)]
 
 
@@ -172,7 +162,7 @@ def _cancelled(name: str) -> bool:
 
 def _remove(path: str) -> None:
     try:
-        if _is_uri(path):
+        if is_uri(path):
             from lossctl.io.remote import resolve
 
             fs, p = resolve(path)
@@ -213,14 +203,8 @@ class _Interrupts:
 # ---------------------------------------------------------------------------
 
 
-def _is_uri(text: str) -> bool:
-    from lossctl.io.remote import is_uri
-
-    return is_uri(text)
-
-
 def _join(directory: str, name: str) -> str:
-    return directory.rstrip("/") + "/" + name if _is_uri(directory) else os.path.join(directory, name)
+    return directory.rstrip("/") + "/" + name if is_uri(directory) else os.path.join(directory, name)
 
 
 def _parquet_files(reader, source: Source) -> tuple[list[str], str | None, Any]:
@@ -327,7 +311,7 @@ def plan(
 
 
 def _parent(path: str) -> str:
-    return path.rsplit("/", 1)[0] if _is_uri(path) else os.path.dirname(os.path.abspath(path))
+    return path.rsplit("/", 1)[0] if is_uri(path) else os.path.dirname(os.path.abspath(path))
 
 
 # ---------------------------------------------------------------------------
@@ -361,7 +345,7 @@ def _refuse(opts) -> None:
 
 def _prepare_dir(path: str) -> None:
     """Create the per-sample directory; remove the parts of an earlier run; refuse other files."""
-    if _is_uri(path):
+    if is_uri(path):
         import pyarrow.fs as pafs
 
         from lossctl.io.remote import resolve
@@ -445,7 +429,7 @@ def run(spec, texts: list, params: dict, opts, *, scheduler: str | None = None, 
         footers = dict(zip(files, counts))
         tasks, total = plan(spec, texts, sources, layout, footers, params.get("batch_size"))
         # 3. One task per part; states merged in task order as they arrive.
-        task_opts = replace(local, per_sample=None, row_offset=opts.row_offset, per_sample_format="parquet")
+        task_opts = replace(local, per_sample_format="parquet")
         # On a shared cluster, tasks still running when the run is stopped check a Dask Event and
         # remove their part; a cluster of our own is shut down instead (no worker clients needed).
         watch = cancel if cluster is None and opts.per_sample is not None else None
@@ -556,7 +540,7 @@ def _result(fut, task: Task) -> dict:
     except (DataError, UsageError):
         raise
     except Exception as exc:  # noqa: BLE001 - a worker died (KilledWorker), ran out of memory, ...
-        why = str(exc).splitlines()[0] if str(exc) else ""
+        why = short_reason(exc)
         raise DataError(
             f"a Dask worker failed on rows {task.start}..{task.stop - 1} ({type(exc).__name__}: {why}). "
             "If a worker ran out of memory, give it more, or use --chunk-size to read smaller chunks."

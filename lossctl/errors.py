@@ -20,6 +20,13 @@ EXIT_CHECK = 3
 EXIT_INTERRUPTED = 130
 
 
+def short_reason(exc: BaseException) -> str:
+    """The first line of an exception's message (its type when it has none), at most 300 characters:
+    what a library said, to quote inside a one-paragraph error."""
+    text = str(exc).strip()
+    return (text.splitlines()[0] if text else type(exc).__name__)[:300]
+
+
 class LossctlError(Exception):
     """Base of every error lossctl reports to a user."""
 

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import glob
 import os
+import posixpath
 
-from lossctl.errors import DataError
+from lossctl.errors import DataError, short_reason
 from lossctl.io.remote import is_uri, listing, resolve
-from lossctl.io.sources import ArrowReader, Source, _checked_schema, _short
+from lossctl.io.sources import ArrowReader, Source, _checked_schema, parquet_file
 
 _DATASET_FORMATS = {
     ".parquet": "parquet",
@@ -46,18 +47,10 @@ def dataset_base(path: str, files: list[str]) -> str:
     """The directory under which ``key=value`` directory names are partition keys."""
     if not is_glob(path):
         return path.rstrip("/") if is_uri(path) else path
-    return os.path.commonpath([os.path.dirname(f) for f in files]) if not is_uri(path) else _uri_common(files)
-
-
-def _uri_common(files: list[str]) -> str:
-    parts = [f.rsplit("/", 1)[0].split("/") for f in files]
-    common = parts[0]
-    for p in parts[1:]:
-        n = 0
-        while n < min(len(common), len(p)) and common[n] == p[n]:
-            n += 1
-        common = common[:n]
-    return "/".join(common)
+    if not is_uri(path):
+        return os.path.commonpath([os.path.dirname(f) for f in files])
+    scheme, _, _ = path.partition("://")  # the common directory of the paths after the scheme
+    return f"{scheme}://" + posixpath.commonpath([posixpath.dirname(f.partition("://")[2]) for f in files])
 
 
 def open_dataset(files: list[str], fmt: str, base: str, schema=None):
@@ -120,7 +113,7 @@ class DatasetReader(ArrowReader):
                 self.ds = ds.FileSystemDataset(frags, self.ds.schema, self.ds.format, self.ds.filesystem)
             self.schema = _checked_schema(self.ds.schema)
         except Exception as exc:  # noqa: BLE001 - pyarrow's errors name the file
-            raise DataError(f"{self.display}: cannot read the shards as one dataset ({_short(exc)}).") from None
+            raise DataError(f"{self.display}: cannot read the shards as one dataset ({short_reason(exc)}).") from None
 
     def total_rows(self) -> int | None:
         if self.source.rows is not None:
@@ -128,7 +121,7 @@ class DatasetReader(ArrowReader):
         try:
             return self.ds.count_rows()
         except Exception as exc:  # noqa: BLE001
-            raise DataError(f"{self.display}: cannot count the rows of the shards ({_short(exc)}).") from None
+            raise DataError(f"{self.display}: cannot count the rows of the shards ({short_reason(exc)}).") from None
 
     def batches(self, rows: int):
         if self.fmt == "parquet":
@@ -144,7 +137,7 @@ class DatasetReader(ArrowReader):
         return self._converted(
             (b for b in raw if b.num_rows),
             rows,
-            lambda exc, row0: f"{self.display}: could not read the shards after row {row0} ({_short(exc)}).",
+            lambda exc, row0: f"{self.display}: could not read the shards after row {row0} ({short_reason(exc)}).",
         )
 
     def _parquet_batches(self, rows: int):
@@ -153,20 +146,17 @@ class DatasetReader(ArrowReader):
         memory. Hive partition keys are added as constant columns."""
         import pyarrow as pa
         import pyarrow.dataset as ds
-        import pyarrow.parquet as pq
 
         needed = self.needed_columns()
         for frag in self.ds.get_fragments():
             keys = ds.get_partition_keys(frag.partition_expression)
             data_cols = [c for c in needed if c not in keys]
-            path = frag.path
-            where = self.ds.filesystem.open_input_file(path) if self.ds.filesystem is not None else path
-            pf = pq.ParquetFile(where, memory_map=False, pre_buffer=False, buffer_size=1 << 20)
+            pf = parquet_file(self.ds.filesystem.open_input_file(frag.path))
             groups = [rg.id for rg in frag.row_groups] if self.source.row_groups is not None else None
             for batch in pf.iter_batches(batch_size=rows, columns=data_cols, row_groups=groups, use_threads=True):
                 if not batch.num_rows:
                     continue
-                if not keys or not (set(keys) & set(needed)):
+                if len(data_cols) == len(needed):  # no partition key asked for
                     yield batch
                     continue
                 cols = []

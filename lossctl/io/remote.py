@@ -15,7 +15,7 @@ import functools
 import re
 import urllib.parse
 
-from lossctl.errors import DataError
+from lossctl.errors import DataError, short_reason
 
 _URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 
@@ -35,11 +35,6 @@ def _hint(uri: str) -> str:
 
 def is_uri(text: str) -> bool:
     return bool(_URI.match(text))
-
-
-def _short(exc: Exception) -> str:
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return text[:300]
 
 
 # Schemes whose paths inside the filesystem are "bucket/key" (the rest: the URI's path).
@@ -66,7 +61,7 @@ def resolve(uri: str):
             return _filesystem(root), urllib.parse.unquote(path)
         return pafs.FileSystem.from_uri(uri)
     except Exception as exc:  # noqa: BLE001 - unknown scheme, missing libhdfs, bad URI
-        raise DataError(f"{uri}: cannot open this URI ({_short(exc)}). {_hint(uri)}.") from None
+        raise DataError(f"{uri}: cannot open this URI ({short_reason(exc)}). {_hint(uri)}.") from None
 
 
 def kind(uri: str) -> str:
@@ -77,7 +72,7 @@ def kind(uri: str) -> str:
     try:
         info = fs.get_file_info(path)
     except Exception as exc:  # noqa: BLE001 - no credentials, no network, no bucket
-        raise DataError(f"{uri}: cannot look it up ({_short(exc)}). {_hint(uri)}.") from None
+        raise DataError(f"{uri}: cannot look it up ({short_reason(exc)}). {_hint(uri)}.") from None
     if info.type == pafs.FileType.File:
         return "file"
     if info.type == pafs.FileType.Directory:
@@ -109,7 +104,7 @@ def listing(uri: str) -> list[str]:
     try:
         infos = fs.get_file_info(pafs.FileSelector(root, recursive=True, allow_not_found=True))
     except Exception as exc:  # noqa: BLE001
-        raise DataError(f"{uri}: cannot list it ({_short(exc)}). {_hint(uri)}.") from None
+        raise DataError(f"{uri}: cannot list it ({short_reason(exc)}). {_hint(uri)}.") from None
     # Listed paths are inside the filesystem; give them back as URIs under the same prefix.
     head = (prefix + root_rest.rstrip("/")) if root_rest else prefix
     out = []
@@ -132,7 +127,7 @@ def open_input_file(uri: str, display: str):
     try:
         return fs.open_input_file(path)
     except Exception as exc:  # noqa: BLE001
-        raise DataError(f"{display}: cannot open ({_short(exc)}). {_hint(uri)}.") from None
+        raise DataError(f"{display}: cannot open ({short_reason(exc)}). {_hint(uri)}.") from None
 
 
 def open_input_stream(uri: str, display: str, compression: str | None = "detect"):
@@ -140,4 +135,4 @@ def open_input_stream(uri: str, display: str, compression: str | None = "detect"
     try:
         return fs.open_input_stream(path, compression=compression)
     except Exception as exc:  # noqa: BLE001
-        raise DataError(f"{display}: cannot open ({_short(exc)}). {_hint(uri)}.") from None
+        raise DataError(f"{display}: cannot open ({short_reason(exc)}). {_hint(uri)}.") from None

@@ -18,7 +18,7 @@ import tempfile
 
 import numpy as np
 
-from lossctl.errors import DataError, UsageError
+from lossctl.errors import DataError, UsageError, short_reason
 
 SINK_FORMATS = {
     ".csv": "csv",
@@ -110,10 +110,10 @@ class AtomicFile:
         try:
             pafs.copy_files(self.tmp, path, destination_filesystem=fs)
         except Exception as exc:  # noqa: BLE001 - no credentials, no bucket, no network
-            from lossctl.io.remote import _hint, _short
+            from lossctl.io.remote import _hint
 
             raise DataError(
-                f"{self.option} {self.path}: the upload failed ({_short(exc)}). {_hint(self.path)}."
+                f"{self.option} {self.path}: the upload failed ({short_reason(exc)}). {_hint(self.path)}."
             ) from None
         finally:
             os.unlink(self.tmp)

@@ -26,7 +26,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from lossctl.errors import DataError, UsageError
+from lossctl.errors import DataError, UsageError, short_reason
 from lossctl.io import STDIN_TOKEN
 
 FORMATS = ("csv", "tsv", "parquet", "npy", "npz", "arrow")
@@ -633,24 +633,29 @@ def _ragged_from_arrow(arr, display: str, name: str):
     return Ragged(values, offsets - offsets[0])
 
 
+def parquet_file(where):
+    """A ParquetFile (a path or an open file) read through a 1 MB buffer. No memory map: mapped
+    pages would count against the process's memory for the whole file; buffered reads keep it
+    bounded by the row group / batch."""
+    import pyarrow.parquet as pq
+
+    return pq.ParquetFile(where, memory_map=False, pre_buffer=False, buffer_size=1 << 20)
+
+
 class ParquetReader(ArrowReader):
     def __init__(self, source: Source):
         super().__init__(source)
-        import pyarrow.parquet as pq
-
         where = source.path
         if source.is_remote:
             from lossctl.io.remote import open_input_file
 
             where = open_input_file(source.path, self.display)
         try:
-            # No memory map: mapped pages would count against the process's memory for the
-            # whole file; buffered reads keep it bounded by the row group / batch.
-            self.pf = pq.ParquetFile(where, memory_map=False, pre_buffer=False, buffer_size=1 << 20)
+            self.pf = parquet_file(where)
             self.schema = _checked_schema(self.pf.schema_arrow)
         except Exception as exc:  # noqa: BLE001
             raise DataError(
-                f"{self.display}: not a readable Parquet file ({_short(exc)}). "
+                f"{self.display}: not a readable Parquet file ({short_reason(exc)}). "
                 "Expected a complete Parquet file; it may be truncated or corrupt."
             ) from None
 
@@ -663,7 +668,7 @@ class ParquetReader(ArrowReader):
             raw,
             rows,
             lambda exc, row0: (
-                f"{self.display}: could not read Parquet data after row {row0} ({_short(exc)}). "
+                f"{self.display}: could not read Parquet data after row {row0} ({short_reason(exc)}). "
                 "The file may be truncated or corrupt."
             ),
         )
@@ -677,38 +682,33 @@ class IpcReader(ArrowReader):
         pa = _pa()
         self._file = None
         self._stream = None
-        if source.is_remote and stream is None:
-            from lossctl.io.remote import open_input_file
+        handle = None
+        if stream is None:  # a random-access file: a memory map, or a URI's remote file
+            if source.is_remote:
+                from lossctl.io.remote import open_input_file
 
-            remote_fh = open_input_file(source.path, self.display)
+                handle = open_input_file(source.path, self.display)
         try:
             if stream is not None:
                 self._stream = pa.ipc.open_stream(stream)
                 self.schema = self._stream.schema
-            elif source.is_remote:
-                is_file_format = remote_fh.read(6) == b"ARROW1"
-                remote_fh.seek(0)
-                if is_file_format:
-                    self._file = pa.ipc.open_file(remote_fh)
-                    self.schema = self._file.schema
-                else:
-                    self._stream = pa.ipc.open_stream(remote_fh)
-                    self.schema = self._stream.schema
             else:
+                if handle is None:
+                    handle = pa.memory_map(source.path, "r")
                 try:
-                    self._file = pa.ipc.open_file(pa.memory_map(source.path, "r"))
+                    self._file = pa.ipc.open_file(handle)
                     self.schema = self._file.schema
                 except pa.ArrowInvalid as file_exc:
-                    with open(source.path, "rb") as fh:
-                        is_file_format = fh.read(6) == b"ARROW1"
-                    if is_file_format:  # an IPC file (Feather v2) that does not open: say why
+                    handle.seek(0)
+                    if handle.read(6) == b"ARROW1":  # an IPC file (Feather v2) that does not open: say why
                         raise file_exc
-                    self._stream = pa.ipc.open_stream(pa.memory_map(source.path, "r"))
+                    handle.seek(0)
+                    self._stream = pa.ipc.open_stream(handle)
                     self.schema = self._stream.schema
             self.schema = _checked_schema(self.schema)
         except Exception as exc:  # noqa: BLE001
             raise DataError(
-                f"{self.display}: not a readable Arrow IPC / Feather file ({_short(exc)}). "
+                f"{self.display}: not a readable Arrow IPC / Feather file ({short_reason(exc)}). "
                 "Expected an Arrow IPC file or stream (Feather v2); it may be truncated or corrupt."
             ) from None
 
@@ -719,7 +719,7 @@ class IpcReader(ArrowReader):
             return sum(self._file.get_batch(i).num_rows for i in range(self._file.num_record_batches))
         except Exception as exc:  # noqa: BLE001 - a corrupt record batch
             raise DataError(
-                f"{self.display}: could not read Arrow record batches ({_short(exc)}). "
+                f"{self.display}: could not read Arrow record batches ({short_reason(exc)}). "
                 "Expected an intact Arrow IPC file or stream (Feather v2); it may be truncated or corrupt."
             ) from None
 
@@ -740,7 +740,7 @@ class IpcReader(ArrowReader):
             (batch.select(cols) for batch in self._raw()),
             rows,
             lambda exc, row0: (
-                f"{self.display}: could not read Arrow data after row {row0} ({_short(exc)}). "
+                f"{self.display}: could not read Arrow data after row {row0} ({short_reason(exc)}). "
                 "Expected an intact Arrow IPC file or stream (Feather v2); it may be truncated or corrupt."
             ),
         )
@@ -816,7 +816,7 @@ class CsvReader(ArrowReader):
                 with pa.input_stream(self.source.path, compression="detect") as fh:
                     one, two, self._blank_lead = _head_lines(fh)
             except Exception as exc:  # noqa: BLE001
-                raise DataError(f"{self.display}: cannot read ({_short(exc)}).") from None
+                raise DataError(f"{self.display}: cannot read ({short_reason(exc)}).") from None
         dec = [
             b.decode("utf-8-sig" if i == 0 else "utf-8", errors="replace").rstrip("\r\n") if b else None
             for i, b in enumerate((one, two))
@@ -867,7 +867,7 @@ class CsvReader(ArrowReader):
 
     def _locate_error(self, exc: Exception, row0: int) -> str:
         """Find the first bad row with Python's csv module (files only; on the error path)."""
-        msg = _short(exc)
+        msg = short_reason(exc)
         if self._stream is not None:
             # stdin cannot be read twice: say what pyarrow says, naming the column.
             return self._pyarrow_words(msg, row0)
@@ -1046,7 +1046,7 @@ def _npy_header(fh, display: str):
         else:
             shape, fortran, dtype = fmt.read_array_header_2_0(fh)
     except Exception as exc:  # noqa: BLE001
-        raise DataError(f"{display}: not a valid NPY array ({_short(exc)}).") from None
+        raise DataError(f"{display}: not a valid NPY array ({short_reason(exc)}).") from None
     if dtype.hasobject:
         raise DataError(
             f"{display}: the array holds Python objects (dtype {dtype}), which NumPy stores as pickles; "
@@ -1248,7 +1248,7 @@ class NpzReader(Reader):
             members = self.zf.namelist()
         except Exception as exc:  # noqa: BLE001
             raise DataError(
-                f"{self.display}: not a readable NPZ archive ({_short(exc)}). It may be truncated or corrupt."
+                f"{self.display}: not a readable NPZ archive ({short_reason(exc)}). It may be truncated or corrupt."
             ) from None
         self.keys = [m[:-4] for m in members if m.endswith(".npy")]
         self.streams: dict[str, _NpyStream] = {}
@@ -1271,7 +1271,7 @@ class NpzReader(Reader):
                 info = self.zf.getinfo(name + ".npy")
                 fh = self.zf.open(info)
             except Exception as exc:  # noqa: BLE001
-                raise DataError(f"{self.display}: cannot read array {name!r} ({_short(exc)}).") from None
+                raise DataError(f"{self.display}: cannot read array {name!r} ({short_reason(exc)}).") from None
             self.streams[name] = _NpyStream(fh, f"{self.display}:{name}", info.file_size)
         return self.streams[name]
 
@@ -1310,7 +1310,7 @@ class NpzReader(Reader):
             raise
         except Exception as exc:  # noqa: BLE001
             raise DataError(
-                f"{self.display}: could not read after row {self.rows_read} ({_short(exc)}). "
+                f"{self.display}: could not read after row {self.rows_read} ({short_reason(exc)}). "
                 "The archive may be truncated or corrupt."
             ) from None
 
@@ -1420,8 +1420,3 @@ def cleanup_spooled() -> None:
 
 def _shape_str(shape) -> str:
     return "(" + ", ".join(str(s) for s in shape) + ("," if len(shape) == 1 else "") + ")"
-
-
-def _short(exc: Exception) -> str:
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return text[:300]
