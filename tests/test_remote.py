@@ -24,7 +24,9 @@ def s3(tmp_path_factory):
     Yields (local directory, the same files' s3:// root). The environment points at the
     server for the module's tests (and for the worker processes they start).
     """
-    server_mod = pytest.importorskip("moto.server", reason="moto[server] is part of the test extra")
+    server_mod = pytest.importorskip(
+        "moto.server", reason="the S3 tests need moto[server], from the test extra: pip install 'lossctl[test]'"
+    )
     import pyarrow.fs as pafs
 
     server = server_mod.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
