@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import os
 import warnings
-from decimal import Decimal, getcontext
+from decimal import Decimal, localcontext
 
 import numpy as np
 import pytest
@@ -160,9 +160,10 @@ def test_residuals_near_float_max_stay_finite():
 
 
 def _log_cosh_decimal(r: float) -> float:
-    getcontext().prec = 60
-    d = Decimal(r)
-    return float(((d.exp() + (-d).exp()) / 2).ln())
+    with localcontext() as ctx:
+        ctx.prec = 60
+        d = Decimal(r)
+        return float(((d.exp() + (-d).exp()) / 2).ln())
 
 
 def test_log_cosh_no_overflow_at_1000():

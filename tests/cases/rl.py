@@ -8,7 +8,7 @@ code with the kernels.
 from __future__ import annotations
 
 import math
-from decimal import Decimal, getcontext
+from decimal import Decimal, localcontext
 
 import numpy as np
 
@@ -113,9 +113,10 @@ def _rows(x):
 
 
 def _k3_decimal(lp: float, lr: float) -> float:
-    getcontext().prec = 50
-    rho = (Decimal(lr) - Decimal(lp)).exp()
-    return float((rho - 1) - rho.ln())
+    with localcontext() as ctx:
+        ctx.prec = 50
+        rho = (Decimal(lr) - Decimal(lp)).exp()
+        return float((rho - 1) - rho.ln())
 
 
 def _pkl_ref(arrays, p):
