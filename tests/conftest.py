@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import math
 import os
 import sys
 from dataclasses import dataclass
@@ -82,19 +83,49 @@ def assert_clean_error(res: Result, code: int, *needles: str) -> None:
 # ---------------------------------------------------------------------------
 
 
-def finite_difference(f, x, h=1e-6):
-    """Central differences in float64 of a per-row function: column j of every row at once
-    (rows are independent)."""
-    x = np.asarray(x, dtype=np.float64)
-    g = np.zeros_like(x)
-    flat = x.reshape(len(x), -1)
-    gf = g.reshape(len(x), -1)
-    for j in range(flat.shape[1]):
-        xp, xm = flat.copy(), flat.copy()
-        xp[:, j] += h
-        xm[:, j] -= h
-        gf[:, j] = (f(xp.reshape(x.shape)) - f(xm.reshape(x.shape))) / (2 * h)
-    return g
+def ref_log_softmax(row):
+    """log-softmax of one row of logits in float64 Python: max-shifted, math.fsum, no NumPy."""
+    m = max(row)
+    lse = m + math.log(math.fsum(math.exp(v - m) for v in row))
+    return [v - lse for v in row]
+
+
+def finite_difference(f, x, h=1e-6, *, side=0, relative=False, batched=False):
+    """d f(x)[n] / d x[n] by differences in float64, the shape of x (flat values for a Ragged).
+
+    f maps an input like x (an array whose first axis is rows, or a Ragged) to per-row values.
+    Rows are independent, so one position of every row moves at once; with batched=True (rows
+    share terms) one element at a time. side=0: central differences; +1/-1: one-sided. The step
+    is h, or h * max(1, |x|) with relative=True."""
+    from lossctl.ragged import Ragged
+
+    ragged = isinstance(x, Ragged)
+    values = np.asarray(x.values if ragged else x, dtype=np.float64)
+    flat = values.reshape(-1)
+    step = h * np.maximum(1.0, np.abs(flat)) if relative else np.full(flat.shape, float(h))
+    if ragged:
+        rows = x.row_ids()
+        pos = np.arange(len(flat)) - x.offsets[rows]
+    else:
+        per_row = flat.size // max(len(values), 1)
+        rows = np.repeat(np.arange(len(values)), per_row)
+        pos = np.tile(np.arange(per_row), len(values))
+    if batched:
+        groups = [np.array([j]) for j in range(flat.size)]
+    else:
+        groups = [np.flatnonzero(pos == k) for k in range(int(pos.max()) + 1)] if flat.size else []
+
+    def moved(where, sign):
+        v = flat.copy()
+        v[where] += sign * step[where]
+        return x.with_values(v) if ragged else v.reshape(values.shape)
+
+    g = np.zeros_like(flat)
+    for where in groups:
+        hi = f(moved(where, 1.0 if side >= 0 else 0.0))
+        lo = f(moved(where, -1.0 if side <= 0 else 0.0))
+        g[where] = (hi[rows[where]] - lo[rows[where]]) / ((2.0 if side == 0 else 1.0) * step[where])
+    return g if ragged else g.reshape(values.shape)
 
 
 def write_csv(path, columns: dict[str, np.ndarray], delimiter: str = ",") -> str:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from cases import CASES
-from conftest import ROOT
+from conftest import ROOT, finite_difference
 from lossctl import registry
 from lossctl.ragged import Ragged
 
@@ -37,42 +37,6 @@ def test_kernel_matches_independent_reference(name):
         np.testing.assert_allclose(res.loss[keep], ref[keep], rtol=case.rtol, atol=case.atol, err_msg=f"{name} {p}")
 
 
-def _perturbed(pred, where, h):
-    """A copy of pred with the elements `where` (flat positions of values) moved by h."""
-    if isinstance(pred, Ragged):
-        v = pred.values.astype(np.float64).copy()
-        v[where] += h[where] if np.ndim(h) else h
-        return pred.with_values(v)
-    x = np.array(pred, dtype=np.float64)
-    flat = x.reshape(-1)
-    flat[where] += h[where] if np.ndim(h) else h
-    return x
-
-
-def finite_difference(loss, pred, batched: bool):
-    """d loss_n / d pred_n by central differences; rows independent unless batched."""
-    values = pred.values if isinstance(pred, Ragged) else np.asarray(pred)
-    flat = np.asarray(values, dtype=np.float64).reshape(-1)
-    step = 1e-6 * np.maximum(1.0, np.abs(flat))
-    grad = np.zeros_like(flat)
-    if isinstance(pred, Ragged):
-        rows = pred.row_ids()
-        pos_in_row = np.arange(len(flat)) - pred.offsets[rows]
-        groups = [np.flatnonzero(pos_in_row == k) for k in range(int(pos_in_row.max()) + 1)] if len(flat) else []
-    else:
-        n = len(pred)
-        per_row = flat.size // max(n, 1)
-        rows = np.repeat(np.arange(n), per_row)
-        groups = [np.arange(k, flat.size, per_row) for k in range(per_row)]
-    if batched:
-        groups = [np.array([j]) for j in range(flat.size)]
-    for g in groups:
-        plus = loss(_perturbed(pred, g, step))
-        minus = loss(_perturbed(pred, g, -step))
-        grad[g] = (plus[rows[g]] - minus[rows[g]]) / (2 * step[g])
-    return grad
-
-
 @pytest.mark.parametrize("name", NAMES)
 def test_gradient_matches_finite_differences(name):
     assert name in CASES, f"{name} has no reference case in tests/cases/"
@@ -93,7 +57,7 @@ def test_gradient_matches_finite_differences(name):
 
         g = grad_fn(*arrays, **kp)
         g_flat = (g.values if isinstance(g, Ragged) else np.asarray(g)).reshape(-1)
-        fd = finite_difference(loss, arrays[k], spec.batched)
+        fd = finite_difference(loss, arrays[k], relative=True, batched=spec.batched).reshape(-1)
         np.testing.assert_allclose(g_flat, fd, rtol=case.grad_rtol, atol=case.grad_atol, err_msg=f"{name} {p}")
 
 

@@ -12,7 +12,7 @@ import math
 import numpy as np
 import pytest
 
-from conftest import finite_difference
+from conftest import finite_difference, ref_log_softmax
 from lossctl.errors import InputError, ParamError
 from lossctl.losses.classification import (
     binary_cross_entropy,
@@ -24,12 +24,6 @@ from lossctl.losses.classification import (
 # ---------------------------------------------------------------------------
 # float64 references, one row at a time
 # ---------------------------------------------------------------------------
-
-
-def ref_log_softmax(row):
-    m = max(row)
-    lse = m + math.log(math.fsum(math.exp(v - m) for v in row))
-    return [v - lse for v in row]
 
 
 def ref_ce_index(x, y, w=None, ignore_index=-100, eps=0.0):

@@ -13,7 +13,7 @@ import math
 import numpy as np
 import pytest
 
-from conftest import finite_difference
+from conftest import finite_difference, ref_log_softmax
 from lossctl import registry
 from lossctl.errors import InputError, ParamError, UsageError
 from lossctl.losses.classification import (
@@ -37,12 +37,6 @@ from lossctl.ragged import Ragged
 X = np.array([[1.0, 2.0, 3.0], [1.0, 0.0, -1.0]])
 Y = np.array([0, 1])
 W = [1.0, 2.0, 3.0]
-
-
-def ref_log_softmax(row):
-    m = max(row)
-    lse = m + math.log(math.fsum(math.exp(v - m) for v in row))
-    return [v - lse for v in row]
 
 
 def lsm(x):

@@ -18,7 +18,7 @@ import math
 import numpy as np
 import pytest
 
-from conftest import SAMPLE, assert_clean_error, write_csv
+from conftest import SAMPLE, assert_clean_error, finite_difference, write_csv
 from lossctl.errors import InputError, ParamError
 from lossctl.losses import detection as D
 
@@ -284,17 +284,7 @@ def test_far_disjoint_boxes_approach_two_and_iou_gives_no_signal():
 
 
 def _fd(f, p, t, h=1e-6, side=0, **kw):
-    g = np.zeros_like(p)
-    for j in range(4):
-        e = np.zeros_like(p)
-        e[:, j] = h
-        if side == 0:
-            g[:, j] = (f(p + e, t, **kw).loss - f(p - e, t, **kw).loss) / (2 * h)
-        elif side > 0:
-            g[:, j] = (f(p + e, t, **kw).loss - f(p, t, **kw).loss) / h
-        else:
-            g[:, j] = (f(p, t, **kw).loss - f(p - e, t, **kw).loss) / h
-    return g
+    return finite_difference(lambda z: f(z, t, **kw).loss, p, h=h, side=side)
 
 
 @pytest.mark.parametrize("name", list(KERNELS))

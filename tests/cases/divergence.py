@@ -15,12 +15,7 @@ from scipy.spatial.distance import jensenshannon
 from scipy.special import rel_entr
 
 from cases.common import Case
-
-
-def _lsm(row):
-    m = max(row)
-    lse = m + math.log(math.fsum(math.exp(v - m) for v in row))
-    return [v - lse for v in row]
+from conftest import ref_log_softmax as _lsm
 
 
 def _encode(probs: np.ndarray, kind: str, rng) -> np.ndarray:

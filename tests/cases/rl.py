@@ -13,13 +13,8 @@ from decimal import Decimal, localcontext
 import numpy as np
 
 from cases.common import Case
+from conftest import ref_log_softmax as _lsm
 from lossctl.ragged import Ragged
-
-
-def _lsm(row):
-    m = max(row)
-    lse = m + math.log(math.fsum(math.exp(v - m) for v in row))
-    return [v - lse for v in row]
 
 
 # ---------------------------------------------------------------------------
