@@ -17,6 +17,7 @@ import pytest
 from conftest import SAMPLE, assert_clean_error
 from lossctl.errors import InputError, ParamError
 from lossctl.losses.generative import vae, vae_grad
+from reference.torch_values import BCE_WITH_LOGITS_EXTREMES, GAUSSIAN_KL
 
 
 def _zeros(n, d=1):
@@ -36,11 +37,12 @@ def _kl_only(mu, logvar, **kw):
 
 
 def test_kl_matches_published_gaussian_kl_after_standardising():
-    # KL(N(1, .5²) ‖ N(-.5, 2²)) = 1.1987944 (✔ torch); standardise by the second Gaussian:
-    mu = (1.0 - (-0.5)) / 2.0
-    logvar = 2 * math.log(0.5 / 2.0)
+    # KL(N(1, .5²) ‖ N(-.5, 2²)) from torch.distributions; standardise by the second Gaussian:
+    g = GAUSSIAN_KL["inputs"]
+    mu = (g["mu_p"] - g["mu_q"]) / g["sigma_q"]
+    logvar = 2 * math.log(g["sigma_p"] / g["sigma_q"])
     res = _kl_only([[mu]], [[logvar]])
-    assert res.loss[0] == pytest.approx(1.1987944, abs=5e-8)
+    assert res.loss[0] == pytest.approx(GAUSSIAN_KL["values"], rel=1e-14)
     assert res.components["kl"][0] == res.loss[0]
     assert res.components["reconstruction"][0] == 0.0
 
@@ -117,10 +119,11 @@ def test_mse_reconstruction_is_summed_squared_error():
 
 def test_bce_reconstruction_matches_torch_with_logits():
     # §9 #4: bce_with_logits(1000, 0) = 1000, (-1000, 1) = 1000, (1000, 1) = 0, (-1000, 0) = 0
-    xh = np.array([[1000.0], [-1000.0], [1000.0], [-1000.0], [1e4], [-20.0]])
-    x = np.array([[0.0], [1.0], [1.0], [0.0], [0.0], [0.0]])
+    torch = BCE_WITH_LOGITS_EXTREMES
+    xh = np.array([[v] for v in [*torch["inputs"]["x"], -20.0]])
+    x = np.array([[v] for v in [*torch["inputs"]["y"], 0.0]])
     res = vae(xh, x, _zeros(6), _zeros(6), reconstruction="bce")
-    np.testing.assert_allclose(res.loss[:5], [1000.0, 1000.0, 0.0, 0.0, 1e4], rtol=1e-15, atol=0)
+    np.testing.assert_allclose(res.loss[:5], torch["values"], rtol=1e-15, atol=0)
     # §9 #6: (-20, 0) exact is 2.0611536e-09 (torch f32 prints 0.0, f64 2.061153026e-09): no cancellation here
     assert res.loss[5] == pytest.approx(math.log1p(math.exp(-20.0)), rel=1e-14)
 
