@@ -236,7 +236,7 @@ def test_cosine_embedding_zero_vector_matches_torch():
 
 
 def test_cosine_embedding_rejects_label_zero_where_torch_gives_zero():
-    # torch ✔ returns 0.0 for y = 0; lossctl refuses the label instead (documented deviation)
+    # torch returns 0.0 for y = 0 (COSINE_EMBEDDING); lossctl refuses the label instead (documented deviation)
     with pytest.raises(InputError) as e:
         cosine_embedding(np.array([[0.0, 0.0], [1.0, 1.0]]), np.array([[1.0, 0.0], [1.0, 0.0]]), np.array([1, 0]))
     assert e.value.role == "label" and e.value.rows == [1]

@@ -24,6 +24,7 @@ def _close(stored, now, rel: float, path: str = "") -> None:
         assert now == pytest.approx(stored, rel=rel, abs=0), path
 
 
+@pytest.mark.slow  # importing torch takes seconds
 @pytest.mark.parametrize("name", list(regenerate.BLOCKS))
 def test_stored_torch_values_are_what_torch_computes(name):
     pytest.importorskip("torch", reason="recomputing the PyTorch reference values needs torch: pip install '.[bench]'")
