@@ -539,7 +539,10 @@ class _CompareGroup(_LossGroup):
 compute_app = typer.Typer(
     cls=_ComputeGroup,
     no_args_is_help=True,
-    help="Compute a loss: lossctl compute NAME INPUT... (see `lossctl list`). " + EXIT_CODES_HELP,
+    help="Compute a loss: lossctl compute NAME INPUT... (see `lossctl list`). "
+    + registry.INPUT_ORDER_RULE
+    + " "
+    + EXIT_CODES_HELP,
 )
 app.add_typer(compute_app, name="compute")
 compare_app = typer.Typer(
@@ -1191,6 +1194,7 @@ def _list(fmt: str, family: str | None) -> None:
             inputs = " ".join(r.metavar + ("?" if r.optional else "") for r in s.inputs)
             table.add_row("  " + s.name, ", ".join(s.aliases), inputs, s.summary)
     _stdout_console(False).print(table)
+    sys.stdout.write("\n" + registry.INPUT_ORDER_RULE + "\n")
 
 
 # ---------------------------------------------------------------------------
