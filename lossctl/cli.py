@@ -331,6 +331,17 @@ COMMON_OPTIONS: list[tuple[str, Any, Any]] = [
         ),
     ),
     (
+        "strict",
+        bool,
+        typer.Option(
+            False,
+            "--strict",
+            help="Treat warnings (e.g. a prediction read as logits that looks like probabilities) as errors: "
+            "exit 1 and write nothing.",
+            rich_help_panel=_CHK,
+        ),
+    ),
+    (
         "max_value",
         Optional[float],
         typer.Option(
@@ -852,6 +863,7 @@ def _run_options(kw: dict[str, Any]) -> dict[str, Any]:
         "no_header",
         "delimiter",
         "row_offset",
+        "strict",
     )
     return {k.replace("_", "-"): kw.get(k) for k in keys if k in kw}
 
@@ -945,6 +957,9 @@ def _finish(result: dict, bounds, kw: dict[str, Any], per_sample, stderr_tty: bo
         else:  # plain text: Rich (~14 ms to import) is not needed
             sys.stdout.write(rep.machine_text(result, fmt, kw["precision"]))
             sys.stdout.flush()
+    if not kw["quiet"]:
+        for w in result.get("warnings") or []:
+            print(f"lossctl: warning: {w}", file=sys.stderr)
     dropped = result["rows"]["dropped"]
     if dropped and stderr_tty and fmt != "table":
         _stderr_console(kw["no_color"]).print(f"lossctl: note: {dropped} row(s) dropped by --on-missing drop.")
@@ -1097,6 +1112,10 @@ def _check(config: str, fmt: str, junit: str | None, precision: int | None, quie
     errors = [r for r in results if r["status"] == "error"]
     failed = [r for r in results if r["status"] == "fail"]
     if not quiet:
+        for r in results:
+            reps = [t["report"] for t in r.get("terms") or []] or ([r["report"]] if r.get("report") else [])
+            for w in dict.fromkeys(w for rep_ in reps for w in rep_.get("warnings") or []):
+                print(f"lossctl: warning: check {r['name']}: {w}", file=sys.stderr)
         for r in errors:
             print(f"lossctl: error: check {r['name']}: {r['error']}", file=sys.stderr)
         for r in failed:

@@ -102,3 +102,171 @@ def test_the_order_rule_is_stated_in_help_list_and_readme():
     assert "One argument order for every loss" in readme
     assert "| `kl-divergence` (`kl`) | pred `(N, C)`, target `(N, C)` |" in readme
     assert "| `js-divergence` (`js`) | pred `(N, C)`, target `(N, C)` |" in readme
+
+
+# ---------------------------------------------------------------------------
+# #12.2 warnings when the declared kind looks wrong
+# ---------------------------------------------------------------------------
+
+
+def _ce_oracle(x: np.ndarray, y: np.ndarray) -> float:
+    """Cross-entropy of logits x against indices y, float64 log-softmax (SciPy)."""
+    return float(-log_softmax(x.astype(np.float64), axis=1)[np.arange(len(y)), y].mean())
+
+
+@pytest.fixture
+def proba(tmp_path):
+    rng = np.random.default_rng(12)
+    p = _probs(rng, 60, 5)
+    y = rng.integers(0, 5, 60)
+    return p, y, npy(tmp_path, "proba.npy", p), npy(tmp_path, "y.npy", y)
+
+
+def test_probabilities_read_as_logits_warn_once_on_stderr_and_in_json(proba):
+    p, y, pp, yp = proba
+    res = run_cli(["compute", "ce", pp, yp, "-f", "json", "--chunk-size", "7"])  # 9 chunks
+    assert res.code == 0, res.err
+    doc = res.json  # stdout is one clean JSON document
+    # the number is unchanged: the input is still read as declared (logits), never guessed
+    assert doc["value"] == pytest.approx(_ce_oracle(p, y), rel=1e-13)
+    assert _ce_oracle(p, y) != pytest.approx(float(-np.log(p[np.arange(60), y]).mean()), rel=1e-3)
+    assert len(doc["warnings"]) == 1
+    w = doc["warnings"][0]
+    assert "--pred-kind probs" in w and "proba.npy" in w and "all 60 rows" in w
+    lines = [ln for ln in res.err.splitlines() if ln.startswith("lossctl: warning:")]
+    assert lines == [f"lossctl: warning: {w}"]  # once, not per chunk
+    assert "warning" not in res.out.replace('"warnings"', "")
+    # markdown carries it too; --quiet silences stderr only
+    md = run_cli(["compute", "ce", pp, yp, "-f", "markdown", "--quiet"])
+    assert md.code == 0 and md.err == ""
+    assert f"warning: {w}" in md.out
+
+
+def test_one_row_that_is_not_a_distribution_means_no_warning(tmp_path, proba):
+    p, y, _, yp = proba
+    q = p.copy()
+    q[57] = [0.5, 0.5, 0.5, 0.0, 0.0]  # in [0, 1] but sums to 1.5: not probabilities (last chunk)
+    res = run_cli(["compute", "ce", npy(tmp_path, "q.npy", q), yp, "-f", "json", "--chunk-size", "10"])
+    assert res.code == 0, res.err
+    assert res.json["warnings"] == [] and "warning" not in res.err
+    q = p.copy()
+    q[3, 0] = -1e-3  # one value just below 0
+    q[3, 1] += 1e-3
+    res = run_cli(["compute", "ce", npy(tmp_path, "q.npy", q), yp, "-f", "json"])
+    assert res.json["warnings"] == []
+
+
+def test_ordinary_logits_give_no_warning(tmp_path, proba):
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(60, 5)) * 2
+    res = run_cli(["compute", "ce", npy(tmp_path, "x.npy", x), proba[3], "-f", "json"])
+    assert res.code == 0 and res.err == ""
+    assert res.json["warnings"] == []
+    assert res.json["value"] == pytest.approx(_ce_oracle(x, proba[1]), rel=1e-13)
+
+
+def test_log_probabilities_read_as_logits_warn(tmp_path, proba):
+    p, y, _, yp = proba
+    lp = np.log(p)
+    for loss, extra in (("ce", [yp]), ("entropy", [])):
+        res = run_cli(["compute", loss, npy(tmp_path, "lp.npy", lp), *extra, "-f", "json"])
+        assert res.code == 0, res.err
+        (w,) = res.json["warnings"]
+        assert "log-probabilities" in w and "--pred-kind log-probs" in w
+    # the value is the same either way (softmax of log-probabilities gives them back)
+    res = run_cli(["compute", "ce", npy(tmp_path, "lp.npy", lp), yp, "-b"])
+    assert float(res.out) == pytest.approx(float(-np.log(p[np.arange(60), y]).mean()), rel=1e-13)
+    # declared as log-probs: no warning
+    res = run_cli(["compute", "ce", npy(tmp_path, "lp.npy", lp), yp, "--pred-kind", "log-probs", "-f", "json"])
+    assert res.json["warnings"] == [] and res.err == ""
+
+
+def test_kl_and_js_prediction_that_looks_like_probabilities_warns(tmp_path, proba):
+    p = proba[0]
+    t = _probs(np.random.default_rng(8), 60, 5)
+    for loss in ("kl", "js"):
+        res = run_cli(["compute", loss, proba[2], npy(tmp_path, "t.npy", t), "-f", "json"])
+        assert res.code == 0, res.err
+        (w,) = res.json["warnings"]
+        assert w.startswith("PRED (") and "--pred-kind probs" in w
+    res = run_cli(["compute", "kl", proba[2], npy(tmp_path, "t.npy", t), "--pred-kind", "probs", "-f", "json"])
+    assert res.json["warnings"] == []
+    assert res.json["value"] == pytest.approx(rel_entr(t, p).sum(axis=1).mean(), rel=1e-13)
+
+
+def test_distillation_teacher_probabilities_warn(tmp_path, proba):
+    rng = np.random.default_rng(9)
+    s = rng.normal(size=(60, 5))
+    res = run_cli(["compute", "distillation", npy(tmp_path, "s.npy", s), proba[2], "-f", "json"])
+    assert res.code == 0, res.err
+    (w,) = res.json["warnings"]
+    assert w.startswith("TEACHER (") and "log-probabilities are valid logits" in w
+
+
+def test_the_warning_does_not_depend_on_the_chunk_size(proba):
+    outs = {
+        k: run_cli(["compute", "ce", proba[2], proba[3], "-f", "json", "--chunk-size", str(k)]).json["warnings"]
+        for k in (1, 13, 1000)
+    }
+    assert outs[1] == outs[13] == outs[1000] and len(outs[1]) == 1
+
+
+def test_strict_turns_the_warning_into_exit_1_and_writes_nothing(tmp_path, proba):
+    out = tmp_path / "rows.csv"
+    res = run_cli(["compute", "ce", proba[2], proba[3], "--strict", "--per-sample", out, "-f", "json"])
+    assert_clean_error(res, 1, "--strict", "--pred-kind probs", "proba.npy")
+    assert not out.exists()
+    ok = run_cli(["compute", "ce", proba[2], proba[3], "--strict", "--pred-kind", "probs", "-b"])
+    assert ok.code == 0, ok.err
+    assert float(ok.out) == pytest.approx(float(-np.log(proba[0][np.arange(60), proba[1]]).mean()), rel=1e-13)
+
+
+def test_strict_in_a_check_config(tmp_path, proba):
+    cfg = tmp_path / "checks.toml"
+    body = f'[[checks]]\nname = "val"\nloss = "ce"\ninputs = ["{proba[2]}", "{proba[3]}"]\nmax = 100\n'
+    cfg.write_text(body)
+    res = run_cli(["check", cfg, "-f", "json"])
+    assert res.code == 0, res.err
+    assert "lossctl: warning: check val: PRED (" in res.err
+    assert res.json["checks"][0]["report"]["warnings"]
+    cfg.write_text(body + "strict = true\n")
+    res = run_cli(["check", cfg, "-f", "json"])
+    assert res.code == 1
+    assert res.json["checks"][0]["status"] == "error"
+    assert "--pred-kind probs" in res.json["checks"][0]["error"]
+    cfg.write_text('[defaults]\nstrict = "yes"\n' + body)
+    res = run_cli(["check", cfg])
+    assert res.code != 0 and "strict must be true or false" in res.err
+
+
+def test_nll_on_logits_asks_did_you_mean_ce(tmp_path, proba):
+    x = np.random.default_rng(2).normal(size=(60, 5))
+    res = run_cli(["compute", "nll", npy(tmp_path, "x.npy", x), proba[3]])
+    assert_clean_error(res, 1, "x.npy, row", "did you mean `ce`")
+    assert "--pred-kind" not in res.err.split("did you mean")[0]  # nll has no --pred-kind
+
+
+def test_kl_target_logits_error_suggests_target_kind_logits(tmp_path):
+    rng = np.random.default_rng(19)
+    x = rng.normal(size=(20, 4))
+    t = rng.normal(size=(20, 4)) * 10  # logits given as the target
+    tp = npy(tmp_path, "t.npy", t)
+    for loss in ("kl", "js"):
+        res = run_cli(["compute", loss, npy(tmp_path, "x.npy", x), tp])
+        assert_clean_error(res, 1, "t.npy, row 0", "outside [0, 1]", "use --target-kind logits")
+    res = run_cli(["compute", "kl", npy(tmp_path, "x.npy", x), tp, "--target-kind", "logits", "-b"])
+    assert res.code == 0, res.err
+    ref = rel_entr(softmax(t, axis=1), softmax(x, axis=1)).sum(axis=1).mean()
+    assert float(res.out) == pytest.approx(ref, rel=1e-12)
+    # a target in [0, 1] that does not sum to 1 gets the same suggestion
+    u = rng.random((20, 4))
+    res = run_cli(["compute", "kl", npy(tmp_path, "x.npy", x), npy(tmp_path, "u.npy", u)])
+    assert_clean_error(res, 1, "u.npy, row 0", "sum to", "use --target-kind logits")
+
+
+def test_the_rule_is_documented_in_the_readme():
+    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as fh:
+        readme = " ".join(fh.read().split())
+    for needle in ("Never guessed, but never silent", "every value in [0, 1] and every row summing to 1",
+                   "every value ≤ 0 and every row's exponentials summing to 1", "`--strict`", "strict = true"):
+        assert needle in readme, needle
