@@ -211,7 +211,8 @@ COMMON_OPTIONS: list[tuple[str, Any, Any]] = [
             "mean",
             "--reduction",
             metavar="[mean|sum|none]",
-            help="Headline reduction as in PyTorch; 'none' writes the per-sample values to stdout.",
+            help="Headline reduction as in PyTorch; 'none' writes the per-sample values to stdout "
+            "(and to --per-sample PATH too when given).",
             rich_help_panel=_OUT,
         ),
     ),
@@ -905,6 +906,7 @@ def _compute(spec: registry.LossSpec, kw: dict[str, Any]) -> None:
         hist=kw["hist"],
         save_state=kw["save_state"],
         progress=progress.update if stderr_tty else None,
+        per_sample_echo=reduction == "none",
     )
     try:
         result = engine.run_on(kw["engine"], spec, texts, params, opts, kw["scheduler"], kw["workers"])

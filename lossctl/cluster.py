@@ -393,7 +393,9 @@ def run(spec, texts: list, params: dict, opts, *, scheduler: str | None = None, 
     from lossctl.aggregate import RunState
 
     _refuse(opts)
-    local = replace(opts, per_sample=None, grad=None, grad_norm=False, save_state=None, progress=None)
+    local = replace(
+        opts, per_sample=None, grad=None, grad_norm=False, save_state=None, progress=None, per_sample_echo=False
+    )
     # 1. Sources, columns, roles and parameters are checked here, from the schemas.
     probe = engine._Run(spec, texts, params, local)
     readers = probe._open()

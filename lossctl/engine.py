@@ -71,6 +71,7 @@ class Options:
     delimiter: str | None = None
     progress: Callable[[int, int | None], None] | None = None
     strict: bool = False  # warnings (lossctl.kinds) are errors: exit 1, nothing written
+    per_sample_echo: bool = False  # also write the per-sample rows to stdout (--reduction none with a file)
 
 
 # Without --batch-size, a batched loss (InfoNCE) treats the whole input as one batch,
@@ -176,6 +177,7 @@ class _Run:
         self.acc = RunState(top=opts.top, bootstrap=(opts.ci_n, opts.seed) if opts.ci else None)
         self.group_input: _Input | None = None
         self.sink: RowSink | None = None
+        self.echo: RowSink | None = None
         self.grad_sink: GradSink | None = None
         self.collected: list[dict[str, Any]] = []
         self.prefetchers: list[_Prefetch] = []
@@ -277,6 +279,8 @@ class _Run:
             if self.opts.per_sample is not None:
                 fmt = sink_format(self.opts.per_sample, "--per-sample", self.opts.per_sample_format)
                 self.sink = RowSink(self.opts.per_sample, fmt)
+                if self.opts.per_sample_echo and self.opts.per_sample != "-":
+                    self.echo = RowSink("-", self.opts.per_sample_format)
             if self.opts.grad is not None:
                 self.grad_sink = GradSink(self.opts.grad)
             if self.opts.id_col and len(readers) > 1:
@@ -296,17 +300,17 @@ class _Run:
             report = self._report(readers)
             if self.opts.strict and report["warnings"]:
                 raise DataError("--strict: " + " ".join(report["warnings"]) + " Nothing was written.")
-            for sink in (self.sink, self.grad_sink):
+            for sink in (self.sink, self.grad_sink, self.echo):
                 if sink is not None:
                     sink.commit()
-            self.sink = self.grad_sink = None
+            self.sink = self.grad_sink = self.echo = None
             return report
         finally:
             for it in self.prefetchers:
                 it.close()
             for it in self.prefetchers:
                 it._thread.join(timeout=5)
-            for sink in (self.sink, self.grad_sink):
+            for sink in (self.sink, self.grad_sink, self.echo):
                 if sink is not None:
                     sink.abort()
             for r in readers:
@@ -481,6 +485,8 @@ class _Run:
                 norms = _row_norms(grad)
                 cols["grad_norm"] = _scatter(norms, kept_idx, np.flatnonzero(use), n_all)
             self.sink.write(cols)
+            if self.echo is not None:
+                self.echo.write(cols)
 
     def _set_default_prob_atol(self, arrays: dict) -> None:
         """The default |Σp - 1| tolerance follows the inputs as stored (float16 rounds coarsely),

@@ -677,7 +677,7 @@ LOSSES: tuple[LossSpec, ...] = (
         grad=f"{_CLS}:softmax_focal_grad",
         reference=(
             "Lin et al. 2017 multi-class form; per sample equals "
-            "-alpha[y] * (1 - exp(-ce))**gamma * ce with ce = F.cross_entropy(x, y, reduction='none')"
+            "alpha[y] * (1 - exp(-ce))**gamma * ce with ce = F.cross_entropy(x, y, reduction='none')"
         ),
         formula="p = softmax(x),  l_n = -α[y_n] · (1 - p_y)^γ · log p_y   (α ≡ 1 when not given)",
         headline="the mean over samples (α weights the samples but does not change the denominator)",

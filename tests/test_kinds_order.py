@@ -270,3 +270,95 @@ def test_the_rule_is_documented_in_the_readme():
     for needle in ("Never guessed, but never silent", "every value in [0, 1] and every row summing to 1",
                    "every value ≤ 0 and every row's exponentials summing to 1", "`--strict`", "strict = true"):
         assert needle in readme, needle
+
+
+# ---------------------------------------------------------------------------
+# #12.10 rough edges
+# ---------------------------------------------------------------------------
+
+
+def test_policy_kl_gradients_of_a_rectangular_input_go_to_npy_and_csv(tmp_path):
+    rng = np.random.default_rng(10)
+    lp = -rng.random((6, 4)) * 3
+    ref = -rng.random((6, 4)) * 3
+    args = ["compute", "policy-kl", npy(tmp_path, "lp.npy", lp), npy(tmp_path, "ref.npy", ref), "--estimator", "k3"]
+    res = run_cli([*args, "--grad", tmp_path / "g.npy", "-b"])
+    assert res.code == 0, res.err
+    g = np.load(tmp_path / "g.npy")
+    # k3 = (rho - 1) - log rho, rho = exp(ref - lp): d/d lp = 1 - rho
+    assert g.shape == (6, 4)
+    np.testing.assert_allclose(g, 1.0 - np.exp(ref - lp), rtol=1e-13, atol=1e-15)
+    res = run_cli([*args, "--grad", tmp_path / "g.csv", "-b"])
+    assert res.code == 0, res.err
+    rows = np.loadtxt(tmp_path / "g.csv", delimiter=",", skiprows=1)
+    np.testing.assert_allclose(rows[:, 1:], 1.0 - np.exp(ref - lp), rtol=1e-13, atol=1e-15)
+
+
+def test_policy_kl_gradients_of_ragged_rows_are_still_refused_for_npy(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "r.parquet"
+    pq.write_table(pa.table({"lp": [[-0.5, -1.0], [-0.2]], "ref": [[-0.4, -1.5], [-0.3]]}), path)
+    res = run_cli(["compute", "policy-kl", f"{path}:lp", f"{path}:ref", "--grad", tmp_path / "g.npy"])
+    assert_clean_error(res, 2, "different length per row", ".parquet or .jsonl")
+    assert not (tmp_path / "g.npy").exists()
+
+
+def test_reduction_none_with_a_per_sample_file_writes_both(tmp_path):
+    rng = np.random.default_rng(11)
+    x = rng.normal(size=(9, 3))
+    y = rng.integers(0, 3, 9)
+    out = tmp_path / "rows.csv"
+    res = run_cli(["compute", "ce", npy(tmp_path, "x.npy", x), npy(tmp_path, "y.npy", y), "--reduction", "none",
+                   "--per-sample", out])
+    assert res.code == 0, res.err
+    assert res.out == out.read_text()
+    header, *lines = res.out.splitlines()
+    assert header.split(",")[:3] == ["row", "loss", "status"]
+    got = np.array([float(ln.split(",")[1]) for ln in lines])
+    np.testing.assert_allclose(got, -log_softmax(x, axis=1)[np.arange(9), y], rtol=1e-14)
+    # the help says so
+    help_ = " ".join(run_cli(["compute", "ce", "--help"]).out.replace("│", " ").split())
+    assert "(and to --per-sample PATH too when given)" in help_
+
+
+def test_softmax_focal_reference_text_has_the_right_sign(tmp_path):
+    from lossctl import registry
+
+    ref_text = registry.get("softmax-focal").reference
+    expr = ref_text.split("per sample equals ")[1].split(" with ce")[0]
+    rng = np.random.default_rng(13)
+    x = rng.normal(size=(8, 4)) * 2
+    y = rng.integers(0, 4, 8)
+    alpha, gamma = np.array([0.5, 1.0, 2.0, 0.25]), 1.5
+    ce = -log_softmax(x, axis=1)[np.arange(8), y]
+    documented = eval(expr, {"alpha": alpha, "y": y, "exp": np.exp, "gamma": gamma, "ce": ce})  # noqa: S307
+    # Lin et al. 2017: FL = -alpha_y (1 - p_y)^gamma log p_y, non-negative
+    p_y = softmax(x, axis=1)[np.arange(8), y]
+    oracle = -alpha[y] * (1 - p_y) ** gamma * np.log(p_y)
+    np.testing.assert_allclose(documented, oracle, rtol=1e-12)
+    assert (documented > 0).all()
+    res = run_cli(["compute", "softmax-focal", npy(tmp_path, "x.npy", x), npy(tmp_path, "y.npy", y),
+                   "--alpha", "0.5,1,2,0.25", "--gamma", "1.5", "--reduction", "none"])
+    got = np.array([float(ln.split(",")[1]) for ln in res.out.splitlines()[1:]])
+    np.testing.assert_allclose(got, oracle, rtol=1e-12)
+    assert "alpha[y] * (1 - exp(-ce))**gamma * ce" in run_cli(["explain", "softmax-focal"]).out
+
+
+def test_gradients_of_ignored_rows_are_zero_and_of_uncomputed_rows_nan(tmp_path):
+    x = np.array([[1.0, 2, 3], [0.5, 0.1, -1], [2, 2, 2], [1, np.nan, 0]])
+    y = np.array([0, -100, 2, 1])
+    res = run_cli(["compute", "ce", npy(tmp_path, "x.npy", x), npy(tmp_path, "y.npy", y), "--nan", "omit",
+                   "--grad", tmp_path / "g.npy", "-b"])
+    assert res.code == 0, res.err
+    g = np.load(tmp_path / "g.npy")
+    # rows 0 and 2: d loss_n / d x_n = softmax(x_n) - onehot(y_n) (per row, no 1/N)
+    for i in (0, 2):
+        np.testing.assert_allclose(g[i], softmax(x[i]) - np.eye(3)[y[i]], rtol=1e-14, atol=1e-16)
+    assert (g[1] == 0).all()  # ignored: adds nothing to the loss
+    assert np.isnan(g[3]).all()  # NaN row left out by --nan omit: never computed
+    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as fh:
+        readme = " ".join(fh.read().split())
+    assert "Ignored rows (`--ignore-index`, sequences without tokens) get 0" in readme
+    assert "Rows never computed (`--nan omit`, dropped by `--id-col`) get NaN in NPY" in readme
