@@ -71,7 +71,10 @@ class KindWatch:
         # [role, condition, still true, rows seen]
         self.watches: list[list] = []
         kind = _kind_param(spec, "pred")
-        if kind is not None and params.get("pred_kind", kind.default) == "logits":
+        # Only a prediction that is a distribution per row ((N, C), softmax inside): element-wise
+        # scores (bce's (N, K) labels) are independent, so a row sum means nothing there.
+        dist = any(r.name == "pred" and r.ndim == (2,) for r in spec.inputs)
+        if kind is not None and dist and params.get("pred_kind", kind.default) == "logits":
             for cond in ("probs", "log-probs"):
                 if cond in kind.choices:
                     self.watches.append(["pred", cond, True, 0])

@@ -194,6 +194,16 @@ def test_kl_and_js_prediction_that_looks_like_probabilities_warns(tmp_path, prob
     assert res.json["value"] == pytest.approx(rel_entr(t, p).sum(axis=1).mean(), rel=1e-13)
 
 
+def test_element_wise_scores_have_no_row_rule(tmp_path):
+    # bce (N, K): independent labels; rows that happen to sum to 1 say nothing about the kind
+    x = np.array([[0.2, 0.8], [0.5, 0.5], [1.0, 0.0]])
+    t = np.array([[0.0, 1.0], [1.0, 0.0], [1.0, 0.0]])
+    res = run_cli(["compute", "bce", npy(tmp_path, "x.npy", x), npy(tmp_path, "t.npy", t), "-f", "json"])
+    assert res.code == 0 and res.json["warnings"] == [] and res.err == ""
+    sp = np.logaddexp(0, -x) * t + np.logaddexp(0, x) * (1 - t)  # softplus forms of BCE with logits
+    assert res.json["value"] == pytest.approx(sp.mean(), rel=1e-14)
+
+
 def test_distillation_teacher_probabilities_warn(tmp_path, proba):
     rng = np.random.default_rng(9)
     s = rng.normal(size=(60, 5))
