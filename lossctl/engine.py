@@ -298,8 +298,6 @@ class _Run:
             if self.acc.rows_seen == 0:
                 raise DataError(f"{primary.display} has no data rows. Expected one row per sample.")
             report = self._report(readers)
-            if self.opts.strict and report["warnings"]:
-                raise DataError("--strict: " + " ".join(report["warnings"]) + " Nothing was written.")
             for sink in (self.sink, self.grad_sink, self.echo):
                 if sink is not None:
                     sink.commit()
@@ -640,6 +638,8 @@ class _Run:
         meta = self.meta()
         report = report_from_state(self.spec, meta, self.acc, ci_level=self.opts.ci, hist=self.opts.hist)
         report["warnings"] = self.kinds.warnings({i.role.name: i.where() for i in self.inputs})
+        if self.opts.strict and report["warnings"]:
+            raise DataError("--strict: " + " ".join(report["warnings"]) + " Nothing was written.")
         if self.opts.save_state:
             save_state(self.opts.save_state, self.spec, meta, self.acc, self.opts.ci)
             report["state"] = {"path": self.opts.save_state}

@@ -222,10 +222,11 @@ def test_the_warning_does_not_depend_on_the_chunk_size(proba):
 
 
 def test_strict_turns_the_warning_into_exit_1_and_writes_nothing(tmp_path, proba):
-    out = tmp_path / "rows.csv"
-    res = run_cli(["compute", "ce", proba[2], proba[3], "--strict", "--per-sample", out, "-f", "json"])
+    out, grad, state = tmp_path / "rows.csv", tmp_path / "g.npy", tmp_path / "state.json"
+    res = run_cli(["compute", "ce", proba[2], proba[3], "--strict", "--per-sample", out, "--grad", grad,
+                   "--save-state", state, "-f", "json"])
     assert_clean_error(res, 1, "--strict", "--pred-kind probs", "proba.npy")
-    assert not out.exists()
+    assert not out.exists() and not grad.exists() and not state.exists()
     ok = run_cli(["compute", "ce", proba[2], proba[3], "--strict", "--pred-kind", "probs", "-b"])
     assert ok.code == 0, ok.err
     assert float(ok.out) == pytest.approx(float(-np.log(proba[0][np.arange(60), proba[1]]).mean()), rel=1e-13)
