@@ -320,7 +320,7 @@ def kernel_cases(sz: dict, torch, F, skm):
             with np.errstate(divide="ignore", invalid="ignore"):
                 return float(np.where(p > 0, p * (np.log(p) - lq), 0.0).sum(axis=1).mean())
 
-        m = {"lossctl": (lambda: kl_divergence(p, q), None), "numpy naive": (naive, None)}
+        m = {"lossctl": (lambda: kl_divergence(q, p), None), "numpy naive": (naive, None)}
         if torch is not None:
             qt, pt = torch.from_numpy(q), torch.from_numpy(p)
             m["torch"] = (lambda: F.kl_div(F.log_softmax(qt, dim=1), pt, reduction="batchmean"), None)

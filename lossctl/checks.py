@@ -236,6 +236,7 @@ RUN_KEYS = (
     "engine",
     "scheduler",
     "workers",
+    "strict",
 )
 CHECK_KEYS = ("name", "loss", "inputs", "params", "terms", *BOUND_KEYS, *RUN_KEYS)
 TERM_KEYS = ("loss", "inputs", "params", "weight", *RUN_KEYS)

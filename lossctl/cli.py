@@ -211,7 +211,8 @@ COMMON_OPTIONS: list[tuple[str, Any, Any]] = [
             "mean",
             "--reduction",
             metavar="[mean|sum|none]",
-            help="Headline reduction as in PyTorch; 'none' writes the per-sample values to stdout.",
+            help="Headline reduction as in PyTorch; 'none' writes the per-sample values to stdout "
+            "(and to --per-sample PATH too when given).",
             rich_help_panel=_OUT,
         ),
     ),
@@ -328,6 +329,17 @@ COMMON_OPTIONS: list[tuple[str, Any, Any]] = [
             metavar="N",
             help="Number this shard's rows from N (global rows across shards).",
             rich_help_panel=_IN,
+        ),
+    ),
+    (
+        "strict",
+        bool,
+        typer.Option(
+            False,
+            "--strict",
+            help="Treat warnings (e.g. a prediction read as logits that looks like probabilities) as errors: "
+            "exit 1 and write nothing.",
+            rich_help_panel=_CHK,
         ),
     ),
     (
@@ -539,7 +551,10 @@ class _CompareGroup(_LossGroup):
 compute_app = typer.Typer(
     cls=_ComputeGroup,
     no_args_is_help=True,
-    help="Compute a loss: lossctl compute NAME INPUT... (see `lossctl list`). " + EXIT_CODES_HELP,
+    help="Compute a loss: lossctl compute NAME INPUT... (see `lossctl list`). "
+    + registry.INPUT_ORDER_RULE
+    + " "
+    + EXIT_CODES_HELP,
 )
 app.add_typer(compute_app, name="compute")
 compare_app = typer.Typer(
@@ -849,6 +864,7 @@ def _run_options(kw: dict[str, Any]) -> dict[str, Any]:
         "no_header",
         "delimiter",
         "row_offset",
+        "strict",
     )
     return {k.replace("_", "-"): kw.get(k) for k in keys if k in kw}
 
@@ -890,6 +906,7 @@ def _compute(spec: registry.LossSpec, kw: dict[str, Any]) -> None:
         hist=kw["hist"],
         save_state=kw["save_state"],
         progress=progress.update if stderr_tty else None,
+        per_sample_echo=reduction == "none",
     )
     try:
         result = engine.run_on(kw["engine"], spec, texts, params, opts, kw["scheduler"], kw["workers"])
@@ -942,6 +959,9 @@ def _finish(result: dict, bounds, kw: dict[str, Any], per_sample, stderr_tty: bo
         else:  # plain text: Rich (~14 ms to import) is not needed
             sys.stdout.write(rep.machine_text(result, fmt, kw["precision"]))
             sys.stdout.flush()
+    if not kw["quiet"]:
+        for w in result.get("warnings") or []:
+            print(f"lossctl: warning: {w}", file=sys.stderr)
     dropped = result["rows"]["dropped"]
     if dropped and stderr_tty and fmt != "table":
         _stderr_console(kw["no_color"]).print(f"lossctl: note: {dropped} row(s) dropped by --on-missing drop.")
@@ -1094,6 +1114,10 @@ def _check(config: str, fmt: str, junit: str | None, precision: int | None, quie
     errors = [r for r in results if r["status"] == "error"]
     failed = [r for r in results if r["status"] == "fail"]
     if not quiet:
+        for r in results:
+            reps = [t["report"] for t in r.get("terms") or []] or ([r["report"]] if r.get("report") else [])
+            for w in dict.fromkeys(w for rep_ in reps for w in rep_.get("warnings") or []):
+                print(f"lossctl: warning: check {r['name']}: {w}", file=sys.stderr)
         for r in errors:
             print(f"lossctl: error: check {r['name']}: {r['error']}", file=sys.stderr)
         for r in failed:
@@ -1191,6 +1215,7 @@ def _list(fmt: str, family: str | None) -> None:
             inputs = " ".join(r.metavar + ("?" if r.optional else "") for r in s.inputs)
             table.add_row("  " + s.name, ", ".join(s.aliases), inputs, s.summary)
     _stdout_console(False).print(table)
+    sys.stdout.write("\n" + registry.INPUT_ORDER_RULE + "\n")
 
 
 # ---------------------------------------------------------------------------

@@ -327,6 +327,11 @@ def _refuse(opts) -> None:
         )
     if opts.grad is not None:
         raise UsageError("--grad is written by the local engine only; use --engine local for gradients.")
+    if opts.strict:
+        raise UsageError(
+            "--strict acts on the warnings of the local engine, which looks at every row (a part of the "
+            "rows cannot tell); use --engine local with --strict."
+        )
     if opts.per_sample == "-":
         raise UsageError(
             "With --engine dask nothing per-sample passes through the client, so per-sample rows cannot go to "
@@ -388,7 +393,9 @@ def run(spec, texts: list, params: dict, opts, *, scheduler: str | None = None, 
     from lossctl.aggregate import RunState
 
     _refuse(opts)
-    local = replace(opts, per_sample=None, grad=None, grad_norm=False, save_state=None, progress=None)
+    local = replace(
+        opts, per_sample=None, grad=None, grad_norm=False, save_state=None, progress=None, per_sample_echo=False
+    )
     # 1. Sources, columns, roles and parameters are checked here, from the schemas.
     probe = engine._Run(spec, texts, params, local)
     readers = probe._open()

@@ -34,6 +34,7 @@ from lossctl.io.sources import (
     open_reader,
     parse_source,
 )
+from lossctl.kinds import KindWatch, error_hint
 from lossctl.registry import LossSpec, Role
 from lossctl.aggregate import Aggregate, RunState
 
@@ -69,6 +70,8 @@ class Options:
     header: bool = True
     delimiter: str | None = None
     progress: Callable[[int, int | None], None] | None = None
+    strict: bool = False  # warnings (lossctl.kinds) are errors: exit 1, nothing written
+    per_sample_echo: bool = False  # also write the per-sample rows to stdout (--reduction none with a file)
 
 
 # Without --batch-size, a batched loss (InfoNCE) treats the whole input as one batch,
@@ -169,10 +172,12 @@ class _Run:
             src = sources[i] if sources is not None else parse_source(text, opts.input_format, role.name)
             self.inputs.append(_Input(role, src))
         self.pred_role = spec.inputs[spec.pred_index].name
+        self.kinds = KindWatch(spec, self.params, opts.prob_atol)
         self.batch_size: int | None = None
         self.acc = RunState(top=opts.top, bootstrap=(opts.ci_n, opts.seed) if opts.ci else None)
         self.group_input: _Input | None = None
         self.sink: RowSink | None = None
+        self.echo: RowSink | None = None
         self.grad_sink: GradSink | None = None
         self.collected: list[dict[str, Any]] = []
         self.prefetchers: list[_Prefetch] = []
@@ -274,6 +279,8 @@ class _Run:
             if self.opts.per_sample is not None:
                 fmt = sink_format(self.opts.per_sample, "--per-sample", self.opts.per_sample_format)
                 self.sink = RowSink(self.opts.per_sample, fmt)
+                if self.opts.per_sample_echo and self.opts.per_sample != "-":
+                    self.echo = RowSink("-", self.opts.per_sample_format)
             if self.opts.grad is not None:
                 self.grad_sink = GradSink(self.opts.grad)
             if self.opts.id_col and len(readers) > 1:
@@ -291,17 +298,17 @@ class _Run:
             if self.acc.rows_seen == 0:
                 raise DataError(f"{primary.display} has no data rows. Expected one row per sample.")
             report = self._report(readers)
-            for sink in (self.sink, self.grad_sink):
+            for sink in (self.sink, self.grad_sink, self.echo):
                 if sink is not None:
                     sink.commit()
-            self.sink = self.grad_sink = None
+            self.sink = self.grad_sink = self.echo = None
             return report
         finally:
             for it in self.prefetchers:
                 it.close()
             for it in self.prefetchers:
                 it._thread.join(timeout=5)
-            for sink in (self.sink, self.grad_sink):
+            for sink in (self.sink, self.grad_sink, self.echo):
                 if sink is not None:
                     sink.abort()
             for r in readers:
@@ -377,6 +384,7 @@ class _Run:
 
         if self._atol_pending:
             self._set_default_prob_atol(arrays)
+        self.kinds.update(sub)
         result = self._call(sub, sub_rows, batch_of)
         n_u = len(result.loss)
         ign_u = result.ignored if result.ignored is not None else np.zeros(n_u, dtype=bool)
@@ -475,6 +483,8 @@ class _Run:
                 norms = _row_norms(grad)
                 cols["grad_norm"] = _scatter(norms, kept_idx, np.flatnonzero(use), n_all)
             self.sink.write(cols)
+            if self.echo is not None:
+                self.echo.write(cols)
 
     def _set_default_prob_atol(self, arrays: dict) -> None:
         """The default |Σp - 1| tolerance follows the inputs as stored (float16 rounds coarsely),
@@ -618,12 +628,18 @@ class _Run:
             text = f"{where}: {err.message}."
         if err.expected:
             text += f" Expected {err.expected}."
+        hint = error_hint(self.spec, self.params, err.role, getattr(err, "declared", None))
+        if hint:
+            text += f" {hint}."
         return text
 
     # -- report -------------------------------------------------------------------
     def _report(self, readers: list[Reader]) -> dict:
         meta = self.meta()
         report = report_from_state(self.spec, meta, self.acc, ci_level=self.opts.ci, hist=self.opts.hist)
+        report["warnings"] = self.kinds.warnings({i.role.name: i.where() for i in self.inputs})
+        if self.opts.strict and report["warnings"]:
+            raise DataError("--strict: " + " ".join(report["warnings"]) + " Nothing was written.")
         if self.opts.save_state:
             save_state(self.opts.save_state, self.spec, meta, self.acc, self.opts.ci)
             report["state"] = {"path": self.opts.save_state}
@@ -703,6 +719,7 @@ def report_from_state(
         "inputs": meta["inputs"],
         "id_col": meta["id_col"],
         "nan_policy": meta["nan_policy"],
+        "warnings": [],
     }
     if meta.get("shards"):
         report["shards"] = meta["shards"]
@@ -1334,5 +1351,14 @@ def build_options(raw: dict[str, Any], **extra) -> Options:
         prob_atol=None if atol is None else float(atol),
         header=not bool(get("no-header", False)),
         delimiter=delim,
+        strict=_strict(raw.get("strict")),
         **extra,
     )
+
+
+def _strict(v) -> bool:
+    if v is None:
+        return False
+    if not isinstance(v, bool):
+        raise UsageError(f"strict must be true or false; got {v!r}.")
+    return v

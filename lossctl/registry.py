@@ -177,6 +177,15 @@ def _numbers_from_text(text: str) -> list[float]:
     return values
 
 
+# The one calling convention of the catalogue, stated in `compute --help`, `list` and the README.
+INPUT_ORDER_RULE = (
+    "Inputs are positional, in one order for every loss: the model's outputs first (prediction, "
+    "student, policy, new log-probs), then the references (target, teacher, reference policy, "
+    "old log-probs, advantages); extra model outputs a loss needs beyond its prediction come last, "
+    "as in PyTorch (gaussian-nll's var, vae's mu and logvar)."
+)
+
+
 # ---------------------------------------------------------------------------
 # Input roles
 # ---------------------------------------------------------------------------
@@ -425,7 +434,7 @@ _DIRECTION_KL = Param(
     "direction",
     "choice",
     "forward",
-    "forward = KL(P ‖ Q) (target first; mean-seeking; what F.kl_div computes); reverse = KL(Q ‖ P) (mode-seeking).",
+    "forward = KL(P ‖ Q) (P the target, Q the prediction; mean-seeking; what F.kl_div computes); reverse = KL(Q ‖ P) (mode-seeking).",
     choices=("forward", "reverse"),
 )
 _P = Role(
@@ -668,7 +677,7 @@ LOSSES: tuple[LossSpec, ...] = (
         grad=f"{_CLS}:softmax_focal_grad",
         reference=(
             "Lin et al. 2017 multi-class form; per sample equals "
-            "-alpha[y] * (1 - exp(-ce))**gamma * ce with ce = F.cross_entropy(x, y, reduction='none')"
+            "alpha[y] * (1 - exp(-ce))**gamma * ce with ce = F.cross_entropy(x, y, reduction='none')"
         ),
         formula="p = softmax(x),  l_n = -α[y_n] · (1 - p_y)^γ · log p_y   (α ≡ 1 when not given)",
         headline="the mean over samples (α weights the samples but does not change the denominator)",
@@ -807,8 +816,8 @@ LOSSES: tuple[LossSpec, ...] = (
         name="kl-divergence",
         aliases=("kl",),
         family="divergence",
-        summary="Kullback-Leibler divergence between a target distribution P and a predicted Q, per row.",
-        inputs=(_P, _Q),
+        summary="Kullback-Leibler divergence between a predicted distribution Q and a target P, per row.",
+        inputs=(_Q, _P),
         params=(_DIRECTION_KL, _BASE, _Q_KIND, _P_KIND),
         kernel=f"{_DIV}:kl_divergence",
         grad=f"{_DIV}:kl_divergence_grad",
@@ -843,17 +852,16 @@ LOSSES: tuple[LossSpec, ...] = (
         activation="softmax over the class axis (applied inside to logits; probabilities are validated)",
         paper="Kullback & Leibler 1951; distillation use: Hinton, Vinyals, Dean 2015.",
         example=(
-            "sample_data/divergence_soft.csv:target_*",
             "sample_data/divergence_soft.csv:logit_*",
+            "sample_data/divergence_soft.csv:target_*",
         ),
-        pred_index=1,
     ),
     LossSpec(
         name="js-divergence",
         aliases=("js",),
         family="divergence",
         summary="Jensen-Shannon divergence: symmetric, bounded KL to the average distribution.",
-        inputs=(_P, _Q),
+        inputs=(_Q, _P),
         params=(_BASE, _Q_KIND, _P_KIND),
         kernel=f"{_DIV}:js_divergence",
         grad=f"{_DIV}:js_divergence_grad",
@@ -875,12 +883,11 @@ LOSSES: tuple[LossSpec, ...] = (
         activation="softmax over the class axis (applied inside to logits; probabilities are validated)",
         paper="Lin 1991, Divergence measures based on the Shannon entropy; Goodfellow et al. 2014 (GAN).",
         example=(
-            "sample_data/divergence_soft.csv:target_*",
             "sample_data/divergence_soft.csv:logit_*",
+            "sample_data/divergence_soft.csv:target_*",
             "--base",
             "2",
         ),
-        pred_index=1,
     ),
     LossSpec(
         name="gaussian-kl",

@@ -144,6 +144,8 @@ def to_markdown(report: dict, precision: int | None) -> str:
         lines.append("Derived: " + ", ".join(f"{k} {num(v, p)}" for k, v in report["derived"].items()) + ".")
     for o in report.get("checks") or []:
         lines.append(f"- {'✅' if o['passed'] else '❌'} {o['message']}")
+    for w in report.get("warnings") or []:
+        lines.append(f"- ⚠️ warning: {w}")
     lines += ["", f"`{report['signature']}`", ""]
     return "\n".join(lines)
 

@@ -47,7 +47,7 @@ P_T = np.array(KL_DIV["inputs"]["P"])
     [(np.log(Q_T), "log-probs"), (Q_T, "probs"), (np.log(Q_T) + 7.0, "logits")],
 )
 def test_kl_matches_pytorch_batchmean(pred, kind):
-    res = kl_divergence(P_T, pred, pred_kind=kind)
+    res = kl_divergence(pred, P_T, pred_kind=kind)
     assert res.loss.sum() == pytest.approx(KL_DIV["values"]["sum"], rel=1e-6)
     assert res.loss.mean() == pytest.approx(KL_DIV["values"]["batchmean"], rel=1e-6)  # reduction="batchmean"
     # Row 0 is ln 2 exactly (the P = 0 class contributes 0); row 1 is the 1-D batchmean x 3.
@@ -60,7 +60,7 @@ def test_kl_matches_rel_entr_row_sums():
     rng = np.random.default_rng(0)
     P = rng.dirichlet(np.ones(8) * 0.5, size=40)
     Q = rng.dirichlet(np.ones(8) * 0.5, size=40)
-    res = kl_divergence(P, Q, pred_kind="probs")
+    res = kl_divergence(Q, P, pred_kind="probs")
     ref = [math.fsum(rel_entr(p, q)) for p, q in zip(P.tolist(), Q.tolist())]
     np.testing.assert_allclose(res.loss, ref, rtol=1e-12, atol=1e-15)
 
@@ -68,7 +68,7 @@ def test_kl_matches_rel_entr_row_sums():
 def test_kl_zero_target_contributes_zero_and_missing_mass_is_inf():
     P = np.array([[0.0, 1.0, 0.0], [0.5, 0.5, 0.0], [0.5, 0.5, 0.0]])
     Q = np.array([[0.0, 1.0, 0.0], [1.0, 0.0, 0.0], [0.5, 0.25, 0.25]])
-    res = kl_divergence(P, Q, pred_kind="probs")
+    res = kl_divergence(Q, P, pred_kind="probs")
     # rel_entr(0, 0) = 0 (row 0); rel_entr(0.5, 0) = inf (row 1). PyTorch 2.13 would give nan
     # for the P = 0, log Q = -inf elements of row 0; lossctl follows scipy's rule, as specified.
     assert res.loss[0] == 0.0
@@ -82,7 +82,7 @@ def test_kl_log_prob_inputs_with_minus_inf():
     with np.errstate(divide="ignore"):
         lp = np.log(np.array([[0.0, 0.25, 0.75]]))
         lq = np.log(np.array([[0.0, 0.5, 0.5]]))
-    res = kl_divergence(lp, lq, pred_kind="log-probs", target_kind="log-probs")
+    res = kl_divergence(lq, lp, pred_kind="log-probs", target_kind="log-probs")
     expected = 0.25 * math.log(0.5) + 0.75 * math.log(1.5)
     assert res.loss[0] == pytest.approx(expected, rel=1e-14)
 
@@ -99,8 +99,8 @@ def test_forward_equals_reverse_with_inputs_swapped(p_kind, q_kind):
     Q = rng.dirichlet(np.ones(5), size=25)
     enc = {"probs": lambda a: a, "log-probs": np.log, "logits": lambda a: np.log(a) + 3.0}
     a, b = enc[p_kind](P), enc[q_kind](Q)
-    fwd = kl_divergence(a, b, target_kind=p_kind, pred_kind=q_kind)
-    rev = kl_divergence(b, a, target_kind=q_kind, pred_kind=p_kind, direction="reverse")
+    fwd = kl_divergence(b, a, target_kind=p_kind, pred_kind=q_kind)
+    rev = kl_divergence(a, b, target_kind=q_kind, pred_kind=p_kind, direction="reverse")
     np.testing.assert_allclose(fwd.loss, rev.loss, rtol=1e-13)
     ref = [math.fsum(rel_entr(p, q)) for p, q in zip(P.tolist(), Q.tolist())]
     np.testing.assert_allclose(fwd.loss, ref, rtol=1e-12)
@@ -109,8 +109,8 @@ def test_forward_equals_reverse_with_inputs_swapped(p_kind, q_kind):
 def test_kl_is_asymmetric_and_zero_only_at_equality():
     P = np.array([[0.5, 0.5], [0.9, 0.1]])
     Q = np.array([[0.9, 0.1], [0.9, 0.1]])
-    fwd = kl_divergence(P, Q, pred_kind="probs").loss
-    rev = kl_divergence(P, Q, pred_kind="probs", direction="reverse").loss
+    fwd = kl_divergence(Q, P, pred_kind="probs").loss
+    rev = kl_divergence(Q, P, pred_kind="probs", direction="reverse").loss
     assert fwd[0] == pytest.approx(0.5 * math.log(0.5 / 0.9) + 0.5 * math.log(0.5 / 0.1), rel=1e-14)
     assert rev[0] == pytest.approx(0.9 * math.log(0.9 / 0.5) + 0.1 * math.log(0.1 / 0.5), rel=1e-14)
     assert fwd[0] != pytest.approx(rev[0], rel=1e-3)
@@ -118,10 +118,10 @@ def test_kl_is_asymmetric_and_zero_only_at_equality():
 
 
 def test_kl_base_two_gives_bits():
-    res = kl_divergence(np.array([[1.0, 0.0]]), np.array([[0.5, 0.5]]), pred_kind="probs", base=2)
+    res = kl_divergence(np.array([[0.5, 0.5]]), np.array([[1.0, 0.0]]), pred_kind="probs", base=2)
     assert res.loss[0] == pytest.approx(1.0, rel=1e-15)
-    nats = kl_divergence(P_T, Q_T, pred_kind="probs").loss
-    bits = kl_divergence(P_T, Q_T, pred_kind="probs", base=2.0).loss
+    nats = kl_divergence(Q_T, P_T, pred_kind="probs").loss
+    bits = kl_divergence(Q_T, P_T, pred_kind="probs", base=2.0).loss
     np.testing.assert_allclose(bits, nats / LN2, rtol=1e-15)
 
 
@@ -129,7 +129,7 @@ def test_kl_gradient_forward_logits_is_softmax_minus_target():
     rng = np.random.default_rng(2)
     x = rng.normal(size=(6, 4))
     P = rng.dirichlet(np.ones(4), size=6)
-    g = kl_divergence_grad(P, x)
+    g = kl_divergence_grad(x, P)
     sm = np.exp(x) / np.exp(x).sum(axis=1, keepdims=True)
     np.testing.assert_allclose(g, sm - P, rtol=1e-12, atol=1e-15)  # like cross-entropy with soft targets
 
@@ -142,9 +142,9 @@ def test_kl_gradient_forward_logits_is_softmax_minus_target():
 def test_kl_is_non_negative(p, logits):
     P = np.array([p]) / sum(p)
     x = np.array([logits[: len(p)]])
-    res = kl_divergence(P, x)
+    res = kl_divergence(x, P)
     assert res.loss[0] >= -1e-12
-    rev = kl_divergence(P, x, direction="reverse")
+    rev = kl_divergence(x, P, direction="reverse")
     assert rev.loss[0] >= -1e-12
 
 
@@ -157,27 +157,27 @@ def test_kl_is_non_negative(p, logits):
 def test_kl_extreme_logits_are_finite_and_exact(dtype):
     P = np.array([[0.5, 0.5], [1.0, 0.0]])
     x = np.array([[1e4, -1e4], [1e4, -1e4]], dtype=dtype)
-    res = kl_divergence(P, x)
+    res = kl_divergence(x, P)
     # row 0: ½(ln ½ - 0) + ½(ln ½ + 2e4) = 1e4 - ln 2; row 1: -log softmax(x)_0 = 0
     np.testing.assert_allclose(res.loss, [1e4 - LN2, 0.0], rtol=1e-15, atol=0)
-    rev = kl_divergence(P, x, direction="reverse")
+    rev = kl_divergence(x, P, direction="reverse")
     # Q = [1, e^-2e4]: 1·(0 - ln ½) = ln 2; against P = [1, 0] the Q mass on class 1 underflows
     # to exactly 0 in float64 but is positive, so the reverse KL is inf.
     assert rev.loss[0] == pytest.approx(LN2, rel=1e-15)
     assert rev.loss[1] == math.inf
-    both = kl_divergence(np.array([[-1e4, 1e4, 0.0]]), np.array([[1e4, -1e4, 0.0]]), target_kind="logits")
+    both = kl_divergence(np.array([[1e4, -1e4, 0.0]]), np.array([[-1e4, 1e4, 0.0]]), target_kind="logits")
     assert both.loss[0] == pytest.approx(2e4, rel=1e-15)
-    assert np.isfinite(kl_divergence_grad(P, x)).all()
+    assert np.isfinite(kl_divergence_grad(x, P)).all()
 
 
 def test_kl_probabilities_exactly_zero_and_one():
     P = np.array([[0.0, 1.0, 0.0], [0.0, 1.0, 0.0], [1.0, 0.0, 0.0]])
     Q = np.array([[0.0, 1.0, 0.0], [1 / 3, 1 / 3, 1 / 3], [0.0, 1.0, 0.0]])
-    res = kl_divergence(P, Q, pred_kind="probs")
+    res = kl_divergence(Q, P, pred_kind="probs")
     assert res.loss[0] == 0.0
     assert res.loss[1] == pytest.approx(math.log(3.0), rel=1e-15)
     assert res.loss[2] == math.inf
-    rev = kl_divergence(P, Q, pred_kind="probs", direction="reverse")
+    rev = kl_divergence(Q, P, pred_kind="probs", direction="reverse")
     assert rev.loss[0] == 0.0 and rev.loss[1] == math.inf and rev.loss[2] == math.inf
 
 
@@ -189,33 +189,33 @@ def test_kl_probabilities_exactly_zero_and_one():
 def test_kl_target_not_summing_to_one_names_the_row():
     P = np.array([[0.5, 0.5], [0.5, 0.4], [0.2, 0.8]])
     with pytest.raises(InputError) as err:
-        kl_divergence(P, np.zeros((3, 2)))
+        kl_divergence(np.zeros((3, 2)), P)
     assert err.value.role == "target"
     assert err.value.rows == [1]
     assert "sum to 0.9" in err.value.message
-    res = kl_divergence(P, np.zeros((3, 2)), prob_atol=0.2)  # a looser tolerance accepts it as is
+    res = kl_divergence(np.zeros((3, 2)), P, prob_atol=0.2)  # a looser tolerance accepts it as is
     assert res.loss[1] == pytest.approx(0.5 * math.log(1.0) + 0.4 * math.log(0.8), rel=1e-14)
 
 
 def test_kl_bad_prediction_values_name_role_and_row():
     with pytest.raises(InputError) as err:
-        kl_divergence(P_T, np.array([[0.5, 0.5, 0.0], [1.2, -0.2, 0.0]]), pred_kind="probs")
+        kl_divergence(np.array([[0.5, 0.5, 0.0], [1.2, -0.2, 0.0]]), P_T, pred_kind="probs")
     assert (err.value.role, err.value.rows) == ("pred", [1])
     assert "outside [0, 1]" in err.value.message
     with pytest.raises(InputError) as err:
-        kl_divergence(P_T, np.array([[-1.0, -1.0, -1.0], [0.5, -1.0, -2.0]]), pred_kind="log-probs")
+        kl_divergence(np.array([[-1.0, -1.0, -1.0], [0.5, -1.0, -2.0]]), P_T, pred_kind="log-probs")
     assert (err.value.role, err.value.rows) == ("pred", [1])  # a log-probability above 0
     with pytest.raises(InputError) as err:
-        kl_divergence(P_T, np.log(np.array([[0.2, 0.3, 0.5], [0.2, 0.3, 0.4]])), pred_kind="log-probs")
+        kl_divergence(np.log(np.array([[0.2, 0.3, 0.5], [0.2, 0.3, 0.4]])), P_T, pred_kind="log-probs")
     assert (err.value.role, err.value.rows) == ("pred", [1])  # exps sum to 0.9
     with pytest.raises(InputError) as err:
-        kl_divergence(P_T, np.array([[0.0, 1.0, np.inf], [0.0, 0.0, 0.0]]))
+        kl_divergence(np.array([[0.0, 1.0, np.inf], [0.0, 0.0, 0.0]]), P_T)
     assert (err.value.role, err.value.rows) == ("pred", [0])
 
 
 def test_kl_shape_mismatch():
     with pytest.raises(InputError) as err:
-        kl_divergence(P_T, np.zeros((2, 4)))
+        kl_divergence(np.zeros((2, 4)), P_T)
     assert "4 columns" in err.value.message and err.value.role == "pred"
     with pytest.raises(InputError):
         kl_divergence(np.array([0.5, 0.5]), np.array([0.5, 0.5]))
@@ -224,13 +224,13 @@ def test_kl_shape_mismatch():
 @pytest.mark.parametrize("base", [1.0, 0.0, -2.0, math.inf])
 def test_kl_bad_base_is_a_param_error(base):
     with pytest.raises(ParamError) as err:
-        kl_divergence(P_T, Q_T, pred_kind="probs", base=base)
+        kl_divergence(Q_T, P_T, pred_kind="probs", base=base)
     assert err.value.param == "base"
 
 
 def test_bad_direction_is_a_param_error():
     with pytest.raises(ParamError):
-        kl_divergence(P_T, Q_T, direction="sideways")
+        kl_divergence(Q_T, P_T, direction="sideways")
 
 
 # ---------------------------------------------------------------------------
@@ -245,25 +245,25 @@ def test_js_equals_scipy_jensenshannon_squared():
     P[0] = np.eye(7)[0]
     Q[0] = np.eye(7)[1]
     for base in (None, 2.0):
-        res = js_divergence(P, Q, pred_kind="probs", base=base or math.e)
+        res = js_divergence(Q, P, pred_kind="probs", base=base or math.e)
         ref = jensenshannon(P, Q, base=base, axis=1) ** 2
         np.testing.assert_allclose(res.loss, ref, rtol=1e-10)
     # From logits: the same as from the probabilities they encode (rows without zeros).
-    a = js_divergence(P[1:], np.log(Q[1:]) + 2.0).loss
-    b = js_divergence(P[1:], Q[1:], pred_kind="probs").loss
+    a = js_divergence(np.log(Q[1:]) + 2.0, P[1:]).loss
+    b = js_divergence(Q[1:], P[1:], pred_kind="probs").loss
     np.testing.assert_allclose(a, b, rtol=1e-12)
 
 
 def test_js_disjoint_supports_reach_exactly_ln2():
     P = np.array([[1.0, 0.0], [0.5, 0.5]])
     Q = np.array([[0.0, 1.0], [0.5, 0.5]])
-    res = js_divergence(P, Q, pred_kind="probs")
+    res = js_divergence(Q, P, pred_kind="probs")
     assert res.loss[0] == pytest.approx(LN2, rel=1e-15)
     assert res.loss[1] == 0.0
-    bits = js_divergence(P, Q, pred_kind="probs", base=2)
+    bits = js_divergence(Q, P, pred_kind="probs", base=2)
     assert bits.loss[0] == pytest.approx(1.0, rel=1e-15)
     # Extreme logits: essentially disjoint, still finite and ln 2.
-    ext = js_divergence(np.array([[1e4, -1e4]]), np.array([[-1e4, 1e4]]), target_kind="logits")
+    ext = js_divergence(np.array([[-1e4, 1e4]]), np.array([[1e4, -1e4]]), target_kind="logits")
     assert ext.loss[0] == pytest.approx(LN2, rel=1e-15)
 
 
@@ -275,17 +275,17 @@ def test_js_disjoint_supports_reach_exactly_ln2():
 def test_js_is_bounded_by_ln2_and_symmetric(p, q):
     P = np.array([p]) / sum(p)
     Q = np.array([q]) / sum(q)
-    a = js_divergence(P, Q, pred_kind="probs").loss[0]
-    b = js_divergence(Q, P, pred_kind="probs").loss[0]
+    a = js_divergence(Q, P, pred_kind="probs").loss[0]
+    b = js_divergence(P, Q, pred_kind="probs").loss[0]
     assert -1e-15 <= a <= LN2 * (1 + 1e-14)
     assert a == pytest.approx(b, rel=1e-12, abs=1e-15)
-    assert js_divergence(P, Q, pred_kind="probs", base=2).loss[0] <= 1.0 + 1e-14
+    assert js_divergence(Q, P, pred_kind="probs", base=2).loss[0] <= 1.0 + 1e-14
 
 
 def test_js_gradient_is_half_log_ratio_to_mixture():
     P = np.array([[0.2, 0.8, 0.0]])
     Q = np.array([[0.5, 0.25, 0.25]])
-    g = js_divergence_grad(P, Q, pred_kind="probs")
+    g = js_divergence_grad(Q, P, pred_kind="probs")
     M = 0.5 * (P + Q)
     np.testing.assert_allclose(g, 0.5 * np.log(Q / M), rtol=1e-14)
     assert g[0, 2] == pytest.approx(0.5 * LN2, rel=1e-15)  # P = 0: Q/M = 2
@@ -445,10 +445,10 @@ def test_cli_kl_headline_is_batchmean(cli, tmp_path):
     from conftest import write_csv
 
     path = write_csv(tmp_path / "kl.csv", {"p": P_T, "q": Q_T})
-    res = cli(["compute", "kl", f"{path}:p_*", f"{path}:q_*", "--pred-kind", "probs", "-f", "json"])
+    res = cli(["compute", "kl", f"{path}:q_*", f"{path}:p_*", "--pred-kind", "probs", "-f", "json"])
     assert res.code == 0, res.err
     assert res.json["value"] == pytest.approx(0.3925900, rel=1e-6)
-    res = cli(["compute", "kl", f"{path}:p_*", f"{path}:q_*", "--pred-kind", "probs", "--base", "1"])
+    res = cli(["compute", "kl", f"{path}:q_*", f"{path}:p_*", "--pred-kind", "probs", "--base", "1"])
     assert res.code == 2 and "base" in res.err
 
 

@@ -88,7 +88,7 @@ CASES = {
         lambda a: binary_cross_entropy(*a, pos_weight=[1.0, 2.5, 0.3], weight=[2.0, 1.0, 0.5]).loss,
         lambda rng, n, dt: _bce_inputs(rng, n, 3, dt),
     ),
-    "kl": (lambda a: kl_divergence(*a).loss, lambda rng, n, dt: _kl_inputs(rng, n, 8, dt)),
+    "kl": (lambda a: kl_divergence(a[1], a[0]).loss, lambda rng, n, dt: _kl_inputs(rng, n, 8, dt)),
     "mse": (lambda a: mse(*a).loss, lambda rng, n, dt: _reg_inputs(rng, n, None, dt)),
     "mse-2d": (lambda a: mse(*a).loss, lambda rng, n, dt: _reg_inputs(rng, n, 3, dt)),
     "mae": (lambda a: mae(*a).loss, lambda rng, n, dt: _reg_inputs(rng, n, None, dt)),
@@ -192,7 +192,7 @@ def test_non_finite_logits_name_the_same_rows(bad, dtype):
     for r in (17, 4100, 8999, 8998, 5000, 6000, 7000):
         x[r, r % 6] = bad
     expected = _error(check_finite, x, "pred", "logits")
-    for err in (_error(cross_entropy, x, y), _error(kl_divergence, np.full((9000, 6), 1 / 6), x)):
+    for err in (_error(cross_entropy, x, y), _error(kl_divergence, x, np.full((9000, 6), 1 / 6))):
         assert (err.role, err.rows, err.message) == (expected.role, expected.rows, expected.message)
     assert expected.rows == [17, 4100, 5000, 6000, 7000]
     xb = x[:, 0].copy()
@@ -204,7 +204,7 @@ def test_non_finite_logits_name_the_same_rows(bad, dtype):
 def test_minus_inf_beside_a_finite_maximum_is_caught():
     x = np.array([[0.0, 1.0, -np.inf], [0.0, 1.0, 2.0]], dtype=np.float32)
     assert _error(cross_entropy, x, np.array([0, 1])).rows == [0]
-    assert _error(kl_divergence, np.full((2, 3), 1 / 3), x).rows == [0]
+    assert _error(kl_divergence, x, np.full((2, 3), 1 / 3)).rows == [0]
 
 
 def test_finite_logits_whose_sums_overflow_are_not_errors():
@@ -255,10 +255,10 @@ def test_kl_probability_errors_are_those_of_check_probs(dtype):
     for bad in cases:
         bad = bad.astype(dtype)
         expected = _error(check_probs, bad, "target", None)
-        err = _error(kl_divergence, bad, x.astype(dtype))
+        err = _error(kl_divergence, x.astype(dtype), bad)
         assert (err.role, err.rows, err.message) == (expected.role, expected.rows, expected.message)
     # a looser tolerance accepts the rows as they are (never renormalised)
-    ok = kl_divergence(cases[0].astype(dtype), x.astype(dtype), prob_atol=0.05)
+    ok = kl_divergence(x.astype(dtype), cases[0].astype(dtype), prob_atol=0.05)
     assert np.isfinite(ok.loss).all()
 
 

@@ -45,7 +45,7 @@ def _inputs(loss: str, rng: np.random.Generator, n: int, d: int, scale: float) -
         t[rng.random((n, c)) < 0.3] = 0.0
         t[:, 0] += 0.1
         t /= t.sum(axis=1, keepdims=True)
-        return [t, rng.normal(size=(n, c)) * scale], []
+        return [rng.normal(size=(n, c)) * scale, t], []
     if loss == "cross-entropy":
         c = d + 1
         y = rng.integers(0, c, size=n)

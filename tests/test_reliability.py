@@ -554,15 +554,15 @@ BAD: list[Bad] = [
         lambda d: [
             "compute",
             "kl",
-            npy(d, "t.npy", _with(_probs(N, 3), (123, 2), 0.0)),
             npy(d, "q.npy", LOGITS[:, :3]),
+            npy(d, "t.npy", _with(_probs(N, 3), (123, 2), 0.0)),
         ],
         1,
         ("t.npy, row 123", "sum to", "Expected rows summing to 1"),
     ),
     Bad(
         "js-target-negative",
-        lambda d: ["compute", "js", npy(d, "t.npy", _with(_probs(N, 3), (5, 0), -0.1)), npy(d, "q.npy", LOGITS[:, :3])],
+        lambda d: ["compute", "js", npy(d, "q.npy", LOGITS[:, :3]), npy(d, "t.npy", _with(_probs(N, 3), (5, 0), -0.1))],
         1,
         ("t.npy, row 5", "outside [0, 1]"),
     ),
@@ -1255,7 +1255,7 @@ def _case_data(loss: str, dtype, extreme: bool, n: int = 200, c: int = 5):
         t = t / t.sum(axis=1, keepdims=True)
         if dtype != np.float16:  # float16 probabilities: see test_float16_probabilities_get_the_float16_tolerance
             t = t.astype(dtype)
-        return [t, x], ref_kl(t, x)
+        return [x, t], ref_kl(t, x)
     if loss == "distillation":
         teacher = (rng.normal(size=(n, c)) * (1e4 if extreme else 3)).astype(dtype)
         return [x, teacher], ref_distill(x, teacher)
@@ -1319,13 +1319,13 @@ def test_probabilities_exactly_zero_and_one(tmp_path):
     from scipy.special import rel_entr
 
     got, _ = per_sample_values(
-        ["compute", "kl", npy(tmp_path, "t.npy", t), npy(tmp_path, "q.npy", q), "--pred-kind", "probs"], tmp_path, "kl"
+        ["compute", "kl", npy(tmp_path, "q.npy", q), npy(tmp_path, "t.npy", t), "--pred-kind", "probs"], tmp_path, "kl"
     )
     np.testing.assert_allclose(got, rel_entr(t, q).sum(axis=1), rtol=1e-14, atol=1e-16)
     from scipy.spatial.distance import jensenshannon
 
     got, _ = per_sample_values(
-        ["compute", "js", str(tmp_path / "t.npy"), str(tmp_path / "q.npy"), "--pred-kind", "probs"], tmp_path, "js"
+        ["compute", "js", str(tmp_path / "q.npy"), str(tmp_path / "t.npy"), "--pred-kind", "probs"], tmp_path, "js"
     )
     np.testing.assert_allclose(got, jensenshannon(t, q, axis=1) ** 2, rtol=1e-12, atol=1e-15)
     got, _ = per_sample_values(["compute", "entropy", str(tmp_path / "t.npy"), "--pred-kind", "probs"], tmp_path, "h")
@@ -1350,7 +1350,7 @@ def test_float16_probabilities_get_the_float16_tolerance(tmp_path, loss):
     if loss == "ce":
         args = ["compute", "ce", pp, npy(tmp_path, "y.npy", rng.integers(0, 5, 50)), "--pred-kind", "probs"]
     else:
-        args = ["compute", loss, pp, npy(tmp_path, "q.npy", rng.normal(size=(50, 5)).astype(np.float16))]
+        args = ["compute", loss, npy(tmp_path, "q.npy", rng.normal(size=(50, 5)).astype(np.float16)), pp]
     res = run_cli([*args, "-b"])
     assert res.code == 0, res.err
     assert math.isfinite(float(res.out))

@@ -51,7 +51,7 @@ def test_distillation_components_sum_to_the_loss():
 def test_soft_term_is_t_squared_kl_from_teacher_to_student():
     for temp in (0.5, 1.0, 4.0):
         res = distillation(S, T, Y, temperature=temp, alpha=0.7)
-        kl = kl_divergence(T / temp, S / temp, target_kind="logits", pred_kind="logits").loss
+        kl = kl_divergence(S / temp, T / temp, target_kind="logits", pred_kind="logits").loss
         np.testing.assert_allclose(res.components["soft"], 0.7 * temp**2 * kl, rtol=1e-12)
 
 
@@ -66,7 +66,7 @@ def test_hard_term_is_cross_entropy_at_temperature_one():
 
 def test_without_labels_the_loss_is_the_soft_term_alone():
     res = distillation(S, T, None, temperature=2.0, alpha=0.3)  # alpha treated as 1.0
-    kl = kl_divergence(T / 2.0, S / 2.0, target_kind="logits").loss
+    kl = kl_divergence(S / 2.0, T / 2.0, target_kind="logits").loss
     np.testing.assert_allclose(res.loss, 4.0 * kl, rtol=1e-12)
     assert set(res.components) == {"soft"}
     g = distillation_grad(S, T, None, temperature=2.0, alpha=0.3)
@@ -232,7 +232,7 @@ def test_exact_expectation_of_k1_and_k3_is_the_kl_divergence():
     x, xr = rng.normal(size=7) * 1.5, rng.normal(size=7) * 1.5
     lp = x - np.log(np.exp(x).sum())
     lr = xr - np.log(np.exp(xr).sum())
-    kl = kl_divergence(np.exp(lp)[None], lr[None], pred_kind="log-probs").loss[0]
+    kl = kl_divergence(lr[None], np.exp(lp)[None], pred_kind="log-probs").loss[0]
     pi = np.exp(lp)
     for est in ("k1", "k3"):
         per = policy_kl(lp, lr, estimator=est).loss  # (N,) input: one token per row

@@ -398,6 +398,11 @@ class GradSink:
         n_all = len(prim_rows)
         ragged = getattr(grad, "is_ragged", False)
         if ragged and self.fmt in ("npy", "csv"):
+            # Rows of one length (an (N, T) input) are an array like any other.
+            lengths = np.diff(grad.offsets)
+            if len(lengths) and (lengths == lengths[0]).all():
+                grad, ragged = np.asarray(grad.values).reshape(len(lengths), int(lengths[0])), False
+        if ragged and self.fmt in ("npy", "csv"):
             raise UsageError(
                 f"--grad {self.path}: the gradients have a different length per row; write them to .parquet or .jsonl."
             )

@@ -377,6 +377,26 @@ def check_finite(x: np.ndarray, role: str, what: str, allow_neg_inf: bool = Fals
         raise InputError(role, f"non-finite value in {what}", first_rows(rows), expected=f"finite {what}")
 
 
+def _declared(kind: str):
+    """Tag the InputError of a declared-kind check, so the engine can name the option that reads
+    the values as what they probably are (lossctl.kinds.error_hint)."""
+
+    def deco(check):
+        def wrapper(*args, **kwargs):
+            try:
+                return check(*args, **kwargs)
+            except InputError as err:
+                err.declared = kind
+                raise
+
+        wrapper.__doc__ = check.__doc__
+        wrapper.__name__ = check.__name__
+        return wrapper
+
+    return deco
+
+
+@_declared("probs")
 def check_probs(p: np.ndarray, role: str, atol: float | None) -> None:
     """Each row a probability distribution: values in [0, 1] summing to 1 (never renormalised)."""
     if p.ndim == 1:
@@ -410,13 +430,13 @@ def check_probs(p: np.ndarray, role: str, atol: float | None) -> None:
         raise InputError(
             role,
             f"probabilities sum to {sums[rows[0]]:.9g}, not 1 (tolerance {tol:g}; "
-            "lossctl never renormalises. If these are scores, use --pred-kind logits; "
-            "a looser tolerance is --prob-atol)",
+            "lossctl never renormalises; a looser tolerance is --prob-atol)",
             rows,
             expected="rows summing to 1",
         )
 
 
+@_declared("log-probs")
 def check_log_probs(lp: np.ndarray, role: str, atol: float | None) -> None:
     """Each row log-probabilities: values <= 0 (or -inf) whose exps sum to 1."""
     flat = lp.reshape(len(lp), -1)
@@ -438,8 +458,7 @@ def check_log_probs(lp: np.ndarray, role: str, atol: float | None) -> None:
         rows = first_rows(off)
         raise InputError(
             role,
-            f"exp(log-probabilities) sum to {sums[rows[0]]:.9g}, not 1 (tolerance {tol:g}; "
-            "if these are scores, use --pred-kind logits)",
+            f"exp(log-probabilities) sum to {sums[rows[0]]:.9g}, not 1 (tolerance {tol:g})",
             rows,
             expected="log-probability rows whose exps sum to 1",
         )

@@ -127,8 +127,8 @@ def _rel_entr_rows(la: np.ndarray, a: np.ndarray, lb: np.ndarray) -> np.ndarray:
 
 
 def kl_divergence(
-    target: np.ndarray,
     pred: np.ndarray,
+    target: np.ndarray,
     *,
     direction: str = "forward",
     base: float = math.e,
@@ -139,8 +139,8 @@ def kl_divergence(
     """Kullback-Leibler divergence per row.
 
     Args:
-      target: P with shape ``[N, C]`` (``target_kind``: probs, log-probs or logits).
       pred: Q with shape ``[N, C]`` (``pred_kind``: logits, probs or log-probs).
+      target: P with shape ``[N, C]`` (``target_kind``: probs, log-probs or logits).
       direction: ``forward`` = KL(P ‖ Q) (mean-seeking; what
         ``F.kl_div(log Q, P)`` computes), ``reverse`` = KL(Q ‖ P) (mode-seeking).
       base: logarithm base (e: nats, 2: bits).
@@ -259,8 +259,8 @@ def _kl_probs_logits(target, pred, prob_atol) -> np.ndarray | None:
 
 
 def kl_divergence_grad(
-    target: np.ndarray,
     pred: np.ndarray,
+    target: np.ndarray,
     *,
     direction: str = "forward",
     base: float = math.e,
@@ -268,7 +268,7 @@ def kl_divergence_grad(
     target_kind: str = "probs",
     prob_atol: float | None = None,
 ) -> np.ndarray:
-    """∂l_n/∂pred_n, shape ``[N, C]`` (the prediction Q is the second input).
+    """∂l_n/∂pred_n, shape ``[N, C]`` (the prediction Q is the first input).
 
     forward KL(P‖Q): logits ``softmax(x)·Σ_c P_c - P``; probs ``-P/Q`` (0 where
     P = 0); log-probs ``-P``.
@@ -316,8 +316,8 @@ def _log_mixture(lp: np.ndarray, lq: np.ndarray) -> np.ndarray:
 
 
 def js_divergence(
-    target: np.ndarray,
     pred: np.ndarray,
+    target: np.ndarray,
     *,
     base: float = math.e,
     pred_kind: str = "logits",
@@ -339,8 +339,8 @@ def js_divergence(
 
 
 def js_divergence_grad(
-    target: np.ndarray,
     pred: np.ndarray,
+    target: np.ndarray,
     *,
     base: float = math.e,
     pred_kind: str = "logits",

@@ -59,8 +59,8 @@ def _dist_make(rng, p):
         Q[::4, 5] = 0.0
         Q /= Q.sum(axis=1, keepdims=True)
     if pk == "logits":
-        return [_encode(P, tk, rng), rng.normal(size=(n, c)) * 2.5]
-    return [_encode(P, tk, rng), _encode(Q, pk, rng)]
+        return [rng.normal(size=(n, c)) * 2.5, _encode(P, tk, rng)]
+    return [_encode(Q, pk, rng), _encode(P, tk, rng)]
 
 
 def _grad_make(rng, p):
@@ -68,8 +68,8 @@ def _grad_make(rng, p):
 
 
 def _kl_ref(arrays, p):
-    P = _decode(arrays[0], p.get("target_kind", "probs"))
-    Q = _decode(arrays[1], p.get("pred_kind", "logits"))
+    Q = _decode(arrays[0], p.get("pred_kind", "logits"))
+    P = _decode(arrays[1], p.get("target_kind", "probs"))
     if p.get("direction") == "reverse":
         P, Q = Q, P
     lb = math.log(p.get("base", math.e))
@@ -77,8 +77,8 @@ def _kl_ref(arrays, p):
 
 
 def _js_ref(arrays, p):
-    P = _decode(arrays[0], p.get("target_kind", "probs"))
-    Q = _decode(arrays[1], p.get("pred_kind", "logits"))
+    Q = _decode(arrays[0], p.get("pred_kind", "logits"))
+    P = _decode(arrays[1], p.get("target_kind", "probs"))
     base = p.get("base")
     return [float(jensenshannon(pr, qr, base=base)) ** 2 for pr, qr in zip(P, Q)]
 
