@@ -17,7 +17,7 @@ import sys
 from typing import Any, Callable, Optional
 
 import typer
-from typer.core import TyperGroup
+from typer.core import TyperCommand, TyperGroup
 
 try:  # typer >= 0.22 vendors click as typer._click
     from typer import _click as click
@@ -47,8 +47,58 @@ EXIT_CODES_HELP = (
 # ---------------------------------------------------------------------------
 
 
+_SWITCH_WORDS = {"true": True, "false": False, "yes": True, "no": False, "on": True, "off": False, "1": True, "0": False}
+
+
+def _refuse_switch_values(cmd: "click.Command", ctx: "click.Context", args: list[str], stop_at_command: bool) -> None:
+    """Boolean options are switches (``--log-input`` / ``--no-log-input``). A value written after
+    one (``--log-input false``, ``--hist=1``) would otherwise become a source file or "an
+    unexpected extra argument"; say which switch to write instead (a file of that name is kept)."""
+    switches: dict[str, tuple[Any, bool]] = {}
+    for p in cmd.params:
+        if getattr(p, "is_flag", False) and not getattr(p, "count", False):
+            switches.update({name: (p, True) for name in p.opts})
+            switches.update({name: (p, False) for name in p.secondary_opts})
+    for i, arg in enumerate(args):
+        if arg == "--" or (stop_at_command and not arg.startswith("-")):
+            break
+        name, eq, word = arg.partition("=")
+        if name not in switches or not name.startswith("-"):
+            continue
+        if not eq:
+            word = args[i + 1] if i + 1 < len(args) else ""
+            if os.path.exists(word):
+                continue
+        if word.lower() not in _SWITCH_WORDS:
+            continue
+        opt, positive = switches[name]
+        wanted = _SWITCH_WORDS[word.lower()] == positive  # is the option's own sense (on) meant?
+        long = [o for o in opt.opts if o.startswith("--")] or opt.opts
+        off = [o for o in opt.secondary_opts if o.startswith("--")] or opt.secondary_opts
+        if wanted:
+            advice = f"use {long[0]} (alone)"
+        elif off:
+            advice = f"use {off[0]}"
+        else:
+            advice = f"leave out {long[0]}"
+        written = arg if eq else f"{arg} {word}"
+        raise click.exceptions.UsageError(f"{name} is a switch and takes no value; got {written!r}: {advice}.", ctx)
+
+
+class _SwitchCommand(TyperCommand):
+    """A command whose boolean options say how to write them when given a value."""
+
+    def parse_args(self, ctx: "click.Context", args: list[str]) -> list[str]:
+        _refuse_switch_values(self, ctx, args, stop_at_command=False)
+        return super().parse_args(ctx, args)
+
+
 class _SuggestingGroup(TyperGroup):
     what = "command"
+
+    def parse_args(self, ctx: "click.Context", args: list[str]) -> list[str]:
+        _refuse_switch_values(self, ctx, args, stop_at_command=True)
+        return super().parse_args(ctx, args)
 
     def resolve_command(self, ctx: "click.Context", args: list[str]):
         name = args[0] if args else ""
@@ -82,7 +132,9 @@ class _LossGroup(_SuggestingGroup):
             return None
         fn = type(self).make(spec)
         mini = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
-        mini.command(name=name, help=fn.__doc__, no_args_is_help=True, hidden=name != spec.name)(fn)
+        mini.command(name=name, help=fn.__doc__, no_args_is_help=True, hidden=name != spec.name, cls=_SwitchCommand)(
+            fn
+        )
         cmd = typer.main.get_command(mini)
         cmd.name = name
         self.commands[name] = cmd
@@ -274,6 +326,17 @@ COMMON_OPTIONS: list[tuple[str, Any, Any]] = [
             "--grad",
             metavar="PATH",
             help="Write d loss_n / d prediction_n for every row, in input order: .npy, .parquet, .jsonl or .csv.",
+            rich_help_panel=_OUT,
+        ),
+    ),
+    (
+        "csv_safe",
+        bool,
+        typer.Option(
+            False,
+            "--csv-safe",
+            help="CSV/TSV outputs for spreadsheets: a text cell (id, group) starting with = + - @ or a tab "
+            "gets a leading ' so it is not run as a formula (numbers stay numbers).",
             rich_help_panel=_OUT,
         ),
     ),
@@ -699,7 +762,7 @@ def _root(
     """lossctl."""
 
 
-@app.command("list")
+@app.command("list", cls=_SwitchCommand)
 def list_losses(
     format: str = typer.Option("table", "--format", "-f", metavar="[table|json]", help="Output format."),
     family: Optional[str] = typer.Option(None, "--family", help="Only this family."),
@@ -708,7 +771,7 @@ def list_losses(
     _guard(_list, format, family)
 
 
-@app.command("check")
+@app.command("check", cls=_SwitchCommand)
 def check_command(
     config: str = typer.Argument(..., metavar="CONFIG.toml", help="The checks: [[checks]] tables (see the README)."),
     format: str = typer.Option(
@@ -736,7 +799,7 @@ def check_command(
     _guard(_check, config, format, junit, precision, quiet, no_color)
 
 
-@app.command("merge")
+@app.command("merge", cls=_SwitchCommand)
 def merge_command(
     states: list[str] = typer.Argument(..., metavar="STATE...", help="State files written by compute --save-state."),
     format: str = typer.Option(
@@ -776,6 +839,9 @@ def merge_command(
         False, "--per-group", help="Apply the bounds to every group too.", rich_help_panel=_CHK
     ),
     junit: Optional[str] = typer.Option(None, "--junit", metavar="PATH", help="Write JUnit XML.", rich_help_panel=_CHK),
+    csv_safe: bool = typer.Option(
+        False, "--csv-safe", help="-f csv/tsv for spreadsheets: text cells starting with = + - @ get a leading '."
+    ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No messages on stderr."),
     no_color: bool = typer.Option(False, "--no-color", help="No colour."),
 ) -> None:
@@ -789,7 +855,7 @@ def merge_command(
     _guard(_merge, dict(locals()))
 
 
-@app.command("explain")
+@app.command("explain", cls=_SwitchCommand)
 def explain(
     name: str = typer.Argument(..., metavar="NAME", help="A loss name or alias (see `lossctl list`)."),
     format: str = typer.Option("text", "--format", "-f", metavar="[text|json]", help="Output format."),
@@ -907,6 +973,7 @@ def _compute(spec: registry.LossSpec, kw: dict[str, Any]) -> None:
         top=kw["top"],
         hist=kw["hist"],
         save_state=kw["save_state"],
+        csv_safe=kw["csv_safe"],
         progress=progress.update if stderr_tty else None,
     )
     try:
