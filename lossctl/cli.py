@@ -75,12 +75,11 @@ def _refuse_switch_values(cmd: "click.Command", ctx: "click.Context", args: list
         wanted = _SWITCH_WORDS[word.lower()] == positive  # is the option's own sense (on) meant?
         long = [o for o in opt.opts if o.startswith("--")] or opt.opts
         off = [o for o in opt.secondary_opts if o.startswith("--")] or opt.secondary_opts
-        if wanted:
-            advice = f"use {long[0]} (alone)"
-        elif off:
-            advice = f"use {off[0]}"
-        else:
+        target = long[0] if wanted else (off[0] if off else None)
+        if target is None:
             advice = f"leave out {long[0]}"
+        else:
+            advice = f"use {target}" + (" (alone)" if positive == wanted else "")  # the switch as written
         written = arg if eq else f"{arg} {word}"
         raise click.exceptions.UsageError(f"{name} is a switch and takes no value; got {written!r}: {advice}.", ctx)
 

@@ -54,7 +54,13 @@ def score_only(report: dict, precision: int | None) -> str:
 
 
 def to_json(report: dict, indent: int | None = 2) -> str:
-    return json.dumps(jsonable(report), indent=indent, ensure_ascii=False)
+    text = json.dumps(jsonable(report), indent=indent, ensure_ascii=False)
+    if _LONE_SURROGATE.search(text):  # a file name with undecodable bytes: \udcff escapes, not an encode error
+        text = json.dumps(jsonable(report), indent=indent, ensure_ascii=True)
+    return text
+
+
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def _flat_rows(report: dict) -> list[dict[str, Any]]:
