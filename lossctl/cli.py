@@ -518,11 +518,14 @@ _MARKUP_TAG = re.compile(r"(\\*)(\[[a-z#/@][^[]*?])")
 
 
 def _escape(text: str) -> str:
-    """Help text is rendered as Rich markup: keep formulas such as w[y_n] literal.
+    """Help text is rendered as Rich markup: keep formulas such as w[y_n] literal (and a plugin's
+    control characters visible).
 
     The same rule as ``rich.markup.escape``, without importing Rich at start-up.
     """
-    return _MARKUP_TAG.sub(lambda m: f"{m.group(1)}{m.group(1)}\\{m.group(2)}", text)
+    from lossctl.literal import visible
+
+    return _MARKUP_TAG.sub(lambda m: f"{m.group(1)}{m.group(1)}\\{m.group(2)}", visible(text, keep="\n"))
 
 
 def _command_help(spec: registry.LossSpec) -> str:
