@@ -1375,6 +1375,11 @@ def main(argv: list[str] | None = None) -> None:
     except (_PipeClosed, BrokenPipeError):  # the reader went away (`| head`): nothing more to say
         _silence_stdout()
         code = EXIT_OK
+    except SystemExit as exc:  # click's and Rich's own answer to a closed pipe (help, --version): exit 1
+        if not isinstance(exc.__context__, BrokenPipeError):
+            raise
+        _silence_stdout()
+        code = EXIT_OK
     except LossctlError as exc:
         if debug:
             _traceback()

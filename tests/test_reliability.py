@@ -1694,10 +1694,11 @@ _CE = ["compute", "ce", CLASSIFIER + ":logits", CLASSIFIER + ":label"]
         (_CE + ["-f", "json"], 0, ""),
         (["explain", "ce"], 0, ""),
         (["list"], 0, ""),
+        (["compute", "ce", "--help"], 0, ""),  # typer's and Rich's own handlers exited 1
         # the reader going away does not hide a failed bound: still exit 3, said on stderr
         (_CE + ["--max", "0.5"], 3, "lossctl: check failed: cross-entropy"),
     ],
-    ids=["table", "json", "explain", "list", "table-check-failed"],
+    ids=["table", "json", "explain", "list", "help", "table-check-failed"],
 )
 def test_pipe_closed_before_the_report_is_written_ends_quietly(args, code, err):
     """`lossctl ... | head -1` when head has gone before lossctl writes (the case that decides the
