@@ -103,23 +103,28 @@ def _flat_rows(report: dict) -> list[dict[str, Any]]:
 
 def to_delimited(report: dict, delimiter: str = ",", csv_safe: bool = False) -> str:
     """The report as CSV/TSV; with ``csv_safe`` text cells are :func:`spreadsheet_safe`."""
-    import csv
-
     rows = _flat_rows(report)
     buf = io.StringIO()
-    w = csv.writer(buf, delimiter=delimiter, lineterminator="\n")
-    w.writerow(list(rows[0]))
+    buf.write(delimiter.join(_quoted(str(k), delimiter) for k in rows[0]) + "\n")
     for row in rows:
-        w.writerow([_cell(v, csv_safe) for v in row.values()])
+        buf.write(delimiter.join(_quoted(_cell(v, csv_safe), delimiter) for v in row.values()) + "\n")
     return buf.getvalue()
 
 
-def _cell(v: Any, csv_safe: bool) -> Any:
+def _cell(v: Any, csv_safe: bool) -> str:
     if isinstance(v, float):
         return num(v, -1)
     if csv_safe and isinstance(v, str):
         return spreadsheet_safe(v)
-    return v
+    return "" if v is None else str(v)
+
+
+def _quoted(cell: str, delimiter: str) -> str:
+    """RFC 4180 quoting when needed. (The csv module leaves a lone carriage return unquoted with
+    a "\n" line terminator, and readers then end the row there: a group value lost.)"""
+    if delimiter in cell or any(c in cell for c in '"\n\r'):
+        return '"' + cell.replace('"', '""') + '"'
+    return cell
 
 
 _MD_SPECIAL = re.compile(r"([\\`*_\[\]<>|~])")

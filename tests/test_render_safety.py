@@ -400,3 +400,17 @@ def test_list_into_a_pipe_is_one_whole_line_per_loss(cli):
     assert len(starts) == 1
     json_names = [d["name"] for d in json.loads(cli(["list", "-f", "json"]).out)]
     assert json_names == [s.name for s in registry.LOSSES]
+
+
+@pytest.mark.parametrize("fmt,delim", [("csv", ","), ("tsv", "\t")])
+def test_report_csv_keeps_every_group_value_exactly(cli, tmp_path, fmt, delim):
+    """Machine outputs carry data unchanged: a group value with a lone carriage return, a line
+    break, a tab, a quote or a comma reads back as itself (the csv module left '\\r' unquoted)."""
+    f = hostile_parquet(tmp_path / "h.parquet")
+    res = cli(["compute", "mse", f + ":p", f + ":t", "--group-by", "g", "-f", fmt])
+    assert res.code == 0, res.err
+    rows = list(csv.DictReader(io.StringIO(res.out, newline=""), delimiter=delim))
+    assert len(rows) == 1 + len(HOSTILE)
+    assert sorted(r["group"] for r in rows[1:]) == sorted(HOSTILE)
+    p = np.linspace(0.5, 3.0, len(HOSTILE))
+    assert {r["group"]: float(r["value"]) for r in rows[1:]} == dict(zip(HOSTILE, p**2))
