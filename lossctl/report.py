@@ -127,7 +127,7 @@ def _quoted(cell: str, delimiter: str) -> str:
     return cell
 
 
-_MD_SPECIAL = re.compile(r"([\\`*_\[\]<>|~])")
+_MD_SPECIAL = re.compile(r"([\\`*_\[\]|~]|<(?=[A-Za-z/!?]))")  # '<' only where it could open HTML
 
 
 def md_text(text: Any) -> str:
