@@ -414,3 +414,40 @@ def test_report_csv_keeps_every_group_value_exactly(cli, tmp_path, fmt, delim):
     assert sorted(r["group"] for r in rows[1:]) == sorted(HOSTILE)
     p = np.linspace(0.5, 3.0, len(HOSTILE))
     assert {r["group"]: float(r["value"]) for r in rows[1:]} == dict(zip(HOSTILE, p**2))
+
+
+def test_merge_csv_safe_defuses_group_values_from_a_state(cli, tmp_path):
+    f = _formula_parquet(tmp_path)
+    state = tmp_path / "s.json"
+    assert cli(["compute", "mse", f + ":p", f + ":t", "--group-by", f + ":id", "--save-state", state, "-q"]).code == 0
+    plain = cli(["merge", state, "-f", "csv"])
+    safe = cli(["merge", state, "-f", "csv", "--csv-safe"])
+    assert plain.code == 0 and safe.code == 0, (plain.err, safe.err)
+    groups = [r["group"] for r in csv.DictReader(io.StringIO(plain.out, newline=""))][1:]
+    assert sorted(groups) == sorted(FORMULAS)
+    groups = [r["group"] for r in csv.DictReader(io.StringIO(safe.out, newline=""))][1:]
+    assert sorted(groups) == sorted(SAFE)
+
+
+@pytest.mark.parametrize(
+    "cell,shown",
+    [
+        ("=1+1", "'=1+1"),
+        ("+A1", "'+A1"),
+        ("-A1", "'-A1"),
+        ("@SUM(A1)", "'@SUM(A1)"),
+        ("\t=1", "'\t=1"),
+        ("\r=1", "'\r=1"),
+        ("-1.5", "-1.5"),
+        ("+2", "+2"),
+        ("-.5e-3", "-.5e-3"),
+        ("-", "'-"),
+        ("1-1", "1-1"),
+        ("", ""),
+        ("a=1", "a=1"),
+    ],
+)
+def test_spreadsheet_safe_cells(cell, shown):
+    from lossctl.literal import spreadsheet_safe
+
+    assert spreadsheet_safe(cell) == shown
