@@ -47,7 +47,10 @@ EXIT_CODES_HELP = (
 # ---------------------------------------------------------------------------
 
 
-_SWITCH_WORDS = {"true": True, "false": False, "yes": True, "no": False, "on": True, "off": False, "1": True, "0": False}
+_SWITCH_WORDS = {
+    **dict.fromkeys(("true", "yes", "on", "1"), True),
+    **dict.fromkeys(("false", "no", "off", "0"), False),
+}
 
 
 def _refuse_switch_values(cmd: "click.Command", ctx: "click.Context", args: list[str], stop_at_command: bool) -> None:

@@ -19,7 +19,9 @@ from typing import Any
 
 # C0 controls, DEL and C1 controls; the Arabic letter mark, LRM/RLM, line and paragraph separators,
 # bidi embeddings/overrides/isolates; lone surrogates (undecodable bytes of a file name); U+FFFE/U+FFFF.
-_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069\ud800-\udfff\ufffe\uffff]")
+_UNSAFE = re.compile(
+    "[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069\ud800-\udfff\ufffe\uffff]"
+)
 _SHORT = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
 
 

@@ -392,13 +392,11 @@ def checks_markdown(doc: dict, precision: int | None) -> str:
     for r in doc["checks"]:
         value = num(r.get("value"), p) if r["status"] != "error" else "–"
         bounds = md_text(_bounds_text(r, p))
-        lines.append(
-            f"| {md_code(r['name'])} | {_STATUS_MARK[r['status']]} | {md_code(r.get('loss', ''))} | {value} | {bounds} |"
-        )
+        name, loss = md_code(r["name"]), md_code(r.get("loss", ""))
+        lines.append(f"| {name} | {_STATUS_MARK[r['status']]} | {loss} | {value} | {bounds} |")
         for t in r.get("terms") or []:
-            lines.append(
-                f"| ↳ | | {num(t['weight'], p)} × {md_code(t['loss'])} | {num(t['value'], p)} | = {num(t['weighted'], p)} |"
-            )
+            term = f"{num(t['weight'], p)} × {md_code(t['loss'])}"
+            lines.append(f"| ↳ | | {term} | {num(t['value'], p)} | = {num(t['weighted'], p)} |")
     lines.append("")
     return "\n".join(lines)
 
@@ -455,7 +453,8 @@ def compare_markdown(doc: dict, precision: int | None) -> str:
     for c in doc["candidates"]:
         ci = c["delta_ci"]
         lines.append(
-            f"| {md_code(c['source'])} | {num(c['value'], p)} | {num(c['delta'], p)} | [{num(ci['low'], p)}, {num(ci['high'], p)}] "
+            f"| {md_code(c['source'])} | {num(c['value'], p)} | {num(c['delta'], p)} "
+            f"| [{num(ci['low'], p)}, {num(ci['high'], p)}] "
             f"| {_p(c['p_value'])} | {c['better_rows']} / {c['worse_rows']} |"
         )
     lines += ["", f"{doc['method']['interval']}; {doc['method']['p_value']}.", "", md_code(doc["signature"]), ""]
