@@ -26,6 +26,7 @@ from typing import Any
 
 from lossctl.errors import DataError, LossctlError, UsageError
 from lossctl.io.remote import is_uri
+from lossctl.literal import visible
 
 BOUND_KEYS = ("max", "min", "baseline", "max-abs-increase", "max-rel-increase")
 
@@ -456,8 +457,13 @@ def run_check(check: Check) -> dict:
 
 
 def junit_xml(results: list[dict], suite: str = "lossctl") -> str:
-    """One <testcase> per check; failures and errors carry the numbers."""
-    from xml.sax.saxutils import quoteattr
+    """One <testcase> per check; failures and errors carry the numbers. Text from data (check
+    names, file and column names, messages) is written with what XML 1.0 forbids (ESC and the
+    other control characters, lone surrogates) as visible escapes, so the file always parses."""
+    from xml.sax.saxutils import quoteattr as _quoteattr
+
+    def quoteattr(text: str) -> str:
+        return _quoteattr(visible(text, keep="\n\t"))
 
     failures = sum(1 for r in results if r["status"] == "fail")
     errors = sum(1 for r in results if r["status"] == "error")
@@ -498,7 +504,7 @@ def _describe(r: dict) -> str:
 
 
 def _esc(text: str) -> str:
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return visible(text, keep="\n\t").replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 def status_of(outcomes: list[dict]) -> str:

@@ -17,7 +17,7 @@ import sys
 from typing import Any, Callable, Optional
 
 import typer
-from typer.core import TyperGroup
+from typer.core import TyperCommand, TyperGroup
 
 try:  # typer >= 0.22 vendors click as typer._click
     from typer import _click as click
@@ -47,8 +47,60 @@ EXIT_CODES_HELP = (
 # ---------------------------------------------------------------------------
 
 
+_SWITCH_WORDS = {
+    **dict.fromkeys(("true", "yes", "on", "1"), True),
+    **dict.fromkeys(("false", "no", "off", "0"), False),
+}
+
+
+def _refuse_switch_values(cmd: "click.Command", ctx: "click.Context", args: list[str], stop_at_command: bool) -> None:
+    """Boolean options are switches (``--log-input`` / ``--no-log-input``). A value written after
+    one (``--log-input false``, ``--hist=1``) would otherwise become a source file or "an
+    unexpected extra argument"; say which switch to write instead (a file of that name is kept)."""
+    switches: dict[str, tuple[Any, bool]] = {}
+    for p in cmd.params:
+        if getattr(p, "is_flag", False) and not getattr(p, "count", False):
+            switches.update({name: (p, True) for name in p.opts})
+            switches.update({name: (p, False) for name in p.secondary_opts})
+    for i, arg in enumerate(args):
+        if arg == "--" or (stop_at_command and not arg.startswith("-")):
+            break
+        name, eq, word = arg.partition("=")
+        if name not in switches or not name.startswith("-"):
+            continue
+        if not eq:
+            word = args[i + 1] if i + 1 < len(args) else ""
+            if os.path.exists(word):
+                continue
+        if word.lower() not in _SWITCH_WORDS:
+            continue
+        opt, positive = switches[name]
+        wanted = _SWITCH_WORDS[word.lower()] == positive  # is the option's own sense (on) meant?
+        long = [o for o in opt.opts if o.startswith("--")] or opt.opts
+        off = [o for o in opt.secondary_opts if o.startswith("--")] or opt.secondary_opts
+        target = long[0] if wanted else (off[0] if off else None)
+        if target is None:
+            advice = f"leave out {long[0]}"
+        else:
+            advice = f"use {target}" + (" (alone)" if positive == wanted else "")  # the switch as written
+        written = arg if eq else f"{arg} {word}"
+        raise click.exceptions.UsageError(f"{name} is a switch and takes no value; got {written!r}: {advice}.", ctx)
+
+
+class _SwitchCommand(TyperCommand):
+    """A command whose boolean options say how to write them when given a value."""
+
+    def parse_args(self, ctx: "click.Context", args: list[str]) -> list[str]:
+        _refuse_switch_values(self, ctx, args, stop_at_command=False)
+        return super().parse_args(ctx, args)
+
+
 class _SuggestingGroup(TyperGroup):
     what = "command"
+
+    def parse_args(self, ctx: "click.Context", args: list[str]) -> list[str]:
+        _refuse_switch_values(self, ctx, args, stop_at_command=True)
+        return super().parse_args(ctx, args)
 
     def resolve_command(self, ctx: "click.Context", args: list[str]):
         name = args[0] if args else ""
@@ -82,7 +134,9 @@ class _LossGroup(_SuggestingGroup):
             return None
         fn = type(self).make(spec)
         mini = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
-        mini.command(name=name, help=fn.__doc__, no_args_is_help=True, hidden=name != spec.name)(fn)
+        mini.command(name=name, help=fn.__doc__, no_args_is_help=True, hidden=name != spec.name, cls=_SwitchCommand)(
+            fn
+        )
         cmd = typer.main.get_command(mini)
         cmd.name = name
         self.commands[name] = cmd
@@ -279,6 +333,17 @@ COMMON_OPTIONS: list[tuple[str, Any, Any]] = [
         ),
     ),
     (
+        "csv_safe",
+        bool,
+        typer.Option(
+            False,
+            "--csv-safe",
+            help="CSV/TSV outputs for spreadsheets: a text cell (id, group) starting with = + - @ or a tab "
+            "gets a leading ' so it is not run as a formula (numbers stay numbers).",
+            rich_help_panel=_OUT,
+        ),
+    ),
+    (
         "grad_norm",
         bool,
         typer.Option(
@@ -468,11 +533,14 @@ _MARKUP_TAG = re.compile(r"(\\*)(\[[a-z#/@][^[]*?])")
 
 
 def _escape(text: str) -> str:
-    """Help text is rendered as Rich markup: keep formulas such as w[y_n] literal.
+    """Help text is rendered as Rich markup: keep formulas such as w[y_n] literal (and a plugin's
+    control characters visible).
 
     The same rule as ``rich.markup.escape``, without importing Rich at start-up.
     """
-    return _MARKUP_TAG.sub(lambda m: f"{m.group(1)}{m.group(1)}\\{m.group(2)}", text)
+    from lossctl.literal import visible
+
+    return _MARKUP_TAG.sub(lambda m: f"{m.group(1)}{m.group(1)}\\{m.group(2)}", visible(text, keep="\n"))
 
 
 def _command_help(spec: registry.LossSpec) -> str:
@@ -714,7 +782,7 @@ def _root(
     """lossctl."""
 
 
-@app.command("list")
+@app.command("list", cls=_SwitchCommand)
 def list_losses(
     format: str = typer.Option("table", "--format", "-f", metavar="[table|json]", help="Output format."),
     family: Optional[str] = typer.Option(None, "--family", help="Only this family."),
@@ -723,7 +791,7 @@ def list_losses(
     _guard(_list, format, family)
 
 
-@app.command("check")
+@app.command("check", cls=_SwitchCommand)
 def check_command(
     config: str = typer.Argument(..., metavar="CONFIG.toml", help="The checks: [[checks]] tables (see the README)."),
     format: str = typer.Option(
@@ -751,7 +819,7 @@ def check_command(
     _guard(_check, config, format, junit, precision, quiet, no_color)
 
 
-@app.command("merge")
+@app.command("merge", cls=_SwitchCommand)
 def merge_command(
     states: list[str] = typer.Argument(..., metavar="STATE...", help="State files written by compute --save-state."),
     format: str = typer.Option(
@@ -791,6 +859,9 @@ def merge_command(
         False, "--per-group", help="Apply the bounds to every group too.", rich_help_panel=_CHK
     ),
     junit: Optional[str] = typer.Option(None, "--junit", metavar="PATH", help="Write JUnit XML.", rich_help_panel=_CHK),
+    csv_safe: bool = typer.Option(
+        False, "--csv-safe", help="-f csv/tsv for spreadsheets: text cells starting with = + - @ get a leading '."
+    ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No messages on stderr."),
     no_color: bool = typer.Option(False, "--no-color", help="No colour."),
 ) -> None:
@@ -804,7 +875,7 @@ def merge_command(
     _guard(_merge, dict(locals()))
 
 
-@app.command("explain")
+@app.command("explain", cls=_SwitchCommand)
 def explain(
     name: str = typer.Argument(..., metavar="NAME", help="A loss name or alias (see `lossctl list`)."),
     format: str = typer.Option("text", "--format", "-f", metavar="[text|json]", help="Output format."),
@@ -829,16 +900,34 @@ def _guard(fn: Callable, *args) -> None:
         raise _PipeClosed() from None
 
 
-def _stdout_console(no_color: bool):
-    from rich.console import Console
+_CONSOLE_CLASS = None
 
-    return Console(file=sys.stdout, no_color=True if no_color else None, highlight=False, soft_wrap=True)
+
+def _console(file, no_color: bool, **kw):
+    """A Rich console that shows every string as typed (no markup, no emoji codes, no
+    highlighting: data such as an id ``[/]`` or ``:x:`` is data) and lets a closed pipe reach
+    the boundary (Rich's own handler exits 1 without a word)."""
+    global _CONSOLE_CLASS
+    if _CONSOLE_CLASS is None:
+        from rich.console import Console
+
+        class _LiteralConsole(Console):
+            def on_broken_pipe(self) -> None:
+                self.quiet = True
+                raise BrokenPipeError(32, "the reader of the output went away")
+
+        _CONSOLE_CLASS = _LiteralConsole
+    return _CONSOLE_CLASS(
+        file=file, no_color=True if no_color else None, highlight=False, markup=False, emoji=False, **kw
+    )
+
+
+def _stdout_console(no_color: bool):
+    return _console(sys.stdout, no_color, soft_wrap=True)
 
 
 def _stderr_console(no_color: bool = False):
-    from rich.console import Console
-
-    return Console(file=sys.stderr, no_color=True if no_color else None, highlight=False)
+    return _console(sys.stderr, no_color)
 
 
 def _choice(name: str, value: str, option: str) -> str:
@@ -905,6 +994,7 @@ def _compute(spec: registry.LossSpec, kw: dict[str, Any]) -> None:
         top=kw["top"],
         hist=kw["hist"],
         save_state=kw["save_state"],
+        csv_safe=kw["csv_safe"],
         progress=progress.update if stderr_tty else None,
         per_sample_echo=reduction == "none",
     )
@@ -948,23 +1038,26 @@ def _finish(result: dict, bounds, kw: dict[str, Any], per_sample, stderr_tty: bo
         _write_text(kw["junit"], checks.junit_xml([_as_check(result, outcomes)], suite=suite), "--junit")
 
     if reduction != "none":
-        if kw["score_only"]:
-            sys.stdout.write(rep.score_only(result, kw["precision"]) + "\n")
-            sys.stdout.flush()
-        elif per_sample == "-":
-            if stderr_tty:
-                rep.render_table(result, _stderr_console(kw["no_color"]), kw["precision"])
-        elif fmt == "table":
-            rep.render_table(result, _stdout_console(kw["no_color"]), kw["precision"])
-        else:  # plain text: Rich (~14 ms to import) is not needed
-            sys.stdout.write(rep.machine_text(result, fmt, kw["precision"]))
-            sys.stdout.flush()
+        try:
+            if kw["score_only"]:
+                sys.stdout.write(rep.score_only(result, kw["precision"]) + "\n")
+                sys.stdout.flush()
+            elif per_sample == "-":
+                if stderr_tty:
+                    rep.render_table(result, _stderr_console(kw["no_color"]), kw["precision"])
+            elif fmt == "table":
+                rep.render_table(result, _stdout_console(kw["no_color"]), kw["precision"])
+            else:  # plain text: Rich (~14 ms to import) is not needed
+                sys.stdout.write(rep.machine_text(result, fmt, kw["precision"], kw.get("csv_safe", False)))
+                sys.stdout.flush()
+        except BrokenPipeError:  # the reader went away (`| head -1`): the bounds still set the exit code
+            _silence_stdout()
     if not kw["quiet"]:
         for w in result.get("warnings") or []:
-            print(f"lossctl: warning: {w}", file=sys.stderr)
+            _say(f"lossctl: warning: {w}")
     dropped = result["rows"]["dropped"]
     if dropped and stderr_tty and fmt != "table":
-        _stderr_console(kw["no_color"]).print(f"lossctl: note: {dropped} row(s) dropped by --on-missing drop.")
+        _say(f"lossctl: note: {dropped} row(s) dropped by --on-missing drop.")
     failed = [o["message"] for o in outcomes if not o["passed"]]
     if failed:
         raise CheckFailed("check failed: " + "; ".join(failed) + ".")
@@ -1104,25 +1197,28 @@ def _check(config: str, fmt: str, junit: str | None, precision: int | None, quie
     if junit:
         _write_text(junit, checks.junit_xml(results, suite=f"lossctl check {os.path.basename(config)}"), "--junit")
     doc = rep.check_document(config, results)
-    if fmt == "json":
-        sys.stdout.write(rep.to_json(doc) + "\n")
-    elif fmt == "markdown":
-        sys.stdout.write(rep.checks_markdown(doc, precision))
-    else:
-        rep.render_checks(doc, _stdout_console(no_color), precision)
-    sys.stdout.flush()
+    try:
+        if fmt == "json":
+            sys.stdout.write(rep.to_json(doc) + "\n")
+        elif fmt == "markdown":
+            sys.stdout.write(rep.checks_markdown(doc, precision))
+        else:
+            rep.render_checks(doc, _stdout_console(no_color), precision)
+        sys.stdout.flush()
+    except BrokenPipeError:  # the reader went away: the checks still set the exit code
+        _silence_stdout()
     errors = [r for r in results if r["status"] == "error"]
     failed = [r for r in results if r["status"] == "fail"]
     if not quiet:
         for r in results:
             reps = [t["report"] for t in r.get("terms") or []] or ([r["report"]] if r.get("report") else [])
             for w in dict.fromkeys(w for rep_ in reps for w in rep_.get("warnings") or []):
-                print(f"lossctl: warning: check {r['name']}: {w}", file=sys.stderr)
+                _say(f"lossctl: warning: check {r['name']}: {w}")
         for r in errors:
-            print(f"lossctl: error: check {r['name']}: {r['error']}", file=sys.stderr)
+            _say(f"lossctl: error: check {r['name']}: {r['error']}")
         for r in failed:
             msgs = "; ".join(o["message"] for o in r["outcomes"] if not o["passed"])
-            print(f"lossctl: check failed: {r['name']}: {msgs}.", file=sys.stderr)
+            _say(f"lossctl: check failed: {r['name']}: {msgs}.")
     if errors:
         raise typer.Exit(EXIT_DATA)
     if failed:
@@ -1141,20 +1237,22 @@ def _explain(name: str, fmt: str) -> None:
     from rich.table import Table
     from rich.text import Text
 
+    from lossctl.literal import visible as v  # a plugin's texts are shown as typed
+
     con = _stdout_console(False)
-    title = Text(spec.name, style="bold cyan")
+    title = Text(v(spec.name), style="bold cyan")
     if spec.aliases:
-        title.append(f" ({', '.join(spec.aliases)})", style="cyan")
-    title.append(f"  ·  {spec.family}", style="dim")
+        title.append(v(f" ({', '.join(spec.aliases)})"), style="cyan")
+    title.append(v(f"  ·  {spec.family}"), style="dim")
     con.print(title)
-    con.print(spec.summary)
+    con.print(Text(v(spec.summary)))
 
     def section(head: str, body: str | None = None) -> None:
         con.print()
         con.print(Text(head, style="bold"))
         if body is not None:
             for line in body.splitlines():
-                con.print(Text("  " + line))
+                con.print(Text("  " + v(line)))
 
     section("Formula (per sample)", spec.formula)
     section("Inputs (positional, in this order)")
@@ -1162,7 +1260,7 @@ def _explain(name: str, fmt: str) -> None:
     for _ in range(3):
         t.add_column()
     for r in spec.inputs:
-        t.add_row("  " + r.metavar + (" (optional)" if r.optional else ""), r.shape, r.help)
+        t.add_row(v("  " + r.metavar + (" (optional)" if r.optional else "")), v(r.shape), v(r.help))
     con.print(t)
     if spec.params:
         section("Parameters")
@@ -1172,13 +1270,13 @@ def _explain(name: str, fmt: str) -> None:
         for p in spec.params:
             default = "none" if p.default is None else str(p.default)
             rng = p.describe_range()
-            t.add_row("  --" + p.name, f"default {default}", p.help + (f" ({rng})" if rng else ""))
+            t.add_row(v("  --" + p.name), v(f"default {default}"), v(p.help + (f" ({rng})" if rng else "")))
         con.print(t)
     section("Headline value", spec.headline)
     section("Gradient", spec.gradient + f"  (w.r.t. {spec.inputs[spec.pred_index].metavar})")
     section("Properties")
     for prop in spec.properties:
-        con.print(Text("  • " + prop))
+        con.print(Text("  • " + v(prop)))
     section("Used for", spec.used_for)
     section("Output activation it assumes", spec.activation)
     section("Reference equivalent", spec.reference)
@@ -1200,22 +1298,50 @@ def _list(fmt: str, family: str | None) -> None:
     if fmt != "table":
         raise UsageError(f"--format must be table or json; got {fmt!r}.")
     from rich.table import Table
+    from rich.text import Text
 
+    from lossctl.literal import visible as v  # a plugin's names are shown as typed
+
+    head = ("loss", "aliases", "inputs", "what it is")
+    rows: list[tuple[str, ...]] = []  # a 1-tuple is a family heading
+    for fam in registry.FAMILIES:
+        group = [s for s in specs if s.family == fam]
+        if not group:
+            continue
+        rows.append((v(fam),))
+        for s in group:
+            inputs = " ".join(r.metavar + ("?" if r.optional else "") for r in s.inputs)
+            rows.append(("  " + v(s.name), v(", ".join(s.aliases)), v(inputs), v(s.summary)))
+    if not sys.stdout.isatty():
+        _list_plain(head, rows)
+        return
     table = Table(box=None, header_style="bold", pad_edge=False)
     table.add_column("loss", style="cyan", no_wrap=True)
     table.add_column("aliases", no_wrap=True)
     table.add_column("inputs")
     table.add_column("what it is")
-    for fam in registry.FAMILIES:
-        group = [s for s in specs if s.family == fam]
-        if not group:
-            continue
-        table.add_row(f"[bold]{fam}[/bold]", "", "", "")
-        for s in group:
-            inputs = " ".join(r.metavar + ("?" if r.optional else "") for r in s.inputs)
-            table.add_row("  " + s.name, ", ".join(s.aliases), inputs, s.summary)
+    for row in rows:
+        if len(row) == 1:
+            table.add_row(Text(row[0], style="bold"), "", "", "")
+        else:
+            table.add_row(*row)
     _stdout_console(False).print(table)
     sys.stdout.write("\n" + registry.INPUT_ORDER_RULE + "\n")
+
+
+def _list_plain(head: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
+    """`lossctl list` into a pipe or file: one line per loss, columns aligned, never wrapped
+    (a terminal's 80 columns do not apply; grep, cut and less -S see whole lines)."""
+    from rich.cells import cell_len
+
+    body = [r for r in rows if len(r) > 1]
+    widths = [max(cell_len(r[i]) for r in [head, *body]) for i in range(len(head) - 1)]
+
+    def line(cells: tuple[str, ...]) -> str:
+        text = "".join(c + " " * (w - cell_len(c) + 2) for c, w in zip(cells, widths)) + cells[-1]
+        return text.rstrip() + "\n"
+
+    sys.stdout.write("".join(line(r) if len(r) > 1 else r[0] + "\n" for r in [head, *rows]))
 
 
 # ---------------------------------------------------------------------------
@@ -1231,6 +1357,24 @@ def _silence_stdout() -> None:
         pass
 
 
+def _say(text: str, keep: str = "") -> None:
+    """A message for the human on stderr: text from data or paths in it is shown literally
+    (control characters as escapes); a closed stderr is not an error of its own."""
+    from lossctl.literal import visible
+
+    try:
+        sys.stderr.write(visible(text, keep) + ("" if text.endswith("\n") else "\n"))
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        pass
+
+
+def _traceback() -> None:
+    import traceback
+
+    _say(traceback.format_exc(), keep="\n")
+
+
 def main(argv: list[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
     # `-:COLUMN` (a column of stdin) would parse as an option; hand it over as a source.
@@ -1242,47 +1386,57 @@ def main(argv: list[str] | None = None) -> None:
         rv = command.main(args=args, prog_name="lossctl", standalone_mode=False)
         code = rv if isinstance(rv, int) else EXIT_OK
         if code == EXIT_INTERRUPTED:
-            print("lossctl: interrupted", file=sys.stderr)
+            _say("lossctl: interrupted")
     except typer.Abort:
-        print("lossctl: interrupted", file=sys.stderr)
+        _say("lossctl: interrupted")
         code = EXIT_INTERRUPTED
     except KeyboardInterrupt:
-        print("lossctl: interrupted", file=sys.stderr)
+        _say("lossctl: interrupted")
         code = EXIT_INTERRUPTED
     except click.exceptions.ClickException as exc:
-        exc.show()
+        import io
+
+        shown = io.StringIO()  # click quotes the command line as typed: show it literally
+        exc.show(file=shown)
+        _say(shown.getvalue(), keep="\n")
         code = EXIT_USAGE if isinstance(exc, click.exceptions.UsageError) else exc.exit_code
-    except _PipeClosed:
+    except (_PipeClosed, BrokenPipeError):  # the reader went away (`| head`): nothing more to say
+        _silence_stdout()
+        code = EXIT_OK
+    except SystemExit as exc:  # click's and Rich's own answer to a closed pipe (help, --version): exit 1
+        if not isinstance(exc.__context__, BrokenPipeError):
+            raise
         _silence_stdout()
         code = EXIT_OK
     except LossctlError as exc:
         if debug:
-            import traceback
-
-            traceback.print_exc()
+            _traceback()
         label = "check failed" if isinstance(exc, CheckFailed) else "error"
         text = str(exc)
         if isinstance(exc, CheckFailed) and text.startswith("check failed: "):
             text = text[len("check failed: ") :]
-        print(f"lossctl: {label}: {text}", file=sys.stderr)
+        _say(f"lossctl: {label}: {text}")
         code = exc.exit_code
     except MemoryError:
-        print("lossctl: error: out of memory; try a smaller --chunk-size.", file=sys.stderr)
+        _say("lossctl: error: out of memory; try a smaller --chunk-size.")
         code = EXIT_DATA
     except Exception as exc:  # noqa: BLE001 - the boundary: never a bare traceback
         if debug:
-            import traceback
-
-            traceback.print_exc()
-        print(
+            _traceback()
+        _say(
             f"lossctl: internal error: {type(exc).__name__}: {exc}. This is a bug in lossctl; "
-            "run with --debug for a traceback and report it.",
-            file=sys.stderr,
+            "run with --debug for a traceback and report it."
         )
         code = EXIT_DATA
     try:
         sys.stdout.flush()
-    except (BrokenPipeError, ValueError):
+    except BrokenPipeError:
+        _silence_stdout()
+    except OSError as exc:  # e.g. stdout redirected to a full disk: the output is incomplete
+        _silence_stdout()
+        _say(f"lossctl: error: writing stdout failed ({exc.strerror or exc}).")
+        code = code or EXIT_DATA
+    except ValueError:
         _silence_stdout()
     sys.exit(code)
 

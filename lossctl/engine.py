@@ -69,6 +69,7 @@ class Options:
     prob_atol: float | None = None
     header: bool = True
     delimiter: str | None = None
+    csv_safe: bool = False  # CSV/TSV outputs: text cells a spreadsheet would run get a leading '
     progress: Callable[[int, int | None], None] | None = None
     strict: bool = False  # warnings (lossctl.kinds) are errors: exit 1, nothing written
     per_sample_echo: bool = False  # also write the per-sample rows to stdout (--reduction none with a file)
@@ -278,11 +279,11 @@ class _Run:
             rows = self._chunk_rows(readers, total)
             if self.opts.per_sample is not None:
                 fmt = sink_format(self.opts.per_sample, "--per-sample", self.opts.per_sample_format)
-                self.sink = RowSink(self.opts.per_sample, fmt)
+                self.sink = RowSink(self.opts.per_sample, fmt, csv_safe=self.opts.csv_safe)
                 if self.opts.per_sample_echo and self.opts.per_sample != "-":
-                    self.echo = RowSink("-", self.opts.per_sample_format)
+                    self.echo = RowSink("-", self.opts.per_sample_format, csv_safe=self.opts.csv_safe)
             if self.opts.grad is not None:
-                self.grad_sink = GradSink(self.opts.grad)
+                self.grad_sink = GradSink(self.opts.grad, csv_safe=self.opts.csv_safe)
             if self.opts.id_col and len(readers) > 1:
                 chunks = _joined(self, readers, rows)
             else:

@@ -38,9 +38,11 @@ class LossctlError(Exception):
         self.hint = hint
 
     def __str__(self) -> str:
-        if self.hint:
-            return f"{self.message} {self.hint}"
-        return self.message
+        """The message for a human: names of files, columns and values in it are shown literally
+        (control characters as escapes such as ``\\x1b``; ``message`` keeps them as they are)."""
+        from lossctl.literal import visible
+
+        return visible(f"{self.message} {self.hint}" if self.hint else self.message)
 
 
 class DataError(LossctlError):

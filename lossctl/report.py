@@ -9,7 +9,10 @@ from __future__ import annotations
 import io
 import json
 import math
+import re
 from typing import Any
+
+from lossctl.literal import literal, spreadsheet_safe, visible
 
 OUTPUT_FORMATS = ("table", "json", "jsonl", "csv", "tsv", "markdown")
 STAT_KEYS = ("mean", "std", "min", "p50", "p90", "p99", "max")
@@ -51,7 +54,13 @@ def score_only(report: dict, precision: int | None) -> str:
 
 
 def to_json(report: dict, indent: int | None = 2) -> str:
-    return json.dumps(jsonable(report), indent=indent, ensure_ascii=False)
+    text = json.dumps(jsonable(report), indent=indent, ensure_ascii=False)
+    if _LONE_SURROGATE.search(text):  # a file name with undecodable bytes: \udcff escapes, not an encode error
+        text = json.dumps(jsonable(report), indent=indent, ensure_ascii=True)
+    return text
+
+
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def _flat_rows(report: dict) -> list[dict[str, Any]]:
@@ -92,16 +101,50 @@ def _flat_rows(report: dict) -> list[dict[str, Any]]:
     return out
 
 
-def to_delimited(report: dict, delimiter: str = ",") -> str:
-    import csv
-
+def to_delimited(report: dict, delimiter: str = ",", csv_safe: bool = False) -> str:
+    """The report as CSV/TSV; with ``csv_safe`` text cells are :func:`spreadsheet_safe`."""
     rows = _flat_rows(report)
     buf = io.StringIO()
-    w = csv.writer(buf, delimiter=delimiter, lineterminator="\n")
-    w.writerow(list(rows[0]))
+    buf.write(delimiter.join(_quoted(str(k), delimiter) for k in rows[0]) + "\n")
     for row in rows:
-        w.writerow([num(v, -1) if isinstance(v, float) else v for v in row.values()])
+        buf.write(delimiter.join(_quoted(_cell(v, csv_safe), delimiter) for v in row.values()) + "\n")
     return buf.getvalue()
+
+
+def _cell(v: Any, csv_safe: bool) -> str:
+    if isinstance(v, float):
+        return num(v, -1)
+    if csv_safe and isinstance(v, str):
+        return spreadsheet_safe(v)
+    return "" if v is None else str(v)
+
+
+def _quoted(cell: str, delimiter: str) -> str:
+    """RFC 4180 quoting when needed. (The csv module leaves a lone carriage return unquoted with
+    a "\n" line terminator, and readers then end the row there: a group value lost.)"""
+    if delimiter in cell or any(c in cell for c in '"\n\r'):
+        return '"' + cell.replace('"', '""') + '"'
+    return cell
+
+
+_MD_SPECIAL = re.compile(r"([\\`*_\[\]|~]|<(?=[A-Za-z/!?]))")  # '<' only where it could open HTML
+
+
+def md_text(text: Any) -> str:
+    """Text from data inside markdown: visible, one line, markup characters and ``|`` escaped."""
+    return _MD_SPECIAL.sub(r"\\\1", visible(text))
+
+
+def md_code(text: Any) -> str:
+    """Text from data as a markdown code span that stays one table cell: visible, ``|`` escaped
+    (GitHub's tables split on it even inside code), fenced by more backticks than it holds."""
+    s = visible(text).replace("|", "\\|")
+    run = max((len(m) for m in re.findall(r"`+", s)), default=0)
+    fence = "`" * (run + 1)
+    if not s.strip(" "):
+        return f"{fence} {s} {fence}"  # all spaces (or empty) is shown as it is
+    pad = " " if s[0] in "` " or s[-1] in "` " else ""  # one space each side is stripped again
+    return f"{fence}{pad}{s}{pad}{fence}"
 
 
 def to_markdown(report: dict, precision: int | None) -> str:
@@ -112,8 +155,8 @@ def to_markdown(report: dict, precision: int | None) -> str:
 
     def cells(item, group, bold):
         value = num(item["value"], p)
-        return ([f"`{group}`"] if grouped else []) + [
-            f"`{report['loss']}`",
+        return ([md_code(group)] if grouped else []) + [
+            md_code(report["loss"]),
             f"**{value}**" if bold else value,
             str(item["count"]),
             *(num(item["stats"][k], p) for k in STAT_KEYS),
@@ -128,7 +171,7 @@ def to_markdown(report: dict, precision: int | None) -> str:
         lines.append("| " + " | ".join(cells(g, g["group"], False)) + " |")
     lines += [
         "",
-        f"Rows read: {_read_text(rows)}; used {rows['used']}, ignored {rows['ignored']}, "
+        f"Rows read: {md_text(_read_text(rows))}; used {rows['used']}, ignored {rows['ignored']}, "
         f"dropped {rows['dropped']}, NaN omitted {rows['nan_omitted']}.",
     ]
     if report.get("ci"):
@@ -138,15 +181,15 @@ def to_markdown(report: dict, precision: int | None) -> str:
             f"({ci['resamples']} bootstrap resamples, seed {ci['seed']})."
         )
     if report.get("components"):
-        comp = ", ".join(f"{k} {num(v, p)}" for k, v in report["components"].items())
+        comp = ", ".join(f"{md_text(k)} {num(v, p)}" for k, v in report["components"].items())
         lines.append(f"Components (means): {comp}.")
     if report.get("derived"):
-        lines.append("Derived: " + ", ".join(f"{k} {num(v, p)}" for k, v in report["derived"].items()) + ".")
+        lines.append("Derived: " + ", ".join(f"{md_text(k)} {num(v, p)}" for k, v in report["derived"].items()) + ".")
     for o in report.get("checks") or []:
-        lines.append(f"- {'✅' if o['passed'] else '❌'} {o['message']}")
+        lines.append(f"- {'✅' if o['passed'] else '❌'} {md_text(o['message'])}")
     for w in report.get("warnings") or []:
-        lines.append(f"- ⚠️ warning: {w}")
-    lines += ["", f"`{report['signature']}`", ""]
+        lines.append(f"- ⚠️ warning: {md_text(w)}")
+    lines += ["", md_code(report["signature"]), ""]
     return "\n".join(lines)
 
 
@@ -160,6 +203,7 @@ def render_table(report: dict, console, precision: int | None, show_top: bool = 
     from rich.text import Text
 
     p = 6 if precision is None else precision
+    report = literal(report)  # data (ids, groups, names) is shown as typed, never as control
     rows = report["rows"]
     red = report["reduction"]
     head = Text()
@@ -214,7 +258,7 @@ def render_table(report: dict, console, precision: int | None, show_top: bool = 
     if report.get("components"):
         comp = Table(show_edge=False, box=None, header_style="bold", title=None)
         for k in report["components"]:
-            comp.add_column(k, justify="right")
+            comp.add_column(Text(k), justify="right")
         comp.add_row(*(num(v, p) for v in report["components"].values()))
         console.print()
         console.print(Text("  components (means over used rows)", style="bold"))
@@ -226,7 +270,7 @@ def render_table(report: dict, console, precision: int | None, show_top: bool = 
             gt.add_column(col, justify="left" if col == "group" else "right")
         for g in report["groups"]:
             gt.add_row(
-                str(g["group"]),
+                Text(str(g["group"])),
                 str(g["count"]),
                 num(g["value"], p),
                 *(num(g["stats"][k], p) for k in ("mean", "p50", "p90", "max")),
@@ -256,7 +300,7 @@ def render_table(report: dict, console, precision: int | None, show_top: bool = 
         for item in top:
             cells = [str(item["row"])]
             if any("id" in i for i in top):
-                cells.append(str(item.get("id", "")))
+                cells.append(Text(str(item.get("id", ""))))
             cells.append(num(item["loss"], p))
             tt.add_row(*cells)
         console.print()
@@ -295,7 +339,7 @@ def render_hist(hist: dict, console, precision: int) -> None:
         console.print(line)
 
 
-def machine_text(report: dict, fmt: str, precision: int | None) -> str:
+def machine_text(report: dict, fmt: str, precision: int | None, csv_safe: bool = False) -> str:
     """The report as text for machines: json, jsonl, csv, tsv or markdown (the table is
     ``render_table``'s, on a Rich console)."""
     if fmt == "json":
@@ -303,7 +347,7 @@ def machine_text(report: dict, fmt: str, precision: int | None) -> str:
     if fmt == "jsonl":
         return to_json(report, indent=None) + "\n"
     if fmt in ("csv", "tsv"):
-        return to_delimited(report, "," if fmt == "csv" else "\t")
+        return to_delimited(report, "," if fmt == "csv" else "\t", csv_safe)
     if fmt == "markdown":
         return to_markdown(report, precision)
     raise ValueError(fmt)
@@ -342,19 +386,19 @@ def checks_markdown(doc: dict, precision: int | None) -> str:
     p = 6 if precision is None else precision
     c = doc["counts"]
     lines = [
-        f"**lossctl check** `{doc['config']}`: {c['pass']} passed, {c['fail']} failed, {c['error']} errors",
+        f"**lossctl check** {md_code(doc['config'])}: {c['pass']} passed, {c['fail']} failed, {c['error']} errors",
         "",
         "| check | status | loss | value | bounds |",
         "|---|---|---|---:|---|",
     ]
     for r in doc["checks"]:
         value = num(r.get("value"), p) if r["status"] != "error" else "–"
-        bounds = _bounds_text(r, p).replace("|", "\\|")
-        lines.append(f"| `{r['name']}` | {_STATUS_MARK[r['status']]} | `{r.get('loss', '')}` | {value} | {bounds} |")
+        bounds = md_text(_bounds_text(r, p))
+        name, loss = md_code(r["name"]), md_code(r.get("loss", ""))
+        lines.append(f"| {name} | {_STATUS_MARK[r['status']]} | {loss} | {value} | {bounds} |")
         for t in r.get("terms") or []:
-            lines.append(
-                f"| ↳ | | {num(t['weight'], p)} × `{t['loss']}` | {num(t['value'], p)} | = {num(t['weighted'], p)} |"
-            )
+            term = f"{num(t['weight'], p)} × {md_code(t['loss'])}"
+            lines.append(f"| ↳ | | {term} | {num(t['value'], p)} | = {num(t['weighted'], p)} |")
     lines.append("")
     return "\n".join(lines)
 
@@ -364,6 +408,7 @@ def render_checks(doc: dict, console, precision: int | None) -> None:
     from rich.text import Text
 
     p = 6 if precision is None else precision
+    doc = literal(doc)
     t = Table(box=None, header_style="bold", pad_edge=False)
     for col in ("", "check", "loss", "value", "bounds"):
         t.add_column(col, justify="right" if col == "value" else "left", overflow="fold")
@@ -371,12 +416,12 @@ def render_checks(doc: dict, console, precision: int | None) -> None:
     for r in doc["checks"]:
         mark = Text({"pass": "✓", "fail": "✗", "error": "!"}[r["status"]], style=style[r["status"]])
         value = num(r.get("value"), p) if r["status"] != "error" else "–"
-        t.add_row(mark, r["name"], r.get("loss", ""), value, _bounds_text(r, p))
+        t.add_row(mark, Text(r["name"]), Text(r.get("loss", "")), value, Text(_bounds_text(r, p)))
         for term in r.get("terms") or []:
             t.add_row(
                 "",
                 "",
-                f"  {num(term['weight'], p)} × {term['loss']}",
+                Text(f"  {num(term['weight'], p)} × {term['loss']}"),
                 num(term["value"], p),
                 f"= {num(term['weighted'], p)}",
             )
@@ -401,19 +446,20 @@ def compare_markdown(doc: dict, precision: int | None) -> str:
     p = 6 if precision is None else precision
     lvl = f"{doc['candidates'][0]['delta_ci']['level'] * 100:g}%" if doc["candidates"] else "95%"
     lines = [
-        f"**lossctl compare** `{doc['loss']}` ({doc['reduction']}), {doc['paired_rows']} paired rows",
+        f"**lossctl compare** {md_code(doc['loss'])} ({doc['reduction']}), {doc['paired_rows']} paired rows",
         "",
         f"| system | value | Δ vs baseline | {lvl} CI of Δ | p | rows better / worse |",
         "|---|---:|---:|---|---:|---:|",
-        f"| `{doc['baseline']['source']}` (baseline) | {num(doc['baseline']['value'], p)} | | | | |",
+        f"| {md_code(doc['baseline']['source'])} (baseline) | {num(doc['baseline']['value'], p)} | | | | |",
     ]
     for c in doc["candidates"]:
         ci = c["delta_ci"]
         lines.append(
-            f"| `{c['source']}` | {num(c['value'], p)} | {num(c['delta'], p)} | [{num(ci['low'], p)}, {num(ci['high'], p)}] "
+            f"| {md_code(c['source'])} | {num(c['value'], p)} | {num(c['delta'], p)} "
+            f"| [{num(ci['low'], p)}, {num(ci['high'], p)}] "
             f"| {_p(c['p_value'])} | {c['better_rows']} / {c['worse_rows']} |"
         )
-    lines += ["", f"{doc['method']['interval']}; {doc['method']['p_value']}.", "", f"`{doc['signature']}`", ""]
+    lines += ["", f"{doc['method']['interval']}; {doc['method']['p_value']}.", "", md_code(doc["signature"]), ""]
     return "\n".join(lines)
 
 
@@ -422,6 +468,7 @@ def render_compare(doc: dict, console, precision: int | None) -> None:
     from rich.text import Text
 
     p = 6 if precision is None else precision
+    doc = literal(doc)
     console.print(
         Text(
             f"{doc['loss']} ({doc['reduction']}), {doc['paired_rows']} rows paired by {doc['paired_by']}", style="bold"
@@ -433,12 +480,12 @@ def render_compare(doc: dict, console, precision: int | None) -> None:
     lvl = f"{doc['candidates'][0]['delta_ci']['level'] * 100:g}% CI" if doc["candidates"] else "CI"
     for col in ("system", "value", "Δ", lvl, "p", "better/worse"):
         t.add_column(col, justify="left" if col == "system" else "right")
-    t.add_row(f"{doc['baseline']['source']} (baseline)", num(doc["baseline"]["value"], p), "", "", "", "")
+    t.add_row(Text(f"{doc['baseline']['source']} (baseline)"), num(doc["baseline"]["value"], p), "", "", "", "")
     for c in doc["candidates"]:
         ci = c["delta_ci"]
         style = "green" if c["delta"] < 0 and ci["high"] < 0 else ("red" if c["delta"] > 0 and ci["low"] > 0 else "")
         t.add_row(
-            c["source"],
+            Text(c["source"]),
             num(c["value"], p),
             Text(num(c["delta"], p), style=style),
             f"[{num(ci['low'], p)}, {num(ci['high'], p)}]",
@@ -457,7 +504,7 @@ def render_compare(doc: dict, console, precision: int | None) -> None:
         for col in cols:
             wt.add_column(col, justify="right")
         for w in c["most_worse"]:
-            cells = [str(w["row"])] + ([str(w.get("id", ""))] if has_id else [])
+            cells = [str(w["row"])] + ([Text(str(w.get("id", "")))] if has_id else [])
             cells += [num(w["baseline"], p), num(w["candidate"], p), num(w["delta"], p)]
             wt.add_row(*cells)
         console.print(wt)

@@ -1685,33 +1685,48 @@ def test_closed_pipe_on_per_sample_rows_ends_quietly(tmp_path):
         assert proc.returncode == 0
 
 
-def test_pipe_closed_before_the_report_is_written_ends_quietly(tmp_path):
-    np.save(tmp_path / "p.npy", REG_P)
-    np.save(tmp_path / "t.npy", REG_T)
+CLASSIFIER = os.path.join(ROOT, "sample_data", "classifier.parquet")
+_CE = ["compute", "ce", CLASSIFIER + ":logits", CLASSIFIER + ":label"]
+
+
+@pytest.mark.parametrize(
+    "args,code,err",
+    [
+        (_CE, 0, ""),  # the Rich table: Rich's own broken-pipe handler exited 1 without a word
+        (_CE + ["-f", "json"], 0, ""),
+        (["explain", "ce"], 0, ""),
+        (["list"], 0, ""),
+        (["compute", "ce", "--help"], 0, ""),  # typer's and Rich's own handlers exited 1
+        # the reader going away does not hide a failed bound: still exit 3, said on stderr
+        (_CE + ["--max", "0.5"], 3, "lossctl: check failed: cross-entropy"),
+    ],
+    ids=["table", "json", "explain", "list", "help", "table-check-failed"],
+)
+def test_pipe_closed_before_the_report_is_written_ends_quietly(args, code, err):
+    """`lossctl ... | head -1` when head has gone before lossctl writes (the case that decides the
+    exit code under `set -o pipefail`): nobody reads, the first write gets EPIPE."""
     r, w = os.pipe()
-    os.close(r)  # nobody will ever read: the first write gets EPIPE
+    os.close(r)
     try:
         proc = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "lossctl",
-                "compute",
-                "mse",
-                str(tmp_path / "p.npy"),
-                str(tmp_path / "t.npy"),
-                "-f",
-                "json",
-            ],
-            stdout=w,
-            stderr=subprocess.PIPE,
-            env=_env(),
-            timeout=60,
+            [sys.executable, "-m", "lossctl", *args], stdout=w, stderr=subprocess.PIPE, env=_env(), timeout=60
         )
     finally:
         os.close(w)
-    assert proc.stderr.decode() == ""
-    assert proc.returncode == 0
+    assert proc.returncode == code, proc.stderr.decode()
+    assert proc.stderr.decode().startswith(err) and (err or proc.stderr == b""), proc.stderr.decode()
+    assert "Traceback" not in proc.stderr.decode()
+
+
+def test_head_1_on_the_table_keeps_the_first_line_and_exit_0():
+    """The reproducer as a user types it, under pipefail."""
+    cmd = " ".join(f"'{a}'" for a in [sys.executable, "-m", "lossctl", *_CE])
+    proc = subprocess.run(
+        ["bash", "-o", "pipefail", "-c", f"{cmd} | head -1"], capture_output=True, text=True, env=_env(), timeout=60
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("cross-entropy = ") and proc.stdout.count("\n") == 1
+    assert proc.stderr == ""
 
 
 def test_a_failed_column_lookup_closes_the_files(tmp_path):

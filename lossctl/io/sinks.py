@@ -133,10 +133,11 @@ class AtomicFile:
 class RowSink:
     """Streams rows (a dict of equal-length columns per call) to one file or stdout."""
 
-    def __init__(self, path: str, fmt: str, option: str = "--per-sample"):
+    def __init__(self, path: str, fmt: str, option: str = "--per-sample", csv_safe: bool = False):
         self.path = path
         self.fmt = fmt
         self.option = option
+        self.csv_safe = csv_safe and fmt in ("csv", "tsv")
         self.rows = 0
         self._writer = None
         self._atomic = None if path == "-" else AtomicFile(path, option)
@@ -160,7 +161,7 @@ class RowSink:
         return pa.table({name: to_arrow(col) for name, col in columns.items()})
 
     def _write_arrow(self, columns) -> None:
-        table = self._table(columns)
+        table = self._table(_spreadsheet_safe(columns) if self.csv_safe else columns)
         if self._writer is None:
             if self.fmt == "parquet":
                 import pyarrow.parquet as pq
@@ -321,6 +322,21 @@ def _float_lists(rows: list):
     )
 
 
+def _spreadsheet_safe(columns: dict) -> dict:
+    """``--csv-safe``: text cells a spreadsheet would run as a formula get a leading ``'``
+    (numbers, and text that is a plain number such as ``-1.5``, are left as they are)."""
+    from lossctl.literal import spreadsheet_safe
+
+    out = {}
+    for name, col in columns.items():
+        if not isinstance(col, np.ma.MaskedArray) and np.asarray(col).dtype.kind in "OU":
+            items = [spreadsheet_safe(v) if isinstance(v, str) else v for v in np.asarray(col).tolist()]
+            col = np.empty(len(items), dtype=object)
+            col[:] = items
+        out[name] = col
+    return out
+
+
 def _object_array(ids) -> np.ndarray:
     out = np.empty(len(ids), dtype=object)
     out[:] = list(ids.tolist()) if hasattr(ids, "tolist") else list(ids)
@@ -377,7 +393,7 @@ class GradSink:
     columns grad_0, grad_1, ... (fixed row shapes).
     """
 
-    def __init__(self, path: str):
+    def __init__(self, path: str, csv_safe: bool = False):
         ext = os.path.splitext(path.lower())[1]
         if path == "-" or ext not in GRAD_FORMATS:
             raise UsageError(
@@ -387,6 +403,7 @@ class GradSink:
         self.path = path
         self.option = "--grad"
         self.fmt = GRAD_FORMATS[ext]
+        self.csv_safe = csv_safe
         self.rows = 0
         self.row_shape: tuple | None = None
         self._atomic = AtomicFile(path, "--grad")
@@ -458,7 +475,8 @@ class GradSink:
 
         cols = {"row": to_arrow(prim_rows.astype(np.int64))}
         if ids is not None:
-            cols["id"] = to_arrow(_object_array(ids))
+            id_col = {"id": _object_array(ids)}
+            cols["id"] = to_arrow((_spreadsheet_safe(id_col) if self.csv_safe else id_col)["id"])
         for k in range(flat.shape[1]):
             cols[f"grad_{k}"] = to_arrow(flat[:, k])
         table = pa.table(cols)
