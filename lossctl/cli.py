@@ -1314,6 +1314,7 @@ def _list(fmt: str, family: str | None) -> None:
             rows.append(("  " + v(s.name), v(", ".join(s.aliases)), v(inputs), v(s.summary)))
     if not sys.stdout.isatty():
         _list_plain(head, rows)
+        sys.stdout.write("\n" + registry.INPUT_ORDER_RULE + "\n")
         return
     table = Table(box=None, header_style="bold", pad_edge=False)
     table.add_column("loss", style="cyan", no_wrap=True)

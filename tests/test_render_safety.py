@@ -386,7 +386,9 @@ def test_list_into_a_pipe_is_one_whole_line_per_loss(cli):
 
     res = cli(["list"])  # stdout is not a terminal here
     assert res.code == 0, res.err
-    lines = res.out.splitlines()
+    table, rule = res.out.split("\n\n")  # the table, then the input-order rule
+    assert rule.strip() == registry.INPUT_ORDER_RULE
+    lines = table.splitlines()
     families = {s.family for s in registry.LOSSES}
     assert len(lines) == 1 + len(families) + len(registry.LOSSES)  # nothing wrapped onto extra lines
     assert lines[0].split() == ["loss", "aliases", "inputs", "what", "it", "is"]
