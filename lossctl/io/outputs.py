@@ -194,7 +194,7 @@ class Outputs:
         except BaseException:
             self.abort()
             raise
-        self.staged = []
+        self.files, self.staged, self.cleanups = [], [], []
 
     def abort(self) -> None:
         self._close()
