@@ -1303,8 +1303,9 @@ def main(argv: list[str] | None = None) -> None:
     sys.exit(code)
 
 
-class _Terminated(KeyboardInterrupt):
-    """SIGTERM or SIGHUP: handled as Ctrl-C is (every output removed), exit 128 + the signal."""
+class _Terminated(BaseException):
+    """SIGTERM or SIGHUP: like Ctrl-C, it unwinds the run (every output removed), but exits
+    128 + the signal. Not a KeyboardInterrupt, which typer would turn into exit 130."""
 
     def __init__(self, signum: int):
         import signal
@@ -1315,8 +1316,9 @@ class _Terminated(KeyboardInterrupt):
 
 
 class _Signals:
-    """SIGTERM and SIGHUP raise :class:`_Terminated` in the main thread while a command runs;
-    while the outputs are being committed they are held back and delivered afterwards."""
+    """SIGTERM and SIGHUP raise :class:`_Terminated` (Ctrl-C: KeyboardInterrupt) in the main
+    thread while a command runs. While the outputs are being committed a signal is only
+    noted: the run has succeeded by then, and a commit is never cut in half."""
 
     def __init__(self):
         import signal
@@ -1326,13 +1328,18 @@ class _Signals:
         self.holding = False
         self.pending: int | None = None
         if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGTERM, signal.SIGHUP):
-                self.previous[sig] = signal.signal(sig, self._raise)
+            for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+                if sig != signal.SIGINT or signal.getsignal(sig) is signal.default_int_handler:
+                    self.previous[sig] = signal.signal(sig, self._raise)
 
     def _raise(self, signum, frame) -> None:
+        import signal
+
         if self.holding:
             self.pending = signum
             return
+        if signum == signal.SIGINT:
+            raise KeyboardInterrupt
         raise _Terminated(signum)
 
     def restore(self) -> None:
@@ -1345,7 +1352,7 @@ class _Signals:
 
 def _commit(outputs: "Outputs", signals: _Signals, code: int) -> int:
     """Publish every staged output when the run succeeded (exit 0, or 3: a bound not met is a
-    result, and --junit records it); a failed publication is the run's error. Signals wait."""
+    result, and --junit records it); a failed publication is the run's error."""
     if code not in (EXIT_OK, EXIT_CHECK):
         return code
     signals.holding = True
@@ -1353,8 +1360,6 @@ def _commit(outputs: "Outputs", signals: _Signals, code: int) -> int:
         outputs.commit()
     finally:
         signals.holding = False
-    if signals.pending is not None:
-        raise _Terminated(signals.pending)
     return code
 
 

@@ -13,8 +13,10 @@ from __future__ import annotations
 import contextvars
 import errno
 import os
+import re
 import shutil
 import stat
+import sys
 import tempfile
 
 from lossctl.errors import DataError, UsageError, short_reason
@@ -43,12 +45,17 @@ class AtomicFile:
         if is_uri(path):
             # A URI (s3://...): written to a local temporary file, uploaded by ``commit``.
             self.remote = resolve(path)
-            fd, self.tmp = tempfile.mkstemp(prefix="lossctl-upload-", suffix=".tmp")
-            self.fh = os.fdopen(fd, "wb")
-            _track(self)
+            held = _hold_signals()
+            try:
+                fd, self.tmp = tempfile.mkstemp(prefix="lossctl-upload-", suffix=".tmp")
+                self.fh = os.fdopen(fd, "wb")
+                _track(self)
+            finally:
+                _release_signals(held)
             return
         st = target_stat(path, option)
-        if st is not None and _is_special(st):
+        self.fd = fd_alias(path)
+        if self.fd is not None or (st is not None and _is_special(st)):
             self.special = True
             self.fh = tempfile.TemporaryFile()  # anonymous: nothing is left behind, whatever happens
             _track(self)
@@ -58,16 +65,19 @@ class AtomicFile:
         base = os.path.basename(path)
         while len(os.fsencode(base)) > _TMP_BASE_MAX:  # the temporary name must stay a legal name
             base = base[:-1]
+        held = _hold_signals()  # a signal between creating the file and tracking it would leave it behind
         try:
             fd, self.tmp = tempfile.mkstemp(prefix=f".{base}.", suffix=".tmp", dir=directory)
+            self.fh = os.fdopen(fd, "wb")
+            _track(self)
         except OSError as exc:
             raise DataError(f"{option} {path}: cannot write there ({exc.strerror}).") from None
+        finally:
+            _release_signals(held)
         try:
             os.fchmod(fd, stat.S_IMODE(st.st_mode) if st is not None else 0o666 & ~_umask())
         except OSError:
             pass  # a filesystem without modes (FAT, some mounts): its default stands
-        self.fh = os.fdopen(fd, "wb")
-        _track(self)
 
     def write(self, data: bytes) -> None:
         try:
@@ -120,9 +130,16 @@ class AtomicFile:
         """Copy the staged bytes into a device or FIFO, opened without creating or truncating it."""
         self.fh.seek(0)
         try:
-            fd = os.open(self.path, os.O_WRONLY | getattr(os, "O_NOCTTY", 0))
+            if self.fd is not None:  # /dev/stdout and the like: this process's descriptor, where it stands
+                if self.fd in (1, 2):
+                    (sys.stdout if self.fd == 1 else sys.stderr).flush()
+                fd = os.dup(self.fd)
+            else:
+                fd = os.open(self.path, os.O_WRONLY | getattr(os, "O_NOCTTY", 0))
             with os.fdopen(fd, "wb") as out:
                 shutil.copyfileobj(self.fh, out, 1 << 20)
+        except BrokenPipeError:
+            pass  # the reader went away (`| head`), as with -
         except OSError as exc:
             raise DataError(
                 f"{self.option} {self.path}: writing failed ({exc.strerror or short_reason(exc)})."
@@ -227,6 +244,26 @@ def _track(f: AtomicFile) -> None:
         outputs.files.append(f)
 
 
+_HELD = ("SIGINT", "SIGTERM", "SIGHUP")
+
+
+def _hold_signals():
+    """Block Ctrl-C, SIGTERM and SIGHUP in this thread (delivered when released)."""
+    import signal
+
+    try:
+        return signal.pthread_sigmask(signal.SIG_BLOCK, [getattr(signal, n) for n in _HELD if hasattr(signal, n)])
+    except (AttributeError, OSError, ValueError):
+        return None
+
+
+def _release_signals(previous) -> None:
+    import signal
+
+    if previous is not None:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
 def _umask() -> int:
     try:
         with open("/proc/self/status") as fh:
@@ -238,6 +275,21 @@ def _umask() -> int:
     mask = os.umask(0o22)  # no /proc: read it by setting it (and put it back at once)
     os.umask(mask)
     return mask
+
+
+_FD_PATH = re.compile(r"^/(?:dev/fd|proc/(?:self|thread-self|\d+)/fd)/(\d+)$")
+
+
+def fd_alias(path: str) -> int | None:
+    """The descriptor a path such as /dev/stdout or /dev/fd/3 names in this process (None if
+    none): written through that descriptor, it keeps its offset (and append mode)."""
+    path = os.path.normpath(path) if path.startswith("/") else path
+    if path in ("/dev/stdout", "/dev/stderr"):
+        return 1 if path == "/dev/stdout" else 2
+    m = _FD_PATH.match(path)
+    if m is None or (path.startswith("/proc/") and path.split("/")[2] not in ("self", "thread-self", str(os.getpid()))):
+        return None
+    return int(m.group(1))
 
 
 def _is_special(st: os.stat_result) -> bool:
@@ -296,8 +348,9 @@ def preflight(outputs: list[tuple[str, str | None]], inputs: list[tuple[str, str
     outs = [(role, path) for role, path in outputs if path not in (None, "-")]
     for role, path in outs:
         if role not in dirs and not _is_uri(path):
-            target_stat(path, role)
-            check_directory(path, role)
+            st = target_stat(path, role)
+            if fd_alias(path) is None and (st is None or not _is_special(st)):  # written in place: no directory needed
+                check_directory(path, role)
     seen: list[tuple[str, str, tuple]] = []
     for role, path in outs:
         key = _identity(path)

@@ -36,12 +36,28 @@ def sink_format(path: str, option: str, default: str = "csv") -> str:
     if path == "-":
         return default
     ext = os.path.splitext(path.lower())[1]
+    if not ext and _is_device_or_fifo(path):  # /dev/stdout, a named pipe: rows as on stdout
+        return default
     if ext not in SINK_FORMATS:
         raise UsageError(
             f"{option} {path}: cannot tell the output format from the extension {ext or '(none)'!r}; "
             f"use one of {', '.join(sorted(SINK_FORMATS))}."
         )
     return SINK_FORMATS[ext]
+
+
+def _is_device_or_fifo(path: str) -> bool:
+    import stat
+
+    from lossctl.io.outputs import fd_alias
+
+    if fd_alias(path) is not None:
+        return True
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return False
+    return stat.S_ISCHR(mode) or stat.S_ISFIFO(mode)
 
 
 def _write_errors_are_data_errors(method):
