@@ -40,7 +40,7 @@ from lossctl.errors import (
 
 EXIT_CODES_HELP = (
     "Exit codes: 0 success; 1 data or runtime error (files, columns, values); "
-    "2 usage error (the command line); 3 a check failed (--max/--min); 130 interrupted."
+    "2 usage error (the command line); 3 a check failed (--max/--min); 130 interrupted (143 SIGTERM, 129 SIGHUP)."
 )
 
 # ---------------------------------------------------------------------------
