@@ -103,11 +103,14 @@ def _lossctl(args, tmpdir, **kw) -> subprocess.CompletedProcess:
         (["ce", "in/link.npy", "in/y.npy", "--per-sample", "in/x.npy"], ["--per-sample"]),  # a symlink
         (["ce", "in/x.npy", "in/y.npy", "--grad", "in/hard.npy"], ["--grad", "PRED"]),  # a hard link
         (["ce", "in/x.npy", "in/y.npy", "--junit", "in/link.npy"], ["--junit"]),
-        (["ce", "in/x.npy", "in/y.npy", "--per-sample", "out/s.npy", "--grad", "out/s.npy"], ["--per-sample", "--grad"]),
+        (["ce", "in/x.npy", "in/y.npy", "--per-sample", "out/s.npy", "--grad", "out/s.npy"],
+         ["--per-sample", "--grad"]),
         (["ce", "in/x.npy", "in/y.npy", "--save-state", "out/f", "--junit", "./out/f"], ["--save-state", "--junit"]),
         (["ce", "in/x.npy", "in/y.npy", "--weight", "in/w.txt", "--per-sample", "in/w.txt"], ["--weight"]),
-        (["ce", "in/x.npy", "in/y.npy", "--group-by", "in/reg.csv:pred", "--per-sample", "in/reg.csv"], ["--group-by"]),
-        (["ce", "in/x.npy", "in/y.npy", "--max", "9", "--baseline", "in/b.json", "--junit", "in/b.json"], ["--baseline"]),
+        (["ce", "in/x.npy", "in/y.npy", "--group-by", "in/reg.csv:pred", "--per-sample", "in/reg.csv"],
+         ["--group-by"]),
+        (["ce", "in/x.npy", "in/y.npy", "--max", "9", "--baseline", "in/b.json", "--junit", "in/b.json"],
+         ["--baseline"]),
     ],
     ids=[
         "per-sample-on-csv-input",

@@ -1212,7 +1212,9 @@ class NpyReader(Reader):
             want = k * item
             data = os.pread(self.fh.fileno(), want, self._data_offset + (c * arr.nrows + row0) * item)
             if len(data) < want:
-                raise DataError(f"{self.display}: truncated at row {row0} of {arr.nrows} (read {len(data)} bytes of {want}).")
+                raise DataError(
+                    f"{self.display}: truncated at row {row0} of {arr.nrows} (read {len(data)} bytes of {want})."
+                )
             cols[:, c] = np.frombuffer(data, dtype=arr.dtype)
         arr.pos += k
         return np.ascontiguousarray(cols.reshape((k,) + tuple(arr.shape[1:]), order="F"))
