@@ -26,6 +26,7 @@ except ImportError:  # pragma: no cover - older typer depends on click
 
 from lossctl import __version__, registry
 from lossctl.io import STDIN_TOKEN
+from lossctl.io.outputs import Outputs
 from lossctl.errors import (
     EXIT_CHECK,
     EXIT_DATA,
@@ -39,7 +40,7 @@ from lossctl.errors import (
 
 EXIT_CODES_HELP = (
     "Exit codes: 0 success; 1 data or runtime error (files, columns, values); "
-    "2 usage error (the command line); 3 a check failed (--max/--min); 130 interrupted."
+    "2 usage error (the command line); 3 a check failed (--max/--min); 130 interrupted (143 SIGTERM, 129 SIGHUP)."
 )
 
 # ---------------------------------------------------------------------------
@@ -962,6 +963,9 @@ def _compute(spec: registry.LossSpec, kw: dict[str, Any]) -> None:
     from lossctl import engine
 
     texts = [kw.pop(role.name.replace("-", "_")) for role in spec.inputs]
+    inputs = [(role.metavar, t) for role, t in zip(spec.inputs, texts)]
+    inputs += [("--" + p.name, kw[p.dest]) for p in spec.params if isinstance(kw[p.dest], str)]
+    _preflight(kw, inputs, dirs=("--per-sample",) if kw["engine"] == "dask" else ())
     params: dict[str, Any] = {}
     for p in spec.params:
         raw = kw.pop(p.dest)
@@ -1003,6 +1007,15 @@ def _compute(spec: registry.LossSpec, kw: dict[str, Any]) -> None:
     finally:
         progress.stop()
     _finish(result, bounds, kw, per_sample, stderr_tty, fmt, "lossctl compute")
+
+
+def _preflight(kw: dict[str, Any], inputs: list, dirs: tuple = ()) -> None:
+    """Refuse outputs that would overwrite an input or each other, before anything is read."""
+    from lossctl.io.outputs import preflight
+
+    outputs = [(f"--{k.replace('_', '-')}", kw.get(k)) for k in ("per_sample", "grad", "save_state", "junit")]
+    inputs = inputs + [("--group-by", kw.get("group_by")), ("--baseline", kw.get("baseline"))]
+    preflight(outputs, inputs, dirs)
 
 
 def _bounds_from(kw: dict[str, Any], loss: str):
@@ -1081,7 +1094,7 @@ def _write_text(path: str, text: str, option: str) -> None:
 
     f = AtomicFile(path, option)
     try:
-        f.fh.write(text.encode())
+        f.write(text.encode())
     except BaseException:
         f.abort()
         raise
@@ -1175,6 +1188,7 @@ def _compare(spec: registry.LossSpec, kw: dict[str, Any]) -> None:
 def _merge(kw: dict[str, Any]) -> None:
     from lossctl import engine
 
+    _preflight(kw, [("STATE", path) for path in kw["states"]])
     fmt = _choice("format", kw["format"], "--format")
     spec, meta, state, level = engine.merge_states(kw["states"])
     if kw["ci"] is not None and state.bootstrap is None:
@@ -1192,7 +1206,9 @@ def _check(config: str, fmt: str, junit: str | None, precision: int | None, quie
 
     if fmt not in ("table", "json", "markdown"):
         raise UsageError(f"--format must be table, json or markdown; got {fmt!r}.")
+    _preflight({"junit": junit}, [("CONFIG", config)])
     items = checks.load_config(config)
+    _preflight({"junit": junit}, [(f"check {c.name}:", t) for c in items for t in _check_inputs(c)])
     results = [checks.run_check(c) for c in items]
     if junit:
         _write_text(junit, checks.junit_xml(results, suite=f"lossctl check {os.path.basename(config)}"), "--junit")
@@ -1223,6 +1239,15 @@ def _check(config: str, fmt: str, junit: str | None, precision: int | None, quie
         raise typer.Exit(EXIT_DATA)
     if failed:
         raise typer.Exit(EXIT_CHECK)
+
+
+def _check_inputs(check) -> list:
+    """Every file a check of a config reads: its terms' inputs, side files and file parameters."""
+    texts = []
+    for t in check.terms:
+        texts += list(t.inputs) + [t.options.get("group-by")]
+        texts += [v for v in t.params.values() if isinstance(v, str)]
+    return [t for t in texts if isinstance(t, str)]
 
 
 def _explain(name: str, fmt: str) -> None:
@@ -1382,15 +1407,25 @@ def main(argv: list[str] | None = None) -> None:
     args = [STDIN_TOKEN + a[1:] if a.startswith("-:") and len(a) > 2 else a for a in args]
     debug = "--debug" in args or os.environ.get("LOSSCTL_DEBUG", "") not in ("", "0")
     code = EXIT_OK
+    outputs = Outputs()  # every file the command writes: committed below only if it succeeds
+    signals = _Signals()
     try:
         command = typer.main.get_command(app)
-        rv = command.main(args=args, prog_name="lossctl", standalone_mode=False)
+        try:
+            rv = command.main(args=args, prog_name="lossctl", standalone_mode=False)
+        except CheckFailed:
+            _commit(outputs, signals, EXIT_CHECK)
+            raise
         code = rv if isinstance(rv, int) else EXIT_OK
         if code == EXIT_INTERRUPTED:
             _say("lossctl: interrupted")
+        code = _commit(outputs, signals, code)
     except typer.Abort:
         _say("lossctl: interrupted")
         code = EXIT_INTERRUPTED
+    except _Terminated as exc:
+        _say(f"lossctl: terminated by {exc.name}")
+        code = 128 + exc.signum
     except KeyboardInterrupt:
         _say("lossctl: interrupted")
         code = EXIT_INTERRUPTED
@@ -1403,12 +1438,12 @@ def main(argv: list[str] | None = None) -> None:
         code = EXIT_USAGE if isinstance(exc, click.exceptions.UsageError) else exc.exit_code
     except (_PipeClosed, BrokenPipeError):  # the reader went away (`| head`): nothing more to say
         _silence_stdout()
-        code = EXIT_OK
+        code = _commit_after_pipe(outputs, signals)  # the run itself succeeded: its files are kept
     except SystemExit as exc:  # click's and Rich's own answer to a closed pipe (help, --version): exit 1
         if not isinstance(exc.__context__, BrokenPipeError):
             raise
         _silence_stdout()
-        code = EXIT_OK
+        code = _commit_after_pipe(outputs, signals)
     except LossctlError as exc:
         if debug:
             _traceback()
@@ -1429,6 +1464,12 @@ def main(argv: list[str] | None = None) -> None:
             "run with --debug for a traceback and report it."
         )
         code = EXIT_DATA
+    finally:
+        signals.restore()
+        outputs.abort()  # after a commit: nothing left to remove
+        from lossctl.io.sources import cleanup_spooled
+
+        cleanup_spooled()
     try:
         sys.stdout.flush()
     except BrokenPipeError:
@@ -1440,6 +1481,75 @@ def main(argv: list[str] | None = None) -> None:
     except ValueError:
         _silence_stdout()
     sys.exit(code)
+
+
+class _Terminated(BaseException):
+    """SIGTERM or SIGHUP: like Ctrl-C, it unwinds the run (every output removed), but exits
+    128 + the signal. Not a KeyboardInterrupt, which typer would turn into exit 130."""
+
+    def __init__(self, signum: int):
+        import signal
+
+        super().__init__(signum)
+        self.signum = signum
+        self.name = signal.Signals(signum).name
+
+
+class _Signals:
+    """SIGTERM and SIGHUP raise :class:`_Terminated` (Ctrl-C: KeyboardInterrupt) in the main
+    thread while a command runs. While the outputs are being committed a signal is only
+    noted: the run has succeeded by then, and a commit is never cut in half."""
+
+    def __init__(self):
+        import signal
+        import threading
+
+        self.previous = {}
+        self.holding = False
+        self.pending: int | None = None
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+                if sig != signal.SIGINT or signal.getsignal(sig) is signal.default_int_handler:
+                    self.previous[sig] = signal.signal(sig, self._raise)
+
+    def _raise(self, signum, frame) -> None:
+        import signal
+
+        if self.holding:
+            self.pending = signum
+            return
+        if signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        raise _Terminated(signum)
+
+    def restore(self) -> None:
+        import signal
+
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+        self.previous = {}
+
+
+def _commit(outputs: "Outputs", signals: _Signals, code: int) -> int:
+    """Publish every staged output when the run succeeded (exit 0, or 3: a bound not met is a
+    result, and --junit records it); a failed publication is the run's error."""
+    if code not in (EXIT_OK, EXIT_CHECK):
+        return code
+    signals.holding = True
+    try:
+        outputs.commit()
+    finally:
+        signals.holding = False
+    return code
+
+
+def _commit_after_pipe(outputs: "Outputs", signals: _Signals) -> int:
+    """Stdout's reader went away after the run: keep its files, and say so if that fails."""
+    try:
+        return _commit(outputs, signals, EXIT_OK)
+    except LossctlError as exc:
+        _say(f"lossctl: error: {exc}")
+        return exc.exit_code
 
 
 __all__ = ["app", "main", "EXIT_CHECK", "EXIT_DATA", "EXIT_USAGE"]

@@ -23,6 +23,7 @@ Nothing per-sample passes through the client, and it never reads the data itself
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import time
@@ -31,6 +32,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from lossctl.errors import DataError, UsageError, short_reason
+from lossctl.io.outputs import current_outputs
 from lossctl.io.remote import is_uri
 from lossctl.io.sinks import SINK_FORMATS
 from lossctl.io.sources import Source
@@ -421,6 +423,9 @@ def run(spec, texts: list, params: dict, opts, *, scheduler: str | None = None, 
             r.close()
     if opts.per_sample is not None:
         _prepare_dir(opts.per_sample)
+        outputs = current_outputs()
+        if outputs is not None:  # the run fails after the workers wrote their parts: remove them
+            outputs.on_abort(functools.partial(_clean_dir, opts.per_sample))
 
     client, cluster = connect(scheduler, workers)
     distributed = _distributed()

@@ -800,7 +800,7 @@ def save_state(path: str, spec: LossSpec, meta: dict, acc: RunState, ci_level: f
     }
     f = AtomicFile(path, "--save-state")
     try:
-        f.fh.write(json.dumps(doc, allow_nan=False).encode())
+        f.write(json.dumps(doc, allow_nan=False).encode())
     except BaseException:
         f.abort()
         raise

@@ -8,7 +8,7 @@ Exit codes (also in the README and ``lossctl --help``):
     1  data or runtime error (a file, a column, a value)
     2  usage error (the command line itself)
     3  a check failed (``--max``/``--min``, ``lossctl check``)
-  130  interrupted (Ctrl-C)
+  130  interrupted (Ctrl-C; SIGTERM and SIGHUP exit 143 and 129)
 """
 
 from __future__ import annotations

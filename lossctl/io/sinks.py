@@ -19,6 +19,7 @@ import tempfile
 import numpy as np
 
 from lossctl.errors import DataError, UsageError, short_reason
+from lossctl.io.outputs import AtomicFile  # noqa: F401 - where the sinks stage their files
 
 SINK_FORMATS = {
     ".csv": "csv",
@@ -35,12 +36,28 @@ def sink_format(path: str, option: str, default: str = "csv") -> str:
     if path == "-":
         return default
     ext = os.path.splitext(path.lower())[1]
+    if not ext and _is_device_or_fifo(path):  # /dev/stdout, a named pipe: rows as on stdout
+        return default
     if ext not in SINK_FORMATS:
         raise UsageError(
             f"{option} {path}: cannot tell the output format from the extension {ext or '(none)'!r}; "
             f"use one of {', '.join(sorted(SINK_FORMATS))}."
         )
     return SINK_FORMATS[ext]
+
+
+def _is_device_or_fifo(path: str) -> bool:
+    import stat
+
+    from lossctl.io.outputs import fd_alias
+
+    if fd_alias(path) is not None:
+        return True
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return False
+    return stat.S_ISCHR(mode) or stat.S_ISFIFO(mode)
 
 
 def _write_errors_are_data_errors(method):
@@ -64,70 +81,6 @@ def _write_errors_are_data_errors(method):
             ) from None
 
     return wrapper
-
-
-class AtomicFile:
-    """A temporary file in the target's directory, renamed onto the target by ``commit``."""
-
-    def __init__(self, path: str, option: str):
-        from lossctl.io.remote import is_uri, resolve
-
-        self.path = path
-        self.option = option
-        self.remote = None
-        if is_uri(path):
-            # A URI (s3://...): written to a local temporary file, uploaded by ``commit``.
-            self.remote = resolve(path)
-            fd, self.tmp = tempfile.mkstemp(prefix="lossctl-upload-", suffix=".tmp")
-            self.fh = os.fdopen(fd, "wb")
-            return
-        directory = os.path.dirname(os.path.abspath(path)) or "."
-        if os.path.isdir(path):
-            raise DataError(f"{option} {path}: is a directory; expected a file path.")
-        if not os.path.isdir(directory):
-            parent = directory
-            while parent and not os.path.exists(parent):
-                parent = os.path.dirname(parent) if os.path.dirname(parent) != parent else ""
-            if parent and not os.path.isdir(parent):
-                raise DataError(
-                    f"{option} {path}: {parent} is a file, not a directory; expected a path in a directory."
-                )
-            raise DataError(f"{option} {path}: the directory {directory} does not exist.")
-        try:
-            fd, self.tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
-        except OSError as exc:
-            raise DataError(f"{option} {path}: cannot write there ({exc.strerror}).") from None
-        self.fh = os.fdopen(fd, "wb")
-
-    def commit(self) -> None:
-        self.fh.close()
-        if self.remote is None:
-            os.replace(self.tmp, self.path)
-            return
-        import pyarrow.fs as pafs
-
-        fs, path = self.remote
-        try:
-            pafs.copy_files(self.tmp, path, destination_filesystem=fs)
-        except Exception as exc:  # noqa: BLE001 - no credentials, no bucket, no network
-            from lossctl.io.remote import _hint
-
-            raise DataError(
-                f"{self.option} {self.path}: the upload failed ({short_reason(exc)}). {_hint(self.path)}."
-            ) from None
-        finally:
-            os.unlink(self.tmp)
-
-    def abort(self) -> None:
-        try:
-            self.fh.close()  # flushes buffered bytes, which fails again on a full disk
-        except OSError:
-            pass  # the file is discarded anyway; the error that led here is the one to report
-        finally:
-            try:
-                os.unlink(self.tmp)
-            except OSError:
-                pass
 
 
 class RowSink:
