@@ -1236,6 +1236,11 @@ def _check(config: str, fmt: str, junit: str | None, precision: int | None, quie
             msgs = "; ".join(o["message"] for o in r["outcomes"] if not o["passed"])
             _say(f"lossctl: check failed: {r['name']}: {msgs}.")
     if errors:
+        from lossctl.io.outputs import current_outputs
+
+        staged = current_outputs()
+        if staged is not None:  # every check ran: the JUnit/HTML report is complete and says why some could not
+            staged.commit()
         raise typer.Exit(EXIT_DATA)
     if failed:
         raise typer.Exit(EXIT_CHECK)

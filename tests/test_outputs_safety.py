@@ -283,7 +283,7 @@ def test_a_data_error_midway_commits_nothing(data):
     assert _snapshot(d) == before
 
 
-def test_a_failed_check_commits_its_outputs_and_an_errored_check_does_not(data):
+def test_a_failed_or_errored_check_commits_its_report_and_a_failed_run_does_not(data):
     d = data["dir"]
     res = run_cli(["compute", "ce", "in/x.npy", "in/y.npy", "--max", "0.001", "--junit", "out/j.xml",
                    "--per-sample", "out/ps.csv"])
@@ -292,7 +292,10 @@ def test_a_failed_check_commits_its_outputs_and_an_errored_check_does_not(data):
     cfg = d / "in" / "c.toml"
     cfg.write_text('[[checks]]\nname = "gone"\nloss = "mse"\ninputs = ["missing.csv:p", "missing.csv:t"]\n')
     res = run_cli(["check", str(cfg), "--junit", "out/k.xml"])
-    assert res.code == 1 and not (d / "out" / "k.xml").exists()
+    # every check ran; one could not: exit 1, and the JUnit report (complete) says why
+    assert res.code == 1 and "<error" in (d / "out" / "k.xml").read_text()
+    res = run_cli(["check", str(d / "in" / "nope.toml"), "--junit", "out/l.xml"])
+    assert res.code == 1 and not (d / "out" / "l.xml").exists()  # the run itself failed: nothing written
 
 
 # ---------------------------------------------------------------------------
