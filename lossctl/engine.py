@@ -1289,6 +1289,26 @@ _CHOICES = {
 }
 
 
+def _seed(given) -> int:
+    """The bootstrap seed: given (--seed, a config's seed), else env LOSSCTL_SEED, else 12345."""
+    from lossctl.checks import SEED_MAX
+
+    if given is None:
+        env = os.environ.get("LOSSCTL_SEED", "").strip()
+        if not env:
+            return 12345
+        try:
+            value = int(env)
+        except ValueError:
+            value = -1
+        if not 0 <= value <= SEED_MAX:
+            raise UsageError(f"LOSSCTL_SEED must be an integer from 0 to 2**64 - 1; got {env[:40]!r}.")
+        return value
+    if isinstance(given, bool) or not isinstance(given, int) or not 0 <= given <= SEED_MAX:
+        raise UsageError(f"--seed must be an integer from 0 to 2**64 - 1; got {given!r}.")
+    return given
+
+
 def build_options(raw: dict[str, Any], **extra) -> Options:
     """Validated run Options from hyphenated keys (``id-col``, ``ci-n`` ...)."""
 
@@ -1315,7 +1335,7 @@ def build_options(raw: dict[str, Any], **extra) -> Options:
     ci_n = int(get("ci-n", 1000))
     if ci_n < 10:
         raise UsageError(f"--ci-n must be at least 10 resamples; got {ci_n}.")
-    seed = int(get("seed", os.environ.get("LOSSCTL_SEED", 12345)))
+    seed = _seed(get("seed"))
     offset = int(get("row-offset", 0))
     if offset < 0:
         raise UsageError(f"--row-offset must be 0 or more; got {offset}.")

@@ -1,0 +1,251 @@
+"""Check configs, baselines, seeds and saved states are untrusted input (issues #12.11, #13.10-12).
+
+Every reproducer runs through the real CLI and asserts the exit code, that there is no
+"internal error" or traceback, and that the message names the file, the check and the key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+
+import numpy as np
+import pytest
+
+from tests.conftest import assert_clean_error, write_csv
+
+
+def no_crash(res) -> None:
+    assert "internal error" not in res.err and "Traceback" not in res.err, res.err
+    assert "a bug in lossctl" not in res.err, res.err
+
+
+@pytest.fixture
+def data(tmp_path):
+    """pred/target with a closed-form MSE (float64 in the test) and a known huber value."""
+    pred = np.array([0.0, 1.0, 2.0, 4.0])
+    target = np.array([0.5, 1.0, 0.0, 1.0])
+    write_csv(tmp_path / "d.csv", {"pred": pred, "target": target})
+    return tmp_path, math.fsum((p - t) ** 2 for p, t in zip(pred, target)) / 4  # 13.25 / 4
+
+
+GOOD = """
+[[checks]]
+name = "good"
+loss = "mse"
+inputs = ["d.csv:pred", "d.csv:target"]
+max = 100
+"""
+
+
+def run_config(cli, tmp_path, body: str, *extra: str):
+    path = tmp_path / "c.toml"
+    path.write_text(GOOD + body)
+    res = cli(["check", str(path), "-f", "json", *extra])
+    no_crash(res)
+    return str(path), res
+
+
+def bad_check(res, path: str, name: str, key: str, *needles: str) -> dict:
+    """The check `name` is an error naming the config, the check and the key; `good` still ran."""
+    assert res.code == 1, (res.code, res.err)
+    by = {c["name"]: c for c in res.json["checks"]}
+    assert by["good"]["status"] == "pass"
+    assert by["good"]["value"] == pytest.approx(13.25 / 4, rel=1e-15)
+    bad = by[name]
+    assert bad["status"] == "error", bad
+    for needle in (path, f"({name})", f"key {key!r}", *needles):
+        assert needle in bad["error"], (needle, bad["error"])
+        assert needle in res.err, (needle, res.err)
+    return bad
+
+
+# ---------------------------------------------------------------------------
+# #12.11 / #13.11: config values validated by type and range, per check
+# ---------------------------------------------------------------------------
+
+
+def test_bad_parameter_names_check_file_and_key_and_the_rest_still_run(cli, data):
+    tmp, _ = data
+    path, res = run_config(
+        cli,
+        tmp,
+        """
+[[checks]]
+name = "huber-bad"
+loss = "huber"
+inputs = ["d.csv:pred", "d.csv:target"]
+params = { delta = -1 }
+
+[[checks]]
+name = "after"
+loss = "mae"
+inputs = ["d.csv:pred", "d.csv:target"]
+max = 0.1
+""",
+    )
+    bad_check(res, path, "huber-bad", "params.delta", "--delta of huber must be in (0, inf]")
+    after = {c["name"]: c for c in res.json["checks"]}["after"]
+    assert after["status"] == "fail" and after["value"] == pytest.approx((0.5 + 0 + 2 + 3) / 4, rel=1e-15)
+
+
+def test_a_string_is_never_a_boolean(cli, tmp_path):
+    """`params = { swap = "false" }` used to be read as true (the value changed)."""
+    rng = np.random.default_rng(0)
+    a, p, n = (rng.normal(size=(6, 3)) for _ in range(3))
+    for name, arr in (("a", a), ("p", p), ("n", n)):
+        np.save(tmp_path / f"{name}.npy", arr)
+    body = '[[checks]]\nname = "t"\nloss = "triplet"\ninputs = ["a.npy", "p.npy", "n.npy"]\nparams = {{ swap = {} }}\n'
+    (tmp_path / "c.toml").write_text(body.format('"false"'))
+    res = cli(["check", str(tmp_path / "c.toml"), "-f", "json"])
+    no_crash(res)
+    assert res.code == 1 and "key 'params.swap'" in res.err and "not a string" in res.err, res.err
+    assert "the string 'false'" in res.err
+    # the boolean itself is accepted, and means what it says
+    (tmp_path / "c.toml").write_text(body.format("false"))
+    res = cli(["check", str(tmp_path / "c.toml"), "-f", "json"])
+    assert res.code == 0, res.err
+    d_ap = np.sqrt(((a - p + 1e-6) ** 2).sum(1))
+    d_an = np.sqrt(((a - n + 1e-6) ** 2).sum(1))
+    want = np.maximum(d_ap - d_an + 1.0, 0).mean()
+    assert res.json["checks"][0]["value"] == pytest.approx(want, rel=1e-12)
+
+
+@pytest.mark.parametrize(
+    "body, key, needle",
+    [
+        ('terms = []\n', "terms", "at least 1 item"),
+        ('terms = "abc"\n', "terms", "a list of term tables"),
+        ('loss = "mse"\ninputs = ["d.csv:pred", "d.csv:target"]\nparams = "x"\n', "params", "expected a table"),
+        ('loss = "mse"\ninputs = ["d.csv:pred", "d.csv:target"]\nworkers = "abc"\n', "workers", "an integer >= 1"),
+        ('loss = "mse"\ninputs = ["d.csv:pred", "d.csv:target"]\nchunk-size = "abc"\n', "chunk-size", "integer"),
+        ('loss = "mse"\ninputs = ["d.csv:pred", "d.csv:target"]\nchunk-size = 0\n', "chunk-size", ">= 1"),
+        ('loss = "mse"\ninputs = ["d.csv:pred", "d.csv:target"]\nper-group = "no"\n', "per-group", "not a string"),
+        ('loss = "mse"\ninputs = ["d.csv:pred", "d.csv:target"]\nmax = "1.5"\n', "max", "a number"),
+        ('loss = "mse"\ninputs = ["d.csv:pred", "d.csv:target"]\nmax = nan\n', "max", "a number"),
+        ('loss = "mse"\ninputs = ["d.csv:pred", "d.csv:target"]\nseed = -1\n', "seed", "in [0,"),
+        ('loss = "mse"\ninputs = ["d.csv:pred", "d.csv:target"]\nci = 95\n', "ci", "in (0, 1)"),
+        ('loss = "mse"\ninputs = "d.csv:pred"\n', "inputs", "a list of sources"),
+        ('loss = 3\ninputs = ["d.csv:pred", "d.csv:target"]\n', "loss", "a non-empty string"),
+        ('loss = "msee"\ninputs = ["d.csv:pred", "d.csv:target"]\n', "loss", "msee"),
+        ('loss = "mse"\ninputs = ["d.csv:pred", "d.csv:target"]\nbaseline = "nope.json"\n', "baseline", "not found"),
+        (
+            '[[checks.terms]]\nloss = "mse"\ninputs = ["d.csv:pred", "d.csv:target"]\nweight = "abc"\n',
+            "terms[0].weight",
+            "the string 'abc'",
+        ),
+        (
+            '[[checks.terms]]\nloss = "mse"\ninputs = ["d.csv:pred", "d.csv:target"]\nweight = inf\n',
+            "terms[0].weight",
+            "finite",
+        ),
+        (
+            '[[checks.terms]]\nloss = "huber"\ninputs = ["d.csv:pred", "d.csv:target"]\nparams = { delta = "2" }\n',
+            "terms[0].params.delta",
+            "a number",
+        ),
+    ],
+)
+def test_each_bad_value_is_an_error_of_its_check_only(cli, data, body, key, needle):
+    tmp, _ = data
+    path, res = run_config(cli, tmp, '\n[[checks]]\nname = "bad"\n' + body)
+    bad_check(res, path, "bad", key, needle)
+
+
+def test_checks_that_are_not_tables_are_errors_and_the_rest_still_run(cli, data):
+    tmp, _ = data
+    (tmp / "c.toml").write_text('checks = [1, 2]\n')
+    res = cli(["check", str(tmp / "c.toml"), "-f", "json"])
+    no_crash(res)
+    assert res.code == 1 and [c["status"] for c in res.json["checks"]] == ["error", "error"]
+    assert "check 1 (check-1)" in res.err and "check 2 (check-2)" in res.err and "expected a table" in res.err
+
+
+@pytest.mark.parametrize(
+    "text, needle",
+    [
+        ('defaults = "x"\n', "key 'defaults': expected a table"),
+        ('[defaults]\nworkers = "abc"\n', "key 'defaults.workers'"),
+        ('[defaults]\nno-header = "false"\n', "key 'defaults.no-header'"),
+        ('checks = "abc"\n', "no [[checks]]"),
+    ],
+)
+def test_bad_defaults_or_checks_table_is_a_usage_error_naming_the_key(cli, data, text, needle):
+    tmp, _ = data
+    (tmp / "c.toml").write_text(text + ('' if text.startswith("checks") else GOOD))
+    res = cli(["check", str(tmp / "c.toml")])
+    assert_clean_error(res, 2, str(tmp / "c.toml"), needle)
+
+
+def test_typed_values_still_work(cli, data):
+    """The schema accepts what TOML says: integers for floats, lists for number lists, booleans."""
+    tmp, want = data
+    path, res = run_config(
+        cli,
+        tmp,
+        """
+[[checks]]
+name = "typed"
+chunk-size = 2
+seed = 18446744073709551615
+ci = 0.9
+ci-n = 20
+max = 7
+[[checks.terms]]
+loss = "mse"
+inputs = ["d.csv:pred", "d.csv:target"]
+weight = 2
+""",
+    )
+    assert res.code == 0, res.err
+    typed = {c["name"]: c for c in res.json["checks"]}["typed"]
+    assert typed["status"] == "pass" and typed["value"] == pytest.approx(2 * want, rel=1e-15)
+
+
+# ---------------------------------------------------------------------------
+# #13.10: seeds and baselines
+# ---------------------------------------------------------------------------
+
+
+def mse_args(tmp):
+    return ["compute", "mse", f"{tmp}/d.csv:pred", f"{tmp}/d.csv:target"]
+
+
+def test_negative_seed_is_a_usage_error(cli, data):
+    tmp, _ = data
+    res = cli([*mse_args(tmp), "--ci", "0.9", "--seed", "-1"])
+    assert_clean_error(res, 2, "--seed must be an integer from 0 to 2**64 - 1; got -1")
+    res = cli([*mse_args(tmp), "--ci", "0.9", "--seed", str(2**64)])
+    assert_clean_error(res, 2, "--seed")
+
+
+def test_bad_seed_in_the_environment_is_a_usage_error(cli, data, monkeypatch):
+    tmp, _ = data
+    monkeypatch.setenv("LOSSCTL_SEED", "abc")
+    assert_clean_error(cli([*mse_args(tmp), "--ci", "0.9"]), 2, "LOSSCTL_SEED", "'abc'")
+    monkeypatch.setenv("LOSSCTL_SEED", "-5")
+    assert_clean_error(cli([*mse_args(tmp), "--ci", "0.9"]), 2, "LOSSCTL_SEED", "'-5'")
+    monkeypatch.setenv("LOSSCTL_SEED", "7")
+    res = cli([*mse_args(tmp), "--ci", "0.9", "--ci-n", "20", "-f", "json"])
+    assert res.code == 0 and res.json["ci"]["seed"] == 7
+
+
+@pytest.mark.parametrize(
+    "text, needle",
+    [
+        ("[" * 100_000 + "]" * 100_000, "nested too deeply"),
+        ('{"value": NaN}', "NaN is not JSON"),
+        ('{"value": "abc"}', "key 'value'"),
+        ('{"value": 1, "groups": [{"group": [1], "value": 2}]}', "key 'groups[0].group'"),
+        ('{"value": 1, "groups": "x"}', "key 'groups'"),
+        ('{"checks": 5}', "result of lossctl check"),
+        ("[1, 2]", "a lossctl JSON result"),
+    ],
+)
+def test_hostile_baseline_json_is_a_data_error(cli, data, text, needle):
+    tmp, _ = data
+    (tmp / "b.json").write_text(text)
+    res = cli([*mse_args(tmp), "--baseline", str(tmp / "b.json"), "--max-abs-increase", "1"])
+    assert_clean_error(res, 1, f"baseline {tmp / 'b.json'}", needle)
