@@ -218,6 +218,30 @@ def list_of(item: Rule, min_len: int = 0, what: str = "a list") -> Rule:
     return rule
 
 
+def pair(first: Rule, second: Rule) -> Rule:
+    """A list of exactly two items."""
+
+    def rule(v: Any) -> list:
+        if not isinstance(v, list) or len(v) != 2:
+            raise Bad("a pair [a, b]", v)
+        out = []
+        for i, (r, x) in enumerate(zip((first, second), v)):
+            try:
+                out.append(r(x))
+            except Bad as bad:
+                raise bad.at(f"[{i}]") from None
+        return out
+
+    return rule
+
+
+def scalar(v: Any) -> Any:
+    """A string, a number, a boolean or null (a group value, an id)."""
+    if v is None or isinstance(v, (str, int, float)):
+        return v
+    raise Bad("a string, a number or null", v)
+
+
 def dict_of(value: Rule, key: Rule = any_value) -> Rule:
     """A table whose keys are data (e.g. sketch bucket numbers)."""
 
@@ -252,7 +276,7 @@ def read_json(path: str) -> Any:
     with open(path, "rb") as fh:
         raw = fh.read()
     try:
-        return json.loads(raw, parse_constant=_no_constant)
+        return json.loads(raw.decode("utf-8-sig"), parse_constant=_no_constant)
     except RecursionError:
         raise ValueError("nested too deeply") from None
     except UnicodeDecodeError as exc:
@@ -272,7 +296,9 @@ __all__ = [
     "number",
     "number_or_text",
     "one_of",
+    "pair",
     "read_json",
+    "scalar",
     "shown",
     "table_of",
     "text",

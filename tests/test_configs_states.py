@@ -249,3 +249,162 @@ def test_hostile_baseline_json_is_a_data_error(cli, data, text, needle):
     (tmp / "b.json").write_text(text)
     res = cli([*mse_args(tmp), "--baseline", str(tmp / "b.json"), "--max-abs-increase", "1"])
     assert_clean_error(res, 1, f"baseline {tmp / 'b.json'}", needle)
+
+
+# ---------------------------------------------------------------------------
+# #13.12: merge verifies what it merges
+# ---------------------------------------------------------------------------
+
+
+def canonical_checksum(doc: dict) -> str:
+    """The documented rule, written here independently: sha256 of the state's JSON without its
+    `checksum` key, keys sorted, no spaces, ASCII."""
+    body = {k: v for k, v in doc.items() if k != "checksum"}
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
+
+
+@pytest.fixture
+def shards(cli, tmp_path):
+    """Two CSV shards (4 + 3 rows) saved with --row-offset 0 and 4; the MSE of all 7 rows."""
+    p = np.array([0.0, 1.0, 2.0, 4.0, -1.0, 0.25, 3.0])
+    t = np.array([0.5, 1.0, 0.0, 1.0, 1.0, 0.0, 3.5])
+    paths = []
+    for k, (a, b) in enumerate(((0, 4), (4, 7))):
+        write_csv(tmp_path / f"s{k}.csv", {"pred": p[a:b], "target": t[a:b]})
+        state = str(tmp_path / f"s{k}.json")
+        args = ["compute", "mse", f"{tmp_path}/s{k}.csv:pred", f"{tmp_path}/s{k}.csv:target"]
+        res = cli([*args, "--save-state", state, "--row-offset", str(a), "--ci", "0.9", "--ci-n", "20", "-b"])
+        assert res.code == 0, res.err
+        paths.append(state)
+    return paths, math.fsum((x - y) ** 2 for x, y in zip(p, t)) / 7
+
+
+def test_states_record_rows_fingerprint_and_a_checksum_of_their_body(shards):
+    (s0, s1), _ = shards
+    for path, rows in ((s0, [0, 4]), (s1, [4, 7])):
+        doc = json.load(open(path))
+        assert doc["lossctl_state"] == 2
+        assert doc["source"]["rows"] == rows
+        assert doc["source"]["fingerprint"].startswith("sha256:")
+        assert doc["checksum"] == canonical_checksum(doc)
+    assert json.load(open(s0))["source"]["fingerprint"] != json.load(open(s1))["source"]["fingerprint"]
+
+
+def test_disjoint_shards_still_merge_to_the_value_of_all_rows(cli, shards):
+    (s0, s1), want = shards
+    res = cli(["merge", s0, s1, "-f", "json"])
+    assert res.code == 0, res.err
+    assert res.json["value"] == pytest.approx(want, rel=1e-15) and res.json["count"] == 7
+
+
+def test_the_same_state_twice_is_refused(cli, shards, tmp_path):
+    (s0, s1), _ = shards
+    assert_clean_error(cli(["merge", s0, s1, s0]), 1, "same state", s0, "count its rows twice")
+    copy = tmp_path / "copy.json"
+    copy.write_bytes(open(s0, "rb").read())
+    assert_clean_error(cli(["merge", s0, str(copy)]), 1, "same state", str(copy))
+
+
+def test_the_same_inputs_at_another_offset_are_refused(cli, shards, tmp_path):
+    (s0, _), _ = shards
+    again = str(tmp_path / "again.json")
+    args = ["compute", "mse", f"{tmp_path}/s0.csv:pred", f"{tmp_path}/s0.csv:target", "--ci", "0.9", "--ci-n", "20"]
+    assert cli([*args, "--save-state", again, "--row-offset", "100", "-b"]).code == 0
+    assert_clean_error(cli(["merge", s0, again]), 1, "same input files", again, s0)
+
+
+def test_overlapping_row_ranges_are_refused(cli, shards, tmp_path):
+    """Shards of other files whose global rows overlap (the --row-offset was forgotten)."""
+    (s0, _), _ = shards
+    late = str(tmp_path / "late.json")
+    args = ["compute", "mse", f"{tmp_path}/s1.csv:pred", f"{tmp_path}/s1.csv:target", "--ci", "0.9", "--ci-n", "20"]
+    assert cli([*args, "--save-state", late, "--row-offset", "2", "-b"]).code == 0
+    assert_clean_error(cli(["merge", s0, late]), 1, "rows 0 to 3", "rows 2 to 4", "overlap", "--row-offset")
+
+
+def edited(path: str, tmp_path, change, resign: bool = True, name: str = "edited.json") -> str:
+    doc = json.load(open(path))
+    change(doc)
+    if resign:
+        doc["checksum"] = canonical_checksum(doc)
+    out = tmp_path / name
+    out.write_text(json.dumps(doc))
+    return str(out)
+
+
+def test_a_hand_edited_count_or_sum_fails_the_checksum(cli, shards, tmp_path):
+    (s0, s1), _ = shards
+
+    def more_rows(d):
+        d["state"]["all"]["num"]["s"] *= 2
+
+    bad = edited(s0, tmp_path, more_rows, resign=False)
+    assert_clean_error(cli(["merge", bad, s1]), 1, bad, "checksum does not match")
+    no_sum = edited(s0, tmp_path, lambda d: d.pop("checksum"), resign=False, name="nosum.json")
+    assert_clean_error(cli(["merge", no_sum, s1]), 1, no_sum, "key 'checksum'")
+
+
+def _set(keys, value):
+    def change(d):
+        node = d
+        for k in keys[:-1]:
+            node = node[k]
+        node[keys[-1]] = value
+
+    return change
+
+
+@pytest.mark.parametrize(
+    "change, key, needle",
+    [
+        (_set(["state", "all", "stats", "m2"], -1.0), "state.all.stats.m2", "a number >= 0"),
+        (_set(["state", "all", "used"], "4"), "state.all.used", "the string '4'"),
+        (_set(["state", "all", "used"], 5), "state.all.stats.count", "used + nan_propagated"),
+        (_set(["state", "all", "stats", "count"], 9), "state.all.stats.count", "used + nan_propagated"),
+        (_set(["state"], [1, 2]), "state", "expected a table"),
+        (lambda d: d.pop("meta"), "meta", "required"),
+        (_set(["loss"], "mae"), "loss", "the loss of its metadata"),
+        (lambda d: (_set(["loss"], "nope")(d), _set(["meta", "loss"], "nope")(d)), "loss", "a loss of this lossctl"),
+        (_set(["state", "bootstrap"], "x"), "state.bootstrap", "expected a table"),
+        (_set(["state", "bootstrap", "num"], [1.0, 2.0]), "state.bootstrap.num", "a list of n (20) resample sums, as den; got a list of 2"),
+        (_set(["state", "bootstrap", "seed"], -1), "state.bootstrap.seed", "an integer in [0,"),
+        (_set(["state", "top", "rows"], [-1]), "state.top.rows[0]", "an integer >= 0"),
+        (_set(["state", "groups"], [[[1], {}]]), "state.groups[0][0]", "a string, a number or null"),
+        (_set(["source", "rows"], [0, 99]), "source.rows", "row_offset"),
+        (_set(["meta", "params"], {"delta": 1.0}), "meta.params", "the parameters of mse"),
+        (_set(["extra"], 1), "extra", "no such key"),
+    ],
+)
+def test_invalid_state_fields_are_data_errors_naming_the_key(cli, shards, tmp_path, change, key, needle):
+    """Even with a valid checksum (re-signed), every field is checked by type, range and consistency."""
+    (s0, s1), _ = shards
+    bad = edited(s0, tmp_path, change)
+    res = cli(["merge", s1, bad])
+    no_crash(res)
+    assert_clean_error(res, 1, bad, f"key {key!r}", needle)
+
+
+@pytest.mark.parametrize(
+    "text, needle",
+    [
+        ("[" * 100_000 + "]" * 100_000, "nested too deeply"),
+        ('{"lossctl_state": 2, "x": NaN}', "NaN is not JSON"),
+        ('{"lossctl_state": 2, "x": Infinity}', "Infinity is not JSON"),
+        ("[1, 2]", "not a lossctl state"),
+        ('{"a": "\xff"}', "not UTF-8"),
+    ],
+)
+def test_unreadable_state_files_are_data_errors(cli, shards, tmp_path, text, needle):
+    (s0, _), _ = shards
+    bad = tmp_path / "bad.json"
+    bad.write_bytes(text.encode("latin-1"))
+    assert_clean_error(cli(["merge", s0, str(bad)]), 1, str(bad), needle)
+
+
+def test_states_of_another_format_or_version_are_refused(cli, shards, tmp_path):
+    (s0, s1), _ = shards
+    old = edited(s0, tmp_path, _set(["lossctl_state"], 1), name="old.json")
+    assert_clean_error(cli(["merge", old, s1]), 1, old, "format 1", "reads format 2")
+    other = edited(s0, tmp_path, _set(["lossctl_version"], "0.0.1"), name="other.json")
+    assert_clean_error(cli(["merge", other, s1]), 1, other, "lossctl 0.0.1", "within one lossctl version")
