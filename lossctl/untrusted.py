@@ -95,12 +95,10 @@ def one_of(*allowed: str) -> Rule:
 
 
 def integer(low: int | None = None, high: int | None = None) -> Rule:
-    """A whole number (a float with no fraction counts) in [low, high]."""
+    """A whole number (an integer, not a float or a string) in [low, high]."""
     span = f" in [{low}, {high}]" if low is not None and high is not None else (f" >= {low}" if low is not None else "")
 
     def rule(v: Any) -> int:
-        if isinstance(v, float) and math.isfinite(v) and v == int(v):
-            v = int(v)
         if not isinstance(v, int) or isinstance(v, bool):
             raise Bad("an integer" + span, v)
         if (low is not None and v < low) or (high is not None and v > high):

@@ -408,3 +408,13 @@ def test_states_of_another_format_or_version_are_refused(cli, shards, tmp_path):
     assert_clean_error(cli(["merge", old, s1]), 1, old, "format 1", "reads format 2")
     other = edited(s0, tmp_path, _set(["lossctl_version"], "0.0.1"), name="other.json")
     assert_clean_error(cli(["merge", other, s1]), 1, other, "lossctl 0.0.1", "within one lossctl version")
+
+
+def test_integer_keys_take_integers_only_and_deep_toml_is_a_usage_error(cli, data):
+    tmp, _ = data
+    path, res = run_config(
+        cli, tmp, '\n[[checks]]\nname = "bad"\nloss = "mse"\ninputs = ["d.csv:pred", "d.csv:target"]\nci-n = 100.0\n'
+    )
+    bad_check(res, path, "bad", "ci-n", "an integer >= 10; got 100.0")
+    (tmp / "deep.toml").write_text("a = " + "[" * 5000 + "]" * 5000 + "\n")
+    assert_clean_error(cli(["check", str(tmp / "deep.toml")]), 2, "deep.toml", "not valid TOML")
