@@ -768,6 +768,7 @@ STATE_VERSION = 2  # 2: row range, input fingerprint and sha256 checksum (format
 
 
 def save_state(path: str, spec: LossSpec, meta: dict, acc: RunState, ci_level: float | None) -> None:
+    import hashlib
     import json
 
     from lossctl.io.sinks import AtomicFile
@@ -782,10 +783,13 @@ def save_state(path: str, spec: LossSpec, meta: dict, acc: RunState, ci_level: f
         "state": acc.to_dict(),
         "source": {"rows": [first, first + acc.rows_seen], "fingerprint": input_fingerprint(meta["inputs"])},
     }
-    doc["checksum"] = state_checksum(doc)
+    # The canonical body once, its checksum appended as the last key (load_state checks these
+    # bytes directly, and the parsed document by state_checksum when they were re-laid out).
+    body = _canonical(doc)
+    text = body[:-1] + ',"checksum":' + json.dumps("sha256:" + hashlib.sha256(body.encode()).hexdigest()) + "}"
     f = AtomicFile(path, "--save-state")
     try:
-        f.fh.write(json.dumps(doc, allow_nan=False).encode())
+        f.fh.write(text.encode())
     except BaseException:
         f.abort()
         raise
@@ -796,11 +800,28 @@ def state_checksum(doc: dict) -> str:
     """``sha256:`` + the SHA-256 of the state's canonical JSON without its ``checksum`` key
     (keys sorted, no spaces, ASCII): any edit to a saved state changes it."""
     import hashlib
+
+    return "sha256:" + hashlib.sha256(_canonical(doc).encode()).hexdigest()
+
+
+def _canonical(doc: dict) -> str:
     import json
 
     body = {k: v for k, v in doc.items() if k != "checksum"}
-    text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
-    return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
+    return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+
+
+def _signed_bytes_match(raw: bytes, checksum) -> bool:
+    """Whether the file is a canonical body with ``"checksum"`` appended as lossctl writes it,
+    and that body hashes to ``checksum`` (the fast check: no re-serialisation)."""
+    import hashlib
+
+    if not isinstance(checksum, str):
+        return False
+    tail = (',"checksum":"' + checksum + '"}').encode()
+    if not raw.endswith(tail):
+        return False
+    return "sha256:" + hashlib.sha256(raw[: -len(tail)] + b"}").hexdigest() == checksum
 
 
 def input_fingerprint(inputs: list[dict]) -> str | None:
@@ -885,7 +906,9 @@ def load_state(path: str) -> dict:
 
     redo = "recompute it with lossctl compute --save-state"
     try:
-        doc = u.read_json(path)
+        with open(path, "rb") as fh:
+            raw = fh.read()
+        doc = u.parse_json(raw)
     except FileNotFoundError:
         raise DataError(f"{path}: file not found; expected a state written by --save-state.") from None
     except (OSError, ValueError) as exc:
@@ -912,7 +935,7 @@ def load_state(path: str) -> dict:
                 raise u.Bad("no such key", path=key, show_value=False)
     except u.Bad as bad:
         raise DataError(f"{path}, key {bad.path!r}: {bad.describe()}; not a valid lossctl state ({redo}).") from None
-    if doc["checksum"] != state_checksum(doc):
+    if not _signed_bytes_match(raw, doc["checksum"]) and doc["checksum"] != state_checksum(doc):
         raise DataError(
             f"{path}: changed after lossctl wrote it (its sha256 checksum does not match its contents); "
             f"states are not edited by hand: {redo}."

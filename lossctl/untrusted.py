@@ -269,10 +269,14 @@ def read_json(path: str) -> Any:
 
     Raises ``FileNotFoundError`` and ``ValueError`` (with a one-line reason) only.
     """
+    with open(path, "rb") as fh:
+        return parse_json(fh.read())
+
+
+def parse_json(raw: bytes) -> Any:
+    """:func:`read_json` of bytes already read."""
     import json
 
-    with open(path, "rb") as fh:
-        raw = fh.read()
     try:
         return json.loads(raw.decode("utf-8-sig"), parse_constant=_no_constant)
     except RecursionError:
@@ -295,6 +299,7 @@ __all__ = [
     "number_or_text",
     "one_of",
     "pair",
+    "parse_json",
     "read_json",
     "scalar",
     "shown",

@@ -418,3 +418,19 @@ def test_integer_keys_take_integers_only_and_deep_toml_is_a_usage_error(cli, dat
     bad_check(res, path, "bad", "ci-n", "an integer >= 10; got 100.0")
     (tmp / "deep.toml").write_text("a = " + "[" * 5000 + "]" * 5000 + "\n")
     assert_clean_error(cli(["check", str(tmp / "deep.toml")]), 2, "deep.toml", "not valid TOML")
+
+
+def test_checksum_survives_relayout_but_not_a_byte_edit(cli, shards, tmp_path):
+    """The checksum is over the canonical JSON, so a pretty-printed copy still merges; changing
+    one number in place (the file's layout kept) is detected."""
+    (s0, s1), want = shards
+    pretty = tmp_path / "pretty.json"
+    pretty.write_text(json.dumps(json.load(open(s0)), indent=2))
+    res = cli(["merge", str(pretty), s1, "-f", "json"])
+    assert res.code == 0, res.err
+    assert res.json["value"] == pytest.approx(want, rel=1e-15)
+    raw = open(s0).read()
+    assert raw.count('"used":4}') == 1
+    edited_in_place = tmp_path / "inplace.json"
+    edited_in_place.write_text(raw.replace('"used":4}', '"used":3}'))
+    assert_clean_error(cli(["merge", str(edited_in_place), s1]), 1, "checksum does not match")
