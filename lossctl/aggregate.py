@@ -242,7 +242,7 @@ def _all(schema: dict) -> u.Rule:
     return u.table_of(schema, tuple(schema))
 
 
-_count = u.integer(0)
+_count = u.integer(0, 2**63 - 1)  # counts and row numbers: int64
 _alpha = u.number(0, 1, low_open=True, high_open=True)
 _SUM = _all({"s": _stored, "c": _stored})
 _SKETCH = _all(

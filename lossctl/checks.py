@@ -388,6 +388,7 @@ def load_config(path: str) -> list[Check]:
             checks.append(_check(c, name, where, defaults, base))
         except LossctlError as exc:
             loss = c.get("loss") if isinstance(c, dict) and isinstance(c.get("loss"), str) else ""
+            loss = "composite" if isinstance(c, dict) and "terms" in c and not loss else loss
             checks.append(Check(name, [], Bounds(), False, {}, error=exc, loss=loss))
         if name in names:
             err = UsageError(f"{where}: the name {name!r} is used twice; names identify checks in reports.")

@@ -864,9 +864,20 @@ def _state_rules():
     from lossctl import untrusted as u
     from lossctl.aggregate import STATE_SCHEMA
 
-    rows = u.integer(0)
+    rows = u.integer(0, 2**63 - 1)
     inp = u.table_of(
-        {"role": u.text, "source": u.text, "path": u.text, "rows": rows}, ("role", "source", "path"), closed=False
+        {
+            "role": u.text,
+            "source": u.text,
+            "path": u.text,
+            "column": u.maybe(u.text),
+            "format": u.maybe(u.text),
+            "shape": u.maybe(u.list_of(u.scalar)),
+            "dtype": u.maybe(u.text),
+            "rows": rows,
+        },
+        ("role", "source", "path", "column", "format", "shape", "dtype", "rows"),
+        closed=False,
     )
     meta = u.table_of(
         {
