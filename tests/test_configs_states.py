@@ -369,7 +369,7 @@ def _set(keys, value):
         (_set(["state", "bootstrap"], "x"), "state.bootstrap", "expected a table"),
         (_set(["state", "bootstrap", "num"], [1.0, 2.0]), "state.bootstrap.num", "a list of n (20) resample sums, as den; got a list of 2"),
         (_set(["state", "bootstrap", "seed"], -1), "state.bootstrap.seed", "an integer in [0,"),
-        (_set(["state", "top", "rows"], [-1]), "state.top.rows[0]", "an integer >= 0"),
+        (_set(["state", "top", "rows"], [-1]), "state.top.rows[0]", "an integer in [0, 9223372036854775807]"),
         (_set(["state", "groups"], [[[1], {}]]), "state.groups[0][0]", "a string, a number or null"),
         (_set(["source", "rows"], [0, 99]), "source.rows", "row_offset"),
         (_set(["meta", "params"], {"delta": 1.0}), "meta.params", "the parameters of mse"),
