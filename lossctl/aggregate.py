@@ -216,7 +216,9 @@ def _key_py(k):
 
 def _stored(v):
     """A float as lossctl.stats writes it: a JSON number, or "nan", "inf", "-inf"."""
-    if (isinstance(v, str) and v in ("nan", "inf", "-inf")) or (isinstance(v, (int, float)) and not isinstance(v, bool)):
+    if isinstance(v, str) and v in ("nan", "inf", "-inf"):
+        return v
+    if isinstance(v, (int, float)) and not isinstance(v, bool):
         return v
     raise u.Bad('a number (or "nan", "inf", "-inf")', v)
 
@@ -246,7 +248,13 @@ _count = u.integer(0, 2**63 - 1)  # counts and row numbers: int64
 _alpha = u.number(0, 1, low_open=True, high_open=True)
 _SUM = _all({"s": _stored, "c": _stored})
 _SKETCH = _all(
-    {"alpha": _alpha, "pos": u.dict_of(_count, _bucket), "neg": u.dict_of(_count, _bucket), "zero": _count, "nan": _count}
+    {
+        "alpha": _alpha,
+        "pos": u.dict_of(_count, _bucket),
+        "neg": u.dict_of(_count, _bucket),
+        "zero": _count,
+        "nan": _count,
+    }
 )
 _STATS = _all(
     {
@@ -304,9 +312,8 @@ def check_state(d: dict) -> None:
     def aggregate(a: dict, where: str) -> None:
         st = a["stats"]
         if st["count"] != a["used"] + a["nan_propagated"]:
-            raise u.Bad(
-                f"count = used + nan_propagated ({a['used']} + {a['nan_propagated']})", st["count"], f"{where}.stats.count"
-            )
+            need = f"count = used + nan_propagated ({a['used']} + {a['nan_propagated']})"
+            raise u.Bad(need, st["count"], f"{where}.stats.count")
         if st["nan_count"] > st["count"]:
             raise u.Bad(f"at most count ({st['count']}) NaN values", st["nan_count"], f"{where}.stats.nan_count")
         if (st["values"] is None) == (st["sketch"] is None):

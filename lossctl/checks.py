@@ -109,7 +109,9 @@ def load_baseline(spec, loss: str | None, check_name: str | None = None, base_di
         data = u.validate(data, _BASELINE_SCHEMA, required=("value",), what="a lossctl JSON result")
     except u.Bad as bad:
         key = f", key {bad.path!r}" if bad.path else ""
-        raise DataError(f"baseline {text}{key}: {bad.describe()}; expected a lossctl JSON result with a 'value'.") from None
+        raise DataError(
+            f"baseline {text}{key}: {bad.describe()}; expected a lossctl JSON result with a 'value'."
+        ) from None
     if loss is not None and data.get("loss") not in (None, loss):
         raise DataError(
             f"baseline {text} is a {data.get('loss')} result, but this check computes {loss}; compare like with like."

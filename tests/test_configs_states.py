@@ -366,7 +366,12 @@ def _set(keys, value):
         (_set(["loss"], "mae"), "loss", "the loss of its metadata"),
         (lambda d: (_set(["loss"], "nope")(d), _set(["meta", "loss"], "nope")(d)), "loss", "a loss of this lossctl"),
         (_set(["state", "bootstrap"], "x"), "state.bootstrap", "expected a table"),
-        (_set(["state", "bootstrap", "num"], [1.0, 2.0]), "state.bootstrap.num", "a list of n (20) resample sums, as den; got a list of 2"),
+        (
+            _set(["state", "bootstrap", "num"], [1.0, 2.0]),
+            "state.bootstrap.num",
+            "a list of n (20) resample sums, as den; got a list of 2",
+        ),
+        (_set(["state", "all", "stats", "values"], None), "state.all.stats", "either kept values or a sketch"),
         (_set(["state", "bootstrap", "seed"], -1), "state.bootstrap.seed", "an integer in [0,"),
         (_set(["state", "top", "rows"], [-1]), "state.top.rows[0]", "an integer in [0, 9223372036854775807]"),
         (_set(["state", "groups"], [[[1], {}]]), "state.groups[0][0]", "a string, a number or null"),
