@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from lossctl import untrusted as u
 from lossctl.stats import (
     CompensatedSum,
     PoissonBootstrap,
@@ -204,3 +205,133 @@ def _key_json(k):
 
 def _key_py(k):
     return k
+
+
+# ---------------------------------------------------------------------------
+# A state read back (lossctl merge) is untrusted: its structure, types and ranges are
+# checked (STATE_SCHEMA), then what must hold between its numbers (check_state), before
+# RunState.from_dict builds anything from it.
+# ---------------------------------------------------------------------------
+
+
+def _stored(v):
+    """A float as lossctl.stats writes it: a JSON number, or "nan", "inf", "-inf"."""
+    if isinstance(v, str) and v in ("nan", "inf", "-inf"):
+        return v
+    if isinstance(v, (int, float)) and not isinstance(v, bool):
+        return v
+    raise u.Bad('a number (or "nan", "inf", "-inf")', v)
+
+
+def _m2(v):
+    """Σ (x - mean)²: never negative (NaN or inf after infinite losses)."""
+    _stored(v)
+    if not isinstance(v, str) and v < 0:
+        raise u.Bad("a number >= 0 (a sum of squares)", v)
+    return v
+
+
+def _bucket(k):
+    try:
+        if abs(int(k)) <= 1_000_000:
+            return k
+    except (TypeError, ValueError):
+        pass
+    raise u.Bad("a bucket number (an integer of at most 1000000 in magnitude)", k)
+
+
+def _all(schema: dict) -> u.Rule:
+    return u.table_of(schema, tuple(schema))
+
+
+_count = u.integer(0, 2**63 - 1)  # counts and row numbers: int64
+_alpha = u.number(0, 1, low_open=True, high_open=True)
+_SUM = _all({"s": _stored, "c": _stored})
+_SKETCH = _all(
+    {
+        "alpha": _alpha,
+        "pos": u.dict_of(_count, _bucket),
+        "neg": u.dict_of(_count, _bucket),
+        "zero": _count,
+        "nan": _count,
+    }
+)
+_STATS = _all(
+    {
+        "count": _count,
+        "sum": _SUM,
+        "mean": _stored,
+        "m2": _m2,
+        "min": _stored,
+        "max": _stored,
+        "nan_count": _count,
+        "exact_limit": _count,
+        "alpha": _alpha,
+        "values": u.maybe(u.list_of(_stored)),
+        "sketch": u.maybe(_SKETCH),
+    }
+)
+_AGGREGATE = _all(
+    {
+        "stats": _STATS,
+        "num": _SUM,
+        "den": _SUM,
+        "components": u.dict_of(_SUM, u.text),
+        "used": _count,
+        "ignored": _count,
+        "nan_omitted": _count,
+        "nan_propagated": _count,
+    }
+)
+STATE_SCHEMA = _all(
+    {
+        "all": _AGGREGATE,
+        "groups": u.list_of(u.pair(u.scalar, _AGGREGATE)),
+        "top": _all({"k": _count, "values": u.list_of(_stored), "rows": u.list_of(_count)}),
+        "top_ids": u.list_of(u.pair(_count, u.scalar)),
+        "bootstrap": u.maybe(
+            _all(
+                {
+                    "n": u.integer(1),
+                    "seed": u.integer(0, 2**64 - 1),
+                    "num": u.list_of(_stored),
+                    "den": u.list_of(_stored),
+                }
+            )
+        ),
+        "rows_seen": _count,
+        "dropped_pred": _count,
+        "dropped_target": _count,
+    }
+)
+
+
+def check_state(d: dict) -> None:
+    """What must hold between the numbers of a state that passed STATE_SCHEMA; raises Bad."""
+
+    def aggregate(a: dict, where: str) -> None:
+        st = a["stats"]
+        if st["count"] != a["used"] + a["nan_propagated"]:
+            need = f"count = used + nan_propagated ({a['used']} + {a['nan_propagated']})"
+            raise u.Bad(need, st["count"], f"{where}.stats.count")
+        if st["nan_count"] > st["count"]:
+            raise u.Bad(f"at most count ({st['count']}) NaN values", st["nan_count"], f"{where}.stats.nan_count")
+        if (st["values"] is None) == (st["sketch"] is None):
+            raise u.Bad("either kept values or a sketch (exactly one)", path=f"{where}.stats", show_value=False)
+        if st["values"] is not None and len(st["values"]) != st["count"]:
+            raise u.Bad(f"a list of count ({st['count']}) values", st["values"], f"{where}.stats.values")
+        if st["sketch"] is not None:
+            sk = st["sketch"]
+            total = sum(sk["pos"].values()) + sum(sk["neg"].values()) + sk["zero"] + sk["nan"]
+            if total != st["count"]:
+                raise u.Bad(f"buckets holding count ({st['count']}) values in all", total, f"{where}.stats.sketch")
+
+    aggregate(d["all"], "all")
+    for i, (_, g) in enumerate(d["groups"]):
+        aggregate(g, f"groups[{i}][1]")
+    top = d["top"]
+    if len(top["values"]) != len(top["rows"]) or len(top["rows"]) > top["k"]:
+        raise u.Bad(f"as many rows as values, at most k ({top['k']})", top["rows"], "top.rows")
+    boot = d["bootstrap"]
+    if boot is not None and not len(boot["num"]) == len(boot["den"]) == boot["n"]:
+        raise u.Bad(f"a list of n ({boot['n']}) resample sums, as den", boot["num"], "bootstrap.num")

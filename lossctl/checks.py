@@ -18,17 +18,18 @@ entry with the same check name).
 from __future__ import annotations
 
 import difflib
-import json
 import math
 import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from lossctl.errors import DataError, LossctlError, UsageError
+from lossctl import untrusted as u
+from lossctl.errors import DataError, LossctlError, UsageError, short_reason
 from lossctl.io.remote import is_uri
 from lossctl.literal import visible
 
 BOUND_KEYS = ("max", "min", "baseline", "max-abs-increase", "max-rel-increase")
+SEED_MAX = 2**64 - 1  # bootstrap seeds: 0 to 2**64 - 1 (--seed, LOSSCTL_SEED, seed in a config)
 
 
 @dataclass
@@ -60,6 +61,26 @@ def _num(v) -> float:
     return float(v)
 
 
+def _result_number(v):
+    """A value in a JSON result: a number, null, or the strings lossctl writes for inf and NaN."""
+    if v is None or v in ("inf", "-inf", "nan"):
+        return v
+    return u.number(finite=False)(v) if not (isinstance(v, float) and math.isnan(v)) else v
+
+
+def _group_key(v):
+    if v is None or isinstance(v, (str, int, float)):
+        return v
+    raise u.Bad("a group value (a string or a number)", v)
+
+
+_BASELINE_SCHEMA = {
+    "value": _result_number,
+    "loss": u.maybe(u.text),
+    "groups": u.maybe(u.list_of(u.table_of({"group": _group_key, "value": _result_number}, ("group",), closed=False))),
+}
+
+
 def load_baseline(spec, loss: str | None, check_name: str | None = None, base_dir: str = ".") -> Baseline:
     """A number, or the value(s) of a previous JSON result."""
     if isinstance(spec, (int, float)) and not isinstance(spec, bool):
@@ -73,18 +94,25 @@ def load_baseline(spec, loss: str | None, check_name: str | None = None, base_di
     if not os.path.exists(path):
         raise DataError(f"baseline {text}: file not found; expected a number or a JSON result of lossctl.")
     try:
-        with open(path) as fh:
-            data = json.load(fh)
+        data = u.read_json(path)
     except (OSError, ValueError) as exc:
-        raise DataError(f"baseline {text}: not readable JSON ({exc}).") from None
+        raise DataError(f"baseline {text}: not readable JSON ({short_reason(exc)}).") from None
     if isinstance(data, dict) and "checks" in data:
-        entries = [c for c in data["checks"] if c.get("name") == check_name]
+        listed = data["checks"] if isinstance(data["checks"], list) else []
+        entries = [c for c in listed if isinstance(c, dict) and c.get("name") == check_name]
+        if check_name is None:
+            raise DataError(f"baseline {text} is the result of lossctl check; give the JSON of lossctl compute.")
         if not entries:
-            names = ", ".join(repr(c.get("name")) for c in data["checks"])
-            raise DataError(f"baseline {text} has no check named {check_name!r} (it has {names}).")
+            names = ", ".join(u.shown(c.get("name")) for c in listed if isinstance(c, dict))
+            raise DataError(f"baseline {text} has no check named {check_name!r} (it has {names or 'none'}).")
         data = entries[0]
-    if not isinstance(data, dict) or "value" not in data:
-        raise DataError(f"baseline {text}: expected a lossctl JSON result with a 'value'.")
+    try:
+        data = u.validate(data, _BASELINE_SCHEMA, required=("value",), what="a lossctl JSON result")
+    except u.Bad as bad:
+        key = f", key {bad.path!r}" if bad.path else ""
+        raise DataError(
+            f"baseline {text}{key}: {bad.describe()}; expected a lossctl JSON result with a 'value'."
+        ) from None
     if loss is not None and data.get("loss") not in (None, loss):
         raise DataError(
             f"baseline {text} is a {data.get('loss')} result, but this check computes {loss}; compare like with like."
@@ -219,28 +247,55 @@ def _fmt(v) -> str:
 # Config files
 # ---------------------------------------------------------------------------
 
-RUN_KEYS = (
-    "id-col",
-    "on-missing",
-    "nan",
-    "group-by",
-    "per-group",
-    "reduction",
-    "input-format",
-    "no-header",
-    "delimiter",
-    "prob-atol",
-    "chunk-size",
-    "ci",
-    "ci-n",
-    "seed",
-    "engine",
-    "scheduler",
-    "workers",
-    "strict",
-)
-CHECK_KEYS = ("name", "loss", "inputs", "params", "terms", *BOUND_KEYS, *RUN_KEYS)
-TERM_KEYS = ("loss", "inputs", "params", "weight", *RUN_KEYS)
+# The schema of a check config: key -> rule (lossctl.untrusted), one line per key. Every
+# value is checked by type and range before anything runs; an error names the file, the
+# check and the key, and makes only that check an error (the other checks still run).
+RUN_SCHEMA: dict[str, u.Rule] = {
+    "id-col": u.text,
+    "on-missing": u.one_of("error", "drop"),
+    "nan": u.one_of("error", "omit", "propagate"),
+    "group-by": u.text,
+    "per-group": u.flag,
+    "reduction": u.one_of("mean", "sum", "none"),
+    "input-format": u.text,
+    "no-header": u.flag,
+    "delimiter": u.char,
+    "prob-atol": u.number(0, None, low_open=True),
+    "chunk-size": u.integer(1),
+    "ci": u.number(0, 1, low_open=True, high_open=True),
+    "ci-n": u.integer(10),
+    "seed": u.integer(0, SEED_MAX),
+    "engine": u.one_of("local", "dask"),
+    "scheduler": u.text,
+    "workers": u.integer(1),
+    "strict": u.flag,
+}
+BOUND_SCHEMA: dict[str, u.Rule] = {
+    "max": u.number(),
+    "min": u.number(),
+    "baseline": u.number_or_text,
+    "max-abs-increase": u.number(),
+    "max-rel-increase": u.number(),
+}
+TERM_SCHEMA: dict[str, u.Rule] = {
+    "loss": u.text,
+    "inputs": u.list_of(u.text, min_len=1, what="a list of sources"),
+    "params": u.table_of({}, closed=False),
+    "weight": u.number(finite=True),
+    **RUN_SCHEMA,
+}
+CHECK_SCHEMA: dict[str, u.Rule] = {
+    "name": u.text,
+    "loss": u.text,
+    "inputs": TERM_SCHEMA["inputs"],
+    "params": TERM_SCHEMA["params"],
+    "terms": u.list_of(u.table_of({}, closed=False), min_len=1, what="a list of term tables"),
+    **BOUND_SCHEMA,
+    **RUN_SCHEMA,
+}
+RUN_KEYS = tuple(RUN_SCHEMA)
+CHECK_KEYS = tuple(CHECK_SCHEMA)
+TERM_KEYS = tuple(TERM_SCHEMA)
 
 
 @dataclass
@@ -259,6 +314,8 @@ class Check:
     bounds: Bounds
     composite: bool
     options: dict[str, Any]
+    error: LossctlError | None = None  # the check's config is invalid: reported as an error, not run
+    loss: str = ""  # what the config says it computes, for an invalid check's report
 
 
 def _toml():
@@ -272,23 +329,55 @@ def _toml():
 def _unknown(keys, allowed, where: str) -> None:
     for k in keys:
         if k not in allowed:
-            close = difflib.get_close_matches(k, allowed, n=1)
+            close = difflib.get_close_matches(str(k), allowed, n=1)
             hint = f" Did you mean {close[0]!r}?" if close else ""
             raise UsageError(f"{where}: unknown key {k!r}.{hint} Allowed: {', '.join(allowed)}.")
 
 
+def _checked(table, schema: dict, where: str, prefix: str = "", what: str = "a table") -> dict:
+    """``table`` validated by ``schema``; a UsageError naming ``where`` and the key otherwise."""
+    try:
+        return u.validate(table, schema, what=what)
+    except u.Bad as bad:
+        key = prefix + bad.path if bad.path else prefix.rstrip(".")
+        at = f", key {key!r}" if key else ""
+        raise UsageError(f"{where}{at}: {bad.describe()}.") from None
+
+
+class _Located:
+    """Re-raise a LossctlError from inside with ``where`` and the key in front of its message."""
+
+    def __init__(self, where: str, key: str):
+        self.where, self.key = where, key
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, exc, tb):
+        if exc is not None and isinstance(exc, LossctlError) and not getattr(exc, "_located", False):
+            located = type(exc)(f"{self.where}, key {self.key!r}: {exc.message}", hint=exc.hint)
+            located._located = True
+            raise located from None
+        return False
+
+
 def load_config(path: str) -> list[Check]:
-    """Parse a check config (TOML); paths inside are relative to the config file."""
+    """Parse a check config (TOML); paths inside are relative to the config file.
+
+    Problems with the file as a whole (not TOML, unknown top-level keys, bad [defaults], no
+    checks) raise a UsageError; a problem inside one check makes only that check an error
+    (``Check.error``), so the others still run and are reported.
+    """
     if not os.path.exists(path):
         raise DataError(f"{path}: file not found; expected a TOML check config.")
     try:
         with open(path, "rb") as fh:
             data = _toml().load(fh)
-    except Exception as exc:  # noqa: BLE001 - tomllib.TOMLDecodeError and I/O
-        raise UsageError(f"{path}: not valid TOML ({exc}).") from None
+    except Exception as exc:  # noqa: BLE001 - tomllib.TOMLDecodeError, RecursionError and I/O
+        raise UsageError(f"{path}: not valid TOML ({short_reason(exc)}).") from None
     base = os.path.dirname(os.path.abspath(path))
     _unknown(data.keys(), ("checks", "defaults"), path)
-    defaults = data.get("defaults", {})
+    defaults = _checked(data.get("defaults", {}), RUN_SCHEMA, path, prefix="defaults.", what="a table of run options")
     _unknown(defaults.keys(), RUN_KEYS, f"{path} [defaults]")
     raw = data.get("checks")
     if not isinstance(raw, list) or not raw:
@@ -296,91 +385,117 @@ def load_config(path: str) -> list[Check]:
     checks: list[Check] = []
     names: set[str] = set()
     for i, c in enumerate(raw):
-        where = f"{path} check {i + 1}"
-        _unknown(c.keys(), CHECK_KEYS, where)
-        name = str(c.get("name") or f"check-{i + 1}")
+        given = c.get("name") if isinstance(c, dict) else None
+        name = given if isinstance(given, str) and given else f"check-{i + 1}"
+        where = f"{path}: check {i + 1} ({name})"
+        try:
+            checks.append(_check(c, name, where, defaults, base))
+        except LossctlError as exc:
+            loss = c.get("loss") if isinstance(c, dict) and isinstance(c.get("loss"), str) else ""
+            loss = "composite" if isinstance(c, dict) and "terms" in c and not loss else loss
+            checks.append(Check(name, [], Bounds(), False, {}, error=exc, loss=loss))
         if name in names:
-            raise UsageError(f"{where}: the name {name!r} is used twice; names identify checks in reports.")
+            err = UsageError(f"{where}: the name {name!r} is used twice; names identify checks in reports.")
+            checks[-1] = Check(name, [], Bounds(), False, {}, error=err, loss=checks[-1].loss)
         names.add(name)
-        opts = {**defaults, **{k: c[k] for k in RUN_KEYS if k in c}}
-        if "terms" in c:
-            if "loss" in c or "inputs" in c:
-                raise UsageError(f"{where} ({name}): give either loss + inputs, or terms (a composite), not both.")
-            terms = []
-            for j, t in enumerate(c["terms"]):
-                _unknown(t.keys(), TERM_KEYS, f"{where} ({name}) term {j + 1}")
-                terms.append(
-                    _term(t, {**opts, **{k: t[k] for k in RUN_KEYS if k in t}}, base, f"{where} ({name}) term {j + 1}")
-                )
-            composite = True
-        else:
-            terms = [_term(c, opts, base, f"{where} ({name})")]
-            composite = False
-        bounds = Bounds(
-            max=_opt_float(c, "max", where),
-            min=_opt_float(c, "min", where),
-            max_abs_increase=_opt_float(c, "max-abs-increase", where),
-            max_rel_increase=_opt_float(c, "max-rel-increase", where),
-            per_group=bool(opts.get("per-group", False)),
-        )
-        if "baseline" in c:
-            bounds.baseline = load_baseline(c["baseline"], None if composite else terms[0].loss, name, base)
-        if (bounds.max_abs_increase is not None or bounds.max_rel_increase is not None) and bounds.baseline is None:
-            raise UsageError(f"{where} ({name}): max-abs-increase / max-rel-increase need a baseline.")
-        checks.append(Check(name, terms, bounds, composite, opts))
     return checks
 
 
-def _opt_float(c: dict, key: str, where: str) -> float | None:
-    if key not in c:
-        return None
-    try:
-        return float(c[key])
-    except (TypeError, ValueError):
-        raise UsageError(f"{where}: {key} must be a number; got {c[key]!r}.") from None
+def _check(c, name: str, where: str, defaults: dict, base: str) -> Check:
+    """One [[checks]] table, validated, or a LossctlError naming the check and the key."""
+    c = _checked(c, CHECK_SCHEMA, where, what="a table (one check)")
+    _unknown(c.keys(), CHECK_KEYS, where)
+    opts = {**defaults, **{k: c[k] for k in RUN_KEYS if k in c}}
+    if "terms" in c:
+        if "loss" in c or "inputs" in c:
+            raise UsageError(f"{where}: give either loss + inputs, or terms (a composite), not both.")
+        terms = []
+        for j, t in enumerate(c["terms"]):
+            tw = f"{where} term {j + 1}"
+            t = _checked(t, TERM_SCHEMA, where, prefix=f"terms[{j}].")
+            _unknown(t.keys(), TERM_KEYS, tw)
+            terms.append(_term(t, {**opts, **{k: t[k] for k in RUN_KEYS if k in t}}, base, where, f"terms[{j}]."))
+        composite = True
+    else:
+        terms = [_term(c, opts, base, where, "")]
+        composite = False
+    bounds = Bounds(
+        max=c.get("max"),
+        min=c.get("min"),
+        max_abs_increase=c.get("max-abs-increase"),
+        max_rel_increase=c.get("max-rel-increase"),
+        per_group=bool(opts.get("per-group", False)),
+    )
+    if "baseline" in c:
+        with _Located(where, "baseline"):
+            bounds.baseline = load_baseline(c["baseline"], None if composite else terms[0].loss, name, base)
+    if (bounds.max_abs_increase is not None or bounds.max_rel_increase is not None) and bounds.baseline is None:
+        raise UsageError(f"{where}: max-abs-increase / max-rel-increase need a baseline.")
+    return Check(name, terms, bounds, composite, opts)
 
 
-def _term(t: dict, opts: dict, base: str, where: str) -> Term:
+def _term(t: dict, opts: dict, base: str, where: str, prefix: str) -> Term:
+    """One loss of a check (``t`` already validated by TERM_SCHEMA or CHECK_SCHEMA)."""
     from lossctl import registry
 
-    if "loss" not in t or "inputs" not in t:
-        raise UsageError(f"{where}: needs loss and inputs.")
-    spec = registry.get(str(t["loss"]))
+    for key in ("loss", "inputs"):
+        if key not in t:
+            raise UsageError(f"{where}, key {prefix + key!r}: missing; every check needs a loss and its inputs.")
+    with _Located(where, prefix + "loss"):
+        spec = registry.get(t["loss"])
     inputs = t["inputs"]
-    if isinstance(inputs, str) or not isinstance(inputs, list):
-        raise UsageError(
-            f'{where}: inputs must be a list of sources, e.g. ["preds.parquet:logits", "labels.csv:label"].'
-        )
     required = [r for r in spec.inputs if not r.optional]
     if not (len(required) <= len(inputs) <= len(spec.inputs)):
         raise UsageError(
-            f"{where}: {spec.name} takes {len(required)}"
+            f"{where}, key {prefix + 'inputs'!r}: {spec.name} takes {len(required)}"
             + (f" to {len(spec.inputs)}" if len(spec.inputs) != len(required) else "")
             + f" inputs ({', '.join(r.metavar for r in spec.inputs)}); got {len(inputs)}."
         )
     resolved = [
-        s if s == "-" or s.startswith("-:") or os.path.isabs(s) or is_uri(s) else os.path.join(base, s)
-        for s in map(str, inputs)
+        s if s == "-" or s.startswith("-:") or os.path.isabs(s) or is_uri(s) else os.path.join(base, s) for s in inputs
     ]
-    params_raw = t.get("params", {}) or {}
     params = {}
-    for k, v in params_raw.items():
+    for k, v in t.get("params", {}).items():
+        key = f"{prefix}params.{k}"
         try:
             p = spec.param(k)
         except KeyError:
             close = difflib.get_close_matches(k, [p.name for p in spec.params], n=1)
             hint = f" Did you mean {close[0]!r}?" if close else ""
-            raise UsageError(f"{where}: {spec.name} has no parameter {k!r}.{hint}") from None
-        if p.type == "bool":
-            params[p.dest] = bool(v)
-        elif isinstance(v, list):
-            params[p.dest] = p.parse(",".join(str(x) for x in v), spec.name)
-        else:
-            params[p.dest] = p.parse(v, spec.name)
-    weight = float(t.get("weight", 1.0))
-    if "group-by" in opts and ":" in str(opts["group-by"]) and not os.path.isabs(str(opts["group-by"])):
-        opts = {**opts, "group-by": os.path.join(base, str(opts["group-by"]))}
+            raise UsageError(f"{where}, key {key!r}: {spec.name} has no parameter {k!r}.{hint}") from None
+        params[p.dest] = _param(p, v, spec.name, where, key)
+    weight = t.get("weight", 1.0)
+    if "group-by" in opts and ":" in opts["group-by"] and not os.path.isabs(opts["group-by"]):
+        opts = {**opts, "group-by": os.path.join(base, opts["group-by"])}
     return Term(spec.name, resolved, params, weight, opts)
+
+
+def _param(p, v, loss: str, where: str, key: str):
+    """A loss parameter from TOML: its type first (strings are never booleans), then its range."""
+    if p.type == "bool":
+        rule = u.flag
+    elif p.type in ("float", "int"):
+        rule = u.number() if p.type == "float" else u.integer()
+    elif p.type == "choice":
+        rule = u.text
+    else:  # floats / float-or-floats: a number, a list of numbers, or a file name
+        rule = _numbers_or_file
+    try:
+        v = rule(v)
+    except u.Bad as bad:
+        raise UsageError(f"{where}, key {key!r}: {bad.describe()}.") from None
+    if p.type == "bool":
+        return v
+    with _Located(where, key):
+        if isinstance(v, list):
+            return p.parse(",".join(repr(x) for x in v), loss)
+        return p.parse(v, loss)
+
+
+def _numbers_or_file(v):
+    if isinstance(v, list):
+        return u.list_of(u.number(), min_len=1, what="a list of numbers")(v)
+    return u.number_or_text(v)
 
 
 # ---------------------------------------------------------------------------
@@ -392,6 +507,16 @@ def run_check(check: Check) -> dict:
     """Run every term of a check; never raises for data problems (status 'error' instead)."""
     from lossctl import engine, registry
 
+    if check.error is not None:
+        return {
+            "name": check.name,
+            "composite": False,
+            "loss": check.loss,
+            "status": "error",
+            "error": str(check.error),
+            "outcomes": [],
+            "exit_code": check.error.exit_code,
+        }
     out: dict[str, Any] = {
         "name": check.name,
         "composite": check.composite,

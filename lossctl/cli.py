@@ -318,7 +318,7 @@ COMMON_OPTIONS: list[tuple[str, Any, Any]] = [
             None,
             "--seed",
             metavar="N",
-            help="Bootstrap seed (default 12345, or env LOSSCTL_SEED).",
+            help="Bootstrap seed, 0 to 2**64 - 1 (default 12345, or env LOSSCTL_SEED).",
             rich_help_panel=_OUT,
         ),
     ),

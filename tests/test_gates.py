@@ -260,9 +260,20 @@ weight = 2
         ),
         ('[[checks]]\nname = "a"\nloss = "mse"\ninputs = ["x:p"]\n', "takes 2 inputs"),
         ('[[checks]]\nname = "a"\nloss = "mse"\ninputs = ["x:p", "x:t"]\nmax-rel-increase = 0.1\n', "need a baseline"),
-        ("[[checks]\n", "not valid TOML"),
-        ("title = 1\n", "unknown key 'title'"),
     ],
+)
+def test_bad_checks_are_errors_naming_the_check(cli, tmp_path, body, needle):
+    """A problem inside one check makes that check an error (exit 1, as any check that could not
+    run), named with the config file; the report is still written."""
+    path = write_config(tmp_path, body)
+    res = cli(["check", path, "-f", "json"])
+    assert res.code == 1 and "Traceback" not in res.err, res.err
+    assert needle in res.err and f"check a: {path}: check 1 (a)" in res.err, res.err
+    assert res.json["checks"][0]["status"] == "error" and needle in res.json["checks"][0]["error"]
+
+
+@pytest.mark.parametrize(
+    "body, needle", [("[[checks]\n", "not valid TOML"), ("title = 1\n", "unknown key 'title'")]
 )
 def test_bad_configs_are_usage_errors(cli, tmp_path, body, needle):
     res = cli(["check", write_config(tmp_path, body)])
