@@ -248,7 +248,7 @@ def test_strict_in_a_check_config(tmp_path, proba):
     assert "--pred-kind probs" in res.json["checks"][0]["error"]
     cfg.write_text('[defaults]\nstrict = "yes"\n' + body)
     res = run_cli(["check", cfg])
-    assert res.code != 0 and "strict must be true or false" in res.err
+    assert res.code == 2 and "defaults.strict" in res.err and "true or false" in res.err
 
 
 def test_nll_on_logits_asks_did_you_mean_ce(tmp_path, proba):
