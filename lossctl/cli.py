@@ -798,6 +798,74 @@ def explain(
     _guard(_explain, name, format)
 
 
+@app.command("diff")
+def diff_command(
+    docs: list[str] = typer.Argument(
+        ..., metavar="BASE CAND...", help="Saved reports (-f json of compute, merge, check, compare) or --save-state files."
+    ),
+    format: str = typer.Option(
+        "table", "--format", "-f", envvar="LOSSCTL_FORMAT", metavar="[table|json|markdown]", help="Output format."
+    ),
+    precision: Optional[int] = typer.Option(None, "--precision", metavar="N", help="Significant digits (default 6)."),
+    max_delta: Optional[float] = typer.Option(
+        None, "--max-delta", metavar="A", help="Exit 3 if candidate - base > A for any value.", rich_help_panel=_CHK
+    ),
+    max_rel_delta: Optional[float] = typer.Option(
+        None,
+        "--max-rel-delta",
+        metavar="R",
+        help="Exit 3 if (candidate - base) / |base| > R for any value.",
+        rich_help_panel=_CHK,
+    ),
+    ci: Optional[float] = typer.Option(
+        None, "--ci", metavar="LEVEL", help="Level of the paired interval from two state files (default 0.95)."
+    ),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No messages on stderr."),
+    no_color: bool = typer.Option(False, "--no-color", help="No colour."),
+) -> None:
+    """Compare saved reports value by value: per loss (or check) and per group, the base value,
+    the candidate's, delta = candidate - base and delta / |base|.
+
+    Two state files written with the same --ci-n and --seed over the same rows also give a
+    paired bootstrap interval of the headline difference, without the raw predictions (the
+    bootstrap weights depend only on the seed and the row number). With --max-delta or
+    --max-rel-delta a value above the gate, or missing on one side, exits 3.
+    """
+    _guard(_diff, docs, format, precision, max_delta, max_rel_delta, ci, quiet, no_color)
+
+
+def _diff(docs, fmt, precision, max_delta, max_rel_delta, ci, quiet, no_color) -> None:
+    from lossctl import diff, report as rep
+
+    if fmt not in ("table", "json", "markdown"):
+        raise UsageError(f"--format must be table, json or markdown; got {fmt!r}.")
+    if len(docs) < 2:
+        raise UsageError("diff needs a baseline and at least one candidate: lossctl diff BASE.json CAND.json.")
+    if ci is not None and not 0 < ci < 1:
+        raise UsageError(f"--ci must lie in (0, 1); got {ci!r}.")
+    try:
+        doc = diff.diff(docs, max_delta=max_delta, max_rel_delta=max_rel_delta, ci=ci)
+    except UsageError as exc:
+        if ci is not None and "paired interval" in exc.message:
+            raise UsageError("--ci needs state files on both sides (compute --ci ... --save-state).") from None
+        raise
+    if fmt == "json":
+        sys.stdout.write(rep.to_json(doc) + "\n")
+    elif fmt == "markdown":
+        sys.stdout.write(diff.to_markdown(doc, precision))
+    else:
+        diff.render_table(doc, _stdout_console(no_color), precision)
+    sys.stdout.flush()
+    if not doc["passed"]:
+        if not quiet:
+            for c in doc["candidates"]:
+                for r in c["rows"]:
+                    if r["status"] == "fail":
+                        where = r["name"] + ("" if r["group"] is None else f" group {r['group']}")
+                        print(f"lossctl: check failed: {c['label']}: {where}: {'; '.join(r['failures'])}.", file=sys.stderr)
+        raise typer.Exit(EXIT_CHECK)
+
+
 # ---------------------------------------------------------------------------
 # Command bodies
 # ---------------------------------------------------------------------------
