@@ -834,6 +834,27 @@ def diff_command(
     _guard(_diff, docs, format, precision, max_delta, max_rel_delta, ci, quiet, no_color)
 
 
+@app.command("completion")
+def completion_command(
+    shell: str = typer.Argument(..., metavar="[bash|zsh|fish]", help="The shell to complete in."),
+) -> None:
+    """Print a shell completion script: commands, loss names and aliases, options, their choices, files.
+
+    bash: eval "$(lossctl completion bash)" (or save it as
+    ~/.local/share/bash-completion/completions/lossctl); zsh: eval "$(lossctl completion zsh)"
+    in ~/.zshrc; fish: lossctl completion fish > ~/.config/fish/completions/lossctl.fish.
+    """
+    _guard(_completion, shell)
+
+
+def _completion(shell: str) -> None:
+    from lossctl import completion
+
+    if shell not in completion.SHELLS:
+        raise UsageError(f"the shell must be one of {', '.join(completion.SHELLS)}; got {shell!r}.")
+    sys.stdout.write(completion.script(shell))
+
+
 def _diff(docs, fmt, precision, max_delta, max_rel_delta, ci, quiet, no_color) -> None:
     from lossctl import diff, report as rep
 
