@@ -244,6 +244,17 @@ COMMON_OPTIONS: list[tuple[str, Any, Any]] = [
         typer.Option(False, "--hist", help="Add a histogram of the per-sample losses.", rich_help_panel=_OUT),
     ),
     (
+        "html",
+        Optional[str],
+        typer.Option(
+            None,
+            "--html",
+            metavar="PATH",
+            help="Also write a self-contained HTML report (histogram, worst samples, groups, signature).",
+            rich_help_panel=_OUT,
+        ),
+    ),
+    (
         "ci",
         Optional[float],
         typer.Option(
@@ -566,6 +577,7 @@ _SHARED_WITH_COMPUTE = (
     "precision",
     "quiet",
     "no_color",
+    "html",
 )
 COMPARE_OPTIONS: list[tuple[str, Any, Any]] = [
     *(o for o in COMMON_OPTIONS if o[0] in _SHARED_WITH_COMPUTE),
@@ -725,6 +737,9 @@ def check_command(
     precision: Optional[int] = typer.Option(None, "--precision", metavar="N", help="Significant digits (default 6)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No messages on stderr."),
     no_color: bool = typer.Option(False, "--no-color", help="No colour."),
+    html: Optional[str] = typer.Option(
+        None, "--html", metavar="PATH", help="Also write a self-contained HTML report: a pass/fail table."
+    ),
 ) -> None:
     """Run every check of a config; report each; exit 3 if any failed, 1 if any could not run.
 
@@ -733,7 +748,7 @@ def check_command(
     zero baseline any increase fails). A NaN or missing value fails. Every check runs and every
     failure is reported.
     """
-    _guard(_check, config, format, junit, precision, quiet, no_color)
+    _guard(_check, config, format, junit, precision, quiet, no_color, html)
 
 
 @app.command("merge")
@@ -753,6 +768,7 @@ def merge_command(
         None, "--ci", metavar="LEVEL", help="Interval level (the states must hold bootstrap resamples: compute --ci)."
     ),
     hist: bool = typer.Option(False, "--hist", help="Add a histogram of the per-sample losses."),
+    html: Optional[str] = typer.Option(None, "--html", metavar="PATH", help="Also write a self-contained HTML report."),
     max_value: Optional[float] = typer.Option(
         None, "--max", metavar="X", help="Exit 3 if the value is above X.", rich_help_panel=_CHK
     ),
@@ -976,7 +992,7 @@ def _compute(spec: registry.LossSpec, kw: dict[str, Any]) -> None:
         grad_norm=kw["grad_norm"],
         per_sample_format=fmt if fmt in ("csv", "tsv", "jsonl") else ("jsonl" if fmt == "json" else "csv"),
         top=kw["top"],
-        hist=kw["hist"],
+        hist=kw["hist"] or bool(kw["html"]),
         save_state=kw["save_state"],
         progress=progress.update if stderr_tty else None,
     )
@@ -1018,6 +1034,12 @@ def _finish(result: dict, bounds, kw: dict[str, Any], per_sample, stderr_tty: bo
             result["baseline"] = {"source": bounds.baseline.source, "value": bounds.baseline.value}
     if kw["junit"]:
         _write_text(kw["junit"], checks.junit_xml([_as_check(result, outcomes)], suite=suite), "--junit")
+    if kw.get("html"):
+        from lossctl import html
+
+        _write_text(kw["html"], html.render(result), "--html")
+    if not kw["hist"]:
+        result.pop("hist", None)  # computed for the HTML page only
 
     if reduction != "none":
         if kw["score_only"]:
@@ -1138,7 +1160,14 @@ def _compare(spec: registry.LossSpec, kw: dict[str, Any]) -> None:
         seed=opts.seed,
         permutations=kw["permutations"],
         top=kw["top"],
+        delta_hist=bool(kw["html"]),
     )
+    if kw["html"]:
+        from lossctl import html
+
+        _write_text(kw["html"], html.render(doc), "--html")
+        for c in doc["candidates"]:
+            c.pop("delta_hist", None)  # for the HTML page only
     if fmt == "json":
         sys.stdout.write(rep.to_json(doc) + "\n")
     elif fmt == "markdown":
@@ -1158,12 +1187,14 @@ def _merge(kw: dict[str, Any]) -> None:
     if kw["per_group"] and not meta.get("group_by"):
         raise UsageError("--per-group needs states computed with --group-by.")
     ci = kw["ci"] if kw["ci"] is not None else level
-    result = engine.report_from_state(spec, meta, state, ci_level=ci, hist=kw["hist"])
+    result = engine.report_from_state(spec, meta, state, ci_level=ci, hist=kw["hist"] or bool(kw["html"]))
     stderr_tty = sys.stderr.isatty() and not kw["quiet"]
     _finish(result, _bounds_from(kw, spec.name), kw, None, stderr_tty, fmt, "lossctl merge")
 
 
-def _check(config: str, fmt: str, junit: str | None, precision: int | None, quiet: bool, no_color: bool) -> None:
+def _check(
+    config: str, fmt: str, junit: str | None, precision: int | None, quiet: bool, no_color: bool, html: str | None = None
+) -> None:
     from lossctl import checks, report as rep
 
     if fmt not in ("table", "json", "markdown"):
@@ -1173,6 +1204,10 @@ def _check(config: str, fmt: str, junit: str | None, precision: int | None, quie
     if junit:
         _write_text(junit, checks.junit_xml(results, suite=f"lossctl check {os.path.basename(config)}"), "--junit")
     doc = rep.check_document(config, results)
+    if html:
+        from lossctl import html as html_page
+
+        _write_text(html, html_page.render(doc), "--html")
     if fmt == "json":
         sys.stdout.write(rep.to_json(doc) + "\n")
     elif fmt == "markdown":

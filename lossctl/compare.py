@@ -78,6 +78,14 @@ def permutation_p_value(a: dict, c: dict, reduction: str, permutations: int, see
     return (hits + 1) / (permutations + 1)
 
 
+def _histogram(values: np.ndarray) -> dict:
+    """Equal-width bins of the per-sample differences (for the HTML report)."""
+    v = values[np.isfinite(values)]
+    bins = int(min(40, max(10, round(math.sqrt(len(v)))))) if len(v) else 1
+    counts, edges = np.histogram(v, bins=bins)
+    return {"edges": [float(e) for e in edges], "counts": [int(c) for c in counts]}
+
+
 def pair(runs: list[dict], by_id: bool) -> tuple[np.ndarray, list[dict], int]:
     """Rows scored in every run, aligned; returns (keys, per-run arrays, rows excluded)."""
     key_name = "id" if by_id else "row"
@@ -108,6 +116,7 @@ def compare(
     seed: int,
     permutations: int,
     top: int,
+    delta_hist: bool = False,
 ) -> dict:
     from lossctl import engine
 
@@ -163,6 +172,8 @@ def compare(
                 "signature": report["signature"],
             }
         )
+        if delta_hist:
+            candidates[-1]["delta_hist"] = _histogram(diff)
     return {
         "schema_version": SCHEMA_VERSION,
         "kind": "compare",
