@@ -438,6 +438,7 @@ _CHOICES = {
     "reduction": ("mean", "sum", "none"),
     "on_missing": ("error", "drop"),
     "nan": ("error", "omit", "propagate"),
+    "correction": ("holm", "none"),
 }
 
 
@@ -578,6 +579,8 @@ _SHARED_WITH_COMPUTE = (
     "quiet",
     "no_color",
     "html",
+    "group_by",
+    "per_group",
 )
 COMPARE_OPTIONS: list[tuple[str, Any, Any]] = [
     *(o for o in COMMON_OPTIONS if o[0] in _SHARED_WITH_COMPUTE),
@@ -612,6 +615,84 @@ COMPARE_OPTIONS: list[tuple[str, Any, Any]] = [
         "top",
         int,
         typer.Option(5, "--top", metavar="K", help="Show the K samples that got most worse.", rich_help_panel=_OUT),
+    ),
+    (
+        "labels",
+        Optional[list[str]],
+        typer.Option(
+            None,
+            "--label",
+            metavar="NAME",
+            help="A name per system, in order (default: the shortest path suffixes that tell them apart).",
+            rich_help_panel=_OUT,
+        ),
+    ),
+    (
+        "correction",
+        str,
+        typer.Option(
+            "none",
+            "--correction",
+            metavar="[holm|none]",
+            help="Adjust the p-values of several candidates or groups (Holm's step-down).",
+            rich_help_panel=_OUT,
+        ),
+    ),
+    (
+        "max_delta",
+        Optional[float],
+        typer.Option(
+            None, "--max-delta", metavar="A", help="Exit 3 if candidate - baseline > A.", rich_help_panel=_CHK
+        ),
+    ),
+    (
+        "max_rel_delta",
+        Optional[float],
+        typer.Option(
+            None,
+            "--max-rel-delta",
+            metavar="R",
+            help="Exit 3 if (candidate - baseline) / |baseline| > R.",
+            rich_help_panel=_CHK,
+        ),
+    ),
+    (
+        "fail_if_worse",
+        bool,
+        typer.Option(
+            False,
+            "--fail-if-worse",
+            help="Exit 3 if the interval of the difference lies entirely on the worse side.",
+            rich_help_panel=_CHK,
+        ),
+    ),
+    (
+        "alpha",
+        Optional[float],
+        typer.Option(
+            None,
+            "--alpha",
+            metavar="A",
+            help="Exit 3 if a candidate is worse with a permutation p-value (adjusted by --correction) below A.",
+            rich_help_panel=_CHK,
+        ),
+    ),
+    (
+        "junit",
+        Optional[str],
+        typer.Option(
+            None, "--junit", metavar="PATH", help="Write JUnit XML: one test case per candidate.", rich_help_panel=_CHK
+        ),
+    ),
+    (
+        "no_step_summary",
+        bool,
+        typer.Option(
+            False,
+            "--no-step-summary",
+            help="Do not append the markdown report to $GITHUB_STEP_SUMMARY.",
+            rich_help_panel=_OUT,
+        ),
     ),
     (
         "format",
@@ -740,6 +821,9 @@ def check_command(
     html: Optional[str] = typer.Option(
         None, "--html", metavar="PATH", help="Also write a self-contained HTML report: a pass/fail table."
     ),
+    no_step_summary: bool = typer.Option(
+        False, "--no-step-summary", help="Do not append the markdown report to $GITHUB_STEP_SUMMARY."
+    ),
 ) -> None:
     """Run every check of a config; report each; exit 3 if any failed, 1 if any could not run.
 
@@ -748,7 +832,7 @@ def check_command(
     zero baseline any increase fails). A NaN or missing value fails. Every check runs and every
     failure is reported.
     """
-    _guard(_check, config, format, junit, precision, quiet, no_color, html)
+    _guard(_check, config, format, junit, precision, quiet, no_color, html, no_step_summary)
 
 
 @app.command("merge")
@@ -1148,6 +1232,15 @@ def _compare(spec: registry.LossSpec, kw: dict[str, Any]) -> None:
         raise UsageError(f"--permutations must be at least 1; got {kw['permutations']}.")
     if kw["top"] < 0:
         raise UsageError(f"--top must be 0 or more; got {kw['top']}.")
+    correction = _choice("correction", kw["correction"], "--correction")
+    if kw["alpha"] is not None and not 0 < kw["alpha"] < 1:
+        raise UsageError(f"--alpha must lie in (0, 1); got {kw['alpha']!r}.")
+    for flag, v in (("--max-delta", kw["max_delta"]), ("--max-rel-delta", kw["max_rel_delta"])):
+        if v is not None and v != v:
+            raise UsageError(f"{flag} must be a number, not NaN.")
+    if kw["per_group"] and not kw["group_by"]:
+        raise UsageError("--per-group applies the gates to each group of --group-by COL; give --group-by too.")
+    gated = kw["max_delta"] is not None or kw["max_rel_delta"] is not None or kw["fail_if_worse"] or kw["alpha"] is not None
     opts = engine.build_options(_run_options(kw))
     doc = compare.compare(
         spec,
@@ -1161,7 +1254,33 @@ def _compare(spec: registry.LossSpec, kw: dict[str, Any]) -> None:
         permutations=kw["permutations"],
         top=kw["top"],
         delta_hist=bool(kw["html"]),
+        labels=kw["labels"] or None,
+        correction=correction,
     )
+    if gated:
+        compare.gate(
+            doc,
+            max_delta=kw["max_delta"],
+            max_rel_delta=kw["max_rel_delta"],
+            fail_if_worse=kw["fail_if_worse"],
+            alpha=kw["alpha"],
+            per_group=kw["per_group"],
+        )
+    if kw["junit"]:
+        from lossctl import checks
+
+        cases = [
+            {
+                "name": c["label"],
+                "loss": doc["loss"],
+                "value": c["value"],
+                "outcomes": c.get("outcomes", []),
+                "status": c.get("status", "pass"),
+                "signature": c["signature"],
+            }
+            for c in doc["candidates"]
+        ]
+        _write_text(kw["junit"], checks.junit_xml(cases, suite=f"lossctl compare {doc['loss']}"), "--junit")
     if kw["html"]:
         from lossctl import html
 
@@ -1175,6 +1294,27 @@ def _compare(spec: registry.LossSpec, kw: dict[str, Any]) -> None:
     else:
         rep.render_compare(doc, _stdout_console(kw["no_color"]), kw["precision"])
     sys.stdout.flush()
+    if not kw["no_step_summary"]:
+        _step_summary(lambda: rep.compare_markdown(doc, kw["precision"]))
+    if gated and not doc["passed"]:
+        if not kw["quiet"]:
+            for c in doc["candidates"]:
+                msgs = "; ".join(o["message"] for o in c["outcomes"] if not o["passed"])
+                if msgs:
+                    print(f"lossctl: check failed: {msgs}.", file=sys.stderr)
+        raise typer.Exit(EXIT_CHECK)
+
+
+def _step_summary(markdown: Callable[[], str]) -> None:
+    """Append a report's markdown to $GITHUB_STEP_SUMMARY when the variable names a file (GitHub Actions)."""
+    path = os.environ.get("GITHUB_STEP_SUMMARY", "")
+    if not path:
+        return
+    try:
+        with open(path, "a", encoding="utf-8") as fh:
+            fh.write(markdown() + "\n")
+    except OSError as exc:
+        print(f"lossctl: warning: could not append to GITHUB_STEP_SUMMARY {path} ({exc.strerror}).", file=sys.stderr)
 
 
 def _merge(kw: dict[str, Any]) -> None:
@@ -1193,7 +1333,14 @@ def _merge(kw: dict[str, Any]) -> None:
 
 
 def _check(
-    config: str, fmt: str, junit: str | None, precision: int | None, quiet: bool, no_color: bool, html: str | None = None
+    config: str,
+    fmt: str,
+    junit: str | None,
+    precision: int | None,
+    quiet: bool,
+    no_color: bool,
+    html: str | None = None,
+    no_step_summary: bool = False,
 ) -> None:
     from lossctl import checks, report as rep
 
@@ -1215,6 +1362,8 @@ def _check(
     else:
         rep.render_checks(doc, _stdout_console(no_color), precision)
     sys.stdout.flush()
+    if not no_step_summary:
+        _step_summary(lambda: rep.checks_markdown(doc, precision))
     errors = [r for r in results if r["status"] == "error"]
     failed = [r for r in results if r["status"] == "fail"]
     if not quiet:
