@@ -300,6 +300,17 @@ COMMON_OPTIONS: list[tuple[str, Any, Any]] = [
         typer.Option(False, "--hist", help="Add a histogram of the per-sample losses.", rich_help_panel=_OUT),
     ),
     (
+        "html",
+        Optional[str],
+        typer.Option(
+            None,
+            "--html",
+            metavar="PATH",
+            help="Also write a self-contained HTML report (histogram, worst samples, groups, signature).",
+            rich_help_panel=_OUT,
+        ),
+    ),
+    (
         "ci",
         Optional[float],
         typer.Option(
@@ -505,6 +516,7 @@ _CHOICES = {
     "reduction": ("mean", "sum", "none"),
     "on_missing": ("error", "drop"),
     "nan": ("error", "omit", "propagate"),
+    "correction": ("holm", "none"),
 }
 
 
@@ -650,6 +662,9 @@ _SHARED_WITH_COMPUTE = (
     "precision",
     "quiet",
     "no_color",
+    "html",
+    "group_by",
+    "per_group",
 )
 COMPARE_OPTIONS: list[tuple[str, Any, Any]] = [
     *(o for o in COMMON_OPTIONS if o[0] in _SHARED_WITH_COMPUTE),
@@ -684,6 +699,84 @@ COMPARE_OPTIONS: list[tuple[str, Any, Any]] = [
         "top",
         int,
         typer.Option(5, "--top", metavar="K", help="Show the K samples that got most worse.", rich_help_panel=_OUT),
+    ),
+    (
+        "labels",
+        Optional[list[str]],
+        typer.Option(
+            None,
+            "--label",
+            metavar="NAME",
+            help="A name per system, in order (default: the shortest path suffixes that tell them apart).",
+            rich_help_panel=_OUT,
+        ),
+    ),
+    (
+        "correction",
+        str,
+        typer.Option(
+            "none",
+            "--correction",
+            metavar="[holm|none]",
+            help="Adjust the p-values of several candidates or groups (Holm's step-down).",
+            rich_help_panel=_OUT,
+        ),
+    ),
+    (
+        "max_delta",
+        Optional[float],
+        typer.Option(
+            None, "--max-delta", metavar="A", help="Exit 3 if candidate - baseline > A.", rich_help_panel=_CHK
+        ),
+    ),
+    (
+        "max_rel_delta",
+        Optional[float],
+        typer.Option(
+            None,
+            "--max-rel-delta",
+            metavar="R",
+            help="Exit 3 if (candidate - baseline) / |baseline| > R.",
+            rich_help_panel=_CHK,
+        ),
+    ),
+    (
+        "fail_if_worse",
+        bool,
+        typer.Option(
+            False,
+            "--fail-if-worse",
+            help="Exit 3 if the interval of the difference lies entirely on the worse side.",
+            rich_help_panel=_CHK,
+        ),
+    ),
+    (
+        "alpha",
+        Optional[float],
+        typer.Option(
+            None,
+            "--alpha",
+            metavar="A",
+            help="Exit 3 if a candidate is worse with a permutation p-value (adjusted by --correction) below A.",
+            rich_help_panel=_CHK,
+        ),
+    ),
+    (
+        "junit",
+        Optional[str],
+        typer.Option(
+            None, "--junit", metavar="PATH", help="Write JUnit XML: one test case per candidate.", rich_help_panel=_CHK
+        ),
+    ),
+    (
+        "no_step_summary",
+        bool,
+        typer.Option(
+            False,
+            "--no-step-summary",
+            help="Do not append the markdown report to $GITHUB_STEP_SUMMARY.",
+            rich_help_panel=_OUT,
+        ),
     ),
     (
         "format",
@@ -809,6 +902,12 @@ def check_command(
     precision: Optional[int] = typer.Option(None, "--precision", metavar="N", help="Significant digits (default 6)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No messages on stderr."),
     no_color: bool = typer.Option(False, "--no-color", help="No colour."),
+    html: Optional[str] = typer.Option(
+        None, "--html", metavar="PATH", help="Also write a self-contained HTML report: a pass/fail table."
+    ),
+    no_step_summary: bool = typer.Option(
+        False, "--no-step-summary", help="Do not append the markdown report to $GITHUB_STEP_SUMMARY."
+    ),
 ) -> None:
     """Run every check of a config; report each; exit 3 if any failed, 1 if any could not run.
 
@@ -817,7 +916,7 @@ def check_command(
     zero baseline any increase fails). A NaN or missing value fails. Every check runs and every
     failure is reported.
     """
-    _guard(_check, config, format, junit, precision, quiet, no_color)
+    _guard(_check, config, format, junit, precision, quiet, no_color, html, no_step_summary)
 
 
 @app.command("merge", cls=_SwitchCommand)
@@ -837,6 +936,7 @@ def merge_command(
         None, "--ci", metavar="LEVEL", help="Interval level (the states must hold bootstrap resamples: compute --ci)."
     ),
     hist: bool = typer.Option(False, "--hist", help="Add a histogram of the per-sample losses."),
+    html: Optional[str] = typer.Option(None, "--html", metavar="PATH", help="Also write a self-contained HTML report."),
     max_value: Optional[float] = typer.Option(
         None, "--max", metavar="X", help="Exit 3 if the value is above X.", rich_help_panel=_CHK
     ),
@@ -883,6 +983,95 @@ def explain(
 ) -> None:
     """Explain a loss: formula, inputs, parameters, gradient, properties, uses and references."""
     _guard(_explain, name, format)
+
+
+@app.command("diff")
+def diff_command(
+    docs: list[str] = typer.Argument(
+        ..., metavar="BASE CAND...", help="Saved reports (-f json of compute, merge, check, compare) or --save-state files."
+    ),
+    format: str = typer.Option(
+        "table", "--format", "-f", envvar="LOSSCTL_FORMAT", metavar="[table|json|markdown]", help="Output format."
+    ),
+    precision: Optional[int] = typer.Option(None, "--precision", metavar="N", help="Significant digits (default 6)."),
+    max_delta: Optional[float] = typer.Option(
+        None, "--max-delta", metavar="A", help="Exit 3 if candidate - base > A for any value.", rich_help_panel=_CHK
+    ),
+    max_rel_delta: Optional[float] = typer.Option(
+        None,
+        "--max-rel-delta",
+        metavar="R",
+        help="Exit 3 if (candidate - base) / |base| > R for any value.",
+        rich_help_panel=_CHK,
+    ),
+    ci: Optional[float] = typer.Option(
+        None, "--ci", metavar="LEVEL", help="Level of the paired interval from two state files (default 0.95)."
+    ),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No messages on stderr."),
+    no_color: bool = typer.Option(False, "--no-color", help="No colour."),
+) -> None:
+    """Compare saved reports value by value: per loss (or check) and per group, the base value,
+    the candidate's, delta = candidate - base and delta / |base|.
+
+    Two state files written with the same --ci-n and --seed over the same rows also give a
+    paired bootstrap interval of the headline difference, without the raw predictions (the
+    bootstrap weights depend only on the seed and the row number). With --max-delta or
+    --max-rel-delta a value above the gate, or missing on one side, exits 3.
+    """
+    _guard(_diff, docs, format, precision, max_delta, max_rel_delta, ci, quiet, no_color)
+
+
+@app.command("completion")
+def completion_command(
+    shell: str = typer.Argument(..., metavar="[bash|zsh|fish]", help="The shell to complete in."),
+) -> None:
+    """Print a shell completion script: commands, loss names and aliases, options, their choices, files.
+
+    bash: eval "$(lossctl completion bash)" (or save it as
+    ~/.local/share/bash-completion/completions/lossctl); zsh: eval "$(lossctl completion zsh)"
+    in ~/.zshrc; fish: lossctl completion fish > ~/.config/fish/completions/lossctl.fish.
+    """
+    _guard(_completion, shell)
+
+
+def _completion(shell: str) -> None:
+    from lossctl import completion
+
+    if shell not in completion.SHELLS:
+        raise UsageError(f"the shell must be one of {', '.join(completion.SHELLS)}; got {shell!r}.")
+    sys.stdout.write(completion.script(shell))
+
+
+def _diff(docs, fmt, precision, max_delta, max_rel_delta, ci, quiet, no_color) -> None:
+    from lossctl import diff, report as rep
+
+    if fmt not in ("table", "json", "markdown"):
+        raise UsageError(f"--format must be table, json or markdown; got {fmt!r}.")
+    if len(docs) < 2:
+        raise UsageError("diff needs a baseline and at least one candidate: lossctl diff BASE.json CAND.json.")
+    if ci is not None and not 0 < ci < 1:
+        raise UsageError(f"--ci must lie in (0, 1); got {ci!r}.")
+    try:
+        doc = diff.diff(docs, max_delta=max_delta, max_rel_delta=max_rel_delta, ci=ci)
+    except UsageError as exc:
+        if ci is not None and "paired interval" in exc.message:
+            raise UsageError("--ci needs state files on both sides (compute --ci ... --save-state).") from None
+        raise
+    if fmt == "json":
+        sys.stdout.write(rep.to_json(doc) + "\n")
+    elif fmt == "markdown":
+        sys.stdout.write(diff.to_markdown(doc, precision))
+    else:
+        diff.render_table(doc, _stdout_console(no_color), precision)
+    sys.stdout.flush()
+    if not doc["passed"]:
+        if not quiet:
+            for c in doc["candidates"]:
+                for r in c["rows"]:
+                    if r["status"] == "fail":
+                        where = r["name"] + ("" if r["group"] is None else f" group {r['group']}")
+                        print(f"lossctl: check failed: {c['label']}: {where}: {'; '.join(r['failures'])}.", file=sys.stderr)
+        raise typer.Exit(EXIT_CHECK)
 
 
 # ---------------------------------------------------------------------------
@@ -996,7 +1185,7 @@ def _compute(spec: registry.LossSpec, kw: dict[str, Any]) -> None:
         grad_norm=kw["grad_norm"],
         per_sample_format=fmt if fmt in ("csv", "tsv", "jsonl") else ("jsonl" if fmt == "json" else "csv"),
         top=kw["top"],
-        hist=kw["hist"],
+        hist=kw["hist"] or bool(kw["html"]),
         save_state=kw["save_state"],
         csv_safe=kw["csv_safe"],
         progress=progress.update if stderr_tty else None,
@@ -1049,6 +1238,12 @@ def _finish(result: dict, bounds, kw: dict[str, Any], per_sample, stderr_tty: bo
             result["baseline"] = {"source": bounds.baseline.source, "value": bounds.baseline.value}
     if kw["junit"]:
         _write_text(kw["junit"], checks.junit_xml([_as_check(result, outcomes)], suite=suite), "--junit")
+    if kw.get("html"):
+        from lossctl import html
+
+        _write_text(kw["html"], html.render(result), "--html")
+    if not kw["hist"]:
+        result.pop("hist", None)  # computed for the HTML page only
 
     if reduction != "none":
         try:
@@ -1163,6 +1358,15 @@ def _compare(spec: registry.LossSpec, kw: dict[str, Any]) -> None:
         raise UsageError(f"--permutations must be at least 1; got {kw['permutations']}.")
     if kw["top"] < 0:
         raise UsageError(f"--top must be 0 or more; got {kw['top']}.")
+    correction = _choice("correction", kw["correction"], "--correction")
+    if kw["alpha"] is not None and not 0 < kw["alpha"] < 1:
+        raise UsageError(f"--alpha must lie in (0, 1); got {kw['alpha']!r}.")
+    for flag, v in (("--max-delta", kw["max_delta"]), ("--max-rel-delta", kw["max_rel_delta"])):
+        if v is not None and v != v:
+            raise UsageError(f"{flag} must be a number, not NaN.")
+    if kw["per_group"] and not kw["group_by"]:
+        raise UsageError("--per-group applies the gates to each group of --group-by COL; give --group-by too.")
+    gated = kw["max_delta"] is not None or kw["max_rel_delta"] is not None or kw["fail_if_worse"] or kw["alpha"] is not None
     opts = engine.build_options(_run_options(kw))
     doc = compare.compare(
         spec,
@@ -1175,7 +1379,40 @@ def _compare(spec: registry.LossSpec, kw: dict[str, Any]) -> None:
         seed=opts.seed,
         permutations=kw["permutations"],
         top=kw["top"],
+        delta_hist=bool(kw["html"]),
+        labels=kw["labels"] or None,
+        correction=correction,
     )
+    if gated:
+        compare.gate(
+            doc,
+            max_delta=kw["max_delta"],
+            max_rel_delta=kw["max_rel_delta"],
+            fail_if_worse=kw["fail_if_worse"],
+            alpha=kw["alpha"],
+            per_group=kw["per_group"],
+        )
+    if kw["junit"]:
+        from lossctl import checks
+
+        cases = [
+            {
+                "name": c["label"],
+                "loss": doc["loss"],
+                "value": c["value"],
+                "outcomes": c.get("outcomes", []),
+                "status": c.get("status", "pass"),
+                "signature": c["signature"],
+            }
+            for c in doc["candidates"]
+        ]
+        _write_text(kw["junit"], checks.junit_xml(cases, suite=f"lossctl compare {doc['loss']}"), "--junit")
+    if kw["html"]:
+        from lossctl import html
+
+        _write_text(kw["html"], html.render(doc), "--html")
+        for c in doc["candidates"]:
+            c.pop("delta_hist", None)  # for the HTML page only
     if fmt == "json":
         sys.stdout.write(rep.to_json(doc) + "\n")
     elif fmt == "markdown":
@@ -1183,6 +1420,27 @@ def _compare(spec: registry.LossSpec, kw: dict[str, Any]) -> None:
     else:
         rep.render_compare(doc, _stdout_console(kw["no_color"]), kw["precision"])
     sys.stdout.flush()
+    if not kw["no_step_summary"]:
+        _step_summary(lambda: rep.compare_markdown(doc, kw["precision"]))
+    if gated and not doc["passed"]:
+        if not kw["quiet"]:
+            for c in doc["candidates"]:
+                msgs = "; ".join(o["message"] for o in c["outcomes"] if not o["passed"])
+                if msgs:
+                    print(f"lossctl: check failed: {msgs}.", file=sys.stderr)
+        raise typer.Exit(EXIT_CHECK)
+
+
+def _step_summary(markdown: Callable[[], str]) -> None:
+    """Append a report's markdown to $GITHUB_STEP_SUMMARY when the variable names a file (GitHub Actions)."""
+    path = os.environ.get("GITHUB_STEP_SUMMARY", "")
+    if not path:
+        return
+    try:
+        with open(path, "a", encoding="utf-8") as fh:
+            fh.write(markdown() + "\n")
+    except OSError as exc:
+        print(f"lossctl: warning: could not append to GITHUB_STEP_SUMMARY {path} ({exc.strerror}).", file=sys.stderr)
 
 
 def _merge(kw: dict[str, Any]) -> None:
@@ -1196,12 +1454,21 @@ def _merge(kw: dict[str, Any]) -> None:
     if kw["per_group"] and not meta.get("group_by"):
         raise UsageError("--per-group needs states computed with --group-by.")
     ci = kw["ci"] if kw["ci"] is not None else level
-    result = engine.report_from_state(spec, meta, state, ci_level=ci, hist=kw["hist"])
+    result = engine.report_from_state(spec, meta, state, ci_level=ci, hist=kw["hist"] or bool(kw["html"]))
     stderr_tty = sys.stderr.isatty() and not kw["quiet"]
     _finish(result, _bounds_from(kw, spec.name), kw, None, stderr_tty, fmt, "lossctl merge")
 
 
-def _check(config: str, fmt: str, junit: str | None, precision: int | None, quiet: bool, no_color: bool) -> None:
+def _check(
+    config: str,
+    fmt: str,
+    junit: str | None,
+    precision: int | None,
+    quiet: bool,
+    no_color: bool,
+    html: str | None = None,
+    no_step_summary: bool = False,
+) -> None:
     from lossctl import checks, report as rep
 
     if fmt not in ("table", "json", "markdown"):
@@ -1213,6 +1480,10 @@ def _check(config: str, fmt: str, junit: str | None, precision: int | None, quie
     if junit:
         _write_text(junit, checks.junit_xml(results, suite=f"lossctl check {os.path.basename(config)}"), "--junit")
     doc = rep.check_document(config, results)
+    if html:
+        from lossctl import html as html_page
+
+        _write_text(html, html_page.render(doc), "--html")
     try:
         if fmt == "json":
             sys.stdout.write(rep.to_json(doc) + "\n")
@@ -1223,6 +1494,8 @@ def _check(config: str, fmt: str, junit: str | None, precision: int | None, quie
         sys.stdout.flush()
     except BrokenPipeError:  # the reader went away: the checks still set the exit code
         _silence_stdout()
+    if not no_step_summary:
+        _step_summary(lambda: rep.checks_markdown(doc, precision))
     errors = [r for r in results if r["status"] == "error"]
     failed = [r for r in results if r["status"] == "fail"]
     if not quiet:

@@ -78,6 +78,122 @@ def permutation_p_value(a: dict, c: dict, reduction: str, permutations: int, see
     return (hits + 1) / (permutations + 1)
 
 
+def adjust(p_values: list[float], method: str) -> list[float]:
+    """Multiplicity-adjusted p-values: Holm's step-down (1979), or the raw values for 'none'."""
+    if method == "none":
+        return list(p_values)
+    if method != "holm":
+        raise UsageError(f"the correction must be holm or none; got {method!r}.")
+    m = len(p_values)
+    order = sorted(range(m), key=lambda i: (math.isnan(p_values[i]), p_values[i]))
+    out = [float("nan")] * m
+    running = 0.0
+    for rank, i in enumerate(order):
+        p = p_values[i]
+        if math.isnan(p):
+            continue
+        running = max(running, min(1.0, (m - rank) * p))
+        out[i] = running
+    return out
+
+
+def _groups(base: dict, cand: dict, red: str, resamples: int, seed: int, level: float, permutations: int) -> list[dict]:
+    """Per-group values, deltas, paired intervals and p-values over the group's paired rows."""
+    if base.get("group") is None:
+        return []
+    keys = base["group"]
+    out = []
+    for key in sorted(set(keys.tolist()), key=lambda k: (0, k, "") if isinstance(k, (int, float)) else (1, 0, str(k))):
+        sel = keys == key
+        a = {f: base[f][sel] for f in ("num", "den", "loss")}
+        c = {f: cand[f][sel] for f in ("num", "den", "loss")}
+        va, vc = _headline(a["num"], a["den"], red), _headline(c["num"], c["den"], red)
+        lo, hi = paired_bootstrap(a, c, red, resamples, seed, level)
+        d = c["loss"] - a["loss"]
+        out.append(
+            {
+                "group": key.item() if hasattr(key, "item") else key,
+                "rows": int(sel.sum()),
+                "baseline": va,
+                "value": vc,
+                "delta": vc - va,
+                "delta_ci": {"level": level, "low": lo, "high": hi},
+                "p_value": permutation_p_value(a, c, red, permutations, seed),
+                "better_rows": int(np.sum(d < 0)),
+                "worse_rows": int(np.sum(d > 0)),
+            }
+        )
+    return out
+
+
+def gate(doc: dict, *, max_delta=None, max_rel_delta=None, fail_if_worse=False, alpha=None, per_group=True) -> None:
+    """Evaluate the gates on every candidate (and its groups): sets 'outcomes' and 'status' on each."""
+    def evaluate(item: dict, base_value: float, where: str) -> list[dict]:
+        out = []
+        d = item["delta"]
+        rel = (0.0 if d == 0 else math.copysign(math.inf, d)) if base_value == 0 else d / abs(base_value)
+
+        def add(bound, limit, observed, passed, message):
+            out.append({"bound": bound, "limit": limit, "observed": observed, "passed": bool(passed), "message": message})
+
+        finite = isinstance(d, float) and math.isfinite(d)
+        if max_delta is not None:
+            ok = finite and d <= max_delta
+            add("max-delta", max_delta, d, ok, f"{where}: delta {d:.6g} {'<=' if ok else '>'} max-delta {max_delta:g}")
+        if max_rel_delta is not None:
+            ok = finite and rel <= max_rel_delta
+            add("max-rel-delta", max_rel_delta, rel, ok, f"{where}: relative delta {rel:.6g} {'<=' if ok else '>'} max-rel-delta {max_rel_delta:g}")
+        if fail_if_worse:
+            ci = item["delta_ci"]
+            worse = ci["low"] > 0
+            add(
+                "fail-if-worse",
+                0.0,
+                ci["low"],
+                not worse,
+                f"{where}: the {ci['level'] * 100:g}% CI of delta [{ci['low']:.6g}, {ci['high']:.6g}] "
+                + ("lies entirely on the worse side" if worse else "does not lie entirely on the worse side"),
+            )
+        if alpha is not None:
+            p = item.get("p_adjusted", item["p_value"])
+            worse = d > 0 and p < alpha
+            which = "adjusted p" if doc["method"].get("correction", "none") != "none" else "p"
+            add(
+                "alpha",
+                alpha,
+                p,
+                not worse,
+                f"{where}: worse with {which} = {p:.4g} " + ("<" if worse else ">=") + f" alpha {alpha:g}"
+                if d > 0
+                else f"{where}: not worse (delta {d:.6g}, {which} = {p:.4g})",
+            )
+        return out
+
+    for c in doc["candidates"]:
+        c["outcomes"] = evaluate(c, doc["baseline"]["value"], c["label"])
+        if per_group:
+            for g in c.get("groups", []):
+                g["outcomes"] = evaluate(g, g["baseline"], f"{c['label']} [{doc.get('group_by')}={g['group']}]")
+                c["outcomes"] += g["outcomes"]
+        c["status"] = "fail" if any(not o["passed"] for o in c["outcomes"]) else "pass"
+    doc["passed"] = all(c["status"] == "pass" for c in doc["candidates"])
+    doc["gates"] = {
+        "max_delta": max_delta,
+        "max_rel_delta": max_rel_delta,
+        "fail_if_worse": fail_if_worse,
+        "alpha": alpha,
+        "per_group": per_group,
+    }
+
+
+def _histogram(values: np.ndarray) -> dict:
+    """Equal-width bins of the per-sample differences (for the HTML report)."""
+    v = values[np.isfinite(values)]
+    bins = int(min(40, max(10, round(math.sqrt(len(v)))))) if len(v) else 1
+    counts, edges = np.histogram(v, bins=bins)
+    return {"edges": [float(e) for e in edges], "counts": [int(c) for c in counts]}
+
+
 def pair(runs: list[dict], by_id: bool) -> tuple[np.ndarray, list[dict], int]:
     """Rows scored in every run, aligned; returns (keys, per-run arrays, rows excluded)."""
     key_name = "id" if by_id else "row"
@@ -90,7 +206,8 @@ def pair(runs: list[dict], by_id: bool) -> tuple[np.ndarray, list[dict], int]:
         order = np.argsort(k, kind="stable")
         pos = order[np.searchsorted(k[order], common)]
         aligned.append(
-            {f: r[f][pos] for f in ("row", "loss", "num", "den")} | {"id": None if r["id"] is None else r["id"][pos]}
+            {f: r[f][pos] for f in ("row", "loss", "num", "den")}
+            | {f: None if r.get(f) is None else r[f][pos] for f in ("id", "group")}
         )
     excluded = max(len(k) for k in keys) - len(common)
     return common, aligned, excluded
@@ -108,6 +225,9 @@ def compare(
     seed: int,
     permutations: int,
     top: int,
+    delta_hist: bool = False,
+    labels: list[str] | None = None,
+    correction: str = "none",
 ) -> dict:
     from lossctl import engine
 
@@ -115,6 +235,16 @@ def compare(
         raise UsageError("compare needs a baseline and at least one candidate: BASELINE CANDIDATE [CANDIDATE ...].")
     if options.reduction == "none":
         raise UsageError("compare needs a headline value: --reduction mean or sum.")
+    if labels is not None and len(labels) != len(predictions):
+        raise UsageError(
+            f"give one label per system: {len(predictions)} systems but {len(labels)} labels."
+        )
+    if labels is None:
+        from lossctl.diff import unique_labels
+
+        labels = unique_labels(predictions)
+    if len(set(labels)) != len(labels):
+        raise UsageError(f"system labels must differ; got {', '.join(labels)}.")
     pred_role = spec.inputs[spec.pred_index].name
     runs, reports = [], []
     for text in predictions:
@@ -131,7 +261,7 @@ def compare(
     red = options.reduction
     base_value = _headline(base["num"], base["den"], red)
     candidates = []
-    for text, report, c in zip(predictions[1:], reports[1:], aligned[1:]):
+    for text, label, report, c in zip(predictions[1:], labels[1:], reports[1:], aligned[1:]):
         value = _headline(c["num"], c["den"], red)
         lo, hi = paired_bootstrap(base, c, red, resamples, seed, level)
         p = permutation_p_value(base, c, red, permutations, seed)
@@ -153,6 +283,7 @@ def compare(
         candidates.append(
             {
                 "source": text,
+                "label": label,
                 "value": value,
                 "delta": value - base_value,
                 "delta_ci": {"level": level, "low": lo, "high": hi},
@@ -163,6 +294,14 @@ def compare(
                 "signature": report["signature"],
             }
         )
+        if delta_hist:
+            candidates[-1]["delta_hist"] = _histogram(diff)
+        if options.group_by:
+            candidates[-1]["groups"] = _groups(base, c, red, resamples, seed, level, permutations)
+    tests = [(c, None) for c in candidates] + [(c, g) for c in candidates for g in c.get("groups", [])]
+    adjusted = adjust([(g or c)["p_value"] for c, g in tests], correction)
+    for (c, g), p_adj in zip(tests, adjusted):
+        (g or c)["p_adjusted"] = p_adj
     return {
         "schema_version": SCHEMA_VERSION,
         "kind": "compare",
@@ -172,11 +311,18 @@ def compare(
         "paired_by": "id" if by_id else "row",
         "paired_rows": int(len(keys)),
         "excluded_rows": int(excluded),
-        "baseline": {"source": predictions[0], "value": base_value, "signature": reports[0]["signature"]},
+        "baseline": {
+            "source": predictions[0],
+            "label": labels[0],
+            "value": base_value,
+            "signature": reports[0]["signature"],
+        },
         "candidates": candidates,
         "method": {
             "interval": f"paired percentile bootstrap, {resamples} Poisson resamples, seed {seed}",
             "p_value": f"paired approximate randomization, {permutations} permutations, two-sided",
+            "correction": correction,
         },
+        "group_by": reports[0].get("group_by"),
         "signature": f"compare|{reports[0]['signature']}|ci:{level:g},n:{resamples},seed:{seed}|ar:{permutations}",
     }

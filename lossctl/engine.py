@@ -130,7 +130,7 @@ def run_with_rows(spec: LossSpec, texts, params, opts: Options) -> tuple[dict, d
         rows = None
         if opts.collect:
             parts = r.collected
-            keys = ("row", "id", "loss", "num", "den")
+            keys = ("row", "id", "loss", "num", "den", "group")
             rows = {
                 k: (np.concatenate([p[k] for p in parts]) if parts and parts[0][k] is not None else None) for k in keys
             }
@@ -442,6 +442,7 @@ class _Run:
                     "loss": loss_used,
                     "num": raw_num if plain else raw_num[ok_u],
                     "den": np.ones(n_used) if result.den is None else (result.den if plain else result.den[ok_u]),
+                    "group": None if groups is None else (np.asarray(groups) if plain else np.asarray(groups)[use][ok_u]),
                 }
             )
         before = set(acc.top.rows.tolist()) if ids is not None else None

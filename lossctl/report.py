@@ -442,24 +442,61 @@ def _p(v) -> str:
     return f"{v:.4f}" if v >= 1e-4 else f"{v:.1e}"
 
 
+def _gate_text(doc: dict) -> str:
+    g = doc.get("gates")
+    if not g:
+        return ""
+    parts = [f"max-delta {g['max_delta']:g}" if g["max_delta"] is not None else "",
+             f"max-rel-delta {g['max_rel_delta']:g}" if g["max_rel_delta"] is not None else "",
+             "fail-if-worse" if g["fail_if_worse"] else "",
+             f"alpha {g['alpha']:g}" if g["alpha"] is not None else ""]
+    scope = " (each group too)" if g.get("per_group") and doc.get("group_by") else ""
+    return f"gates: {', '.join(x for x in parts if x)}{scope}: {'passed' if doc['passed'] else 'FAILED'}"
+
+
+def _method_text(doc: dict) -> str:
+    corr = doc["method"].get("correction", "none")
+    adj = "; p-values adjusted by Holm's step-down over every candidate and group" if corr == "holm" else ""
+    return f"{doc['method']['interval']}; {doc['method']['p_value']}{adj}."
+
+
+def _label(system: dict) -> str:
+    return system.get("label", system["source"])
+
+
 def compare_markdown(doc: dict, precision: int | None) -> str:
     p = 6 if precision is None else precision
     lvl = f"{doc['candidates'][0]['delta_ci']['level'] * 100:g}%" if doc["candidates"] else "95%"
+    gated = bool(doc.get("gates"))
     lines = [
         f"**lossctl compare** {md_code(doc['loss'])} ({doc['reduction']}), {doc['paired_rows']} paired rows",
         "",
-        f"| system | value | Δ vs baseline | {lvl} CI of Δ | p | rows better / worse |",
-        "|---|---:|---:|---|---:|---:|",
-        f"| {md_code(doc['baseline']['source'])} (baseline) | {num(doc['baseline']['value'], p)} | | | | |",
+        f"| system | value | Δ vs baseline | {lvl} CI of Δ | p | rows better / worse |" + (" gates |" if gated else ""),
+        "|---|---:|---:|---|---:|---:|" + ("---|" if gated else ""),
+        f"| {md_code(_label(doc['baseline']))} (baseline) | {num(doc['baseline']['value'], p)} | | | | |" + (" |" if gated else ""),
     ]
     for c in doc["candidates"]:
         ci = c["delta_ci"]
         lines.append(
-            f"| {md_code(c['source'])} | {num(c['value'], p)} | {num(c['delta'], p)} "
-            f"| [{num(ci['low'], p)}, {num(ci['high'], p)}] "
-            f"| {_p(c['p_value'])} | {c['better_rows']} / {c['worse_rows']} |"
+            f"| {md_code(_label(c))} | {num(c['value'], p)} | {num(c['delta'], p)} | [{num(ci['low'], p)}, {num(ci['high'], p)}] "
+            f"| {_p(c.get('p_adjusted', c['p_value']))} | {c['better_rows']} / {c['worse_rows']} |"
+            + (f" {'✓ pass' if c.get('status') == 'pass' else '✗ fail'} |" if gated else "")
         )
-    lines += ["", f"{doc['method']['interval']}; {doc['method']['p_value']}.", "", md_code(doc["signature"]), ""]
+    for c in doc["candidates"]:
+        if not c.get("groups"):
+            continue
+        lines += ["", f"Per {md_text(str(doc.get('group_by')))} for {md_code(_label(c))}:", "",
+                  f"| {md_text(str(doc.get('group_by')))} | rows | baseline | candidate | Δ | {lvl} CI of Δ | p |", "|---|---:|---:|---:|---:|---|---:|"]
+        for g in c["groups"]:
+            ci = g["delta_ci"]
+            lines.append(
+                f"| {md_code(str(g['group']))} | {g['rows']} | {num(g['baseline'], p)} | {num(g['value'], p)} | {num(g['delta'], p)} "
+                f"| [{num(ci['low'], p)}, {num(ci['high'], p)}] | {_p(g.get('p_adjusted', g['p_value']))} |"
+            )
+    lines += ["", _method_text(doc)]
+    if gated:
+        lines += ["", _gate_text(doc)]
+    lines += ["", md_code(doc["signature"]), ""]
     return "\n".join(lines)
 
 
@@ -479,25 +516,46 @@ def render_compare(doc: dict, console, precision: int | None) -> None:
     t = Table(box=None, header_style="bold", pad_edge=False)
     lvl = f"{doc['candidates'][0]['delta_ci']['level'] * 100:g}% CI" if doc["candidates"] else "CI"
     for col in ("system", "value", "Δ", lvl, "p", "better/worse"):
-        t.add_column(col, justify="left" if col == "system" else "right")
-    t.add_row(Text(f"{doc['baseline']['source']} (baseline)"), num(doc["baseline"]["value"], p), "", "", "", "")
+        # numbers never wrap; a long system name folds rather than losing the end that tells systems apart
+        t.add_column(col, justify="left" if col == "system" else "right", no_wrap=col != "system", overflow="fold")
+    t.add_row(Text(f"{_label(doc['baseline'])} (baseline)"), num(doc["baseline"]["value"], p), "", "", "", "")
     for c in doc["candidates"]:
         ci = c["delta_ci"]
         style = "green" if c["delta"] < 0 and ci["high"] < 0 else ("red" if c["delta"] > 0 and ci["low"] > 0 else "")
         t.add_row(
-            Text(c["source"]),
+            Text(_label(c)),
             num(c["value"], p),
             Text(num(c["delta"], p), style=style),
             f"[{num(ci['low'], p)}, {num(ci['high'], p)}]",
-            _p(c["p_value"]),
+            _p(c.get("p_adjusted", c["p_value"])),
             f"{c['better_rows']}/{c['worse_rows']}",
         )
     console.print(t)
     for c in doc["candidates"]:
+        if not c.get("groups"):
+            continue
+        console.print()
+        console.print(Text(f"  per {doc.get('group_by')}: {_label(c)}", style="bold"))
+        gt = Table(box=None, header_style="bold")
+        for i, col in enumerate((str(doc.get("group_by")), "rows", "baseline", "candidate", "Δ", lvl, "p")):
+            gt.add_column(col, justify="right", no_wrap=i > 0, overflow="fold")
+        for g in c["groups"]:
+            gci = g["delta_ci"]
+            gt.add_row(
+                Text(str(g["group"])),
+                str(g["rows"]),
+                num(g["baseline"], p),
+                num(g["value"], p),
+                num(g["delta"], p),
+                f"[{num(gci['low'], p)}, {num(gci['high'], p)}]",
+                _p(g.get("p_adjusted", g["p_value"])),
+            )
+        console.print(gt)
+    for c in doc["candidates"]:
         if not c["most_worse"]:
             continue
         console.print()
-        console.print(Text(f"  most worse in {c['source']}", style="bold"))
+        console.print(Text(f"  most worse in {_label(c)}", style="bold"))
         wt = Table(box=None, header_style="bold")
         has_id = any("id" in w for w in c["most_worse"])
         cols = ["row"] + (["id"] if has_id else []) + ["baseline", "candidate", "Δ"]
@@ -509,5 +567,7 @@ def render_compare(doc: dict, console, precision: int | None) -> None:
             wt.add_row(*cells)
         console.print(wt)
     console.print()
-    console.print(Text(f"{doc['method']['interval']}; {doc['method']['p_value']}.", style="dim"))
+    console.print(Text(_method_text(doc), style="dim"))
+    if doc.get("gates"):
+        console.print(Text(_gate_text(doc), style="bold" if doc["passed"] else "bold red"))
     console.print(Text(doc["signature"], style="dim"))

@@ -1,5 +1,9 @@
 """Sources and outputs named by URI (``s3://``, ``gs://``, ``hdfs://``, ``file://``), through pyarrow.fs.
 
+Any other scheme (``https://``, ``hf://``, ``memory://``, ...) goes through fsspec when the
+``fsspec`` extra is installed, wrapped as a pyarrow filesystem
+(``PyFileSystem(FSSpecHandler(...))``), so it streams and reads Parquet by ranges like the rest.
+
 pyarrow's filesystem layer does the work: ``FileSystem.from_uri`` picks the filesystem and
 takes its settings from the URI and the environment (S3: ``AWS_ACCESS_KEY_ID``,
 ``AWS_SECRET_ACCESS_KEY``, ``AWS_SESSION_TOKEN``, ``AWS_DEFAULT_REGION``, and
@@ -30,7 +34,11 @@ _HINTS = {
 def _hint(uri: str) -> str:
     scheme = uri.split("://", 1)[0].lower()
     scheme = "gs" if scheme == "gcs" else scheme
-    return _HINTS.get(scheme, "the URI schemes pyarrow reads are s3://, gs://, hdfs:// and file://")
+    return _HINTS.get(
+        scheme,
+        "pyarrow reads s3://, gs://, hdfs:// and file://; other schemes (https://, hf://, memory://, ...) "
+        "go through fsspec (pip install 'lossctl[fsspec]')",
+    )
 
 
 def is_uri(text: str) -> bool:
@@ -49,11 +57,48 @@ def _filesystem(root: str):
     return pafs.FileSystem.from_uri(root)[0]
 
 
+# Schemes pyarrow serves itself; every other one goes through fsspec.
+_NATIVE = (*_BUCKETED, "file", "hdfs", "viewfs")
+
+
+@functools.lru_cache(maxsize=64)
+def _fsspec_filesystem(protocol: str, options: tuple):
+    import fsspec
+    from pyarrow.fs import FSSpecHandler, PyFileSystem
+
+    return PyFileSystem(FSSpecHandler(fsspec.filesystem(protocol, **dict(options))))
+
+
+def _via_fsspec(uri: str):
+    scheme = uri.split("://", 1)[0].lower()
+    try:
+        import fsspec
+    except ImportError:
+        raise DataError(
+            f"{uri}: {scheme}:// is read through fsspec, which is not installed; "
+            "install it with pip install 'lossctl[fsspec]'."
+        ) from None
+    try:
+        cls = fsspec.get_filesystem_class(scheme)
+    except (ImportError, ValueError) as exc:
+        raise DataError(f"{uri}: cannot open this URI ({short_reason(exc)}). {_hint(uri)}.") from None
+    options = cls._get_kwargs_from_urls(uri) if hasattr(cls, "_get_kwargs_from_urls") else {}
+    path = cls._strip_protocol(uri)
+    if scheme in ("http", "https"):
+        path = uri  # fsspec's HTTP filesystem addresses files by their whole URL
+        # Read-ahead blocks of 256 KiB (fsspec's default is 5 MiB, which fetches a whole small file
+        # to read a Parquet footer); Parquet still reads only the column chunks it needs.
+        options.setdefault("block_size", 1 << 18)
+    return _fsspec_filesystem(scheme, tuple(sorted(options.items()))), path
+
+
 def resolve(uri: str):
     """(filesystem, path inside it) for ``uri``; a clear error when the scheme cannot be served."""
     import pyarrow.fs as pafs
 
     u = urllib.parse.urlsplit(uri)
+    if u.scheme.lower() not in _NATIVE:
+        return _via_fsspec(uri)
     try:
         if u.scheme in _BUCKETED or u.scheme in ("file", "hdfs", "viewfs"):
             root = f"{u.scheme}://{u.netloc}/" + (f"?{u.query}" if u.query else "")
