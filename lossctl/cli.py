@@ -751,7 +751,7 @@ COMPARE_OPTIONS: list[tuple[str, Any, Any]] = [
         ),
     ),
     (
-        "alpha",
+        "gate_alpha",
         Optional[float],
         typer.Option(
             None,
@@ -833,6 +833,15 @@ def _make_compare(spec: registry.LossSpec) -> Callable:
         ann, opt = _param_option(p)
         params.append(inspect.Parameter(p.dest, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=opt, annotation=ann))
     for name, ann, opt in COMPARE_OPTIONS:
+        if name == "gate_alpha" and any(p.name == "alpha" for p in spec.params):
+            # the loss's own --alpha (focal, distillation) keeps PyTorch's name; the gate moves aside
+            opt = typer.Option(
+                None,
+                "--test-alpha",
+                metavar="A",
+                help="Exit 3 if a candidate is worse with a permutation p-value (adjusted by --correction) below A.",
+                rich_help_panel=_CHK,
+            )
         params.append(inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=opt, annotation=ann))
 
     def command(**kwargs):
@@ -1359,14 +1368,14 @@ def _compare(spec: registry.LossSpec, kw: dict[str, Any]) -> None:
     if kw["top"] < 0:
         raise UsageError(f"--top must be 0 or more; got {kw['top']}.")
     correction = _choice("correction", kw["correction"], "--correction")
-    if kw["alpha"] is not None and not 0 < kw["alpha"] < 1:
-        raise UsageError(f"--alpha must lie in (0, 1); got {kw['alpha']!r}.")
+    if kw["gate_alpha"] is not None and not 0 < kw["gate_alpha"] < 1:
+        raise UsageError(f"--alpha must lie in (0, 1); got {kw['gate_alpha']!r}.")
     for flag, v in (("--max-delta", kw["max_delta"]), ("--max-rel-delta", kw["max_rel_delta"])):
         if v is not None and v != v:
             raise UsageError(f"{flag} must be a number, not NaN.")
     if kw["per_group"] and not kw["group_by"]:
         raise UsageError("--per-group applies the gates to each group of --group-by COL; give --group-by too.")
-    gated = kw["max_delta"] is not None or kw["max_rel_delta"] is not None or kw["fail_if_worse"] or kw["alpha"] is not None
+    gated = kw["max_delta"] is not None or kw["max_rel_delta"] is not None or kw["fail_if_worse"] or kw["gate_alpha"] is not None
     opts = engine.build_options(_run_options(kw))
     doc = compare.compare(
         spec,
@@ -1389,7 +1398,7 @@ def _compare(spec: registry.LossSpec, kw: dict[str, Any]) -> None:
             max_delta=kw["max_delta"],
             max_rel_delta=kw["max_rel_delta"],
             fail_if_worse=kw["fail_if_worse"],
-            alpha=kw["alpha"],
+            alpha=kw["gate_alpha"],
             per_group=kw["per_group"],
         )
     if kw["junit"]:
