@@ -75,6 +75,9 @@ class Options:
 # up to this many rows; beyond it the batch size must be given.
 DEFAULT_BATCH_CAP = 4096
 
+# Row numbers are int64; an offset up to 2**62 leaves room for 2**62 rows after it.
+MAX_ROW_OFFSET = 2**62
+
 
 @dataclass
 class _Input:
@@ -1317,8 +1320,8 @@ def build_options(raw: dict[str, Any], **extra) -> Options:
         raise UsageError(f"--ci-n must be at least 10 resamples; got {ci_n}.")
     seed = int(get("seed", os.environ.get("LOSSCTL_SEED", 12345)))
     offset = int(get("row-offset", 0))
-    if offset < 0:
-        raise UsageError(f"--row-offset must be 0 or more; got {offset}.")
+    if not 0 <= offset <= MAX_ROW_OFFSET:  # row numbers are int64: leave room for the rows themselves
+        raise UsageError(f"--row-offset must be between 0 and 2**62 ({MAX_ROW_OFFSET}); got {offset}.")
     return Options(
         row_offset=offset,
         reduction=get("reduction", "mean"),

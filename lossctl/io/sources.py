@@ -17,6 +17,7 @@ import csv
 import fnmatch
 import functools
 import io
+import math
 import os
 import re
 import sys
@@ -1067,12 +1068,20 @@ class _NpyStream:
         self.fh = fh
         self.display = display
         self.shape, self.fortran, self.dtype = _npy_header(fh, display)
-        self.row_items = int(np.prod(self.shape[1:], dtype=np.int64)) if len(self.shape) > 1 else 1
+        # Python integers: a header's sizes may overflow int64 (shape (2, 2**32, 2**32)).
+        self.row_items = math.prod(int(d) for d in self.shape[1:])
         self.row_nbytes = self.row_items * self.dtype.itemsize
-        self.nrows = self.shape[0]
+        self.nrows = int(self.shape[0])
+        promised = self.nrows * self.row_nbytes
+        if self.row_nbytes >= 2**62 or promised >= 2**62:
+            raise DataError(
+                f"{display}: the header describes an array of shape {_shape_str(self.shape)} "
+                f"({promised if self.nrows else self.row_nbytes} bytes{'' if self.nrows else ' per row'}), "
+                "larger than any file can hold. Expected a header that describes the data; the file "
+                "may be corrupt or its header edited."
+            )
         if size is not None:
             payload = size - fh.tell()
-            promised = self.nrows * self.row_nbytes
             if payload < promised:
                 raise DataError(
                     f"{display}: truncated: the header promises {self.nrows} rows "
