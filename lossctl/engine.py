@@ -94,6 +94,13 @@ class _Input:
             return None
         return self.request.label
 
+    @property
+    def column_names(self) -> list[str] | None:
+        """The columns this role read, in order (None: a plain array)."""
+        if self.request is None or self.request.names == ["<array>"]:
+            return None
+        return list(self.request.names)
+
     def where(self) -> str:
         col = self.column_label
         return f"{self.source.display}, column {col!r}" if col else self.source.display
@@ -203,6 +210,7 @@ class _Run:
                 inp.source.column,
                 matrix=2 in inp.role.ndim or inp.role.dtype == "label",
                 ragged=inp.role.ragged,
+                dtype=inp.role.dtype,
             )
             inp.reader.add(inp.request)
         if len({i.source.fmt for i in stdin_users}) > 1:
@@ -652,6 +660,7 @@ class _Run:
                     "source": i.source.text,
                     "path": i.source.display,
                     "column": i.column_label,
+                    "columns": i.column_names,
                     "format": i.source.fmt,
                     "shape": list(i.shape) if i.shape else None,
                     "dtype": i.dtype,

@@ -78,3 +78,218 @@ def test_row_offset_at_the_limit_numbers_rows_exactly(tmp_path):
     lines = (tmp_path / "ps.csv").read_text().splitlines()[1:]
     rows = [int(line.split(",")[0]) for line in lines]
     assert rows == [2**62, 2**62 + 1, 2**62 + 2]
+
+
+# ---------------------------------------------------------------------------
+# #12.1: automatic column selection never takes index, id or integer columns
+# ---------------------------------------------------------------------------
+
+K = 10
+
+
+def _ce_oracle(logits: np.ndarray, labels: np.ndarray) -> float:
+    """Mean cross-entropy in float64: log-sum-exp minus the true class's logit (closed form)."""
+    m = logits.max(axis=1)
+    lse = m + np.log(np.exp(logits - m[:, None]).sum(axis=1))
+    return float(np.mean(lse - logits[np.arange(len(labels)), labels]))
+
+
+def _classifier(seed: int = 7, n: int = 40):
+    rng = np.random.default_rng(seed)
+    logits = rng.normal(scale=3.0, size=(n, K))
+    labels = rng.integers(0, K, n)
+    # what df.sample(...) leaves as index: large, shuffled integers
+    index = rng.permutation(10_000)[:n] + 100
+    return logits, labels, index
+
+
+def _pandas_parquet(path, columns: dict, index_columns: list):
+    """A Parquet file as pandas' to_parquet writes it: index columns plus 'pandas' metadata."""
+    import json
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.table(columns)
+    meta = {"index_columns": index_columns, "column_indexes": [], "columns": [], "pandas_version": "2.2.0"}
+    pq.write_table(table.replace_schema_metadata({b"pandas": json.dumps(meta).encode()}), str(path))
+    return str(path)
+
+
+def _class_columns(logits):
+    return {f"class_{j}": logits[:, j] for j in range(logits.shape[1])}
+
+
+def test_pandas_index_level_column_is_not_stacked_as_a_class(tmp_path):
+    logits, labels, index = _classifier()
+    x = _pandas_parquet(
+        tmp_path / "x.parquet",
+        {**_class_columns(logits), "label": labels, "__index_level_0__": index},
+        ["__index_level_0__"],
+    )
+    res = run_cli(["compute", "ce", x, f"{x}:label", "-b"])
+    assert res.code == 0, res.err
+    assert float(res.out) == pytest.approx(_ce_oracle(logits, labels), rel=1e-12)
+
+
+def test_named_pandas_index_is_not_stacked_even_when_it_is_float(tmp_path):
+    logits, labels, index = _classifier(seed=8)
+    # a named float index, listed first: neither its name nor its type gives it away
+    x = _pandas_parquet(
+        tmp_path / "x.parquet",
+        {"when": index.astype(float), **_class_columns(logits), "label": labels},
+        ["when"],
+    )
+    res = run_cli(["compute", "ce", x, f"{x}:label", "--format", "json"])
+    assert res.code == 0, res.err
+    doc = res.json
+    assert doc["value"] == pytest.approx(_ce_oracle(logits, labels), rel=1e-12)
+    assert doc["inputs"][0]["columns"] == [f"class_{j}" for j in range(K)]
+
+
+def test_index_column_without_metadata_is_recognised_by_its_pandas_name(tmp_path):
+    from tests.conftest import write_parquet
+
+    logits, labels, index = _classifier(seed=9)
+    x = write_parquet(tmp_path / "x.parquet", {"__index_level_0__": index, **_class_columns(logits), "label": labels})
+    res = run_cli(["compute", "ce", x, f"{x}:label", "-b"])
+    assert res.code == 0, res.err
+    assert float(res.out) == pytest.approx(_ce_oracle(logits, labels), rel=1e-12)
+
+
+@pytest.mark.parametrize("index_name", ["", "Unnamed: 0"], ids=["blank", "unnamed-0"])
+def test_csv_written_with_pandas_default_index_is_read_right(tmp_path, index_name):
+    logits, labels, index = _classifier(seed=10)
+    path = tmp_path / "x.csv"
+    with open(path, "w") as fh:
+        fh.write(",".join([index_name, *_class_columns(logits), "label"]) + "\n")
+        for i in range(len(labels)):
+            fh.write(",".join([str(index[i]), *(repr(float(v)) for v in logits[i]), str(labels[i])]) + "\n")
+    res = run_cli(["compute", "ce", path, f"{path}:label", "-b"])
+    assert res.code == 0, res.err
+    assert float(res.out) == pytest.approx(_ce_oracle(logits, labels), rel=1e-12)
+    # the index stays reachable by the name pandas reads it back with
+    res = run_cli(["compute", "mse", f"{path}:Unnamed: 0", f"{path}:Unnamed: 0", "-b"])
+    assert res.code == 0, res.err
+    assert float(res.out) == 0.0
+
+
+def test_integer_label_column_is_not_stacked_as_an_11th_logit(tmp_path):
+    from tests.conftest import write_parquet
+
+    logits, labels, _ = _classifier(seed=11)
+    wide = write_parquet(tmp_path / "wide.parquet", {**_class_columns(logits), "label": labels})
+    lab = tmp_path / "labels.csv"
+    lab.write_text("label\n" + "".join(f"{v}\n" for v in labels))
+    res = run_cli(["compute", "ce", wide, f"{lab}:label", "--format", "json"])
+    assert res.code == 0, res.err
+    doc = res.json
+    assert doc["value"] == pytest.approx(_ce_oracle(logits, labels), rel=1e-12)
+    assert doc["inputs"][0]["columns"] == [f"class_{j}" for j in range(K)]
+    assert doc["inputs"][1]["columns"] == ["label"]
+
+
+def test_integer_fields_of_a_structured_npy_are_not_stacked(tmp_path):
+    logits, labels, _ = _classifier(seed=12)
+    rec = np.zeros(len(labels), dtype=[(f"class_{j}", "f8") for j in range(K)] + [("label", "i8")])
+    for j in range(K):
+        rec[f"class_{j}"] = logits[:, j]
+    rec["label"] = labels
+    np.save(tmp_path / "x.npy", rec)
+    np.save(tmp_path / "y.npy", labels)
+    res = run_cli(["compute", "ce", tmp_path / "x.npy", tmp_path / "y.npy", "-b"])
+    assert res.code == 0, res.err
+    assert float(res.out) == pytest.approx(_ce_oracle(logits, labels), rel=1e-12)
+
+
+def test_float_label_among_logits_is_an_error_listing_the_candidates(tmp_path):
+    logits, labels, _ = _classifier(seed=13)
+    path = tmp_path / "x.csv"  # CSV: every column reads as float, so 'label' looks like a logit
+    with open(path, "w") as fh:
+        fh.write(",".join([*_class_columns(logits), "label"]) + "\n")
+        for i in range(len(labels)):
+            fh.write(",".join([*(repr(float(v)) for v in logits[i]), str(labels[i])]) + "\n")
+    lab = tmp_path / "labels.csv"
+    lab.write_text("label\n" + "".join(f"{v}\n" for v in labels))
+    res = run_cli(["compute", "ce", path, f"{lab}:label"])
+    assert_clean_error(res, 1, "x.csv", "'class_0'", "'label'", "PRED", "x.csv:'class_*'", "x.csv:class_0,class_1")
+    # naming them as the message says works, and gives the right number
+    res = run_cli(["compute", "ce", f"{path}:class_*", f"{lab}:label", "-b"])
+    assert res.code == 0, res.err
+    assert float(res.out) == pytest.approx(_ce_oracle(logits, labels), rel=1e-12)
+
+
+def test_out_of_order_class_columns_are_not_stacked_silently(tmp_path):
+    from tests.conftest import write_parquet
+
+    logits, labels, _ = _classifier(seed=14)
+    cols = _class_columns(logits)
+    swapped = {"class_1": cols["class_1"], "class_0": cols["class_0"], **{k: v for k, v in cols.items() if k not in ("class_0", "class_1")}}
+    x = write_parquet(tmp_path / "x.parquet", swapped)
+    y = tmp_path / "y.npy"
+    np.save(y, labels)
+    res = run_cli(["compute", "ce", x, y])
+    assert_clean_error(res, 1, "x.parquet", "'class_1'", "PRED")
+
+
+@pytest.mark.parametrize("name", ["id", "sample_id", "row-idx", "sampleId", "uuid", "key"])
+def test_id_like_columns_are_not_taken_automatically(tmp_path, name):
+    from tests.conftest import write_parquet
+
+    rng = np.random.default_rng(15)
+    p, t = rng.normal(size=30), rng.normal(size=30)
+    x = write_parquet(tmp_path / "x.parquet", {name: np.arange(30.0) * 1e3, "pred": p})
+    y = tmp_path / "t.npy"
+    np.save(y, t)
+    res = run_cli(["compute", "mse", x, y, "-b"])
+    assert res.code == 0, res.err
+    assert float(res.out) == pytest.approx(float(np.mean((p - t) ** 2)), rel=1e-12)
+
+
+def test_id_col_and_index_are_never_stacked(tmp_path):
+    logits, labels, index = _classifier(seed=16)
+    rid = np.arange(len(labels), dtype=float) * 7.0
+    x = _pandas_parquet(
+        tmp_path / "x.parquet",
+        {"__index_level_0__": index, "ref": rid, **_class_columns(logits)},
+        ["__index_level_0__"],
+    )
+    from tests.conftest import write_parquet
+
+    y = write_parquet(tmp_path / "y.parquet", {"ref": rid[::-1].copy(), "label": labels[::-1].copy()})
+    res = run_cli(["compute", "ce", x, f"{y}:label", "--id-col", "ref", "--format", "json"])
+    assert res.code == 0, res.err
+    assert res.json["value"] == pytest.approx(_ce_oracle(logits, labels), rel=1e-12)
+    assert res.json["inputs"][0]["columns"] == [f"class_{j}" for j in range(K)]
+
+
+def test_only_index_and_id_columns_left_is_an_error_saying_why(tmp_path):
+    from tests.conftest import write_parquet
+
+    x = write_parquet(tmp_path / "x.parquet", {"__index_level_0__": np.arange(5), "p": np.zeros(5)})
+    res = run_cli(["compute", "mse", f"{x}:p", x])
+    assert_clean_error(res, 1, "x.parquet", "__index_level_0__", "index", "TARGET")
+
+
+def test_reports_name_the_columns_each_role_used(tmp_path):
+    logits, labels, index = _classifier(seed=17)
+    x = _pandas_parquet(
+        tmp_path / "x.parquet",
+        {**_class_columns(logits), "label": labels, "__index_level_0__": index},
+        ["__index_level_0__"],
+    )
+    table = run_cli(["compute", "ce", x, f"{x}:label"])
+    assert table.code == 0, table.err
+    assert "columns  pred: class_0..class_9 (10); target: label" in table.out
+    md = run_cli(["compute", "ce", x, f"{x}:label", "--format", "markdown"])
+    assert "Columns: pred: class_0..class_9 (10); target: label." in md.out
+    doc = run_cli(["compute", "ce", x, f"{x}:label", "--format", "json"]).json
+    assert {i["role"]: i["columns"] for i in doc["inputs"]} == {
+        "pred": [f"class_{j}" for j in range(K)],
+        "target": ["label"],
+    }
+    # a plain array has no columns to name: no line
+    np.save(tmp_path / "p.npy", np.zeros(3))
+    np.save(tmp_path / "t.npy", np.ones(3))
+    plain = run_cli(["compute", "mse", tmp_path / "p.npy", tmp_path / "t.npy"])
+    assert plain.code == 0 and "columns" not in plain.out

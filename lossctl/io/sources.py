@@ -141,6 +141,13 @@ def parse_source(text: str, input_format: str | None = None, role: str = "input"
     path, column = text, None
     if not os.path.exists(text) and ":" in text:
         head, _, tail = text.rpartition(":")
+        # A column name may hold ':' itself (pandas' 'Unnamed: 0'): the file is the longest
+        # prefix before a ':' that exists.
+        cut = len(head)
+        while cut > 0 and not os.path.exists(text[:cut]):
+            cut = text.rfind(":", 0, cut)
+        if cut > 0:
+            head, tail = text[:cut], text[cut + 1 :]
         if head and (os.path.exists(head) or not os.path.exists(text)):
             path, column = head, (tail or None)
     if os.path.isdir(path) or (not os.path.exists(path) and _is_glob(path) and _glob_matches(path)):
@@ -205,6 +212,7 @@ class Request:
     ragged: bool = False
     keylike: bool = False  # ids and group keys: kept as text or integers, never cast to float
     names: list[str] = field(default_factory=list)  # resolved column names
+    dtype: str = "float"  # the role's kind of values (Role.dtype): float, label or int
 
     @property
     def label(self) -> str:
@@ -275,14 +283,25 @@ class Reader:
             taken.update(req.names)
         for req in implicit:
             free = [n for n in names if n not in taken]
-            values = [n for n in free if n in self.value_columns()]
-            if len(free) == 1:
-                req.names = free
+            # Never chosen automatically: pandas index columns and id / key columns.
+            skipped = {n: why for n in free if (why := self._not_automatic(n))}
+            cands = [n for n in free if n not in skipped]
+            values = [n for n in cands if n in self.value_columns()]
+            if len(cands) == 1:
+                req.names = cands
             elif len(values) == 1:
                 req.names = values
             elif len(values) > 1 and req.matrix and set(values) <= self.scalar_columns():
-                # Every numeric column left, in file order (text columns such as ids are skipped).
-                req.names = values
+                # Several numeric columns left, stacked in file order: only when they are plainly
+                # one family (class_0, class_1, ...), never a label or count column among logits.
+                stack = values
+                if req.dtype == "float":
+                    ints = self.integer_columns()
+                    stack = [n for n in values if n not in ints] or values
+                    skipped.update({n: "integer-typed" for n in values if n not in stack})
+                if len(stack) > 1 and not _one_family(stack):
+                    raise DataError(self._ambiguous_message(req, stack, skipped))
+                req.names = stack
             else:
                 what = self._what()
                 if not free:
@@ -291,12 +310,47 @@ class Reader:
                         f"{', '.join(names) or 'none'} are all used by other inputs. "
                         f"Name the {what} as {self.display}:NAME."
                     )
+                if not cands:
+                    raise DataError(
+                        f"{self.display}: no {what} left for {req.key.upper()} that can be chosen "
+                        f"automatically ({_skipped_text(skipped)}). Name the {what} as {self.display}:NAME "
+                        "if it really holds the values."
+                    )
                 raise DataError(
-                    f"{self.display} has {len(free)} {what}s ({_listing(free)}); say which one is "
+                    f"{self.display} has {len(cands)} {what}s ({_listing(cands)}); say which one is "
                     f"{req.key.upper()} as {self.display}:NAME"
                     + (" (or several: NAME_* or A,B,C)." if req.matrix else ".")
+                    + (f" Not considered: {_skipped_text(skipped)}." if skipped else "")
                 )
             taken.update(req.names)
+
+    def index_columns(self) -> set[str]:
+        """Columns a DataFrame library wrote for its row index (never values)."""
+        return set()
+
+    def integer_columns(self) -> set[str]:
+        """Scalar columns of integer (or boolean) type: labels or counts, never stacked as logits."""
+        return set()
+
+    def _not_automatic(self, name: str) -> str | None:
+        if name in self.index_columns():
+            return "a pandas index column"
+        if _looks_like_id(name):
+            return "an id / key column"
+        return None
+
+    def _ambiguous_message(self, req: Request, stack: list[str], skipped: dict[str, str]) -> str:
+        what = self._what()
+        family = _largest_family(stack)
+        glob_hint = f"{self.display}:'{family}*'" if family else f"{self.display}:'NAME_*'"
+        listed = ",".join(stack[:3]) + (",..." if len(stack) > 3 else "")
+        return (
+            f"{self.display}: cannot tell which {what}s are {req.key.upper()}: the {len(stack)} numeric "
+            f"{what}s left ({_listing(stack)}) are not one numbered family (like class_0..class_9), so "
+            f"stacking them all could take a label, count or id {what} as a class. Name them: "
+            f"{glob_hint} (a glob) or {self.display}:{listed} (a list)."
+            + (f" Not considered: {_skipped_text(skipped)}." if skipped else "")
+        )
 
     def _what(self) -> str:
         return "column"
@@ -348,6 +402,47 @@ class Reader:
 
     def close(self) -> None:
         pass
+
+
+_ID_WORDS = {"id", "ids", "idx", "index", "key", "uuid", "guid", "uid", "rowid", "pk"}
+_NUMBERED = re.compile(r"^(.*?)(\d+)$", re.S)
+
+
+def _looks_like_id(name: str) -> bool:
+    """Named like an id or key: ``id``, ``sample_id``, ``row-idx``, ``sampleId``, ``uuid``."""
+    words = [w for w in re.split(r"[^0-9A-Za-z]+", name) if w]
+    if not words:
+        return False
+    if words[-1].lower() in _ID_WORDS:
+        return True
+    return bool(re.search(r"[a-z0-9](Id|ID|Idx|Key)$", words[-1]))
+
+
+def _one_family(names: list[str]) -> bool:
+    """True when the names are PREFIX<k>, PREFIX<k+1>, ... in this order (class_0..class_9)."""
+    parts = [_NUMBERED.match(n) for n in names]
+    if not all(parts):
+        return False
+    prefixes = {m.group(1) for m in parts}
+    numbers = [int(m.group(2)) for m in parts]
+    return len(prefixes) == 1 and numbers == list(range(numbers[0], numbers[0] + len(numbers)))
+
+
+def _largest_family(names: list[str]) -> str:
+    """The PREFIX shared by the most PREFIX<number> names (at least two), for a glob hint."""
+    counts: dict[str, int] = {}
+    for n in names:
+        m = _NUMBERED.match(n)
+        if m and m.group(1) and not _is_glob(m.group(1)) and ":" not in m.group(1):
+            counts[m.group(1)] = counts.get(m.group(1), 0) + 1
+    best = max(counts, key=counts.get, default="")
+    return best if counts.get(best, 0) > 1 else ""
+
+
+def _skipped_text(skipped: dict[str, str]) -> str:
+    return "; ".join(f"{n!r} ({why})" for n, why in list(skipped.items())[:6]) + (
+        f" and {len(skipped) - 6} more" if len(skipped) > 6 else ""
+    )
 
 
 def _listing(names: list[str], limit: int = 12) -> str:
@@ -406,6 +501,30 @@ class ArrowReader(Reader):
             f.name
             for f in self.schema
             if pa.types.is_integer(f.type) or pa.types.is_floating(f.type) or pa.types.is_boolean(f.type)
+        }
+
+    def index_columns(self) -> set[str]:
+        out = {n for n in self.schema.names if re.fullmatch(r"__index_level_\d+__", n)}
+        meta = self.schema.metadata or {}
+        if b"pandas" in meta:
+            import json
+
+            try:
+                index = json.loads(meta[b"pandas"]).get("index_columns") or []
+            except (ValueError, AttributeError, UnicodeDecodeError):
+                index = []
+            # A RangeIndex is stored as a dict (no column); a named index is its column's name.
+            out.update(n for n in index if isinstance(n, str))
+        return out
+
+    def integer_columns(self) -> set[str]:
+        pa = _pa()
+        return {
+            f.name
+            for f in self.schema
+            if pa.types.is_integer(f.type)
+            or pa.types.is_boolean(f.type)
+            or (pa.types.is_dictionary(f.type) and pa.types.is_integer(f.type.value_type))
         }
 
     def value_columns(self) -> set[str]:
@@ -774,7 +893,9 @@ class CsvReader(ArrowReader):
         fields = head[0] if head else []
         second = self.delimiter.join(head[1]) if len(head) > 1 else None
         if header:
-            self._names = [f.strip() for f in fields]
+            # A blank name is what pandas' to_csv writes for an unnamed index: named as pandas
+            # reads it back ('Unnamed: 0'), so it can be named, and is never chosen automatically.
+            self._names = [f.strip() or f"Unnamed: {i}" for i, f in enumerate(fields)]
             if len(set(self._names)) != len(self._names):
                 dup = next(n for n in self._names if self._names.count(n) > 1)
                 raise DataError(f"{self.display}: the header names column {dup!r} more than once.")
@@ -799,6 +920,9 @@ class CsvReader(ArrowReader):
 
     def value_columns(self) -> set[str]:
         return self._numeric
+
+    def index_columns(self) -> set[str]:
+        return {n for n in self._names if re.fullmatch(r"Unnamed: \d+", n)} if self.header else set()
 
     def _first_lines(self) -> tuple[str | None, str | None]:
         """The header and first data line (decoded), without consuming a stream.
@@ -1153,6 +1277,9 @@ class NpyReader(Reader):
 
     def available(self) -> list[str]:
         return self.fields
+
+    def integer_columns(self) -> set[str]:
+        return {n for n in self.fields if self.arr.dtype[n].kind in "biu"}
 
     def _what(self) -> str:
         return "field"
