@@ -293,3 +293,57 @@ def test_reports_name_the_columns_each_role_used(tmp_path):
     np.save(tmp_path / "t.npy", np.ones(3))
     plain = run_cli(["compute", "mse", tmp_path / "p.npy", tmp_path / "t.npy"])
     assert plain.code == 0 and "columns" not in plain.out
+
+
+# ---------------------------------------------------------------------------
+# #12.7: Parquet shards that disagree on a used column
+# ---------------------------------------------------------------------------
+
+
+def _shards(tmp_path, tables: dict) -> str:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    d = tmp_path / "shards"
+    d.mkdir()
+    for name, cols in tables.items():
+        pq.write_table(pa.table(cols), str(d / name))
+    return str(d)
+
+
+@pytest.mark.parametrize("form", ["dir", "glob"])
+def test_shard_missing_a_used_column_is_an_error_naming_it(tmp_path, form):
+    d = _shards(
+        tmp_path,
+        {"a.parquet": {"p": [1.0, 2.0], "t": [1.5, 2.5]}, "b.parquet": {"p": [3.0, 4.0], "x": [0.0, 0.0]},
+         "c.parquet": {"p": [5.0, 6.0], "zz": [0.0, 0.0]}},
+    )
+    src = d if form == "dir" else os.path.join(d, "*.parquet")
+    res = run_cli(["compute", "mse", f"{src}:p", f"{src}:t", "--per-sample", "-"])
+    assert_clean_error(res, 1, os.path.join(d, "b.parquet"), "'t'")
+
+
+@pytest.mark.parametrize(
+    "other", [["a", "b"], [1, 2]], ids=["string", "int64"]
+)
+def test_shard_with_another_type_for_a_used_column_is_an_error_naming_it(tmp_path, other):
+    d = _shards(tmp_path, {"a.parquet": {"p": [1.0, 2.0], "t": [1.5, 2.5]}, "b.parquet": {"p": [3.0, 4.0], "t": other}})
+    res = run_cli(["compute", "mse", f"{d}:p", f"{d}:t"])
+    assert_clean_error(res, 1, os.path.join(d, "b.parquet"), "'t'", "double")
+
+
+def test_first_shard_missing_the_column_says_the_schema_comes_from_it(tmp_path):
+    d = _shards(tmp_path, {"a.parquet": {"p": [1.0, 2.0], "x": [0.0, 0.0]}, "b.parquet": {"p": [3.0, 4.0], "t": [1.0, 1.0]}})
+    res = run_cli(["compute", "mse", f"{d}:p", f"{d}:t"])
+    assert_clean_error(res, 1, "'t'", os.path.join(d, "a.parquet"))
+
+
+def test_shards_agreeing_on_used_columns_still_read_with_other_columns_differing(tmp_path):
+    d = _shards(
+        tmp_path,
+        {"a.parquet": {"p": [1.0, 2.0], "t": [1.5, 2.5], "extra": ["u", "v"]},
+         "b.parquet": {"p": [3.0, 4.0], "t": [3.0, 5.0]}},
+    )
+    res = run_cli(["compute", "mse", f"{d}:p", f"{d}:t", "-b"])
+    assert res.code == 0, res.err
+    assert float(res.out) == pytest.approx((0.25 + 0.25 + 0.0 + 1.0) / 4, rel=1e-15)

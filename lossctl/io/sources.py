@@ -567,16 +567,23 @@ class ArrowReader(Reader):
         out = {}
         for req in self.requests.values():
             if len(req.names) == 1 and not (req.matrix and _is_selection(req.expr)):
-                col = batch.column(batch.schema.get_field_index(req.names[0]))
+                col = self._column(batch, req.names[0], row0)
                 out[req.key] = arrow_to_numpy(col, req, self.display, req.names[0], row0)
                 self._same_width_as_before(req, out[req.key], row0)
             else:
-                cols = [
-                    arrow_to_numpy(batch.column(batch.schema.get_field_index(n)), req, self.display, n, row0)
-                    for n in req.names
-                ]
+                cols = [arrow_to_numpy(self._column(batch, n, row0), req, self.display, n, row0) for n in req.names]
                 out[req.key] = np.column_stack(cols) if cols[0].ndim == 1 else np.stack(cols, axis=1)
         return out
+
+    def _column(self, batch, name: str, row0: int):
+        # (get_field_index gives -1 for a missing name, and column(-1) would be the last column)
+        idx = batch.schema.get_field_index(name)
+        if idx < 0:
+            raise DataError(
+                f"{self.display}: column {name!r} is missing from the data at row {row0}, though the "
+                "schema has it. Expected every part of the input to hold the columns used."
+            )
+        return batch.column(idx)
 
     def _same_width_as_before(self, req: Request, a, row0: int) -> None:
         """List columns: every batch's lists have the length of the first batch's."""
