@@ -347,3 +347,70 @@ def test_shards_agreeing_on_used_columns_still_read_with_other_columns_differing
     res = run_cli(["compute", "mse", f"{d}:p", f"{d}:t", "-b"])
     assert res.code == 0, res.err
     assert float(res.out) == pytest.approx((0.25 + 0.25 + 0.0 + 1.0) / 4, rel=1e-15)
+
+
+# ---------------------------------------------------------------------------
+# #13.9: CSV headers of any size, duplicate names found in linear time
+# ---------------------------------------------------------------------------
+
+
+def _wide_csv(path, n: int, width: int, rows: int = 3, duplicate: bool = False) -> list[str]:
+    names = [f"c{i:0{width}d}" for i in range(n)]
+    if duplicate:
+        names[-1] = names[1]
+    with open(path, "w") as fh:
+        fh.write(",".join(names) + "\n")
+        for r in range(rows):
+            fh.write(",".join(str(r + i % 7) for i in range(n)) + "\n")
+    return names
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("width", [13, 45], ids=["2MB-header", "7MB-header"])
+def test_csv_with_a_multi_megabyte_header_reads_right_and_fast(tmp_path, width):
+    import time
+
+    path = tmp_path / "wide.csv"
+    names = _wide_csv(path, 150_000, width)
+    assert os.path.getsize(path) > (2 << 20) * (1 if width == 13 else 3)
+    first, last = names[0], names[-1]
+    t0 = time.perf_counter()
+    res = run_cli(["compute", "mse", f"{path}:{first}", f"{path}:{last}", "-b"])
+    elapsed = time.perf_counter() - t0
+    assert res.code == 0, res.err[:500]
+    # rows r: pred r + 0, target r + (149999 % 7) = r + 3, so every squared error is 9
+    assert float(res.out) == 9.0
+    assert elapsed < 20, elapsed  # was: rejected (header cut at 1 MiB), and quadratic
+
+
+def test_csv_header_duplicate_is_found_and_only_a_real_one(tmp_path):
+    import time
+
+    path = tmp_path / "dup.csv"
+    names = _wide_csv(path, 150_000, 13, rows=1, duplicate=True)
+    t0 = time.perf_counter()
+    res = run_cli(["compute", "mse", f"{path}:{names[0]}", f"{path}:{names[2]}"])
+    assert time.perf_counter() - t0 < 20
+    assert_clean_error(res, 1, "dup.csv", repr(names[1]), "more than once", "2", "150000")
+
+
+@pytest.mark.slow
+def test_csv_big_header_from_stdin(tmp_path):
+    path = tmp_path / "wide.csv"
+    names = _wide_csv(path, 150_000, 13)
+    res = run_cli(
+        ["compute", "mse", f"-:{names[0]}", f"-:{names[-1]}", "--input-format", "csv", "-b"],
+        stdin=path.read_bytes(),
+    )
+    assert res.code == 0, res.err[:500]
+    assert float(res.out) == 9.0
+
+
+def test_csv_header_without_end_beyond_the_limit_is_a_clean_error(tmp_path, monkeypatch):
+    from lossctl.io import sources
+
+    monkeypatch.setattr(sources, "HEAD_LIMIT", 1 << 16)
+    path = tmp_path / "long.csv"
+    path.write_text(",".join(f"n{i}" for i in range(40_000)))  # ~300 kB, no newline
+    res = run_cli(["compute", "mse", f"{path}:n0", f"{path}:n1"])
+    assert_clean_error(res, 1, "long.csv", "header", "longer than")

@@ -281,12 +281,14 @@ class Reader:
         for req in explicit:
             req.names = self._match(req, names)
             taken.update(req.names)
+        if implicit:  # (each set computed once: linear in the number of columns)
+            value_cols, index_cols = self.value_columns(), self.index_columns()
         for req in implicit:
             free = [n for n in names if n not in taken]
             # Never chosen automatically: pandas index columns and id / key columns.
-            skipped = {n: why for n in free if (why := self._not_automatic(n))}
+            skipped = {n: why for n in free if (why := self._not_automatic(n, index_cols))}
             cands = [n for n in free if n not in skipped]
-            values = [n for n in cands if n in self.value_columns()]
+            values = [n for n in cands if n in value_cols]
             if len(cands) == 1:
                 req.names = cands
             elif len(values) == 1:
@@ -332,8 +334,8 @@ class Reader:
         """Scalar columns of integer (or boolean) type: labels or counts, never stacked as logits."""
         return set()
 
-    def _not_automatic(self, name: str) -> str | None:
-        if name in self.index_columns():
+    def _not_automatic(self, name: str, index_cols: set[str]) -> str | None:
+        if name in index_cols:
             return "a pandas index column"
         if _looks_like_id(name):
             return "an id / key column"
@@ -357,21 +359,26 @@ class Reader:
 
     def _match(self, req: Request, names: list[str]) -> list[str]:
         out: list[str] = []
+        known, chosen = set(names), set()
         for part in _split_expr(req.expr or ""):
             if _is_glob(part):
                 hits = [n for n in names if fnmatch.fnmatchcase(n, part)]
             else:
-                hits = [part] if part in names else []
+                hits = [part] if part in known else []
             if not hits:
                 raise DataError(self._missing_message(part, names, req.key))
-            out.extend(h for h in hits if h not in out)
+            for h in hits:
+                if h not in chosen:
+                    chosen.add(h)
+                    out.append(h)
         if len(out) > 1:
             if not req.matrix:
                 raise DataError(
                     f"{self.display}: {req.key.upper()} takes one column, but {req.expr!r} "
                     f"selects {len(out)} ({_listing(out)})."
                 )
-            not_scalar = [n for n in out if n not in self.scalar_columns()]
+            scalars = self.scalar_columns()
+            not_scalar = [n for n in out if n not in scalars]
             if not_scalar:
                 raise DataError(
                     f"{self.display}: column {not_scalar[0]!r} is not a numeric scalar column, so it "
@@ -903,9 +910,15 @@ class CsvReader(ArrowReader):
             # A blank name is what pandas' to_csv writes for an unnamed index: named as pandas
             # reads it back ('Unnamed: 0'), so it can be named, and is never chosen automatically.
             self._names = [f.strip() or f"Unnamed: {i}" for i, f in enumerate(fields)]
-            if len(set(self._names)) != len(self._names):
-                dup = next(n for n in self._names if self._names.count(n) > 1)
-                raise DataError(f"{self.display}: the header names column {dup!r} more than once.")
+            seen: set[str] = set()
+            for i, name in enumerate(self._names):  # linear, at any header size
+                if name in seen:
+                    first = self._names.index(name)
+                    raise DataError(
+                        f"{self.display}: the header names column {name!r} more than once (fields "
+                        f"{first + 1} and {i + 1}). Expected each column name once."
+                    )
+                seen.add(name)
         else:
             self._names = [f"f{i}" for i in range(len(fields))]
         self.schema = pa.schema([(n, pa.float64()) for n in self._names])
@@ -918,7 +931,8 @@ class CsvReader(ArrowReader):
             # reports the file as having no data rows instead of blaming a column.
             self._numeric = set(self._names)
         else:
-            self._numeric = {n for n, v in zip(self._names, data) if _is_number(v) or v in csv_nulls()}
+            self._numeric = None  # judged when first needed (only for a default selection)
+            self._first_row = data
 
     def scalar_columns(self) -> set[str]:
         # Every named column is parsed as float64 when selected; a cell that is not a number
@@ -926,6 +940,9 @@ class CsvReader(ArrowReader):
         return set(self._names)
 
     def value_columns(self) -> set[str]:
+        if self._numeric is None:
+            nulls = csv_nulls()
+            self._numeric = {n for n, v in zip(self._names, self._first_row) if _is_number(v) or v in nulls}
         return self._numeric
 
     def index_columns(self) -> set[str]:
@@ -940,15 +957,18 @@ class CsvReader(ArrowReader):
         self._blank_lead = 0
         if self._stream is not None:
             rec = _Recording(self._stream)
-            one, two, self._blank_lead = _head_lines(rec)
+            one, two, self._blank_lead = _head_lines(rec, self.display)
             self._prefix = bytes(rec.data)  # handed to pyarrow before the rest of the stream
         else:
             pa = _pa()
             try:
                 with pa.input_stream(self.source.path, compression="detect") as fh:
-                    one, two, self._blank_lead = _head_lines(fh)
+                    one, two, self._blank_lead = _head_lines(fh, self.display)
+            except DataError:
+                raise
             except Exception as exc:  # noqa: BLE001
                 raise DataError(f"{self.display}: cannot read ({short_reason(exc)}).") from None
+        self._head_bytes = len(one or b"") + len(two or b"")
         dec = [
             b.decode("utf-8-sig" if i == 0 else "utf-8", errors="replace").rstrip("\r\n") if b else None
             for i, b in enumerate((one, two))
@@ -969,7 +989,8 @@ class CsvReader(ArrowReader):
         # The names lossctl resolved (header names stripped of spaces) are given to pyarrow,
         # and the header line skipped, so both always agree on the names.
         read = pcsv.ReadOptions(
-            block_size=1 << 22,
+            # a block holds whole rows: room for rows as wide as the header and first row, twice
+            block_size=max(1 << 22, 2 * self._head_bytes + 1024),
             column_names=self._names,
             skip_rows=self._blank_lead + 1 if self.header else 0,
             use_threads=True,
@@ -1077,15 +1098,27 @@ def _is_number(text: str) -> bool:
     return _CSV_FLOAT.fullmatch(text) is not None
 
 
-def _head_lines(fh) -> tuple[bytes, bytes, int]:
+# The header line may be this long (a wide table's names); longer is an error, never a cut header.
+HEAD_LIMIT = 256 << 20
+
+
+def _head_lines(fh, display: str = "the CSV input") -> tuple[bytes, bytes, int]:
     """The first two non-blank lines of a binary stream (b"" if absent), and the number of
-    blank lines before them. Any line ending counts (\n, \r\n, a lone \r); at most 1 MiB is read."""
+    blank lines before them. Any line ending counts (\n, \r\n, a lone \r). Read in chunks
+    that double, so the work is linear in the header's length, up to HEAD_LIMIT."""
     buf = b""
     while True:
         blanks, lines = _split_head(buf)
-        if len(lines) > 2 or len(buf) >= (1 << 20):
+        if len(lines) > 2:
             break
-        chunk = fh.read(1 << 16)
+        if len(buf) >= HEAD_LIMIT:
+            if len(lines) < 2:
+                raise DataError(
+                    f"{display}: the first line (the header) is longer than {HEAD_LIMIT >> 20} MiB. "
+                    "Expected a header line of column names ending in a newline."
+                )
+            break  # (the first data row only guides which columns look numeric)
+        chunk = fh.read(max(1 << 16, len(buf)))
         if not chunk:
             break
         buf += chunk
