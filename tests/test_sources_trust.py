@@ -224,7 +224,8 @@ def test_out_of_order_class_columns_are_not_stacked_silently(tmp_path):
 
     logits, labels, _ = _classifier(seed=14)
     cols = _class_columns(logits)
-    swapped = {"class_1": cols["class_1"], "class_0": cols["class_0"], **{k: v for k, v in cols.items() if k not in ("class_0", "class_1")}}
+    rest = {k: v for k, v in cols.items() if k not in ("class_0", "class_1")}
+    swapped = {"class_1": cols["class_1"], "class_0": cols["class_0"], **rest}
     x = write_parquet(tmp_path / "x.parquet", swapped)
     y = tmp_path / "y.npy"
     np.save(y, labels)
@@ -333,7 +334,9 @@ def test_shard_with_another_type_for_a_used_column_is_an_error_naming_it(tmp_pat
 
 
 def test_first_shard_missing_the_column_says_the_schema_comes_from_it(tmp_path):
-    d = _shards(tmp_path, {"a.parquet": {"p": [1.0, 2.0], "x": [0.0, 0.0]}, "b.parquet": {"p": [3.0, 4.0], "t": [1.0, 1.0]}})
+    d = _shards(
+        tmp_path, {"a.parquet": {"p": [1.0, 2.0], "x": [0.0, 0.0]}, "b.parquet": {"p": [3.0, 4.0], "t": [1.0, 1.0]}}
+    )
     res = run_cli(["compute", "mse", f"{d}:p", f"{d}:t"])
     assert_clean_error(res, 1, "'t'", os.path.join(d, "a.parquet"))
 

@@ -116,7 +116,9 @@ class DatasetReader(ArrowReader):
             raise DataError(f"{self.display}: cannot read the shards as one dataset ({short_reason(exc)}).") from None
 
     def _missing_message(self, part: str, names: list[str], key: str) -> str:
-        first = f" (the columns of its first shard, {self.files[0]})" if self.files and self.source.schema is None else ""
+        first = ""
+        if self.files and self.source.schema is None:
+            first = f" (the columns of its first shard, {self.files[0]})"
         return super()._missing_message(part, names, key).rstrip(".") + f"{first}."
 
     def total_rows(self) -> int | None:
@@ -152,15 +154,17 @@ class DatasetReader(ArrowReader):
         import pyarrow.dataset as ds
 
         needed = self.needed_columns()
+        row = self.source.row_start  # global number of the next row (for messages)
         for frag in self.ds.get_fragments():
             keys = ds.get_partition_keys(frag.partition_expression)
             data_cols = [c for c in needed if c not in keys]
             pf = parquet_file(self.ds.filesystem.open_input_file(frag.path))
-            self._check_shard(frag.path, pf.schema_arrow, data_cols)
+            self._check_shard(frag.path, pf.schema_arrow, data_cols, row)
             groups = [rg.id for rg in frag.row_groups] if self.source.row_groups is not None else None
             for batch in pf.iter_batches(batch_size=rows, columns=data_cols, row_groups=groups, use_threads=True):
                 if not batch.num_rows:
                     continue
+                row += batch.num_rows
                 if len(data_cols) == len(needed):  # no partition key asked for
                     yield batch
                     continue
@@ -173,7 +177,7 @@ class DatasetReader(ArrowReader):
                         cols.append(batch.column(batch.schema.get_field_index(name)))
                 yield pa.RecordBatch.from_arrays(cols, names=needed)
 
-    def _check_shard(self, path: str, schema, columns: list[str]) -> None:
+    def _check_shard(self, path: str, schema, columns: list[str], row: int) -> None:
         """Every used column is in this shard, with the dataset's type: a shard without it would
         otherwise be read with another column in its place (or skipped), never an error."""
         for name in columns:
@@ -181,14 +185,14 @@ class DatasetReader(ArrowReader):
             idx = schema.get_field_index(name)
             if idx < 0:
                 raise DataError(
-                    f"{self.display}: shard {path} has no column {name!r}, which the other shards have "
-                    f"({want}). Expected every shard to hold the columns used "
+                    f"{self.display}: shard {path} (from row {row}) has no column {name!r}, which the "
+                    f"other shards have ({want}). Expected every shard to hold the columns used "
                     f"({', '.join(repr(c) for c in columns)}); remove the shard or add the column."
                 )
             got = schema.field(idx).type
             if got != want:
                 raise DataError(
-                    f"{self.display}: shard {path}, column {name!r} has type {got}, but {want} in the "
-                    "other shards. Expected the same type for a column in every shard; rewrite the shard "
+                    f"{self.display}: shard {path} (from row {row}), column {name!r} has type {got}, but "
+                    f"{want} in the other shards. Expected the same type for a column in every shard; rewrite the shard "
                     "with that type."
                 )
