@@ -193,6 +193,6 @@ class DatasetReader(ArrowReader):
             if got != want:
                 raise DataError(
                     f"{self.display}: shard {path} (from row {row}), column {name!r} has type {got}, but "
-                    f"{want} in the other shards. Expected the same type for a column in every shard; rewrite the shard "
-                    "with that type."
+                    f"{want} in the other shards. Expected the same type for a column in every shard; "
+                    "rewrite the shard with that type."
                 )
