@@ -417,3 +417,58 @@ def test_csv_header_without_end_beyond_the_limit_is_a_clean_error(tmp_path, monk
     path.write_text(",".join(f"n{i}" for i in range(40_000)))  # ~300 kB, no newline
     res = run_cli(["compute", "mse", f"{path}:n0", f"{path}:n1"])
     assert_clean_error(res, 1, "long.csv", "header", "longer than")
+
+
+# ---------------------------------------------------------------------------
+# #13.10: a little fuzzing of every reader: truncated files, 0 rows, 0 columns, odd dtypes
+# ---------------------------------------------------------------------------
+
+
+def _every_format(tmp_path) -> dict[str, tuple[str, str]]:
+    import pyarrow as pa
+    import pyarrow.feather as feather
+    import pyarrow.parquet as pq
+
+    rng = np.random.default_rng(21)
+    p, t = rng.random(64), rng.random(64)
+    pq.write_table(pa.table({"p": p, "t": t}), str(tmp_path / "a.parquet"))
+    feather.write_feather(pa.table({"p": p, "t": t}), str(tmp_path / "a.arrow"))
+    (tmp_path / "a.csv").write_text("p,t\n" + "".join(f"{a!r},{b!r}\n" for a, b in zip(p.tolist(), t.tolist())))
+    np.savez(tmp_path / "a.npz", p=p, t=t)
+    rec = np.zeros(64, dtype=[("p", "f8"), ("t", "f8")])
+    rec["p"], rec["t"] = p, t
+    np.save(tmp_path / "a.npy", rec)
+    return {ext: (f"{tmp_path}/cut.{ext}:p", f"{tmp_path}/cut.{ext}:t") for ext in ("parquet", "arrow", "csv", "npz", "npy")}
+
+
+def _assert_no_internal_error(res) -> None:
+    assert res.code in (0, 1), (res.code, res.err)
+    assert "internal error" not in res.err and "Traceback" not in res.err, res.err
+    if res.code:
+        assert res.out == "" and res.err.count("\n") == 1, res.err  # one paragraph
+
+
+def test_truncated_files_of_every_format_end_in_a_clean_error(tmp_path):
+    for ext, (a, b) in _every_format(tmp_path).items():
+        data = (tmp_path / f"a.{ext}").read_bytes()
+        for cut in sorted({1, 6, 9, 64, 129, len(data) // 3, len(data) // 2, len(data) - 9, len(data) - 1}):
+            (tmp_path / f"cut.{ext}").write_bytes(data[:cut])
+            res = run_cli(["compute", "mse", a, b])
+            _assert_no_internal_error(res)
+            if ext != "csv":  # a CSV cut at a line end is a shorter valid file
+                assert res.code == 1, (ext, cut, res.out)
+
+
+@pytest.mark.parametrize(
+    "shape,descr",
+    [((0,), "<f8"), ((4, 0), "<f8"), ((3,), "<c16"), ((3,), "|V8"), ((3,), "<U2"), ((3,), "<M8[s]")],
+    ids=["0-rows", "0-columns", "complex", "void", "unicode", "datetime"],
+)
+def test_npy_edge_shapes_and_dtypes_are_clean_errors(tmp_path, shape, descr):
+    itemsize = np.dtype(descr).itemsize
+    n = int(np.prod(shape))
+    f = _npy_with_header(tmp_path / "odd.npy", shape, descr, b"\0" * (n * itemsize))
+    np.save(tmp_path / "t.npy", np.zeros(shape[0]))
+    res = run_cli(["compute", "mse", f, tmp_path / "t.npy"])
+    _assert_no_internal_error(res)
+    assert res.code == 1 and "odd.npy" in res.err

@@ -728,6 +728,11 @@ def _list_to_numpy(arr, req: Request, display: str, name: str, row0: int) -> np.
                 "(one value per class or feature) in every row."
             )
         width = int(lengths[0]) if n else 0
+    if n and width == 0:
+        raise DataError(
+            f"{display}, column {name!r}, row {row0}: an empty list (in every row of this block). "
+            "Expected at least one value per row (one per class or feature)."
+        )
     flat = arr.flatten()
     if flat.null_count:
         import pyarrow.compute as pc
@@ -1219,6 +1224,11 @@ def _npy_header(fh, display: str):
         )
     if len(shape) == 0:
         raise DataError(f"{display}: a 0-d (scalar) array; expected one row per sample.")
+    if 0 in shape[1:]:
+        raise DataError(
+            f"{display}: an array of shape {_shape_str(shape)}, so every row holds no values. "
+            "Expected at least one value per row (one per class or feature)."
+        )
     return tuple(shape), fortran, dtype
 
 
