@@ -79,6 +79,9 @@ class Options:
 # up to this many rows; beyond it the batch size must be given.
 DEFAULT_BATCH_CAP = 4096
 
+# Row numbers are int64; an offset up to 2**62 leaves room for 2**62 rows after it.
+MAX_ROW_OFFSET = 2**62
+
 
 @dataclass
 class _Input:
@@ -94,6 +97,13 @@ class _Input:
         if self.request is None or self.request.names == ["<array>"]:
             return None
         return self.request.label
+
+    @property
+    def column_names(self) -> list[str] | None:
+        """The columns this role read, in order (None: a plain array)."""
+        if self.request is None or self.request.names == ["<array>"]:
+            return None
+        return list(self.request.names)
 
     def where(self) -> str:
         col = self.column_label
@@ -206,6 +216,7 @@ class _Run:
                 inp.source.column,
                 matrix=2 in inp.role.ndim or inp.role.dtype == "label",
                 ragged=inp.role.ragged,
+                dtype=inp.role.dtype,
             )
             inp.reader.add(inp.request)
         if len({i.source.fmt for i in stdin_users}) > 1:
@@ -667,6 +678,7 @@ class _Run:
                     "source": i.source.text,
                     "path": i.source.display,
                     "column": i.column_label,
+                    "columns": i.column_names,
                     "format": i.source.fmt,
                     "shape": list(i.shape) if i.shape else None,
                     "dtype": i.dtype,
@@ -1571,8 +1583,8 @@ def build_options(raw: dict[str, Any], **extra) -> Options:
         raise UsageError(f"--ci-n must be at least 10 resamples; got {ci_n}.")
     seed = _seed(get("seed"))
     offset = int(get("row-offset", 0))
-    if offset < 0:
-        raise UsageError(f"--row-offset must be 0 or more; got {offset}.")
+    if not 0 <= offset <= MAX_ROW_OFFSET:  # row numbers are int64: leave room for the rows themselves
+        raise UsageError(f"--row-offset must be between 0 and 2**62 ({MAX_ROW_OFFSET}); got {offset}.")
     return Options(
         row_offset=offset,
         reduction=get("reduction", "mean"),

@@ -174,6 +174,8 @@ def to_markdown(report: dict, precision: int | None) -> str:
         f"Rows read: {md_text(_read_text(rows))}; used {rows['used']}, ignored {rows['ignored']}, "
         f"dropped {rows['dropped']}, NaN omitted {rows['nan_omitted']}.",
     ]
+    if columns_text(report):
+        lines.append(f"Columns: {columns_text(report)}.")
     if report.get("ci"):
         ci = report["ci"]
         lines.append(
@@ -195,6 +197,24 @@ def to_markdown(report: dict, precision: int | None) -> str:
 
 def _read_text(rows: dict) -> str:
     return ", ".join(f"{role} {n}" for role, n in rows["read"].items())
+
+
+def columns_text(report: dict) -> str | None:
+    """Which columns each role read (``pred: class_0..class_9 (10), target: label``); None when
+    every input is a plain array."""
+    parts = []
+    for inp in report.get("inputs") or []:
+        names = inp.get("columns")
+        if not names:
+            continue
+        if len(names) == 1:
+            shown = names[0]
+        elif len(names) <= 3:
+            shown = f"{', '.join(names)} ({len(names)})"
+        else:
+            shown = f"{names[0]}..{names[-1]} ({len(names)})"
+        parts.append(f"{inp['role']}: {shown}")
+    return "; ".join(parts) or None
 
 
 def render_table(report: dict, console, precision: int | None, show_top: bool = True) -> None:
@@ -239,6 +259,8 @@ def render_table(report: dict, console, precision: int | None, show_top: bool = 
         if rows.get(key):
             counts.append(f"  ·  {label} {rows[key]}", style="yellow")
     console.print(counts)
+    if columns_text(report):
+        console.print(Text(f"  columns  {columns_text(report)}"))
     eng = report.get("engine")
     if eng:
         where = eng["scheduler"] or "a local cluster"

@@ -87,6 +87,7 @@ def test_json_report_schema_and_values(cli, sample_ref):
         "source": f"{PQ}:logits",
         "path": PQ,
         "column": "logits",
+        "columns": ["logits"],
         "format": "parquet",
         "shape": ["N", 5],
         "dtype": "float32",

@@ -115,6 +115,12 @@ class DatasetReader(ArrowReader):
         except Exception as exc:  # noqa: BLE001 - pyarrow's errors name the file
             raise DataError(f"{self.display}: cannot read the shards as one dataset ({short_reason(exc)}).") from None
 
+    def _missing_message(self, part: str, names: list[str], key: str) -> str:
+        first = ""
+        if self.files and self.source.schema is None:
+            first = f" (the columns of its first shard, {self.files[0]})"
+        return super()._missing_message(part, names, key).rstrip(".") + f"{first}."
+
     def total_rows(self) -> int | None:
         if self.source.rows is not None:
             return self.source.rows  # (pyarrow's count_rows ignores a row-group subset)
@@ -148,14 +154,17 @@ class DatasetReader(ArrowReader):
         import pyarrow.dataset as ds
 
         needed = self.needed_columns()
+        row = self.source.row_start  # global number of the next row (for messages)
         for frag in self.ds.get_fragments():
             keys = ds.get_partition_keys(frag.partition_expression)
             data_cols = [c for c in needed if c not in keys]
             pf = parquet_file(self.ds.filesystem.open_input_file(frag.path))
+            self._check_shard(frag.path, pf.schema_arrow, data_cols, row)
             groups = [rg.id for rg in frag.row_groups] if self.source.row_groups is not None else None
             for batch in pf.iter_batches(batch_size=rows, columns=data_cols, row_groups=groups, use_threads=True):
                 if not batch.num_rows:
                     continue
+                row += batch.num_rows
                 if len(data_cols) == len(needed):  # no partition key asked for
                     yield batch
                     continue
@@ -167,3 +176,23 @@ class DatasetReader(ArrowReader):
                     else:
                         cols.append(batch.column(batch.schema.get_field_index(name)))
                 yield pa.RecordBatch.from_arrays(cols, names=needed)
+
+    def _check_shard(self, path: str, schema, columns: list[str], row: int) -> None:
+        """Every used column is in this shard, with the dataset's type: a shard without it would
+        otherwise be read with another column in its place (or skipped), never an error."""
+        for name in columns:
+            want = self.ds.schema.field(name).type
+            idx = schema.get_field_index(name)
+            if idx < 0:
+                raise DataError(
+                    f"{self.display}: shard {path} (from row {row}) has no column {name!r}, which the "
+                    f"other shards have ({want}). Expected every shard to hold the columns used "
+                    f"({', '.join(repr(c) for c in columns)}); remove the shard or add the column."
+                )
+            got = schema.field(idx).type
+            if got != want:
+                raise DataError(
+                    f"{self.display}: shard {path} (from row {row}), column {name!r} has type {got}, but "
+                    f"{want} in the other shards. Expected the same type for a column in every shard; "
+                    "rewrite the shard with that type."
+                )

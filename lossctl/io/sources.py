@@ -17,6 +17,7 @@ import csv
 import fnmatch
 import functools
 import io
+import math
 import os
 import re
 import sys
@@ -140,6 +141,13 @@ def parse_source(text: str, input_format: str | None = None, role: str = "input"
     path, column = text, None
     if not os.path.exists(text) and ":" in text:
         head, _, tail = text.rpartition(":")
+        # A column name may hold ':' itself (pandas' 'Unnamed: 0'): the file is the longest
+        # prefix before a ':' that exists.
+        cut = len(head)
+        while cut > 0 and not os.path.exists(text[:cut]):
+            cut = text.rfind(":", 0, cut)
+        if cut > 0:
+            head, tail = text[:cut], text[cut + 1 :]
         if head and (os.path.exists(head) or not os.path.exists(text)):
             path, column = head, (tail or None)
     if os.path.isdir(path) or (not os.path.exists(path) and _is_glob(path) and _glob_matches(path)):
@@ -204,6 +212,7 @@ class Request:
     ragged: bool = False
     keylike: bool = False  # ids and group keys: kept as text or integers, never cast to float
     names: list[str] = field(default_factory=list)  # resolved column names
+    dtype: str = "float"  # the role's kind of values (Role.dtype): float, label or int
 
     @property
     def label(self) -> str:
@@ -272,16 +281,29 @@ class Reader:
         for req in explicit:
             req.names = self._match(req, names)
             taken.update(req.names)
+        if implicit:  # (each set computed once: linear in the number of columns)
+            value_cols, index_cols = self.value_columns(), self.index_columns()
         for req in implicit:
             free = [n for n in names if n not in taken]
-            values = [n for n in free if n in self.value_columns()]
-            if len(free) == 1:
-                req.names = free
+            # Never chosen automatically: pandas index columns and id / key columns.
+            skipped = {n: why for n in free if (why := self._not_automatic(n, index_cols))}
+            cands = [n for n in free if n not in skipped]
+            values = [n for n in cands if n in value_cols]
+            if len(cands) == 1:
+                req.names = cands
             elif len(values) == 1:
                 req.names = values
             elif len(values) > 1 and req.matrix and set(values) <= self.scalar_columns():
-                # Every numeric column left, in file order (text columns such as ids are skipped).
-                req.names = values
+                # Several numeric columns left, stacked in file order: only when they are plainly
+                # one family (class_0, class_1, ...), never a label or count column among logits.
+                stack = values
+                if req.dtype == "float":
+                    ints = self.integer_columns()
+                    stack = [n for n in values if n not in ints] or values
+                    skipped.update({n: "integer-typed" for n in values if n not in stack})
+                if len(stack) > 1 and not _one_family(stack):
+                    raise DataError(self._ambiguous_message(req, stack, skipped))
+                req.names = stack
             else:
                 what = self._what()
                 if not free:
@@ -290,33 +312,73 @@ class Reader:
                         f"{', '.join(names) or 'none'} are all used by other inputs. "
                         f"Name the {what} as {self.display}:NAME."
                     )
+                if not cands:
+                    raise DataError(
+                        f"{self.display}: no {what} left for {req.key.upper()} that can be chosen "
+                        f"automatically ({_skipped_text(skipped)}). Name the {what} as {self.display}:NAME "
+                        "if it really holds the values."
+                    )
                 raise DataError(
-                    f"{self.display} has {len(free)} {what}s ({_listing(free)}); say which one is "
+                    f"{self.display} has {len(cands)} {what}s ({_listing(cands)}); say which one is "
                     f"{req.key.upper()} as {self.display}:NAME"
                     + (" (or several: NAME_* or A,B,C)." if req.matrix else ".")
+                    + (f" Not considered: {_skipped_text(skipped)}." if skipped else "")
                 )
             taken.update(req.names)
+
+    def index_columns(self) -> set[str]:
+        """Columns a DataFrame library wrote for its row index (never values)."""
+        return set()
+
+    def integer_columns(self) -> set[str]:
+        """Scalar columns of integer (or boolean) type: labels or counts, never stacked as logits."""
+        return set()
+
+    def _not_automatic(self, name: str, index_cols: set[str]) -> str | None:
+        if name in index_cols:
+            return "a pandas index column"
+        if _looks_like_id(name):
+            return "an id / key column"
+        return None
+
+    def _ambiguous_message(self, req: Request, stack: list[str], skipped: dict[str, str]) -> str:
+        what = self._what()
+        family = _largest_family(stack)
+        glob_hint = f"{self.display}:'{family}*'" if family else f"{self.display}:'NAME_*'"
+        listed = ",".join(stack[:3]) + (",..." if len(stack) > 3 else "")
+        return (
+            f"{self.display}: cannot tell which {what}s are {req.key.upper()}: the {len(stack)} numeric "
+            f"{what}s left ({_listing(stack)}) are not one numbered family (like class_0..class_9), so "
+            f"stacking them all could take a label, count or id {what} as a class. Name them: "
+            f"{glob_hint} (a glob) or {self.display}:{listed} (a list)."
+            + (f" Not considered: {_skipped_text(skipped)}." if skipped else "")
+        )
 
     def _what(self) -> str:
         return "column"
 
     def _match(self, req: Request, names: list[str]) -> list[str]:
         out: list[str] = []
+        known, chosen = set(names), set()
         for part in _split_expr(req.expr or ""):
             if _is_glob(part):
                 hits = [n for n in names if fnmatch.fnmatchcase(n, part)]
             else:
-                hits = [part] if part in names else []
+                hits = [part] if part in known else []
             if not hits:
                 raise DataError(self._missing_message(part, names, req.key))
-            out.extend(h for h in hits if h not in out)
+            for h in hits:
+                if h not in chosen:
+                    chosen.add(h)
+                    out.append(h)
         if len(out) > 1:
             if not req.matrix:
                 raise DataError(
                     f"{self.display}: {req.key.upper()} takes one column, but {req.expr!r} "
                     f"selects {len(out)} ({_listing(out)})."
                 )
-            not_scalar = [n for n in out if n not in self.scalar_columns()]
+            scalars = self.scalar_columns()
+            not_scalar = [n for n in out if n not in scalars]
             if not_scalar:
                 raise DataError(
                     f"{self.display}: column {not_scalar[0]!r} is not a numeric scalar column, so it "
@@ -347,6 +409,47 @@ class Reader:
 
     def close(self) -> None:
         pass
+
+
+_ID_WORDS = {"id", "ids", "idx", "index", "key", "uuid", "guid", "uid", "rowid", "pk"}
+_NUMBERED = re.compile(r"^(.*?)(\d+)$", re.S)
+
+
+def _looks_like_id(name: str) -> bool:
+    """Named like an id or key: ``id``, ``sample_id``, ``row-idx``, ``sampleId``, ``uuid``."""
+    words = [w for w in re.split(r"[^0-9A-Za-z]+", name) if w]
+    if not words:
+        return False
+    if words[-1].lower() in _ID_WORDS:
+        return True
+    return bool(re.search(r"[a-z0-9](Id|ID|Idx|Key)$", words[-1]))
+
+
+def _one_family(names: list[str]) -> bool:
+    """True when the names are PREFIX<k>, PREFIX<k+1>, ... in this order (class_0..class_9)."""
+    parts = [_NUMBERED.match(n) for n in names]
+    if not all(parts):
+        return False
+    prefixes = {m.group(1) for m in parts}
+    numbers = [int(m.group(2)) for m in parts]
+    return len(prefixes) == 1 and numbers == list(range(numbers[0], numbers[0] + len(numbers)))
+
+
+def _largest_family(names: list[str]) -> str:
+    """The PREFIX shared by the most PREFIX<number> names (at least two), for a glob hint."""
+    counts: dict[str, int] = {}
+    for n in names:
+        m = _NUMBERED.match(n)
+        if m and m.group(1) and not _is_glob(m.group(1)) and ":" not in m.group(1):
+            counts[m.group(1)] = counts.get(m.group(1), 0) + 1
+    best = max(counts, key=counts.get, default="")
+    return best if counts.get(best, 0) > 1 else ""
+
+
+def _skipped_text(skipped: dict[str, str]) -> str:
+    return "; ".join(f"{n!r} ({why})" for n, why in list(skipped.items())[:6]) + (
+        f" and {len(skipped) - 6} more" if len(skipped) > 6 else ""
+    )
 
 
 def _listing(names: list[str], limit: int = 12) -> str:
@@ -407,6 +510,30 @@ class ArrowReader(Reader):
             if pa.types.is_integer(f.type) or pa.types.is_floating(f.type) or pa.types.is_boolean(f.type)
         }
 
+    def index_columns(self) -> set[str]:
+        out = {n for n in self.schema.names if re.fullmatch(r"__index_level_\d+__", n)}
+        meta = self.schema.metadata or {}
+        if b"pandas" in meta:
+            import json
+
+            try:
+                index = json.loads(meta[b"pandas"]).get("index_columns") or []
+            except (ValueError, AttributeError, UnicodeDecodeError):
+                index = []
+            # A RangeIndex is stored as a dict (no column); a named index is its column's name.
+            out.update(n for n in index if isinstance(n, str))
+        return out
+
+    def integer_columns(self) -> set[str]:
+        pa = _pa()
+        return {
+            f.name
+            for f in self.schema
+            if pa.types.is_integer(f.type)
+            or pa.types.is_boolean(f.type)
+            or (pa.types.is_dictionary(f.type) and pa.types.is_integer(f.type.value_type))
+        }
+
     def value_columns(self) -> set[str]:
         pa = _pa()
         out = set()
@@ -447,16 +574,23 @@ class ArrowReader(Reader):
         out = {}
         for req in self.requests.values():
             if len(req.names) == 1 and not (req.matrix and _is_selection(req.expr)):
-                col = batch.column(batch.schema.get_field_index(req.names[0]))
+                col = self._column(batch, req.names[0], row0)
                 out[req.key] = arrow_to_numpy(col, req, self.display, req.names[0], row0)
                 self._same_width_as_before(req, out[req.key], row0)
             else:
-                cols = [
-                    arrow_to_numpy(batch.column(batch.schema.get_field_index(n)), req, self.display, n, row0)
-                    for n in req.names
-                ]
+                cols = [arrow_to_numpy(self._column(batch, n, row0), req, self.display, n, row0) for n in req.names]
                 out[req.key] = np.column_stack(cols) if cols[0].ndim == 1 else np.stack(cols, axis=1)
         return out
+
+    def _column(self, batch, name: str, row0: int):
+        # (get_field_index gives -1 for a missing name, and column(-1) would be the last column)
+        idx = batch.schema.get_field_index(name)
+        if idx < 0:
+            raise DataError(
+                f"{self.display}: column {name!r} is missing from the data at row {row0}, though the "
+                "schema has it. Expected every part of the input to hold the columns used."
+            )
+        return batch.column(idx)
 
     def _same_width_as_before(self, req: Request, a, row0: int) -> None:
         """List columns: every batch's lists have the length of the first batch's."""
@@ -594,6 +728,11 @@ def _list_to_numpy(arr, req: Request, display: str, name: str, row0: int) -> np.
                 "(one value per class or feature) in every row."
             )
         width = int(lengths[0]) if n else 0
+    if n and width == 0:
+        raise DataError(
+            f"{display}, column {name!r}, row {row0}: an empty list (in every row of this block). "
+            "Expected at least one value per row (one per class or feature)."
+        )
     flat = arr.flatten()
     if flat.null_count:
         import pyarrow.compute as pc
@@ -773,10 +912,18 @@ class CsvReader(ArrowReader):
         fields = head[0] if head else []
         second = self.delimiter.join(head[1]) if len(head) > 1 else None
         if header:
-            self._names = [f.strip() for f in fields]
-            if len(set(self._names)) != len(self._names):
-                dup = next(n for n in self._names if self._names.count(n) > 1)
-                raise DataError(f"{self.display}: the header names column {dup!r} more than once.")
+            # A blank name is what pandas' to_csv writes for an unnamed index: named as pandas
+            # reads it back ('Unnamed: 0'), so it can be named, and is never chosen automatically.
+            self._names = [f.strip() or f"Unnamed: {i}" for i, f in enumerate(fields)]
+            seen: set[str] = set()
+            for i, name in enumerate(self._names):  # linear, at any header size
+                if name in seen:
+                    first = self._names.index(name)
+                    raise DataError(
+                        f"{self.display}: the header names column {name!r} more than once (fields "
+                        f"{first + 1} and {i + 1}). Expected each column name once."
+                    )
+                seen.add(name)
         else:
             self._names = [f"f{i}" for i in range(len(fields))]
         self.schema = pa.schema([(n, pa.float64()) for n in self._names])
@@ -789,7 +936,8 @@ class CsvReader(ArrowReader):
             # reports the file as having no data rows instead of blaming a column.
             self._numeric = set(self._names)
         else:
-            self._numeric = {n for n, v in zip(self._names, data) if _is_number(v) or v in csv_nulls()}
+            self._numeric = None  # judged when first needed (only for a default selection)
+            self._first_row = data
 
     def scalar_columns(self) -> set[str]:
         # Every named column is parsed as float64 when selected; a cell that is not a number
@@ -797,7 +945,13 @@ class CsvReader(ArrowReader):
         return set(self._names)
 
     def value_columns(self) -> set[str]:
+        if self._numeric is None:
+            nulls = csv_nulls()
+            self._numeric = {n for n, v in zip(self._names, self._first_row) if _is_number(v) or v in nulls}
         return self._numeric
+
+    def index_columns(self) -> set[str]:
+        return {n for n in self._names if re.fullmatch(r"Unnamed: \d+", n)} if self.header else set()
 
     def _first_lines(self) -> tuple[str | None, str | None]:
         """The header and first data line (decoded), without consuming a stream.
@@ -808,15 +962,18 @@ class CsvReader(ArrowReader):
         self._blank_lead = 0
         if self._stream is not None:
             rec = _Recording(self._stream)
-            one, two, self._blank_lead = _head_lines(rec)
+            one, two, self._blank_lead = _head_lines(rec, self.display)
             self._prefix = bytes(rec.data)  # handed to pyarrow before the rest of the stream
         else:
             pa = _pa()
             try:
                 with pa.input_stream(self.source.path, compression="detect") as fh:
-                    one, two, self._blank_lead = _head_lines(fh)
+                    one, two, self._blank_lead = _head_lines(fh, self.display)
+            except DataError:
+                raise
             except Exception as exc:  # noqa: BLE001
                 raise DataError(f"{self.display}: cannot read ({short_reason(exc)}).") from None
+        self._head_bytes = len(one or b"") + len(two or b"")
         dec = [
             b.decode("utf-8-sig" if i == 0 else "utf-8", errors="replace").rstrip("\r\n") if b else None
             for i, b in enumerate((one, two))
@@ -837,7 +994,8 @@ class CsvReader(ArrowReader):
         # The names lossctl resolved (header names stripped of spaces) are given to pyarrow,
         # and the header line skipped, so both always agree on the names.
         read = pcsv.ReadOptions(
-            block_size=1 << 22,
+            # a block holds whole rows: room for rows as wide as the header and first row, twice
+            block_size=max(1 << 22, 2 * self._head_bytes + 1024),
             column_names=self._names,
             skip_rows=self._blank_lead + 1 if self.header else 0,
             use_threads=True,
@@ -945,15 +1103,27 @@ def _is_number(text: str) -> bool:
     return _CSV_FLOAT.fullmatch(text) is not None
 
 
-def _head_lines(fh) -> tuple[bytes, bytes, int]:
+# The header line may be this long (a wide table's names); longer is an error, never a cut header.
+HEAD_LIMIT = 256 << 20
+
+
+def _head_lines(fh, display: str = "the CSV input") -> tuple[bytes, bytes, int]:
     """The first two non-blank lines of a binary stream (b"" if absent), and the number of
-    blank lines before them. Any line ending counts (\n, \r\n, a lone \r); at most 1 MiB is read."""
+    blank lines before them. Any line ending counts (\n, \r\n, a lone \r). Read in chunks
+    that double, so the work is linear in the header's length, up to HEAD_LIMIT."""
     buf = b""
     while True:
         blanks, lines = _split_head(buf)
-        if len(lines) > 2 or len(buf) >= (1 << 20):
+        if len(lines) > 2:
             break
-        chunk = fh.read(1 << 16)
+        if len(buf) >= HEAD_LIMIT:
+            if len(lines) < 2:
+                raise DataError(
+                    f"{display}: the first line (the header) is longer than {HEAD_LIMIT >> 20} MiB. "
+                    "Expected a header line of column names ending in a newline."
+                )
+            break  # (the first data row only guides which columns look numeric)
+        chunk = fh.read(max(1 << 16, len(buf)))
         if not chunk:
             break
         buf += chunk
@@ -1054,6 +1224,11 @@ def _npy_header(fh, display: str):
         )
     if len(shape) == 0:
         raise DataError(f"{display}: a 0-d (scalar) array; expected one row per sample.")
+    if 0 in shape[1:]:
+        raise DataError(
+            f"{display}: an array of shape {_shape_str(shape)}, so every row holds no values. "
+            "Expected at least one value per row (one per class or feature)."
+        )
     return tuple(shape), fortran, dtype
 
 
@@ -1068,12 +1243,20 @@ class _NpyStream:
         self.fh = fh
         self.display = display
         self.shape, self.fortran, self.dtype = _npy_header(fh, display)
-        self.row_items = int(np.prod(self.shape[1:], dtype=np.int64)) if len(self.shape) > 1 else 1
+        # Python integers: a header's sizes may overflow int64 (shape (2, 2**32, 2**32)).
+        self.row_items = math.prod(int(d) for d in self.shape[1:])
         self.row_nbytes = self.row_items * self.dtype.itemsize
-        self.nrows = self.shape[0]
+        self.nrows = int(self.shape[0])
+        promised = self.nrows * self.row_nbytes
+        if self.row_nbytes >= 2**62 or promised >= 2**62:
+            raise DataError(
+                f"{display}: the header describes an array of shape {_shape_str(self.shape)} "
+                f"({promised if self.nrows else self.row_nbytes} bytes{'' if self.nrows else ' per row'}), "
+                "larger than any file can hold. Expected a header that describes the data; the file "
+                "may be corrupt or its header edited."
+            )
         if size is not None:
             payload = size - fh.tell()
-            promised = self.nrows * self.row_nbytes
             if payload < promised:
                 raise DataError(
                     f"{display}: truncated: the header promises {self.nrows} rows "
@@ -1146,6 +1329,9 @@ class NpyReader(Reader):
 
     def available(self) -> list[str]:
         return self.fields
+
+    def integer_columns(self) -> set[str]:
+        return {n for n in self.fields if self.arr.dtype[n].kind in "biu"}
 
     def _what(self) -> str:
         return "field"
