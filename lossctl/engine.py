@@ -664,6 +664,11 @@ class _Run:
         }
 
 
+# What --reduction sum adds up: PyTorch's reduction="sum" (element-wise losses on (N, D)
+# inputs report the row mean per sample and add all N·D elements here).
+SUM_RULE = "PyTorch's reduction='sum' (for (N, D) element-wise losses: all N·D elements, D × the sum of the per-sample row means)"
+
+
 def report_from_state(
     spec: LossSpec, meta: dict, acc: RunState, ci_level: float | None = None, hist: bool = False
 ) -> dict:
@@ -685,7 +690,7 @@ def report_from_state(
         "params": meta["params"],
         "reduction": reduction,
         "value": value,
-        "value_rule": spec.headline if reduction == "mean" else "sum of per-sample values",
+        "value_rule": spec.headline if reduction == "mean" else SUM_RULE,
         "count": agg.used,
         "rows": {
             "read": meta["rows_read"],
@@ -859,15 +864,15 @@ def _sort_key(key):
 
 
 def _concat_results(parts: list[Result]) -> Result:
-    def cat(get):
+    def cat(get, default):
         vals = [get(p) for p in parts]
         if all(v is None for v in vals):
             return None
-        return np.concatenate([v if v is not None else np.ones(len(p.loss)) for v, p in zip(vals, parts)])
+        return np.concatenate([v if v is not None else default(p) for v, p in zip(vals, parts)])
 
     out = Result(loss=np.concatenate([p.loss for p in parts]))
-    out.num = cat(lambda p: p.num)
-    out.den = cat(lambda p: p.den)
+    out.num = cat(lambda p: p.num, lambda p: p.loss)  # a missing num is the loss itself
+    out.den = cat(lambda p: p.den, lambda p: np.ones(len(p.loss)))
     ign = [p.ignored if p.ignored is not None else np.zeros(len(p.loss), bool) for p in parts]
     out.ignored = np.concatenate(ign) if any(p.ignored is not None for p in parts) else None
     out.columns = {k: np.concatenate([p.columns[k] for p in parts]) for k in parts[0].columns}

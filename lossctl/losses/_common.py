@@ -174,6 +174,35 @@ def as_float(x: np.ndarray) -> np.ndarray:
     return np.asarray(x, dtype=np.float64)
 
 
+def element_rows(elem: np.ndarray):
+    """The :class:`~lossctl.losses.Result` of an element-wise loss on ``(N,)`` or ``(N, D)``.
+
+    The per-sample value is the row mean; the headline parts are ``num`` = the
+    row sum and ``den = D`` per row (see :func:`row_sums_result`).
+    """
+    if elem.ndim == 1:
+        from lossctl.losses import Result
+
+        return Result(loss=np.ascontiguousarray(elem, dtype=np.float64))
+    return row_sums_result(np.add.reduce(np.asarray(elem, dtype=np.float64), axis=1), elem.shape[1])
+
+
+def row_sums_result(row_sum: np.ndarray, d: int):
+    """Result from the float64 row sums of ``d`` element losses per row.
+
+    Per-sample value ``row_sum / d`` (the row mean, bit for bit NumPy's
+    ``mean(axis=1)``); ``num = row_sum``, ``den = d``, so the headline
+    ``--reduction sum`` (Σ num) is the sum over all N·D elements, PyTorch's
+    ``reduction="sum"``, and ``mean`` (Σ num / Σ den) is the element-wise mean,
+    PyTorch's ``reduction="mean"``, whatever the chunking.
+    """
+    from lossctl.losses import Result
+
+    if d == 1:
+        return Result(loss=row_sum)
+    return Result(loss=row_sum / d, num=row_sum, den=np.full(len(row_sum), float(d)))
+
+
 def first_rows(mask: np.ndarray, limit: int = 5) -> list[int]:
     """Indices of the first ``limit`` true entries of a 1-D boolean mask."""
     idx = np.flatnonzero(mask)

@@ -25,11 +25,13 @@ from lossctl.losses._common import (
     check_unit_interval,
     class_indices,
     constant,
+    element_rows,
     first_rows,
     log_softmax64,
     logsumexp_parts,
     per_output,
     row_parts,
+    row_sums_result,
     rows_per_block,
     same_shape,
     scratch,
@@ -362,8 +364,7 @@ def _bce_logits_fast(pred, target, pos_weight, weight, extras: bool) -> Result |
                     if k_out == 1:
                         loss[a:b] = e[:, 0]
                     else:
-                        np.add.reduce(e, axis=1, out=loss[a:b])
-                        np.divide(loss[a:b], k_out, out=loss[a:b])
+                        np.add.reduce(e, axis=1, out=loss[a:b])  # row sums, divided by k_out below
                 if not np.isfinite(np.sum(loss[a:b])):
                     x_bad = True
         return x_bad, y_bad
@@ -373,7 +374,7 @@ def _bce_logits_fast(pred, target, pos_weight, weight, extras: bool) -> Result |
         check_unit_interval(y, "target", "binary targets")
     if any(f[0] for f in flags):
         check_finite(x, "pred", "logits")
-    result = Result(loss=loss)
+    result = row_sums_result(loss, k_out)
     if extras and x.ndim == 1:
         p = sigmoid(x)
         yy = np.asarray(y, dtype=np.float64)
@@ -421,8 +422,7 @@ def binary_cross_entropy(
             log_1mp = np.maximum(np.log1p(-p), _LOG_CLAMP)
         elem = -(pw * y * log_p + (1.0 - y) * log_1mp)
     elem = w * elem if not (isinstance(w, float) and w == 1.0) else elem
-    loss = elem if elem.ndim == 1 else elem.mean(axis=1)
-    result = Result(loss=np.ascontiguousarray(loss, dtype=np.float64))
+    result = element_rows(elem)
     if extras and x.ndim == 1:
         if p is None:
             p = sigmoid(x)
@@ -597,8 +597,7 @@ def focal(
     elem = ce * fw
     if alpha_t is not None:
         elem = alpha_t * elem
-    loss = elem if elem.ndim == 1 else elem.mean(axis=1)
-    result = Result(loss=np.ascontiguousarray(loss, dtype=np.float64))
+    result = element_rows(elem)
     if extras and x.ndim == 1:
         result.columns = _binary_columns(y, sigmoid(x))
     return result
