@@ -206,3 +206,159 @@ def test_help_and_explain_say_how_sum_relates_to_per_sample_values(cli):
     assert "reduction='sum'" in text and "N·D" in text
     res = cli(["explain", "bce"])
     assert "row mean over D" in " ".join(res.out.split())
+
+
+# ---------------------------------------------------------------------------
+# #12.5: near-one-hot rows from logits, against 60-digit decimal arithmetic
+# ---------------------------------------------------------------------------
+
+
+def _dsoftmax(row):
+    """Softmax and log-softmax of a row of floats, as Decimals at 60 digits (caller's context)."""
+    xs = [Decimal(float(v)) for v in row]
+    m = max(xs)
+    es = [(v - m).exp() for v in xs]
+    s = sum(es)
+    return [e / s for e in es], [(v - m) - s.ln() for v in xs]
+
+
+def _dkl(t_row, x_row):
+    """KL(softmax(t) ‖ softmax(x)) and its gradient in x: softmax(x) - softmax(t)."""
+    with localcontext() as ctx:
+        ctx.prec = 60
+        p, lp = _dsoftmax(t_row)
+        q, lq = _dsoftmax(x_row)
+        kl = sum(pi * (a - b) for pi, a, b in zip(p, lp, lq))
+        return float(kl), [float(a - b) for a, b in zip(q, p)]
+
+
+def _dentropy(row):
+    with localcontext() as ctx:
+        ctx.prec = 60
+        p, lp = _dsoftmax(row)
+        h = -sum(a * b for a, b in zip(p, lp))
+        return float(h), [float(-a * (b + h)) for a, b in zip(p, lp)]
+
+
+def _rel(got, want):
+    return abs(got - want) / abs(want)
+
+
+def test_kl_of_near_one_hot_logits_is_exact_and_positive():
+    from lossctl.losses.divergence import kl_divergence, kl_divergence_grad
+
+    t, x = np.array([[41.0, 0.0]]), np.array([[40.0, 0.0]])
+    got = kl_divergence(target=t, pred=x, target_kind="logits").loss[0]
+    want, _ = _dkl([41.0, 0.0], [40.0, 0.0])
+    assert want == pytest.approx(1.1226e-18, rel=1e-4)
+    assert got > 0 and _rel(got, want) < 1e-15
+    # two-class rows [g, 0] against [g + 1, 0], both ways, and their gradients
+    for g in range(30, 41):
+        for a, b in (([g, 0.0], [g + 1.0, 0.0]), ([g + 1.0, 0.0], [g, 0.0])):
+            ta, xb = np.array([a]), np.array([b])
+            want, want_grad = _dkl(a, b)
+            got = kl_divergence(target=ta, pred=xb, target_kind="logits").loss[0]
+            assert _rel(got, want) < 1e-15, (g, a, b, got, want)
+            grad = kl_divergence_grad(target=ta, pred=xb, target_kind="logits")[0]
+            for gv, wv in zip(grad, want_grad):
+                assert _rel(gv, wv) < 1e-14, (g, a, b, grad, want_grad)
+
+
+def test_kl_of_a_three_class_confident_row_against_probabilities():
+    from lossctl.losses.divergence import kl_divergence
+
+    x = [35.0, 1.5, -2.0]
+    with localcontext() as ctx:
+        ctx.prec = 60
+        q, _ = _dsoftmax(x)
+    # P: the softmax of other logits, rounded to float64, given as probabilities
+    p = np.array([[float(v) for v in _dsoftmax_float([36.0, 0.5, -1.0])]])
+    got = kl_divergence(target=p, pred=np.array([x]), target_kind="probs").loss[0]
+    with localcontext() as ctx:
+        ctx.prec = 60
+        pd = [Decimal(float(v)) for v in p[0]]
+        want = float(sum(a * (a.ln() - b.ln()) for a, b in zip(pd, q) if a > 0))
+    assert _rel(got, want) < 1e-13  # P's own rounding in the float64 file bounds this case
+
+
+def _dsoftmax_float(row):
+    with localcontext() as ctx:
+        ctx.prec = 60
+        return [float(v) for v in _dsoftmax(row)[0]]
+
+
+def test_entropy_of_near_one_hot_logits_is_exact():
+    from lossctl.losses.classification import entropy, entropy_grad
+
+    rows = [[g, 0.0] for g in (28.0, 31.0, 33.5, 36.0, 40.0)] + [[32.0, 0.0, 1.0], [34.0, -3.0, 2.0, 0.5]]
+    for row in rows:
+        want, want_grad = _dentropy(row)
+        got = entropy(np.array([row])).loss[0]
+        assert _rel(got, want) < 1e-14, (row, got, want)
+        grad = entropy_grad(np.array([row]))[0]
+        for gv, wv in zip(grad, want_grad):
+            assert _rel(gv, wv) < 1e-13, (row, grad, want_grad)
+    assert _dentropy([33.5, 0.0])[0] < 2e-13  # rows this confident are what the issue measured
+
+
+def test_distillation_soft_term_and_gradient_on_confident_rows():
+    from lossctl.losses.rl import distillation, distillation_grad
+
+    for g in (30.0, 34.0, 38.0):
+        s, t = np.array([[g + 1.0, 0.0, -1.0]]), np.array([[g, 0.0, -1.0]])
+        want, want_grad = _dkl(t[0], s[0])  # T = 1: KL(softmax(t) ‖ softmax(s)), ∂/∂s = q - p
+        res = distillation(student=s, teacher=t, temperature=1.0, alpha=1.0)
+        assert _rel(res.loss[0], want) < 1e-14, (g, res.loss[0], want)
+        grad = distillation_grad(student=s, teacher=t, temperature=1.0, alpha=1.0)[0]
+        for gv, wv in zip(grad, want_grad):
+            assert _rel(gv, wv) < 1e-13, (g, grad, want_grad)
+
+
+def test_cross_entropy_gradient_of_a_confident_correct_row():
+    from lossctl.losses.classification import cross_entropy_grad
+
+    x = [40.0, 0.0, -3.0]
+    with localcontext() as ctx:
+        ctx.prec = 60
+        q, _ = _dsoftmax(x)
+        want = [float(q[0] - 1), float(q[1]), float(q[2])]
+    grad = cross_entropy_grad(np.array([x]), np.array([0]))[0]
+    assert want[0] < 0
+    for gv, wv in zip(grad, want):
+        assert _rel(gv, wv) < 1e-14, (grad, want)
+
+
+# ---------------------------------------------------------------------------
+# #12.6: the focal-loss gradient of confident correct logits
+# ---------------------------------------------------------------------------
+
+
+def _dfocal_grad(x: float, y: float, alpha: float, gamma: float) -> float:
+    """d/dx of α_t·(1-p_t)^γ·BCE(x, y), by a centred difference at 60 digits on the exact formula
+    (step 1e-25: truncation error ~1e-50 relative)."""
+
+    def f(xv):
+        p = 1 / (1 + (-xv).exp())
+        one_minus_p = 1 / (1 + xv.exp())
+        ce = -(y * p.ln() + (1 - y) * one_minus_p.ln())
+        one_minus_pt = y * one_minus_p + (1 - y) * p
+        a_t = alpha * y + (1 - alpha) * (1 - y)
+        return a_t * ce * one_minus_pt**gamma
+
+    with localcontext() as ctx:
+        ctx.prec = 120
+        xv, h = Decimal(x), Decimal("1e-25")
+        y, alpha, gamma = Decimal(y), Decimal(alpha), Decimal(gamma)
+        return float((f(xv + h) - f(xv - h)) / (2 * h))
+
+
+@pytest.mark.parametrize("gamma", [2.0, 0.5, 1.0])
+@pytest.mark.parametrize("x,y", [(40.0, 1.0), (-40.0, 0.0), (30.0, 1.0), (25.0, 0.7), (-36.0, 0.0)])
+def test_focal_gradient_of_confident_logits(x, y, gamma):
+    from lossctl.losses.classification import focal_grad
+
+    want = _dfocal_grad(x, y, 0.25, gamma)
+    got = focal_grad(np.array([x]), np.array([y]), alpha=0.25, gamma=gamma)[0]
+    assert _rel(got, want) < 1e-13, (got, want)
+    if (x, y, gamma) == (40.0, 1.0, 2.0):
+        assert want == pytest.approx(-5.75e-53, rel=1e-3)

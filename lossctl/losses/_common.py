@@ -354,31 +354,104 @@ def logsumexp_parts(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _logsumexp_parts_plain(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    n = x.shape[0]
-    m = np.empty(n, dtype=x.dtype)
-    log_s = np.empty(n, dtype=np.float64)
-    if n == 0:
-        return m.astype(np.float64), log_s
-    step = BLOCK_ROWS
-    scratch_ = np.empty((min(step, n), x.shape[1]), dtype=x.dtype)
-    for start in range(0, n, step):
-        stop = min(start + step, n)
-        block = x[start:stop]
-        mb = block.max(axis=1)
-        m[start:stop] = mb
-        t = scratch_[: stop - start]
-        np.subtract(block, mb[:, None], out=t)
-        np.exp(t, out=t)
-        log_s[start:stop] = np.log(t.sum(axis=1, dtype=np.float64))
-    return m.astype(np.float64), log_s
+    """``logsumexp_parts`` along axis 1 of any float array (float16, integers, N-D), in float64."""
+    x64 = np.asarray(x, dtype=np.float64)
+    n = x64.shape[0]
+    if n == 0 or x64.ndim < 2 or x64.shape[1] == 0:
+        return np.full(n, -np.inf), np.zeros(n)
+    am = np.expand_dims(x64.argmax(axis=1), 1)
+    m = np.take_along_axis(x64, am, axis=1)
+    with np.errstate(over="ignore", invalid="ignore"):  # finite logits spanning > 1.8e308: -inf, exp 0
+        t = np.exp(x64 - m)
+    np.put_along_axis(t, am, 0.0, axis=1)  # the maximum's exp(0) = 1 is added back by log1p
+    return np.squeeze(m, 1), np.log1p(t.sum(axis=1))
+
+
+def softmax64(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Row-wise ``(log softmax, softmax)`` in float64, each to full relative precision.
+
+    The probabilities are ``exp(x - m) · exp(-log_s)`` rather than ``exp(log softmax)``:
+    rounding ``(x - m) - log_s`` to a float (e.g. -30 - 9e-14) would move a small
+    probability by up to |x - m| ulp.
+    """
+    x64 = np.asarray(x, dtype=np.float64)
+    if x64.ndim != 2 or x64.shape[0] == 0 or x64.shape[1] == 0:
+        lp = log_softmax64(x64)
+        return lp, np.exp(lp)
+    m, log_s = _logsumexp_parts_plain(x64)
+    with np.errstate(over="ignore", invalid="ignore"):
+        z = x64 - m[:, None]
+    p = np.exp(z)
+    p *= np.exp(-log_s)[:, None]
+    z -= log_s[:, None]
+    return z, p
 
 
 def log_softmax64(x: np.ndarray) -> np.ndarray:
-    """Row-wise log-softmax in float64 (materialised; for the less common paths)."""
+    """Row-wise log-softmax in float64 (materialised; for the less common paths).
+
+    ``(x - m) - log1p(Σ_{c ≠ argmax} exp(x_c - m))``: the row maximum's exact 1
+    is left out of the sum, so a near-one-hot row keeps full relative precision
+    (``log q`` of the top class is ``-log1p(tiny)`` = ``-tiny``, not 0).
+    """
     x64 = np.asarray(x, dtype=np.float64)
-    m = x64.max(axis=1, keepdims=True)
-    z = x64 - m
-    return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+    if x64.ndim != 2 or x64.shape[0] == 0 or x64.shape[1] == 0:
+        return x64 - np.zeros_like(x64)
+    m, log_s = _logsumexp_parts_plain(x64)
+    with np.errstate(over="ignore", invalid="ignore"):
+        z = x64 - m[:, None]
+    z -= log_s[:, None]
+    return z
+
+
+def log_softmax_ratio(xa, xb) -> np.ndarray | None:
+    """``log softmax(xa) - log softmax(xb)`` per element for two (N, C) logit arrays, or None.
+
+    Formed as ``((xa - xb) - (ma - mb)) - (log_sa - log_sb)`` (row maxima m, ``log_s`` =
+    log1p of the non-max terms): the large shifts cancel before the tiny log-sum terms are
+    subtracted, so a near-one-hot row (``[41, 0]`` against ``[40, 0]``) keeps the digits
+    that rounding ``x - m - log_s`` to a float would lose.
+    """
+    a = np.asarray(xa, dtype=np.float64)
+    b = np.asarray(xb, dtype=np.float64)
+    if a.ndim != 2 or a.shape != b.shape or a.size == 0:
+        return None
+    ma, lsa = logsumexp_parts(a)
+    mb, lsb = logsumexp_parts(b)
+    with np.errstate(over="ignore", invalid="ignore"):
+        d = (a - b) - (ma - mb)[:, None]
+        d -= (lsa - lsb)[:, None]
+    return d if np.isfinite(d).all() else None
+
+
+_LOG_HALF = -float(np.log(2.0))
+
+
+def exp_diff(la, lb) -> np.ndarray:
+    """``exp(la) - exp(lb)`` element-wise with full relative precision.
+
+    Where both values exceed -log 2 (probabilities above ½, the only place the
+    difference can cancel) it is ``expm1(la) - expm1(lb)``: two numbers near 1
+    differ in digits that ``exp`` rounds away (softmax(x) - onehot for a
+    confident row is ``expm1(log q)`` ≈ -1e-18, not 0). ``-inf`` is exp = 0.
+    """
+    la = np.asarray(la, dtype=np.float64)
+    lb = np.asarray(lb, dtype=np.float64)
+    with np.errstate(over="ignore", invalid="ignore"):
+        out = np.exp(la) - np.exp(lb)
+        near = (la > _LOG_HALF) & (lb > _LOG_HALF)
+        if near.any():
+            out = np.where(near, np.expm1(la) - np.expm1(lb), out)
+    return out
+
+
+def softmax_minus_onehot(lq: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """``softmax - onehot(y)`` from row log-probabilities ``lq`` (N, C): ``q_c`` off the label and
+    ``expm1(log q_y)`` = ``-(1 - q_y)`` at it, exact for a confident row (where ``q_y - 1`` is 0)."""
+    g = np.exp(lq)
+    rows = np.arange(len(lq))
+    g[rows, y] = np.expm1(lq[rows, y])
+    return g
 
 
 def default_prob_atol(dtype: np.dtype, n_classes: int) -> float:

@@ -26,6 +26,7 @@ from lossctl.losses._common import (
     class_indices,
     constant,
     element_rows,
+    exp_diff,
     first_rows,
     log_softmax64,
     logsumexp_parts,
@@ -36,6 +37,8 @@ from lossctl.losses._common import (
     same_shape,
     scratch,
     sigmoid,
+    softmax64,
+    softmax_minus_onehot,
     softmax_rows,
 )
 
@@ -213,6 +216,18 @@ def cross_entropy(
     return result
 
 
+def _stable_q_sum_minus_t(logq: np.ndarray, t: np.ndarray, g: np.ndarray) -> np.ndarray:
+    """``q·Σt - t`` recomputed as ``exp(log q + log Σt) - exp(log t)`` (see ``exp_diff``) where
+    ``t > 0`` and ``Σt > 0``, so a confident correct row keeps its tiny gradient."""
+    tot = t.sum(axis=1, keepdims=True)
+    pos = (t > 0) & (tot > 0)
+    if not pos.any():
+        return g
+    with np.errstate(divide="ignore", invalid="ignore"):
+        d = exp_diff(logq + np.log(np.where(tot > 0, tot, 1.0)), np.log(np.where(pos, t, 1.0)))
+    return np.where(pos, d, g)
+
+
 def cross_entropy_grad(
     pred: np.ndarray,
     target: np.ndarray,
@@ -253,6 +268,7 @@ def cross_entropy_grad(
     logq = _log_probs(x, pred_kind, prob_atol)
     if pred_kind == "logits":
         g = np.exp(logq) * t.sum(axis=1, keepdims=True) - t
+        g = _stable_q_sum_minus_t(logq, t, g)
     elif pred_kind == "probs":
         with np.errstate(divide="ignore", invalid="ignore"):
             g = np.where(t != 0, -t / np.asarray(x, dtype=np.float64), 0.0)
@@ -610,12 +626,14 @@ def focal_grad(
     alpha: float = 0.25,
     gamma: float = 2.0,
 ) -> np.ndarray:
-    """∂l/∂x = α_t · [(σ(x) - y)·(1-p_t)^γ + γ·BCE·(1-2y)·σ(x)σ(-x)·(1-p_t)^(γ-1)].
+    """∂l/∂x = α_t · [(σ(x) - y)·(1-p_t)^γ + γ·BCE·(1-2y)·σ(x)σ(-x)·(1-p_t)^(γ-1)],
+    with ``σ(x) - y`` formed as ``(1-y)·σ(x) - y·σ(-x)`` (exact for confident correct logits).
 
     The second term is formed in log space; divided by K for ``[N, K]``.
     """
     x, y, ce, log_1mpt, fw, alpha_t, ls_pos, ls_neg = _focal_parts(pred, target, alpha, gamma)
-    g = (sigmoid(x) - y) * fw
+    # σ(x) - y as (1-y)·σ(x) - y·σ(-x): no cancellation when σ(x) rounds to y (x = 40, y = 1)
+    g = ((1.0 - y) * sigmoid(x) - y * sigmoid(-x)) * fw
     if gamma != 0:
         with np.errstate(invalid="ignore"):
             dfw = gamma * (1.0 - 2.0 * y) * np.exp((gamma - 1.0) * log_1mpt + ls_pos + ls_neg)
@@ -697,9 +715,7 @@ def softmax_focal_grad(
     with np.errstate(divide="ignore", invalid="ignore"):
         ratio = np.where(one_minus_p > 0, nll_y / one_minus_p, 1.0)
     coef = ay * fw * (1.0 + gamma * p * ratio)
-    g = np.exp(log_softmax64(x))
-    g[np.arange(len(y)), y] -= 1.0
-    return coef[:, None] * g
+    return coef[:, None] * softmax_minus_onehot(log_softmax64(x), y)
 
 
 # ---------------------------------------------------------------------------
@@ -721,8 +737,9 @@ def _entropy_logp(pred, pred_kind: str, prob_atol):
         raise InputError("pred", f"expected one distribution per row, shape (N, C); got {x.shape}", [])
     if pred_kind == "logits":
         check_finite(x, "pred", "logits")
-        lp = log_softmax64(x)
-    elif pred_kind == "probs":
+        lp, p = softmax64(x)
+        return p, lp
+    if pred_kind == "probs":
         check_probs(x, "pred", prob_atol)
         with np.errstate(divide="ignore"):
             lp = np.log(np.asarray(x, dtype=np.float64))
@@ -957,8 +974,7 @@ def token_cross_entropy_grad(pred, target=None, *, ignore_index: int = -100):
     if mode == "logits":
         x, ys, _, keep = _token_nll_logits(pred, target, ignore_index)
         n, t, v = x.shape
-        g = np.exp(log_softmax64(x.reshape(n * t, v)))
-        g[np.arange(n * t), ys] -= 1.0
+        g = softmax_minus_onehot(log_softmax64(x.reshape(n * t, v)), ys)
         count = keep.sum(axis=1)
         scale = np.where(keep, 1.0 / np.maximum(count, 1)[:, None], 0.0).reshape(-1)
         return (g * scale[:, None]).reshape(n, t, v)

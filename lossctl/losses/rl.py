@@ -19,9 +19,13 @@ from lossctl.losses._common import (
     as_float,
     check_finite,
     class_indices,
+    exp_diff,
     first_rows,
     log_softmax64,
+    log_softmax_ratio,
     logsumexp_parts,
+    softmax64,
+    softmax_minus_onehot,
 )
 from lossctl.losses.divergence import expm1_minus_x
 from lossctl.ragged import Ragged
@@ -83,10 +87,11 @@ def distillation(
     The T² keeps the soft term's gradient scale independent of T.
     """
     s, t, y, temp, a = _distill_inputs(student, teacher, labels, temperature, alpha)
-    lp = log_softmax64(t / temp)
-    lq = log_softmax64(s / temp)
-    p = np.exp(lp)
-    soft = a * temp * temp * (p * (lp - lq)).sum(axis=1)
+    lp, p = softmax64(t / temp)
+    d = log_softmax_ratio(t / temp, s / temp)  # log p - log q without rounding either first
+    if d is None:
+        d = lp - log_softmax64(s / temp)
+    soft = a * temp * temp * (p * d).sum(axis=1)
     if y is None:
         return Result(loss=soft, components={"soft": soft})
     m, log_s = logsumexp_parts(s)
@@ -105,11 +110,9 @@ def distillation_grad(
 ) -> np.ndarray:
     """∂l_n/∂student_n = α·T·(softmax(s/T) - softmax(t/T)) + (1-α)·(softmax(s) - onehot(y))."""
     s, t, y, temp, a = _distill_inputs(student, teacher, labels, temperature, alpha)
-    g = a * temp * (np.exp(log_softmax64(s / temp)) - np.exp(log_softmax64(t / temp)))
+    g = a * temp * exp_diff(log_softmax64(s / temp), log_softmax64(t / temp))
     if y is not None:
-        h = np.exp(log_softmax64(s))
-        h[np.arange(len(s)), y] -= 1.0
-        g += (1.0 - a) * h
+        g += (1.0 - a) * softmax_minus_onehot(log_softmax64(s), y)
     return g
 
 
