@@ -516,6 +516,24 @@ class _Run:
             for key in np.unique(keys_nan).tolist():
                 self.acc.group(key).nan_omitted += int((keys_nan == key).sum())
 
+    def _exact_in_float64(self, inp: _Input, a: np.ndarray, rows: np.ndarray) -> None:
+        """Integer values are computed in float64: one it cannot hold exactly is an error, not a
+        silently rounded number (int64 2**53 + 1 would become 2**53)."""
+        from lossctl.losses._common import inexact_in_float64
+
+        bad = inexact_in_float64(a)
+        if bad is None:
+            return
+        flat = bad.reshape(len(a), -1)
+        i = int(np.flatnonzero(flat.any(axis=1))[0])
+        v = int(a.reshape(len(a), -1)[i][flat[i]][0])
+        raise DataError(
+            f"{inp.where()}, row {int(rows[i])}: the integer {v} has more than 53 significant bits, so "
+            f"float64 cannot hold it and {inp.role.metavar} would be rounded ({int(flat.any(axis=1).sum())} "
+            f"such row(s) in this block). Expected integers of magnitude up to 2**53 = {1 << 53}; "
+            "subtract an offset, or store the column as float64 to accept the rounding."
+        )
+
     def _conform(self, inp: _Input, a, rows: np.ndarray):
         """Check an input's dimensions and numeric type; record its shape."""
         role = inp.role
@@ -531,6 +549,7 @@ class _Run:
             if a.values.dtype.kind not in "biuf":
                 raise DataError(f"{inp.where()}: values of type {a.values.dtype}; expected numbers.")
             if role.dtype == "float" and a.values.dtype.kind in "biu":
+                self._exact_in_float64(inp, a.values, rows[a.row_ids()])
                 a = a.astype(np.float64)
             if inp.shape is None:
                 inp.shape = ("N", "ragged")
@@ -550,6 +569,7 @@ class _Run:
         if a.dtype.kind not in "biuf":
             raise DataError(f"{inp.where()}: values of type {a.dtype}; expected numbers.")
         if role.dtype == "float" and a.dtype.kind in "biu":
+            self._exact_in_float64(inp, a, rows)
             a = a.astype(np.float64)
         if inp.shape is None:
             inp.shape = ("N",) + tuple(a.shape[1:])

@@ -362,3 +362,113 @@ def test_focal_gradient_of_confident_logits(x, y, gamma):
     assert _rel(got, want) < 1e-13, (got, want)
     if (x, y, gamma) == (40.0, 1.0, 2.0):
         assert want == pytest.approx(-5.75e-53, rel=1e-3)
+
+
+# ---------------------------------------------------------------------------
+# #12.8: labels are range-checked in their own dtype; integers float64 cannot hold are refused
+# ---------------------------------------------------------------------------
+
+
+def _no_warning_run(cli, args):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a RuntimeWarning becomes an internal error the asserts see
+        return cli(args)
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "npy"])
+@pytest.mark.parametrize(
+    "label,shown",
+    [
+        (np.uint64(2**64 - 100), "18446744073709551516"),  # must not wrap to -100 = --ignore-index
+        (np.uint64(2**64 - 1), "18446744073709551615"),  # must not be "class index -1"
+    ],
+)
+def test_uint64_labels_are_checked_before_conversion(cli, tmp_path, fmt, label, shown):
+    logits = np.array([[2.0, 0.0, -1.0], [0.5, 0.1, 0.2], [0.0, 1.0, 0.0]])
+    y = np.array([0, label, 2], dtype=np.uint64)
+    if fmt == "npy":
+        np.save(tmp_path / "x.npy", logits)
+        np.save(tmp_path / "y.npy", y)
+        src = [str(tmp_path / "x.npy"), str(tmp_path / "y.npy")]
+    else:
+        p = write_parquet(tmp_path / "d.parquet", {"logits": logits, "label": y})
+        src = [f"{p}:logits", f"{p}:label"]
+    res = _no_warning_run(cli, ["compute", "ce", *src])
+    assert_clean_error(res, 1, shown, "row 1", "out of range")
+    assert "-100" not in res.err.split("ignore-index")[0] and "index -1 " not in res.err
+
+
+@pytest.mark.parametrize("value", [1e20, 2.0**63, -1e300, 2.0**64])
+def test_huge_float_labels_are_a_clean_error(cli, tmp_path, value):
+    logits = np.zeros((3, 4))
+    p = write_parquet(tmp_path / "d.parquet", {"logits": logits, "label": np.array([1.0, value, 0.0])})
+    res = _no_warning_run(cli, ["compute", "ce", f"{p}:logits", f"{p}:label"])
+    assert_clean_error(res, 1, "row 1", "out of range", "label")
+    assert "-9223372036854775808" not in res.err and "RuntimeWarning" not in res.err
+
+
+def test_token_labels_are_checked_in_their_own_dtype():
+    from lossctl.errors import InputError
+    from lossctl.losses.classification import token_cross_entropy
+
+    x = np.zeros((2, 3, 5))
+    y = np.array([[0, 1, 2], [3, 2**64 - 100, 4]], dtype=np.uint64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(InputError, match="18446744073709551516"):
+            token_cross_entropy(x, y, ignore_index=-100)
+        with pytest.raises(InputError, match="out of range"):
+            token_cross_entropy(x, np.array([[0.0, 1.0, 2.0], [1e20, 0.0, 1.0]]), ignore_index=-100)
+
+
+def test_ignore_index_still_matches_in_every_dtype(cli, tmp_path):
+    """The ignore index works for int64, float and (non-negative) uint64 labels alike."""
+    logits = np.array([[2.0, 0.0], [0.0, 3.0], [1.0, 1.0]])
+    want = math.fsum([_softplus(-2.0), _softplus(-3.0)]) / 2  # two-class CE = softplus(other - own)
+    for y, ignore in (
+        (np.array([0, 1, -100]), None),
+        (np.array([0.0, 1.0, -100.0]), None),
+        (np.array([0, 1, 7], dtype=np.uint64), "7"),
+    ):
+        p = write_parquet(tmp_path / "d.parquet", {"logits": logits, "label": y})
+        args = ["compute", "ce", f"{p}:logits", f"{p}:label", "-f", "json"] + (["--ignore-index", ignore] if ignore else [])
+        res = _no_warning_run(cli, args)
+        assert res.code == 0, res.err
+        assert res.json["rows"]["ignored"] == 1
+        assert res.json["value"] == pytest.approx(want, rel=1e-14)
+
+
+@pytest.mark.parametrize("dtype", [np.int64, np.uint64])
+def test_integer_regression_values_beyond_2_53_are_refused(cli, tmp_path, dtype):
+    base = 2**53
+    pred = np.array([5, base + 1, 7], dtype=dtype)  # base + 1 is not a float64
+    target = np.array([5, base + 2, 7], dtype=dtype)  # true MSE of row 1: 1, rounded it would be 0 or 4
+    p = write_parquet(tmp_path / "d.parquet", {"pred": pred, "target": target})
+    res = _no_warning_run(cli, ["compute", "mse", f"{p}:pred", f"{p}:target"])
+    assert_clean_error(res, 1, "d.parquet", "'pred'", "row 1", str(base + 1), "2**53")
+    np.save(tmp_path / "p.npy", pred)
+    np.save(tmp_path / "t.npy", target)
+    res = _no_warning_run(cli, ["compute", "mse", str(tmp_path / "p.npy"), str(tmp_path / "t.npy")])
+    assert_clean_error(res, 1, "p.npy", "row 1", str(base + 1))
+
+
+def test_integers_float64_holds_exactly_are_accepted(cli, tmp_path):
+    # 2**60 and -2**63 are floats exactly; so is every integer up to 2**53
+    pred = np.array([2**60, -(2**63), 2**53, 12], dtype=np.int64)
+    target = np.array([2**60, -(2**63), 2**53 - 1, 10], dtype=np.int64)
+    p = write_parquet(tmp_path / "d.parquet", {"pred": pred, "target": target})
+    res = cli(["compute", "mse", f"{p}:pred", f"{p}:target", "-f", "json"])
+    assert res.code == 0, res.err
+    assert res.json["value"] == pytest.approx((0 + 0 + 1 + 4) / 4, rel=1e-15)
+
+
+def test_integer_column_with_nulls_beyond_2_53_is_refused(cli, tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    t = pa.table(
+        {"pred": pa.array([1, None, 2**53 + 1], type=pa.int64()), "target": pa.array([1.0, 2.0, 3.0])}
+    )
+    pq.write_table(t, tmp_path / "n.parquet")
+    res = _no_warning_run(cli, ["compute", "mse", f"{tmp_path / 'n.parquet'}:pred", f"{tmp_path / 'n.parquet'}:target"])
+    assert_clean_error(res, 1, "'pred'", "row 2", str(2**53 + 1))

@@ -203,6 +203,39 @@ def row_sums_result(row_sum: np.ndarray, d: int):
     return Result(loss=row_sum / d, num=row_sum, den=np.full(len(row_sum), float(d)))
 
 
+_EXACT_INT = 1 << 53  # every integer of magnitude up to 2**53 is a float64
+
+
+def inexact_in_float64(a: np.ndarray) -> np.ndarray | None:
+    """Mask of the values of an integer array that float64 cannot represent exactly (beyond
+    2**53 with low bits set), or None when every value converts exactly.
+
+    Checked in the integer's own dtype: a value of bit length ``53 + k`` is exact iff its
+    low ``k`` bits are 0.
+    """
+    if a.dtype.kind not in "iu" or a.dtype.itemsize < 8 or a.size == 0:
+        return None
+    if a.dtype.kind == "i":
+        with np.errstate(over="ignore"):
+            u = np.abs(a).view(np.uint64)  # |-2**63| wraps to 2**63 as uint64: right
+    else:
+        u = a
+    big = u > _EXACT_INT
+    if not big.any():
+        return None
+    ub = u[big]
+    bad_b = np.zeros(len(ub), dtype=bool)
+    for k in range(1, 12):
+        lo = np.uint64(1 << (52 + k))
+        in_band = ub >= lo if k == 11 else (ub >= lo) & (ub < np.uint64(1 << (53 + k)))
+        bad_b |= in_band & ((ub & np.uint64((1 << k) - 1)) != 0)
+    if not bad_b.any():
+        return None
+    bad = np.zeros(a.shape, dtype=bool)
+    bad[big] = bad_b
+    return bad
+
+
 def first_rows(mask: np.ndarray, limit: int = 5) -> list[int]:
     """Indices of the first ``limit`` true entries of a 1-D boolean mask."""
     idx = np.flatnonzero(mask)
@@ -557,35 +590,73 @@ def check_unit_interval(y: np.ndarray, role: str, what: str = "targets") -> None
         raise InputError(role, f"value {_val(v)} outside [0, 1]", first, expected=f"{what} in [0, 1]")
 
 
+def label_values(y: np.ndarray, n_classes: int, ignore_index: int | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Range-check integer labels in their own dtype, before any conversion.
+
+    Returns ``(labels as int64, valid mask, non-integer mask)``. A label is valid when it
+    is in ``[0, n_classes)`` or equals ``ignore_index``, compared in the stored dtype: a
+    uint64 ``2**64 - 100`` is never ``-100``, a float ``1e20`` or ``2**63`` is simply out
+    of range (no cast, no RuntimeWarning). Invalid and non-integer positions hold 0 in
+    the int64 result; callers raise for them with :func:`label_text`.
+    """
+    kind = y.dtype.kind
+    if kind == "b":
+        y = y.astype(np.int64)
+        kind = "i"
+    nonint = np.zeros(y.shape, dtype=bool)
+    if kind == "u":
+        valid = y < n_classes
+        if ignore_index is not None and 0 <= ignore_index <= np.iinfo(y.dtype).max:
+            valid |= y == ignore_index
+    elif kind == "i":
+        valid = (y >= 0) & (y < n_classes)
+        info = np.iinfo(y.dtype)
+        if ignore_index is not None and info.min <= ignore_index <= info.max:
+            valid |= y == ignore_index
+    elif kind == "f":
+        with np.errstate(invalid="ignore"):
+            nonint = ~np.isfinite(y) | (np.floor(y) != y)
+            valid = ~nonint & (y >= 0) & (y < n_classes)
+            if ignore_index is not None:
+                valid |= ~nonint & (y == float(ignore_index)) & (abs(ignore_index) <= 2**53)
+    else:
+        raise TypeError(y.dtype)
+    yi = np.zeros(y.shape, dtype=np.int64)
+    np.copyto(yi, y, where=valid, casting="unsafe")  # only values in range or the ignore index
+    return yi, valid, nonint
+
+
+def label_text(v) -> str:
+    """A label as stored: an integer exactly (uint64 2**64 - 1 stays 18446744073709551615),
+    a float with 9 significant digits."""
+    if isinstance(v, (np.integer, int, np.bool_, bool)):
+        return str(int(v))
+    return _val(v)
+
+
 def class_indices(y: np.ndarray, role: str, n_classes: int, ignore_index: int | None) -> np.ndarray:
-    """Validate class-index targets; returns int64 indices (ignored rows keep their value)."""
+    """Validate class-index targets; returns int64 indices (ignored rows keep their value).
+
+    Labels are range-checked in their own dtype before they are converted (see
+    :func:`label_values`)."""
     if y.ndim != 1:
         raise InputError(role, f"class indices must be one value per row; got shape {y.shape}", [])
-    if np.issubdtype(y.dtype, np.integer):
-        yi = y.astype(np.int64, copy=False)
-    elif np.issubdtype(y.dtype, np.bool_):
-        yi = y.astype(np.int64)
-    elif np.issubdtype(y.dtype, np.floating):
-        nonint = ~np.isfinite(y) | (np.floor(y) != y)
-        if nonint.any():
-            rows = first_rows(nonint)
-            raise InputError(
-                role,
-                f"class index {_val(y[rows[0]])} is not an integer",
-                rows,
-                expected="integer class indices (or, for soft targets, one probability column per class)",
-            )
-        yi = y.astype(np.int64)
-    else:
+    if y.dtype.kind not in "biuf":
         raise InputError(role, f"class indices have type {y.dtype}", [], expected="integer class indices")
-    valid = (yi >= 0) & (yi < n_classes)
-    if ignore_index is not None:
-        valid |= yi == ignore_index
+    yi, valid, nonint = label_values(y, n_classes, ignore_index)
+    if nonint.any():
+        rows = first_rows(nonint)
+        raise InputError(
+            role,
+            f"class index {_val(y[rows[0]])} is not an integer",
+            rows,
+            expected="integer class indices (or, for soft targets, one probability column per class)",
+        )
     if not valid.all():
         rows = first_rows(~valid)
         raise InputError(
             role,
-            f"class index {int(yi[rows[0]])} out of range [0, {n_classes}) (ignore-index is {ignore_index})",
+            f"class index {label_text(y[rows[0]])} out of range [0, {n_classes}) (ignore-index is {ignore_index})",
             rows,
             expected=f"class indices in [0, {n_classes}) for {n_classes} prediction columns",
         )

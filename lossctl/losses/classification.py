@@ -28,6 +28,8 @@ from lossctl.losses._common import (
     element_rows,
     exp_diff,
     first_rows,
+    label_text,
+    label_values,
     log_softmax64,
     logsumexp_parts,
     per_output,
@@ -826,26 +828,19 @@ def _token_labels(target, n: int, t: int, n_vocab: int, ignore_index) -> np.ndar
             [],
             expected=f"labels (N, {t}), one per token",
         )
-    if np.issubdtype(y.dtype, np.integer) or np.issubdtype(y.dtype, np.bool_):
-        yi = y.astype(np.int64)
-    elif np.issubdtype(y.dtype, np.floating):
-        nonint = ~np.isfinite(y) | (np.floor(y) != y)
-        if nonint.any():
-            rows = first_rows(nonint.any(axis=1))
-            v = y[rows[0]][nonint[rows[0]]][0]
-            raise InputError("target", f"label {float(v):.9g} is not an integer", rows, expected="integer token ids")
-        yi = y.astype(np.int64)
-    else:
+    if y.dtype.kind not in "biuf":
         raise InputError("target", f"labels have type {y.dtype}", [], expected="integer token ids")
-    valid = (yi >= 0) & (yi < n_vocab)
-    if ignore_index is not None:
-        valid |= yi == ignore_index
+    yi, valid, nonint = label_values(y, n_vocab, ignore_index)  # checked in the stored dtype
+    if nonint.any():
+        rows = first_rows(nonint.any(axis=1))
+        v = y[rows[0]][nonint[rows[0]]][0]
+        raise InputError("target", f"label {float(v):.9g} is not an integer", rows, expected="integer token ids")
     if not valid.all():
         rows = first_rows((~valid).any(axis=1))
         pos = int(np.flatnonzero(~valid[rows[0]])[0])
         raise InputError(
             "target",
-            f"label {int(yi[rows[0], pos])} at token {pos} out of range [0, {n_vocab}) "
+            f"label {label_text(y[rows[0], pos])} at token {pos} out of range [0, {n_vocab}) "
             f"(ignore-index is {ignore_index})",
             rows,
             expected=f"token ids in [0, {n_vocab}) for a vocabulary of {n_vocab} logits",
