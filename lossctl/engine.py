@@ -617,11 +617,50 @@ class _Run:
 
     def _guarded(self, fn, args, kwargs, role_rows):
         try:
-            return fn(*args, **kwargs)
+            # Floating-point exceptions are not reported as Python RuntimeWarnings on stderr: the
+            # kernels compute inf where a true value overflows, and a NaN from inputs that hold
+            # none (an intermediate overflowing, inf - inf) is refused below, naming the row.
+            with np.errstate(all="ignore"):
+                out = fn(*args, **kwargs)
         except InputError as err:
             raise DataError(self._input_error(err, role_rows)) from None
         except ParamError as err:
             raise UsageError(f"{self.spec.name}: {err.message}.") from None
+        self._no_nan_from_numbers(out, role_rows)
+        return out
+
+    def _no_nan_from_numbers(self, out, role_rows) -> None:
+        """The kernels only see rows without NaN (NaN rows are set aside by the --nan policy), so
+        a NaN result is float64 failing on extreme values: an error, never a silent NaN."""
+        if isinstance(out, Result):
+            vals = out.loss
+            bad = np.isnan(vals)
+            if out.ignored is not None:
+                bad &= ~out.ignored
+            what = "value"
+        else:
+            vals = out.values if isinstance(out, Ragged) else np.asarray(out)
+            if vals.dtype.kind != "f":
+                return
+            bad = np.isnan(vals)
+            if isinstance(out, Ragged):
+                flat = np.zeros(len(out), dtype=bool)
+                flat[out.row_ids()[bad]] = True
+                bad = flat
+            else:
+                bad = bad.reshape(len(vals), -1).any(axis=1) if vals.ndim > 1 else bad
+            what = "gradient"
+        if not bad.any():
+            return
+        i = int(np.flatnonzero(bad)[0])
+        inp = self.inputs[0]
+        rows = role_rows.get(inp.role.name)
+        row = f", row {int(rows[i])}" if rows is not None and i < len(rows) else ""
+        raise DataError(
+            f"{inp.where()}{row}: the {self.spec.name} {what} is not a number although every input is one: "
+            "float64 overflows on values this extreme (near ±1e308, or a tiny --temperature / --eps) "
+            f"in {int(bad.sum())} row(s) of this block. Expected inputs of moderate magnitude; rescale them."
+        )
 
     def _input_error(self, err: InputError, role_rows: dict[str, np.ndarray]) -> str:
         inp = next((i for i in self.inputs if i.role.name == err.role), self.inputs[0])
@@ -686,7 +725,10 @@ class _Run:
 
 # What --reduction sum adds up: PyTorch's reduction="sum" (element-wise losses on (N, D)
 # inputs report the row mean per sample and add all N·D elements here).
-SUM_RULE = "PyTorch's reduction='sum' (for (N, D) element-wise losses: all N·D elements, D × the sum of the per-sample row means)"
+SUM_RULE = (
+    "PyTorch's reduction='sum' (for (N, D) element-wise losses: all N·D elements, "
+    "D × the sum of the per-sample row means)"
+)
 
 
 def report_from_state(
@@ -697,6 +739,7 @@ def report_from_state(
     agg = acc.all
     summary = agg.stats.summary()
     value = agg.value(reduction)
+    _no_overflowed_headline(spec, agg, value, reduction)
     top = []
     for v, r in zip(acc.top.values.tolist(), acc.top.rows.tolist()):
         item = {"row": int(r), "loss": v}
@@ -756,6 +799,22 @@ def report_from_state(
     return report
 
 
+def _no_overflowed_headline(spec: LossSpec, agg: Aggregate, value: float, reduction: str, group=None) -> None:
+    """A headline that is NaN only because a float64 sum overflowed (inf/inf, inf - inf) is refused:
+    the true value may well be finite (huge class weights cancel in Σ w·l / Σ w)."""
+    if not math.isnan(value) or agg.nan_propagated:
+        return
+    if math.isfinite(agg.num.value) and math.isfinite(agg.den.value):
+        return
+    where = "" if group is None else f" of group {group!r}"
+    raise DataError(
+        f"the {reduction} of {spec.name}{where} cannot be computed in float64: the sums over rows overflow "
+        f"(Σ = {agg.num.value!r} over {agg.den.value!r}), so the result would be NaN. Expected per-sample values "
+        "and weights whose sums stay below 1.8e308; scale the weights (the weighted mean does not change) "
+        "or the inputs down."
+    )
+
+
 def _derived(spec: LossSpec, value: float, reduction: str) -> dict:
     derived = {}
     if "perplexity" in spec.derived and reduction == "mean":
@@ -769,6 +828,7 @@ def _derived(spec: LossSpec, value: float, reduction: str) -> dict:
 def _group_report(spec: LossSpec, key, g: Aggregate, reduction: str) -> dict:
     summary = g.stats.summary()
     value = g.value(reduction)
+    _no_overflowed_headline(spec, g, value, reduction, _py(key))
     return {
         "group": _py(key),
         "value": value,

@@ -311,7 +311,8 @@ REGRESSION_PROPS_COMMON = "Multi-output (N, D): the per-sample value is the mean
 
 # Shared by the regression entries.
 _ELEM_SUM = (
-    "for (N, D) inputs each per-sample value is the row mean over D, and --reduction sum is PyTorch's element sum (D × the sum of the per-sample values)"
+    "for (N, D) inputs each per-sample value is the row mean over D, and --reduction sum is "
+    "PyTorch's element sum (D × the sum of the per-sample values)"
 )
 _MEAN = "the mean over samples (= PyTorch's element-wise mean); " + _ELEM_SUM
 

@@ -188,6 +188,7 @@ def test_sum_bootstrap_interval_counts_every_element(cli, tmp_path):
     assert r2["ci"]["low"] < r2["value"] < r2["ci"]["high"]
 
 
+@pytest.mark.slow
 def test_sum_through_dask_tasks(cli, tmp_path):
     pytest.importorskip("distributed", reason="the dask extra is not installed: pip install 'lossctl[dask]'")
     x, y, v = _data("mse", seed=4)
@@ -431,7 +432,8 @@ def test_ignore_index_still_matches_in_every_dtype(cli, tmp_path):
         (np.array([0, 1, 7], dtype=np.uint64), "7"),
     ):
         p = write_parquet(tmp_path / "d.parquet", {"logits": logits, "label": y})
-        args = ["compute", "ce", f"{p}:logits", f"{p}:label", "-f", "json"] + (["--ignore-index", ignore] if ignore else [])
+        args = ["compute", "ce", f"{p}:logits", f"{p}:label", "-f", "json"]
+        args += ["--ignore-index", ignore] if ignore else []
         res = _no_warning_run(cli, args)
         assert res.code == 0, res.err
         assert res.json["rows"]["ignored"] == 1
@@ -472,3 +474,156 @@ def test_integer_column_with_nulls_beyond_2_53_is_refused(cli, tmp_path):
     pq.write_table(t, tmp_path / "n.parquet")
     res = _no_warning_run(cli, ["compute", "mse", f"{tmp_path / 'n.parquet'}:pred", f"{tmp_path / 'n.parquet'}:target"])
     assert_clean_error(res, 1, "'pred'", "row 2", str(2**53 + 1))
+
+
+# ---------------------------------------------------------------------------
+# #13.10: no Python RuntimeWarning, no NaN with exit 0, on extreme-but-legal inputs
+# ---------------------------------------------------------------------------
+
+
+def _extreme_variants():
+    yield "times 1e300", lambda a: a * 1e300
+    yield "times 1e-320", lambda a: a * 1e-320
+    yield "row of ±1e308", _first_row_extreme
+    yield "signs at 1e308", lambda a: np.where(a > 0, 1e308, np.where(a < 0, -1e308, 0.0))
+
+
+def _first_row_extreme(a):
+    a = a.copy()
+    flat = a[0].reshape(-1) if a.ndim > 1 else a[:1]
+    flat[:] = np.resize(np.array([1e308, -1e308, 0.0]), flat.shape)
+    return a
+
+
+def _write_inputs(tmp_path, arrays, change):
+    from lossctl.ragged import Ragged
+
+    srcs = []
+    for k, a in enumerate(arrays):
+        if a is None:
+            break
+        if isinstance(a, Ragged):
+            vals = change(a.values) if a.values.dtype.kind == "f" else a.values
+            rows = [vals[a.offsets[i] : a.offsets[i + 1]] for i in range(len(a))]
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+
+            pq.write_table(pa.table({"v": pa.array(rows, type=pa.list_(pa.float64()))}), tmp_path / f"in{k}.parquet")
+            srcs.append(f"{tmp_path / f'in{k}.parquet'}:v")
+            continue
+        a = np.asarray(a)
+        if a.dtype.kind == "f":
+            a = change(a)
+        np.save(tmp_path / f"in{k}.npy", a)
+        srcs.append(str(tmp_path / f"in{k}.npy"))
+    return srcs
+
+
+def _assert_trustworthy(res, what):
+    assert "Traceback" not in res.err and "Warning" not in res.err, (what, res.err)
+    assert "internal error" not in res.err, (what, res.err)
+    assert res.code in (0, 1, 2), (what, res.code, res.err)
+    if res.code == 0:
+        rep = json.loads(res.out)
+        assert not (isinstance(rep["value"], float) and math.isnan(rep["value"])), (what, rep["value"])
+        assert rep["rows"]["nan_propagated"] == 0
+    else:
+        assert res.err.startswith("lossctl: error:") and res.out == "", (what, res.err)
+
+
+def _loss_names():
+    import sys
+
+    sys.path.insert(0, str(__import__("pathlib").Path(__file__).parent))
+    from cases import CASES
+
+    return sorted(CASES)
+
+
+@pytest.mark.parametrize("name", _loss_names())
+def test_every_loss_on_extreme_inputs_is_exact_or_refused(cli, tmp_path, name):
+    from cases import CASES
+
+    case = CASES[name]
+    steer = {k: v for k, v in case.params[0].items() if k.startswith("_")}
+    arrays = case.make(np.random.default_rng(1), steer)
+    for label, change in _extreme_variants():
+        d = tmp_path / label.replace(" ", "_")
+        d.mkdir()
+        srcs = _write_inputs(d, arrays, change)
+        args = ["compute", name, *srcs, "-f", "json", "--grad", str(d / "g.npy"), "--per-sample", str(d / "ps.csv")]
+        res = _no_warning_run(cli, args)
+        _assert_trustworthy(res, (name, label))
+        if res.code == 0:
+            g = np.load(d / "g.npy", allow_pickle=False) if (d / "g.npy").exists() else None
+            if g is not None and g.dtype.kind == "f":
+                assert not np.isnan(g).any(), (name, label)
+
+
+@pytest.mark.parametrize("name", ["distillation", "info-nce"])
+@pytest.mark.parametrize("temperature", ["1e-320", "4.9e-324", "1e-310"])
+def test_subnormal_temperature_is_refused(cli, tmp_path, name, temperature):
+    rng = np.random.default_rng(0)
+    np.save(tmp_path / "a.npy", rng.normal(size=(6, 4)))
+    np.save(tmp_path / "b.npy", rng.normal(size=(6, 4)))
+    res = _no_warning_run(
+        cli, ["compute", name, str(tmp_path / "a.npy"), str(tmp_path / "b.npy"), "--temperature", temperature]
+    )
+    assert_clean_error(res, 2, "--temperature")
+
+
+def test_tiny_but_normal_temperature_is_exact_or_refused(cli, tmp_path):
+    """τ = 1e-300: InfoNCE's scores s/τ stay finite (|s| <= 1), so the loss is computed: the
+    margin (max_j s_ij - s_ii)/τ, here for two one-hot rows (s = 0 off the diagonal, 1 on it)."""
+    np.save(tmp_path / "q.npy", np.eye(2))
+    np.save(tmp_path / "k.npy", np.eye(2))
+    res = _no_warning_run(
+        cli, ["compute", "info-nce", f"{tmp_path}/q.npy", f"{tmp_path}/k.npy", "--temperature", "1e-300", "-f", "json"]
+    )
+    assert res.code == 0, res.err
+    assert res.json["value"] == 0.0  # log(1 + exp(-1e300)) underflows to exactly 0: the true value rounded
+    rng = np.random.default_rng(3)
+    np.save(tmp_path / "s.npy", rng.normal(size=(5, 3)) * 50)
+    np.save(tmp_path / "t.npy", rng.normal(size=(5, 3)) * 50)
+    res = _no_warning_run(
+        cli, ["compute", "kd", f"{tmp_path}/s.npy", f"{tmp_path}/t.npy", "--temperature", "1e-300", "-f", "json"]
+    )
+    _assert_trustworthy(res, "distillation 1e-300")
+
+
+def test_logits_spanning_the_float_range(cli, tmp_path):
+    """Logits [1e308, -1e308, 0]: the softmax is exactly one-hot in float64."""
+    np.save(tmp_path / "x.npy", np.array([[1e308, -1e308, 0.0], [0.0, 1.0, 2.0]]))
+    np.save(tmp_path / "y.npy", np.array([0, 2]))
+    args = ["compute", "ce", f"{tmp_path}/x.npy", f"{tmp_path}/y.npy", "-f", "json", "--grad", f"{tmp_path}/g.npy"]
+    res = _no_warning_run(cli, args)
+    assert res.code == 0, res.err
+    want_row1 = math.log(math.exp(-2) + math.exp(-1) + 1)
+    assert res.json["value"] == pytest.approx((0.0 + want_row1) / 2, rel=1e-15)
+    g = np.load(tmp_path / "g.npy")
+    assert np.array_equal(g[0], [0.0, 0.0, 0.0])
+    args = ["compute", "entropy", f"{tmp_path}/x.npy", "-f", "json", "--grad", f"{tmp_path}/ge.npy"]
+    res = _no_warning_run(cli, args)
+    assert res.code == 0, res.err
+    assert res.json["value"] == pytest.approx((0.0 + _dentropy([0.0, 1.0, 2.0])[0]) / 2, rel=1e-14)
+    assert np.array_equal(np.load(tmp_path / "ge.npy")[0], [0.0, 0.0, 0.0])  # one-hot: H = 0, flat
+
+
+@pytest.mark.parametrize("weight", ["1e308", "1.7e308"])
+def test_huge_class_weights_are_exact_or_refused(cli, tmp_path, weight):
+    rng = np.random.default_rng(0)
+    np.save(tmp_path / "x.npy", rng.normal(size=(8, 3)))
+    np.save(tmp_path / "y.npy", rng.integers(0, 3, size=8))
+    for loss in ("ce", "softmax-focal"):
+        opt = "--weight" if loss == "ce" else "--alpha"
+        res = _no_warning_run(
+            cli, ["compute", loss, f"{tmp_path}/x.npy", f"{tmp_path}/y.npy", opt, ",".join([weight] * 3), "-f", "json"]
+        )
+        _assert_trustworthy(res, (loss, weight))
+    np.save(tmp_path / "b.npy", rng.normal(size=(8, 2)))
+    np.save(tmp_path / "t.npy", rng.integers(0, 2, size=(8, 2)).astype(float))
+    res = _no_warning_run(
+        cli, ["compute", "bce", f"{tmp_path}/b.npy", f"{tmp_path}/t.npy", "--weight", weight, "--pos-weight", weight]
+        + ["-f", "json"],
+    )
+    _assert_trustworthy(res, ("bce", weight))

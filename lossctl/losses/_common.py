@@ -6,6 +6,7 @@ given; they never print and never read files.
 
 from __future__ import annotations
 
+import math
 import os
 import threading
 from collections.abc import Callable
@@ -234,6 +235,24 @@ def inexact_in_float64(a: np.ndarray) -> np.ndarray | None:
     bad = np.zeros(a.shape, dtype=bool)
     bad[big] = bad_b
     return bad
+
+
+_TINY_NORMAL = float(np.finfo(np.float64).tiny)  # 2.2250738585072014e-308
+
+
+def check_temperature(value, name: str = "temperature") -> float:
+    """A softmax temperature: a finite float64 at least the smallest normal number.
+
+    Below that (subnormal, e.g. 1e-320) ``1/T`` is inf and every score divided by it
+    overflows, so no loss value could be exact: refused up front."""
+    t = float(value)
+    if not (t >= _TINY_NORMAL and math.isfinite(t)):
+        raise ParamError(
+            name,
+            f"--{name} must be a finite number of at least {_TINY_NORMAL!r} (the smallest normal float64; "
+            f"dividing by a smaller one overflows); got {t!r}",
+        )
+    return t
 
 
 def first_rows(mask: np.ndarray, limit: int = 5) -> list[int]:

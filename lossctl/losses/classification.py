@@ -716,7 +716,8 @@ def softmax_focal_grad(
     p = np.exp(-nll_y)
     with np.errstate(divide="ignore", invalid="ignore"):
         ratio = np.where(one_minus_p > 0, nll_y / one_minus_p, 1.0)
-    coef = ay * fw * (1.0 + gamma * p * ratio)
+    # p·(-log p)/(1-p) → 0 as p → 0 (an overflowed -log p of inf times p = 0 is 0, not NaN)
+    coef = ay * fw * (1.0 + np.where(p > 0, gamma * p * ratio, 0.0))
     return coef[:, None] * softmax_minus_onehot(log_softmax64(x), y)
 
 
@@ -791,7 +792,8 @@ def entropy_grad(
     p, lp = _entropy_logp(pred, pred_kind, prob_atol)
     if pred_kind == "logits":
         h = -_xlogy_rows(p, lp)
-        g = -p * (lp + h[:, None])
+        g = np.zeros_like(p)  # p log p → 0: a class of probability 0 (log p = -inf) has gradient 0
+        np.multiply(-p, lp + h[:, None], out=g, where=p > 0)
     elif pred_kind == "probs":
         g = -(lp + 1.0)
     else:

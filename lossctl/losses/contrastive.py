@@ -21,7 +21,7 @@ import numpy as np
 
 from lossctl.errors import InputError, ParamError
 from lossctl.losses import Result
-from lossctl.losses._common import as_rows, check_finite, first_rows, match_shape
+from lossctl.losses._common import as_rows, check_finite, check_temperature, first_rows, match_shape
 
 # InfoNCE: without --batch-size the whole input is one batch, up to this many rows.
 INFO_NCE_MAX_AUTO_BATCH = 4096
@@ -370,7 +370,7 @@ def _info_nce_blocks(query, key, temperature, batch_size, symmetric, want_grad):
     q = _embeddings(query, "query")
     k = _embeddings(key, "key")
     match_shape(q, k, "key", "the query")
-    tau = _positive(temperature, "temperature")
+    tau = check_temperature(temperature)
     n = len(q)
     b = _resolve_batch(batch_size, n)
     qh, qnorm = _normalise(q)

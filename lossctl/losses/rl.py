@@ -18,6 +18,7 @@ from lossctl.losses import Result
 from lossctl.losses._common import (
     as_float,
     check_finite,
+    check_temperature,
     class_indices,
     exp_diff,
     first_rows,
@@ -36,9 +37,7 @@ from lossctl.ragged import Ragged
 
 
 def _distill_inputs(student, teacher, labels, temperature, alpha):
-    t_ = float(temperature)
-    if not t_ > 0 or not np.isfinite(t_):
-        raise ParamError("temperature", f"--temperature must be above 0; got {temperature!r}")
+    t_ = check_temperature(temperature)
     a = float(alpha)
     if not 0.0 <= a <= 1.0:
         raise ParamError("alpha", f"--alpha must be in [0, 1]; got {alpha!r}")
