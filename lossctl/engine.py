@@ -963,10 +963,29 @@ def _concat_results(parts: list[Result]) -> Result:
 def _row_norms(grad) -> np.ndarray:
     if grad is None:
         return np.empty(0)
-    if getattr(grad, "is_ragged", False):
-        return np.sqrt(grad.sum_rows(np.square(grad.values)))
-    g = np.asarray(grad, dtype=np.float64)
-    return np.sqrt(np.square(g).reshape(len(g), -1).sum(axis=1))
+    with np.errstate(over="ignore", invalid="ignore"):
+        if getattr(grad, "is_ragged", False):
+            norms = np.sqrt(grad.sum_rows(np.square(grad.values)))
+            off = grad.offsets
+            for i in np.flatnonzero(~np.isfinite(norms)).tolist():
+                norms[i] = _scaled_norm(grad.values[off[i] : off[i + 1]])
+            return norms
+        g = np.asarray(grad, dtype=np.float64).reshape(len(grad), -1)
+        norms = np.sqrt(np.square(g).sum(axis=1))
+        big = ~np.isfinite(norms)
+        if big.any():  # a square overflowed: ‖g‖ = s·‖g/s‖ with s the row's largest |g|
+            norms[big] = [_scaled_norm(r) for r in g[big]]
+    return norms
+
+
+def _scaled_norm(row) -> float:
+    """‖row‖₂ without overflow in the squares (inf only when the norm itself exceeds 1.8e308)."""
+    r = np.asarray(row, dtype=np.float64)
+    s = float(np.max(np.abs(r))) if r.size else 0.0
+    if s == 0.0 or not math.isfinite(s):
+        return s
+    with np.errstate(over="ignore"):
+        return float(s * np.sqrt(np.sum(np.square(r / s))))
 
 
 # ---------------------------------------------------------------------------

@@ -552,6 +552,7 @@ def test_every_loss_on_extreme_inputs_is_exact_or_refused(cli, tmp_path, name):
         d.mkdir()
         srcs = _write_inputs(d, arrays, change)
         args = ["compute", name, *srcs, "-f", "json", "--grad", str(d / "g.npy"), "--per-sample", str(d / "ps.csv")]
+        args += ["--grad-norm", "--ci", "0.9", "--ci-n", "50", "--hist"]
         res = _no_warning_run(cli, args)
         _assert_trustworthy(res, (name, label))
         if res.code == 0:
@@ -627,3 +628,47 @@ def test_huge_class_weights_are_exact_or_refused(cli, tmp_path, weight):
         + ["-f", "json"],
     )
     _assert_trustworthy(res, ("bce", weight))
+
+
+def test_gradient_norms_of_huge_gradients_do_not_overflow(cli, tmp_path):
+    """‖∂l/∂ŷ‖ of an (N, 2) mse row [1e300, 1e300] against 0 is (2/2)·1e300·√2, finite."""
+    np.save(tmp_path / "p.npy", np.array([[1e300, 1e300], [3.0, 4.0]]))
+    np.save(tmp_path / "t.npy", np.zeros((2, 2)))
+    ps = tmp_path / "ps.csv"
+    res = _no_warning_run(
+        cli, ["compute", "mse", f"{tmp_path}/p.npy", f"{tmp_path}/t.npy", "--per-sample", str(ps), "--grad-norm"]
+    )
+    assert res.code == 0, res.err
+    got = np.genfromtxt(ps, delimiter=",", names=True)["grad_norm"]
+    assert got[0] == pytest.approx(math.sqrt(2.0) * 1e300, rel=1e-15)
+    assert got[1] == pytest.approx(5.0, rel=1e-15)  # -2r/D = (-3, -4)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["kd", "{d}/a.npy", "{d}/b.npy", "--temperature", "1e-320"],
+        ["info-nce", "{d}/a.npy", "{d}/b.npy", "--temperature", "1e-320"],
+        ["ce", "{d}/x.npy", "{d}/y.npy", "--grad", "{d}/g.npy"],
+        ["entropy", "{d}/x.npy"],
+        ["ce", "{d}/a.npy", "{d}/y3.npy", "--weight", "1e308,1e308,1e308,1e308"],
+    ],
+)
+def test_reproducers_print_no_runtime_warning_in_a_real_process(tmp_path, args):
+    import subprocess
+    import sys
+
+    rng = np.random.default_rng(0)
+    np.save(tmp_path / "a.npy", rng.normal(size=(5, 4)))
+    np.save(tmp_path / "b.npy", rng.normal(size=(5, 4)))
+    np.save(tmp_path / "x.npy", np.array([[1e308, -1e308, 0.0]]))
+    np.save(tmp_path / "y.npy", np.array([0]))
+    np.save(tmp_path / "y3.npy", np.array([0, 1, 2, 3, 0]))
+    cmd = [sys.executable, "-m", "lossctl", "compute"] + [a.format(d=tmp_path) for a in args] + ["-f", "json"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    assert "Warning" not in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+    assert proc.returncode in (0, 1, 2), proc.stderr
+    if proc.returncode == 0:
+        assert not math.isnan(json.loads(proc.stdout)["value"])
+    else:
+        assert proc.stderr.startswith("lossctl: error:") and "internal error" not in proc.stderr
