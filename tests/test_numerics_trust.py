@@ -672,3 +672,16 @@ def test_reproducers_print_no_runtime_warning_in_a_real_process(tmp_path, args):
         assert not math.isnan(json.loads(proc.stdout)["value"])
     else:
         assert proc.stderr.startswith("lossctl: error:") and "internal error" not in proc.stderr
+
+
+def test_float_ids_beyond_int64_are_not_wrapped(cli, tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    t = pa.table({"id": pa.array([1e20, 2.0, 3.0]), "p": pa.array([1.0, 2.0, 3.0]), "t": pa.array([1.0, 2.0, 5.0])})
+    pq.write_table(t, tmp_path / "ids.parquet")
+    f = tmp_path / "ids.parquet"
+    res = _no_warning_run(cli, ["compute", "mse", f"{f}:p", f"{f}:t", "--group-by", "id", "-f", "json"])
+    assert res.code == 0, res.err
+    groups = {g["group"]: g["value"] for g in res.json["groups"]}
+    assert groups == {1e20: 0.0, 2.0: 0.0, 3.0: 4.0}

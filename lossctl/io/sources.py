@@ -565,7 +565,8 @@ def arrow_to_numpy(arr, req: Request, display: str, name: str, row0: int) -> np.
             return arrow_values(arr)
         if pa.types.is_floating(t):
             v = arrow_values(arr)
-            return v.astype(np.int64) if np.all(np.isfinite(v) & (v == np.round(v))) else v
+            whole = np.isfinite(v) & (v == np.round(v)) & (np.abs(v) < 2.0**63)  # 1e20 stays a float
+            return v.astype(np.int64) if np.all(whole) else v
         if req.key == GROUP_KEY:
             # Few distinct values: convert each distinct string once, then index.
             enc = arr.cast(pa.string()).dictionary_encode()
