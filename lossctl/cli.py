@@ -266,8 +266,12 @@ COMMON_OPTIONS: list[tuple[str, Any, Any]] = [
             "mean",
             "--reduction",
             metavar="[mean|sum|none]",
-            help="Headline reduction as in PyTorch; 'none' writes the per-sample values to stdout "
-            "(and to --per-sample PATH too when given).",
+            help=(
+                "Headline reduction as in PyTorch: 'mean' (the loss's reference mean) or 'sum' (PyTorch's "
+                "reduction='sum': for (N, D) element-wise losses such as mse, bce and focal the sum over all "
+                "N·D elements, D times the sum of the per-sample values, which are row means); "
+                "'none' writes the per-sample values to stdout (and to --per-sample PATH too when given)."
+            ),
             rich_help_panel=_OUT,
         ),
     ),

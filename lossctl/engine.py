@@ -539,6 +539,24 @@ class _Run:
             for key in np.unique(keys_nan).tolist():
                 self.acc.group(key).nan_omitted += int((keys_nan == key).sum())
 
+    def _exact_in_float64(self, inp: _Input, a: np.ndarray, rows: np.ndarray) -> None:
+        """Integer values are computed in float64: one it cannot hold exactly is an error, not a
+        silently rounded number (int64 2**53 + 1 would become 2**53)."""
+        from lossctl.losses._common import inexact_in_float64
+
+        bad = inexact_in_float64(a)
+        if bad is None:
+            return
+        flat = bad.reshape(len(a), -1)
+        i = int(np.flatnonzero(flat.any(axis=1))[0])
+        v = int(a.reshape(len(a), -1)[i][flat[i]][0])
+        raise DataError(
+            f"{inp.where()}, row {int(rows[i])}: the integer {v} has more than 53 significant bits, so "
+            f"float64 cannot hold it and {inp.role.metavar} would be rounded ({int(flat.any(axis=1).sum())} "
+            f"such row(s) in this block). Expected integers of magnitude up to 2**53 = {1 << 53}; "
+            "subtract an offset, or store the column as float64 to accept the rounding."
+        )
+
     def _conform(self, inp: _Input, a, rows: np.ndarray):
         """Check an input's dimensions and numeric type; record its shape."""
         role = inp.role
@@ -554,6 +572,7 @@ class _Run:
             if a.values.dtype.kind not in "biuf":
                 raise DataError(f"{inp.where()}: values of type {a.values.dtype}; expected numbers.")
             if role.dtype == "float" and a.values.dtype.kind in "biu":
+                self._exact_in_float64(inp, a.values, rows[a.row_ids()])
                 a = a.astype(np.float64)
             if inp.shape is None:
                 inp.shape = ("N", "ragged")
@@ -573,6 +592,7 @@ class _Run:
         if a.dtype.kind not in "biuf":
             raise DataError(f"{inp.where()}: values of type {a.dtype}; expected numbers.")
         if role.dtype == "float" and a.dtype.kind in "biu":
+            self._exact_in_float64(inp, a, rows)
             a = a.astype(np.float64)
         if inp.shape is None:
             inp.shape = ("N",) + tuple(a.shape[1:])
@@ -620,11 +640,50 @@ class _Run:
 
     def _guarded(self, fn, args, kwargs, role_rows):
         try:
-            return fn(*args, **kwargs)
+            # Floating-point exceptions are not reported as Python RuntimeWarnings on stderr: the
+            # kernels compute inf where a true value overflows, and a NaN from inputs that hold
+            # none (an intermediate overflowing, inf - inf) is refused below, naming the row.
+            with np.errstate(all="ignore"):
+                out = fn(*args, **kwargs)
         except InputError as err:
             raise DataError(self._input_error(err, role_rows)) from None
         except ParamError as err:
             raise UsageError(f"{self.spec.name}: {err.message}.") from None
+        self._no_nan_from_numbers(out, role_rows)
+        return out
+
+    def _no_nan_from_numbers(self, out, role_rows) -> None:
+        """The kernels only see rows without NaN (NaN rows are set aside by the --nan policy), so
+        a NaN result is float64 failing on extreme values: an error, never a silent NaN."""
+        if isinstance(out, Result):
+            vals = out.loss
+            bad = np.isnan(vals)
+            if out.ignored is not None:
+                bad &= ~out.ignored
+            what = "value"
+        else:
+            vals = out.values if isinstance(out, Ragged) else np.asarray(out)
+            if vals.dtype.kind != "f":
+                return
+            bad = np.isnan(vals)
+            if isinstance(out, Ragged):
+                flat = np.zeros(len(out), dtype=bool)
+                flat[out.row_ids()[bad]] = True
+                bad = flat
+            else:
+                bad = bad.reshape(len(vals), -1).any(axis=1) if vals.ndim > 1 else bad
+            what = "gradient"
+        if not bad.any():
+            return
+        i = int(np.flatnonzero(bad)[0])
+        inp = self.inputs[0]
+        rows = role_rows.get(inp.role.name)
+        row = f", row {int(rows[i])}" if rows is not None and i < len(rows) else ""
+        raise DataError(
+            f"{inp.where()}{row}: the {self.spec.name} {what} is not a number although every input is one: "
+            "float64 overflows on values this extreme (near ±1e308, or a tiny --temperature / --eps) "
+            f"in {int(bad.sum())} row(s) of this block. Expected inputs of moderate magnitude; rescale them."
+        )
 
     def _input_error(self, err: InputError, role_rows: dict[str, np.ndarray]) -> str:
         inp = next((i for i in self.inputs if i.role.name == err.role), self.inputs[0])
@@ -694,6 +753,14 @@ class _Run:
         }
 
 
+# What --reduction sum adds up: PyTorch's reduction="sum" (element-wise losses on (N, D)
+# inputs report the row mean per sample and add all N·D elements here).
+SUM_RULE = (
+    "PyTorch's reduction='sum' (for (N, D) element-wise losses: all N·D elements, "
+    "D × the sum of the per-sample row means)"
+)
+
+
 def report_from_state(
     spec: LossSpec, meta: dict, acc: RunState, ci_level: float | None = None, hist: bool = False
 ) -> dict:
@@ -702,6 +769,7 @@ def report_from_state(
     agg = acc.all
     summary = agg.stats.summary()
     value = agg.value(reduction)
+    _no_overflowed_headline(spec, agg, value, reduction)
     top = []
     for v, r in zip(acc.top.values.tolist(), acc.top.rows.tolist()):
         item = {"row": int(r), "loss": v}
@@ -715,7 +783,7 @@ def report_from_state(
         "params": meta["params"],
         "reduction": reduction,
         "value": value,
-        "value_rule": spec.headline if reduction == "mean" else "sum of per-sample values",
+        "value_rule": spec.headline if reduction == "mean" else SUM_RULE,
         "count": agg.used,
         "rows": {
             "read": meta["rows_read"],
@@ -762,6 +830,22 @@ def report_from_state(
     return report
 
 
+def _no_overflowed_headline(spec: LossSpec, agg: Aggregate, value: float, reduction: str, group=None) -> None:
+    """A headline that is NaN only because a float64 sum overflowed (inf/inf, inf - inf) is refused:
+    the true value may well be finite (huge class weights cancel in Σ w·l / Σ w)."""
+    if not math.isnan(value) or agg.nan_propagated:
+        return
+    if math.isfinite(agg.num.value) and math.isfinite(agg.den.value):
+        return
+    where = "" if group is None else f" of group {group!r}"
+    raise DataError(
+        f"the {reduction} of {spec.name}{where} cannot be computed in float64: the sums over rows overflow "
+        f"(Σ = {agg.num.value!r} over {agg.den.value!r}), so the result would be NaN. Expected per-sample values "
+        "and weights whose sums stay below 1.8e308; scale the weights (the weighted mean does not change) "
+        "or the inputs down."
+    )
+
+
 def _derived(spec: LossSpec, value: float, reduction: str) -> dict:
     derived = {}
     if "perplexity" in spec.derived and reduction == "mean":
@@ -775,6 +859,7 @@ def _derived(spec: LossSpec, value: float, reduction: str) -> dict:
 def _group_report(spec: LossSpec, key, g: Aggregate, reduction: str) -> dict:
     summary = g.stats.summary()
     value = g.value(reduction)
+    _no_overflowed_headline(spec, g, value, reduction, _py(key))
     return {
         "group": _py(key),
         "value": value,
@@ -1105,15 +1190,15 @@ def _sort_key(key):
 
 
 def _concat_results(parts: list[Result]) -> Result:
-    def cat(get):
+    def cat(get, default):
         vals = [get(p) for p in parts]
         if all(v is None for v in vals):
             return None
-        return np.concatenate([v if v is not None else np.ones(len(p.loss)) for v, p in zip(vals, parts)])
+        return np.concatenate([v if v is not None else default(p) for v, p in zip(vals, parts)])
 
     out = Result(loss=np.concatenate([p.loss for p in parts]))
-    out.num = cat(lambda p: p.num)
-    out.den = cat(lambda p: p.den)
+    out.num = cat(lambda p: p.num, lambda p: p.loss)  # a missing num is the loss itself
+    out.den = cat(lambda p: p.den, lambda p: np.ones(len(p.loss)))
     ign = [p.ignored if p.ignored is not None else np.zeros(len(p.loss), bool) for p in parts]
     out.ignored = np.concatenate(ign) if any(p.ignored is not None for p in parts) else None
     out.columns = {k: np.concatenate([p.columns[k] for p in parts]) for k in parts[0].columns}
@@ -1124,10 +1209,29 @@ def _concat_results(parts: list[Result]) -> Result:
 def _row_norms(grad) -> np.ndarray:
     if grad is None:
         return np.empty(0)
-    if getattr(grad, "is_ragged", False):
-        return np.sqrt(grad.sum_rows(np.square(grad.values)))
-    g = np.asarray(grad, dtype=np.float64)
-    return np.sqrt(np.square(g).reshape(len(g), -1).sum(axis=1))
+    with np.errstate(over="ignore", invalid="ignore"):
+        if getattr(grad, "is_ragged", False):
+            norms = np.sqrt(grad.sum_rows(np.square(grad.values)))
+            off = grad.offsets
+            for i in np.flatnonzero(~np.isfinite(norms)).tolist():
+                norms[i] = _scaled_norm(grad.values[off[i] : off[i + 1]])
+            return norms
+        g = np.asarray(grad, dtype=np.float64).reshape(len(grad), -1)
+        norms = np.sqrt(np.square(g).sum(axis=1))
+        big = ~np.isfinite(norms)
+        if big.any():  # a square overflowed: ‖g‖ = s·‖g/s‖ with s the row's largest |g|
+            norms[big] = [_scaled_norm(r) for r in g[big]]
+    return norms
+
+
+def _scaled_norm(row) -> float:
+    """‖row‖₂ without overflow in the squares (inf only when the norm itself exceeds 1.8e308)."""
+    r = np.asarray(row, dtype=np.float64)
+    s = float(np.max(np.abs(r))) if r.size else 0.0
+    if s == 0.0 or not math.isfinite(s):
+        return s
+    with np.errstate(over="ignore"):
+        return float(s * np.sqrt(np.sum(np.square(r / s))))
 
 
 # ---------------------------------------------------------------------------

@@ -319,7 +319,11 @@ REGRESSION_TARGET = Role("target", "(N,) or (N, D)", "True values y, the predict
 REGRESSION_PROPS_COMMON = "Multi-output (N, D): the per-sample value is the mean over D, so the overall mean equals PyTorch's element-wise mean."
 
 # Shared by the regression entries.
-_MEAN = "the mean over samples (= PyTorch's element-wise mean)"
+_ELEM_SUM = (
+    "for (N, D) inputs each per-sample value is the row mean over D, and --reduction sum is "
+    "PyTorch's element sum (D × the sum of the per-sample values)"
+)
+_MEAN = "the mean over samples (= PyTorch's element-wise mean); " + _ELEM_SUM
 
 # Shared by the contrastive and ranking entries.
 _CON = "lossctl.losses.contrastive"
@@ -540,7 +544,7 @@ LOSSES: tuple[LossSpec, ...] = (
             "probs:  l = -w · (pw · y · max(log p, -100) + (1-y) · max(log(1-p), -100))\n"
             "(N, K): the per-sample value is the mean over the K labels"
         ),
-        headline="the mean over samples (= PyTorch's element-wise mean)",
+        headline=_MEAN,
         gradient="logits: ∂l/∂x = w · ((1-y) · σ(x) - pw · y · σ(-x)); probs: w · ((1-y)/(1-p) - pw · y/p)",
         properties=(
             "From logits it is computed with softplus, so it is finite and exact for any finite logit.",
@@ -629,7 +633,7 @@ LOSSES: tuple[LossSpec, ...] = (
             "l = α_t · (1 - p_t)^γ · ce   (α_t omitted when alpha = -1)\n"
             "(N, K): the per-sample value is the mean over the K labels"
         ),
-        headline="the mean over samples (= the element-wise mean of torchvision's reduction='mean')",
+        headline="the mean over samples (= the element-wise mean of torchvision's reduction='mean'); " + _ELEM_SUM,
         gradient=(
             "∂l/∂x = α_t · [(σ(x) - y)·(1-p_t)^γ + γ·ce·(1-2y)·σ(x)σ(-x)·(1-p_t)^(γ-1)] (divided by K for (N, K))"
         ),
@@ -1150,7 +1154,7 @@ LOSSES: tuple[LossSpec, ...] = (
         grad=f"{_REG}:mse_grad",
         reference="torch.nn.functional.mse_loss(input, target)",
         formula="l = r², r = y - ŷ (mean over D for (N, D))",
-        headline="the mean over samples (= PyTorch's element-wise mean)",
+        headline=_MEAN,
         gradient="∂l/∂ŷ = -2r (divided by D for (N, D))",
         properties=(
             "Sensitive to outliers: the penalty grows with the square of the residual.",
@@ -1173,7 +1177,7 @@ LOSSES: tuple[LossSpec, ...] = (
         grad=f"{_REG}:mae_grad",
         reference="torch.nn.functional.l1_loss(input, target)",
         formula="l = |r|, r = y - ŷ (mean over D for (N, D))",
-        headline="the mean over samples (= PyTorch's element-wise mean)",
+        headline=_MEAN,
         gradient="∂l/∂ŷ = -sign(r) (0 at r = 0; divided by D for (N, D))",
         properties=(
             "Robust to outliers: the penalty grows linearly with the residual.",

@@ -62,11 +62,12 @@ class CompensatedSum:
         if not len(values):
             return
         v = np.asarray(values, dtype=np.float64).ravel()
-        blocks = np.add.reduceat(v, np.arange(0, len(v), 1024)) if len(v) > 1024 else v
-        try:
-            self.add(math.fsum(blocks.tolist()))
-        except (ValueError, OverflowError):  # inf - inf, or an intermediate overflow: NumPy's answer
-            self.add(float(np.sum(v)))
+        with np.errstate(over="ignore", invalid="ignore"):  # a sum beyond 1.8e308 is inf, not a warning
+            blocks = np.add.reduceat(v, np.arange(0, len(v), 1024)) if len(v) > 1024 else v
+            try:
+                self.add(math.fsum(blocks.tolist()))
+            except (ValueError, OverflowError):  # inf - inf, or an intermediate overflow: NumPy's answer
+                self.add(float(np.sum(v)))
 
     def merge(self, other: "CompensatedSum") -> None:
         self.add(other.s)

@@ -661,6 +661,21 @@ def arrow_valid(arr) -> np.ndarray:
     return bits[arr.offset : arr.offset + n].astype(bool)
 
 
+def _exact_ints_or_error(arr, display: str, name: str, row0: int) -> None:
+    """An integer column with nulls becomes float64 (NaN marks the nulls): a value float64
+    cannot hold exactly (beyond 2**53) is an error, never a silently rounded number."""
+    from lossctl.losses._common import inexact_in_float64
+
+    bad = inexact_in_float64(arrow_values(arr))
+    if bad is not None and (bad & arrow_valid(arr)).any():
+        i = int(np.flatnonzero(bad & arrow_valid(arr))[0])
+        raise DataError(
+            f"{display}, column {name!r}, row {row0 + i}: the integer {arr[i].as_py()} has more than 53 "
+            "significant bits, and a column with missing values is read as float64, which would round it. "
+            f"Expected integers of magnitude up to 2**53 = {1 << 53}."
+        )
+
+
 def arrow_to_numpy(arr, req: Request, display: str, name: str, row0: int) -> np.ndarray:
     """One Arrow column → ndarray: scalars (N,), (nested) fixed/equal lists (N, K, ...)."""
     pa = _pa()
@@ -669,6 +684,7 @@ def arrow_to_numpy(arr, req: Request, display: str, name: str, row0: int) -> np.
         scalar = pa.types.is_integer(t) or pa.types.is_floating(t)
         if scalar and not req.keylike:
             # A missing number is NaN; the --nan policy decides what happens to its row.
+            _exact_ints_or_error(arr, display, name, row0)
             values = np.array(arrow_values(arr), dtype=np.float64)
             values[~arrow_valid(arr)] = np.nan
             return values
@@ -683,7 +699,8 @@ def arrow_to_numpy(arr, req: Request, display: str, name: str, row0: int) -> np.
             return arrow_values(arr)
         if pa.types.is_floating(t):
             v = arrow_values(arr)
-            return v.astype(np.int64) if np.all(np.isfinite(v) & (v == np.round(v))) else v
+            whole = np.isfinite(v) & (v == np.round(v)) & (np.abs(v) < 2.0**63)  # 1e20 stays a float
+            return v.astype(np.int64) if np.all(whole) else v
         if req.key == GROUP_KEY:
             # Few distinct values: convert each distinct string once, then index.
             enc = arr.cast(pa.string()).dictionary_encode()

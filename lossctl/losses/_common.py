@@ -6,6 +6,7 @@ given; they never print and never read files.
 
 from __future__ import annotations
 
+import math
 import os
 import threading
 from collections.abc import Callable
@@ -174,6 +175,86 @@ def as_float(x: np.ndarray) -> np.ndarray:
     return np.asarray(x, dtype=np.float64)
 
 
+def element_rows(elem: np.ndarray):
+    """The :class:`~lossctl.losses.Result` of an element-wise loss on ``(N,)`` or ``(N, D)``.
+
+    The per-sample value is the row mean; the headline parts are ``num`` = the
+    row sum and ``den = D`` per row (see :func:`row_sums_result`).
+    """
+    if elem.ndim == 1:
+        from lossctl.losses import Result
+
+        return Result(loss=np.ascontiguousarray(elem, dtype=np.float64))
+    return row_sums_result(np.add.reduce(np.asarray(elem, dtype=np.float64), axis=1), elem.shape[1])
+
+
+def row_sums_result(row_sum: np.ndarray, d: int):
+    """Result from the float64 row sums of ``d`` element losses per row.
+
+    Per-sample value ``row_sum / d`` (the row mean, bit for bit NumPy's
+    ``mean(axis=1)``); ``num = row_sum``, ``den = d``, so the headline
+    ``--reduction sum`` (Σ num) is the sum over all N·D elements, PyTorch's
+    ``reduction="sum"``, and ``mean`` (Σ num / Σ den) is the element-wise mean,
+    PyTorch's ``reduction="mean"``, whatever the chunking.
+    """
+    from lossctl.losses import Result
+
+    if d == 1:
+        return Result(loss=row_sum)
+    return Result(loss=row_sum / d, num=row_sum, den=np.full(len(row_sum), float(d)))
+
+
+_EXACT_INT = 1 << 53  # every integer of magnitude up to 2**53 is a float64
+
+
+def inexact_in_float64(a: np.ndarray) -> np.ndarray | None:
+    """Mask of the values of an integer array that float64 cannot represent exactly (beyond
+    2**53 with low bits set), or None when every value converts exactly.
+
+    Checked in the integer's own dtype: a value of bit length ``53 + k`` is exact iff its
+    low ``k`` bits are 0.
+    """
+    if a.dtype.kind not in "iu" or a.dtype.itemsize < 8 or a.size == 0:
+        return None
+    if a.dtype.kind == "i":
+        with np.errstate(over="ignore"):
+            u = np.abs(a).view(np.uint64)  # |-2**63| wraps to 2**63 as uint64: right
+    else:
+        u = a
+    big = u > _EXACT_INT
+    if not big.any():
+        return None
+    ub = u[big]
+    bad_b = np.zeros(len(ub), dtype=bool)
+    for k in range(1, 12):
+        lo = np.uint64(1 << (52 + k))
+        in_band = ub >= lo if k == 11 else (ub >= lo) & (ub < np.uint64(1 << (53 + k)))
+        bad_b |= in_band & ((ub & np.uint64((1 << k) - 1)) != 0)
+    if not bad_b.any():
+        return None
+    bad = np.zeros(a.shape, dtype=bool)
+    bad[big] = bad_b
+    return bad
+
+
+_TINY_NORMAL = float(np.finfo(np.float64).tiny)  # 2.2250738585072014e-308
+
+
+def check_temperature(value, name: str = "temperature") -> float:
+    """A softmax temperature: a finite float64 at least the smallest normal number.
+
+    Below that (subnormal, e.g. 1e-320) ``1/T`` is inf and every score divided by it
+    overflows, so no loss value could be exact: refused up front."""
+    t = float(value)
+    if not (t >= _TINY_NORMAL and math.isfinite(t)):
+        raise ParamError(
+            name,
+            f"--{name} must be a finite number of at least {_TINY_NORMAL!r} (the smallest normal float64; "
+            f"dividing by a smaller one overflows); got {t!r}",
+        )
+    return t
+
+
 def first_rows(mask: np.ndarray, limit: int = 5) -> list[int]:
     """Indices of the first ``limit`` true entries of a 1-D boolean mask."""
     idx = np.flatnonzero(mask)
@@ -325,31 +406,104 @@ def logsumexp_parts(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _logsumexp_parts_plain(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    n = x.shape[0]
-    m = np.empty(n, dtype=x.dtype)
-    log_s = np.empty(n, dtype=np.float64)
-    if n == 0:
-        return m.astype(np.float64), log_s
-    step = BLOCK_ROWS
-    scratch_ = np.empty((min(step, n), x.shape[1]), dtype=x.dtype)
-    for start in range(0, n, step):
-        stop = min(start + step, n)
-        block = x[start:stop]
-        mb = block.max(axis=1)
-        m[start:stop] = mb
-        t = scratch_[: stop - start]
-        np.subtract(block, mb[:, None], out=t)
-        np.exp(t, out=t)
-        log_s[start:stop] = np.log(t.sum(axis=1, dtype=np.float64))
-    return m.astype(np.float64), log_s
+    """``logsumexp_parts`` along axis 1 of any float array (float16, integers, N-D), in float64."""
+    x64 = np.asarray(x, dtype=np.float64)
+    n = x64.shape[0]
+    if n == 0 or x64.ndim < 2 or x64.shape[1] == 0:
+        return np.full(n, -np.inf), np.zeros(n)
+    am = np.expand_dims(x64.argmax(axis=1), 1)
+    m = np.take_along_axis(x64, am, axis=1)
+    with np.errstate(over="ignore", invalid="ignore"):  # finite logits spanning > 1.8e308: -inf, exp 0
+        t = np.exp(x64 - m)
+    np.put_along_axis(t, am, 0.0, axis=1)  # the maximum's exp(0) = 1 is added back by log1p
+    return np.squeeze(m, 1), np.log1p(t.sum(axis=1))
+
+
+def softmax64(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Row-wise ``(log softmax, softmax)`` in float64, each to full relative precision.
+
+    The probabilities are ``exp(x - m) · exp(-log_s)`` rather than ``exp(log softmax)``:
+    rounding ``(x - m) - log_s`` to a float (e.g. -30 - 9e-14) would move a small
+    probability by up to |x - m| ulp.
+    """
+    x64 = np.asarray(x, dtype=np.float64)
+    if x64.ndim != 2 or x64.shape[0] == 0 or x64.shape[1] == 0:
+        lp = log_softmax64(x64)
+        return lp, np.exp(lp)
+    m, log_s = _logsumexp_parts_plain(x64)
+    with np.errstate(over="ignore", invalid="ignore"):
+        z = x64 - m[:, None]
+    p = np.exp(z)
+    p *= np.exp(-log_s)[:, None]
+    z -= log_s[:, None]
+    return z, p
 
 
 def log_softmax64(x: np.ndarray) -> np.ndarray:
-    """Row-wise log-softmax in float64 (materialised; for the less common paths)."""
+    """Row-wise log-softmax in float64 (materialised; for the less common paths).
+
+    ``(x - m) - log1p(Σ_{c ≠ argmax} exp(x_c - m))``: the row maximum's exact 1
+    is left out of the sum, so a near-one-hot row keeps full relative precision
+    (``log q`` of the top class is ``-log1p(tiny)`` = ``-tiny``, not 0).
+    """
     x64 = np.asarray(x, dtype=np.float64)
-    m = x64.max(axis=1, keepdims=True)
-    z = x64 - m
-    return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+    if x64.ndim != 2 or x64.shape[0] == 0 or x64.shape[1] == 0:
+        return x64 - np.zeros_like(x64)
+    m, log_s = _logsumexp_parts_plain(x64)
+    with np.errstate(over="ignore", invalid="ignore"):
+        z = x64 - m[:, None]
+    z -= log_s[:, None]
+    return z
+
+
+def log_softmax_ratio(xa, xb) -> np.ndarray | None:
+    """``log softmax(xa) - log softmax(xb)`` per element for two (N, C) logit arrays, or None.
+
+    Formed as ``((xa - xb) - (ma - mb)) - (log_sa - log_sb)`` (row maxima m, ``log_s`` =
+    log1p of the non-max terms): the large shifts cancel before the tiny log-sum terms are
+    subtracted, so a near-one-hot row (``[41, 0]`` against ``[40, 0]``) keeps the digits
+    that rounding ``x - m - log_s`` to a float would lose.
+    """
+    a = np.asarray(xa, dtype=np.float64)
+    b = np.asarray(xb, dtype=np.float64)
+    if a.ndim != 2 or a.shape != b.shape or a.size == 0:
+        return None
+    ma, lsa = logsumexp_parts(a)
+    mb, lsb = logsumexp_parts(b)
+    with np.errstate(over="ignore", invalid="ignore"):
+        d = (a - b) - (ma - mb)[:, None]
+        d -= (lsa - lsb)[:, None]
+    return d if np.isfinite(d).all() else None
+
+
+_LOG_HALF = -float(np.log(2.0))
+
+
+def exp_diff(la, lb) -> np.ndarray:
+    """``exp(la) - exp(lb)`` element-wise with full relative precision.
+
+    Where both values exceed -log 2 (probabilities above ½, the only place the
+    difference can cancel) it is ``expm1(la) - expm1(lb)``: two numbers near 1
+    differ in digits that ``exp`` rounds away (softmax(x) - onehot for a
+    confident row is ``expm1(log q)`` ≈ -1e-18, not 0). ``-inf`` is exp = 0.
+    """
+    la = np.asarray(la, dtype=np.float64)
+    lb = np.asarray(lb, dtype=np.float64)
+    with np.errstate(over="ignore", invalid="ignore"):
+        out = np.exp(la) - np.exp(lb)
+        near = (la > _LOG_HALF) & (lb > _LOG_HALF)
+        if near.any():
+            out = np.where(near, np.expm1(la) - np.expm1(lb), out)
+    return out
+
+
+def softmax_minus_onehot(lq: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """``softmax - onehot(y)`` from row log-probabilities ``lq`` (N, C): ``q_c`` off the label and
+    ``expm1(log q_y)`` = ``-(1 - q_y)`` at it, exact for a confident row (where ``q_y - 1`` is 0)."""
+    g = np.exp(lq)
+    rows = np.arange(len(lq))
+    g[rows, y] = np.expm1(lq[rows, y])
+    return g
 
 
 def default_prob_atol(dtype: np.dtype, n_classes: int) -> float:
@@ -474,35 +628,73 @@ def check_unit_interval(y: np.ndarray, role: str, what: str = "targets") -> None
         raise InputError(role, f"value {_val(v)} outside [0, 1]", first, expected=f"{what} in [0, 1]")
 
 
+def label_values(y: np.ndarray, n_classes: int, ignore_index: int | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Range-check integer labels in their own dtype, before any conversion.
+
+    Returns ``(labels as int64, valid mask, non-integer mask)``. A label is valid when it
+    is in ``[0, n_classes)`` or equals ``ignore_index``, compared in the stored dtype: a
+    uint64 ``2**64 - 100`` is never ``-100``, a float ``1e20`` or ``2**63`` is simply out
+    of range (no cast, no RuntimeWarning). Invalid and non-integer positions hold 0 in
+    the int64 result; callers raise for them with :func:`label_text`.
+    """
+    kind = y.dtype.kind
+    if kind == "b":
+        y = y.astype(np.int64)
+        kind = "i"
+    nonint = np.zeros(y.shape, dtype=bool)
+    if kind == "u":
+        valid = y < n_classes
+        if ignore_index is not None and 0 <= ignore_index <= np.iinfo(y.dtype).max:
+            valid |= y == ignore_index
+    elif kind == "i":
+        valid = (y >= 0) & (y < n_classes)
+        info = np.iinfo(y.dtype)
+        if ignore_index is not None and info.min <= ignore_index <= info.max:
+            valid |= y == ignore_index
+    elif kind == "f":
+        with np.errstate(invalid="ignore"):
+            nonint = ~np.isfinite(y) | (np.floor(y) != y)
+            valid = ~nonint & (y >= 0) & (y < n_classes)
+            if ignore_index is not None:
+                valid |= ~nonint & (y == float(ignore_index)) & (abs(ignore_index) <= 2**53)
+    else:
+        raise TypeError(y.dtype)
+    yi = np.zeros(y.shape, dtype=np.int64)
+    np.copyto(yi, y, where=valid, casting="unsafe")  # only values in range or the ignore index
+    return yi, valid, nonint
+
+
+def label_text(v) -> str:
+    """A label as stored: an integer exactly (uint64 2**64 - 1 stays 18446744073709551615),
+    a float with 9 significant digits."""
+    if isinstance(v, (np.integer, int, np.bool_, bool)):
+        return str(int(v))
+    return _val(v)
+
+
 def class_indices(y: np.ndarray, role: str, n_classes: int, ignore_index: int | None) -> np.ndarray:
-    """Validate class-index targets; returns int64 indices (ignored rows keep their value)."""
+    """Validate class-index targets; returns int64 indices (ignored rows keep their value).
+
+    Labels are range-checked in their own dtype before they are converted (see
+    :func:`label_values`)."""
     if y.ndim != 1:
         raise InputError(role, f"class indices must be one value per row; got shape {y.shape}", [])
-    if np.issubdtype(y.dtype, np.integer):
-        yi = y.astype(np.int64, copy=False)
-    elif np.issubdtype(y.dtype, np.bool_):
-        yi = y.astype(np.int64)
-    elif np.issubdtype(y.dtype, np.floating):
-        nonint = ~np.isfinite(y) | (np.floor(y) != y)
-        if nonint.any():
-            rows = first_rows(nonint)
-            raise InputError(
-                role,
-                f"class index {_val(y[rows[0]])} is not an integer",
-                rows,
-                expected="integer class indices (or, for soft targets, one probability column per class)",
-            )
-        yi = y.astype(np.int64)
-    else:
+    if y.dtype.kind not in "biuf":
         raise InputError(role, f"class indices have type {y.dtype}", [], expected="integer class indices")
-    valid = (yi >= 0) & (yi < n_classes)
-    if ignore_index is not None:
-        valid |= yi == ignore_index
+    yi, valid, nonint = label_values(y, n_classes, ignore_index)
+    if nonint.any():
+        rows = first_rows(nonint)
+        raise InputError(
+            role,
+            f"class index {_val(y[rows[0]])} is not an integer",
+            rows,
+            expected="integer class indices (or, for soft targets, one probability column per class)",
+        )
     if not valid.all():
         rows = first_rows(~valid)
         raise InputError(
             role,
-            f"class index {int(yi[rows[0]])} out of range [0, {n_classes}) (ignore-index is {ignore_index})",
+            f"class index {label_text(y[rows[0]])} out of range [0, {n_classes}) (ignore-index is {ignore_index})",
             rows,
             expected=f"class indices in [0, {n_classes}) for {n_classes} prediction columns",
         )

@@ -25,15 +25,22 @@ from lossctl.losses._common import (
     check_unit_interval,
     class_indices,
     constant,
+    element_rows,
+    exp_diff,
     first_rows,
+    label_text,
+    label_values,
     log_softmax64,
     logsumexp_parts,
     per_output,
     row_parts,
+    row_sums_result,
     rows_per_block,
     same_shape,
     scratch,
     sigmoid,
+    softmax64,
+    softmax_minus_onehot,
     softmax_rows,
 )
 
@@ -211,6 +218,18 @@ def cross_entropy(
     return result
 
 
+def _stable_q_sum_minus_t(logq: np.ndarray, t: np.ndarray, g: np.ndarray) -> np.ndarray:
+    """``q·Σt - t`` recomputed as ``exp(log q + log Σt) - exp(log t)`` (see ``exp_diff``) where
+    ``t > 0`` and ``Σt > 0``, so a confident correct row keeps its tiny gradient."""
+    tot = t.sum(axis=1, keepdims=True)
+    pos = (t > 0) & (tot > 0)
+    if not pos.any():
+        return g
+    with np.errstate(divide="ignore", invalid="ignore"):
+        d = exp_diff(logq + np.log(np.where(tot > 0, tot, 1.0)), np.log(np.where(pos, t, 1.0)))
+    return np.where(pos, d, g)
+
+
 def cross_entropy_grad(
     pred: np.ndarray,
     target: np.ndarray,
@@ -251,6 +270,7 @@ def cross_entropy_grad(
     logq = _log_probs(x, pred_kind, prob_atol)
     if pred_kind == "logits":
         g = np.exp(logq) * t.sum(axis=1, keepdims=True) - t
+        g = _stable_q_sum_minus_t(logq, t, g)
     elif pred_kind == "probs":
         with np.errstate(divide="ignore", invalid="ignore"):
             g = np.where(t != 0, -t / np.asarray(x, dtype=np.float64), 0.0)
@@ -362,8 +382,7 @@ def _bce_logits_fast(pred, target, pos_weight, weight, extras: bool) -> Result |
                     if k_out == 1:
                         loss[a:b] = e[:, 0]
                     else:
-                        np.add.reduce(e, axis=1, out=loss[a:b])
-                        np.divide(loss[a:b], k_out, out=loss[a:b])
+                        np.add.reduce(e, axis=1, out=loss[a:b])  # row sums, divided by k_out below
                 if not np.isfinite(np.sum(loss[a:b])):
                     x_bad = True
         return x_bad, y_bad
@@ -373,7 +392,7 @@ def _bce_logits_fast(pred, target, pos_weight, weight, extras: bool) -> Result |
         check_unit_interval(y, "target", "binary targets")
     if any(f[0] for f in flags):
         check_finite(x, "pred", "logits")
-    result = Result(loss=loss)
+    result = row_sums_result(loss, k_out)
     if extras and x.ndim == 1:
         p = sigmoid(x)
         yy = np.asarray(y, dtype=np.float64)
@@ -421,8 +440,7 @@ def binary_cross_entropy(
             log_1mp = np.maximum(np.log1p(-p), _LOG_CLAMP)
         elem = -(pw * y * log_p + (1.0 - y) * log_1mp)
     elem = w * elem if not (isinstance(w, float) and w == 1.0) else elem
-    loss = elem if elem.ndim == 1 else elem.mean(axis=1)
-    result = Result(loss=np.ascontiguousarray(loss, dtype=np.float64))
+    result = element_rows(elem)
     if extras and x.ndim == 1:
         if p is None:
             p = sigmoid(x)
@@ -597,8 +615,7 @@ def focal(
     elem = ce * fw
     if alpha_t is not None:
         elem = alpha_t * elem
-    loss = elem if elem.ndim == 1 else elem.mean(axis=1)
-    result = Result(loss=np.ascontiguousarray(loss, dtype=np.float64))
+    result = element_rows(elem)
     if extras and x.ndim == 1:
         result.columns = _binary_columns(y, sigmoid(x))
     return result
@@ -611,12 +628,14 @@ def focal_grad(
     alpha: float = 0.25,
     gamma: float = 2.0,
 ) -> np.ndarray:
-    """∂l/∂x = α_t · [(σ(x) - y)·(1-p_t)^γ + γ·BCE·(1-2y)·σ(x)σ(-x)·(1-p_t)^(γ-1)].
+    """∂l/∂x = α_t · [(σ(x) - y)·(1-p_t)^γ + γ·BCE·(1-2y)·σ(x)σ(-x)·(1-p_t)^(γ-1)],
+    with ``σ(x) - y`` formed as ``(1-y)·σ(x) - y·σ(-x)`` (exact for confident correct logits).
 
     The second term is formed in log space; divided by K for ``[N, K]``.
     """
     x, y, ce, log_1mpt, fw, alpha_t, ls_pos, ls_neg = _focal_parts(pred, target, alpha, gamma)
-    g = (sigmoid(x) - y) * fw
+    # σ(x) - y as (1-y)·σ(x) - y·σ(-x): no cancellation when σ(x) rounds to y (x = 40, y = 1)
+    g = ((1.0 - y) * sigmoid(x) - y * sigmoid(-x)) * fw
     if gamma != 0:
         with np.errstate(invalid="ignore"):
             dfw = gamma * (1.0 - 2.0 * y) * np.exp((gamma - 1.0) * log_1mpt + ls_pos + ls_neg)
@@ -697,10 +716,9 @@ def softmax_focal_grad(
     p = np.exp(-nll_y)
     with np.errstate(divide="ignore", invalid="ignore"):
         ratio = np.where(one_minus_p > 0, nll_y / one_minus_p, 1.0)
-    coef = ay * fw * (1.0 + gamma * p * ratio)
-    g = np.exp(log_softmax64(x))
-    g[np.arange(len(y)), y] -= 1.0
-    return coef[:, None] * g
+    # p·(-log p)/(1-p) → 0 as p → 0 (an overflowed -log p of inf times p = 0 is 0, not NaN)
+    coef = ay * fw * (1.0 + np.where(p > 0, gamma * p * ratio, 0.0))
+    return coef[:, None] * softmax_minus_onehot(log_softmax64(x), y)
 
 
 # ---------------------------------------------------------------------------
@@ -722,8 +740,9 @@ def _entropy_logp(pred, pred_kind: str, prob_atol):
         raise InputError("pred", f"expected one distribution per row, shape (N, C); got {x.shape}", [])
     if pred_kind == "logits":
         check_finite(x, "pred", "logits")
-        lp = log_softmax64(x)
-    elif pred_kind == "probs":
+        lp, p = softmax64(x)
+        return p, lp
+    if pred_kind == "probs":
         check_probs(x, "pred", prob_atol)
         with np.errstate(divide="ignore"):
             lp = np.log(np.asarray(x, dtype=np.float64))
@@ -773,7 +792,8 @@ def entropy_grad(
     p, lp = _entropy_logp(pred, pred_kind, prob_atol)
     if pred_kind == "logits":
         h = -_xlogy_rows(p, lp)
-        g = -p * (lp + h[:, None])
+        g = np.zeros_like(p)  # p log p → 0: a class of probability 0 (log p = -inf) has gradient 0
+        np.multiply(-p, lp + h[:, None], out=g, where=p > 0)
     elif pred_kind == "probs":
         g = -(lp + 1.0)
     else:
@@ -810,26 +830,19 @@ def _token_labels(target, n: int, t: int, n_vocab: int, ignore_index) -> np.ndar
             [],
             expected=f"labels (N, {t}), one per token",
         )
-    if np.issubdtype(y.dtype, np.integer) or np.issubdtype(y.dtype, np.bool_):
-        yi = y.astype(np.int64)
-    elif np.issubdtype(y.dtype, np.floating):
-        nonint = ~np.isfinite(y) | (np.floor(y) != y)
-        if nonint.any():
-            rows = first_rows(nonint.any(axis=1))
-            v = y[rows[0]][nonint[rows[0]]][0]
-            raise InputError("target", f"label {float(v):.9g} is not an integer", rows, expected="integer token ids")
-        yi = y.astype(np.int64)
-    else:
+    if y.dtype.kind not in "biuf":
         raise InputError("target", f"labels have type {y.dtype}", [], expected="integer token ids")
-    valid = (yi >= 0) & (yi < n_vocab)
-    if ignore_index is not None:
-        valid |= yi == ignore_index
+    yi, valid, nonint = label_values(y, n_vocab, ignore_index)  # checked in the stored dtype
+    if nonint.any():
+        rows = first_rows(nonint.any(axis=1))
+        v = y[rows[0]][nonint[rows[0]]][0]
+        raise InputError("target", f"label {float(v):.9g} is not an integer", rows, expected="integer token ids")
     if not valid.all():
         rows = first_rows((~valid).any(axis=1))
         pos = int(np.flatnonzero(~valid[rows[0]])[0])
         raise InputError(
             "target",
-            f"label {int(yi[rows[0], pos])} at token {pos} out of range [0, {n_vocab}) "
+            f"label {label_text(y[rows[0], pos])} at token {pos} out of range [0, {n_vocab}) "
             f"(ignore-index is {ignore_index})",
             rows,
             expected=f"token ids in [0, {n_vocab}) for a vocabulary of {n_vocab} logits",
@@ -958,8 +971,7 @@ def token_cross_entropy_grad(pred, target=None, *, ignore_index: int = -100):
     if mode == "logits":
         x, ys, _, keep = _token_nll_logits(pred, target, ignore_index)
         n, t, v = x.shape
-        g = np.exp(log_softmax64(x.reshape(n * t, v)))
-        g[np.arange(n * t), ys] -= 1.0
+        g = softmax_minus_onehot(log_softmax64(x.reshape(n * t, v)), ys)
         count = keep.sum(axis=1)
         scale = np.where(keep, 1.0 / np.maximum(count, 1)[:, None], 0.0).reshape(-1)
         return (g * scale[:, None]).reshape(n, t, v)

@@ -21,7 +21,7 @@ import numpy as np
 
 from lossctl.errors import InputError, ParamError
 from lossctl.losses import Result
-from lossctl.losses._common import as_rows, check_finite, first_rows, match_shape
+from lossctl.losses._common import as_rows, check_finite, check_temperature, first_rows, match_shape
 
 # InfoNCE: without --batch-size the whole input is one batch, up to this many rows.
 INFO_NCE_MAX_AUTO_BATCH = 4096
@@ -344,7 +344,14 @@ def _softmax_stats(A, B, valid, r0, r1, tau, want_p, same=None):
     m = np.where(row_ok, logits.max(axis=2), 0.0)
     logits -= m[:, :, None]
     np.exp(logits, out=logits)
-    s = np.where(row_ok, logits.sum(axis=2), 1.0)
+    # log Σ exp = log1p(Σ of the non-max terms): the maximum's exact 1 is left out of the sum, so a
+    # confident row keeps its tiny loss (as logsumexp_parts does for the other losses).
+    top = np.expand_dims(logits.argmax(axis=2), 2)
+    one = np.take_along_axis(logits, top, axis=2)
+    np.put_along_axis(logits, top, 0.0, axis=2)
+    rest = np.where(row_ok, logits.sum(axis=2), 0.0)
+    np.put_along_axis(logits, top, one, axis=2)
+    s = 1.0 + rest
     pb = None
     if want_p:
         logits /= s[:, :, None]
@@ -352,7 +359,7 @@ def _softmax_stats(A, B, valid, r0, r1, tau, want_p, same=None):
         pb = np.einsum("gij,gjd->gid", logits[:, :, :b], B)
         if same is not None:
             pb += np.einsum("gij,gjd->gid", logits[:, :, b:], same)
-    return m, np.log(s), diag, neg, pb
+    return m, np.log1p(rest), diag, neg, pb
 
 
 # float64 similarity scores held at once (16 MB)
@@ -363,7 +370,7 @@ def _info_nce_blocks(query, key, temperature, batch_size, symmetric, want_grad):
     q = _embeddings(query, "query")
     k = _embeddings(key, "key")
     match_shape(q, k, "key", "the query")
-    tau = _positive(temperature, "temperature")
+    tau = check_temperature(temperature)
     n = len(q)
     b = _resolve_batch(batch_size, n)
     qh, qnorm = _normalise(q)
@@ -397,8 +404,8 @@ def _info_nce_blocks(query, key, temperature, batch_size, symmetric, want_grad):
                 mc, log_sc, diagc, _, _ = _softmax_stats(K, Q, valid, r0, r1, tau, False, K)
                 term = 0.5 * (term + log_sc + (mc - diagc))
                 if want_grad:
-                    p_ii = np.exp(diagc - mc - log_sc)  # softmax of column i at row i
-                    g = 0.5 * (g + ((p_ii - 1.0) / tau)[:, :, None] * K[:, r0:r1])
+                    p_ii_m1 = np.expm1(diagc - mc - log_sc)  # softmax of column i at row i, minus 1
+                    g = 0.5 * (g + (p_ii_m1 / tau)[:, :, None] * K[:, r0:r1])
             value[:, r0:r1] = term
             if want_grad:
                 gq[:, r0:r1] = g

@@ -30,11 +30,14 @@ from lossctl.losses._common import (
     check_probs,
     constant,
     default_prob_atol,
+    exp_diff,
     first_rows,
     log_softmax64,
+    log_softmax_ratio,
     row_parts,
     rows_per_block,
     scratch,
+    softmax64,
 )
 
 _LOG2 = math.log(2.0)
@@ -73,8 +76,7 @@ def _distribution(x, kind: str, role: str, prob_atol) -> tuple[np.ndarray, np.nd
         )
     if kind == "logits":
         check_finite(a, role, "logits")
-        lp = log_softmax64(a)
-        return lp, np.exp(lp)
+        return softmax64(a)
     if kind == "probs":
         check_probs(a, role, prob_atol)
         p = np.asarray(a, dtype=np.float64)
@@ -105,7 +107,7 @@ def _pair(target, pred, target_kind, pred_kind, prob_atol):
     return lp, p, lq, q
 
 
-def _rel_entr_rows(la: np.ndarray, a: np.ndarray, lb: np.ndarray) -> np.ndarray:
+def _rel_entr_rows(la: np.ndarray, a: np.ndarray, lb: np.ndarray, diff: np.ndarray | None = None) -> np.ndarray:
     """Σ_c a_c (log a_c - log b_c) per row with scipy.special.rel_entr's rules.
 
     a_c = 0 (log a_c = -inf) contributes 0; a_c > 0 with b_c = 0 gives +inf. A
@@ -115,7 +117,8 @@ def _rel_entr_rows(la: np.ndarray, a: np.ndarray, lb: np.ndarray) -> np.ndarray:
     support = la > -np.inf
     term = np.zeros_like(a)
     with np.errstate(invalid="ignore"):
-        diff = la - lb
+        if diff is None:
+            diff = la - lb
         np.multiply(a, diff, out=term, where=support)  # an underflowed 0 · inf is fixed below
     term[support & (lb == -np.inf)] = np.inf
     return term.sum(axis=1)
@@ -158,7 +161,11 @@ def kl_divergence(
         loss = _kl_probs_logits(target, pred, prob_atol)
     if loss is None:
         lp, p, lq, q = _pair(target, pred, target_kind, pred_kind, prob_atol)
-        loss = _rel_entr_rows(lq, q, lp) if reverse else _rel_entr_rows(lp, p, lq)
+        d = log_softmax_ratio(target, pred) if target_kind == pred_kind == "logits" else None
+        if reverse:
+            loss = _rel_entr_rows(lq, q, lp, None if d is None else -d)
+        else:
+            loss = _rel_entr_rows(lp, p, lq, d)
     if lb != 1.0:
         loss = loss / lb
     return Result(loss=loss)
@@ -281,7 +288,9 @@ def kl_divergence_grad(
     lp, p, lq, q = _pair(target, pred, target_kind, pred_kind, prob_atol)
     if not reverse:
         if pred_kind == "logits":
-            g = q * p.sum(axis=1, keepdims=True) - p
+            with np.errstate(divide="ignore"):
+                # Q·Σ P - P without cancellation on confident rows (see exp_diff); Σ P > 0 here
+                g = exp_diff(lq + np.log(p.sum(axis=1, keepdims=True)), lp)
         elif pred_kind == "probs":
             qa = np.asarray(pred, dtype=np.float64)
             g = np.zeros_like(p)
@@ -293,8 +302,11 @@ def kl_divergence_grad(
     else:
         support = lq > -np.inf
         a = np.zeros_like(q)
+        d = log_softmax_ratio(pred, target) if target_kind == pred_kind == "logits" else None
         with np.errstate(invalid="ignore"):
             np.subtract(lq, lp, out=a, where=support)
+        if d is not None:
+            np.copyto(a, d, where=support)
         if pred_kind == "logits":
             kl = np.where(support, q * a, 0.0).sum(axis=1, keepdims=True)
             g = q * (a - kl)

@@ -1,8 +1,9 @@
 """Regression losses on residuals ``r = y - ŷ``.
 
 Inputs are ``[N]`` or ``[N, D]``; for ``[N, D]`` the per-sample value is the
-mean over D, so the mean over samples equals PyTorch's element-wise mean.
-Computed in float64.
+mean over D, and the headline parts are the row sum over D and the count D,
+so ``mean`` is PyTorch's element-wise mean and ``sum`` PyTorch's element sum
+(D times the sum of the per-sample values). Computed in float64.
 """
 
 from __future__ import annotations
@@ -17,8 +18,10 @@ from lossctl.losses._common import (
     _val,
     check_finite,
     constant,
+    element_rows,
     first_rows,
     row_parts,
+    row_sums_result,
     rows_per_block,
     same_shape,
     scratch,
@@ -33,8 +36,9 @@ def residual(pred: np.ndarray, target: np.ndarray) -> np.ndarray:
     return np.subtract(y, x, dtype=np.float64)
 
 
-def _per_sample(elem: np.ndarray) -> np.ndarray:
-    return elem if elem.ndim == 1 else elem.mean(axis=1)
+def _per_sample(elem: np.ndarray) -> Result:
+    """Per-sample row means with the element sums as the headline parts (see ``element_rows``)."""
+    return element_rows(elem)
 
 
 def _per_sample_grad(g: np.ndarray, pred: np.ndarray) -> np.ndarray:
@@ -81,9 +85,7 @@ def _blocked(pred: np.ndarray, target: np.ndarray, op) -> Result | None:
                 np.subtract(r, u, out=r)
                 op(r, u)
                 if d > 1:
-                    out = loss[a:b]
-                    np.add.reduce(r, axis=1, out=out)
-                    np.divide(out, d, out=out)
+                    np.add.reduce(r, axis=1, out=loss[a:b])  # the row sums (divided by d below)
                 # Every op gives values >= 0, so the block maximum is finite unless a value is
                 # NaN or inf (NaN propagates through maximum); cheaper than a sum.
                 if not np.isfinite(np.maximum.reduce(loss[a:b])):
@@ -93,7 +95,7 @@ def _blocked(pred: np.ndarray, target: np.ndarray, op) -> Result | None:
     if any(row_parts(n, n * d * 4, part)):
         check_finite(x, "pred", "predictions")
         check_finite(y, "target", "targets")
-    return Result(loss=loss)
+    return row_sums_result(loss, d)
 
 
 def _op_square(r: np.ndarray, u: np.ndarray) -> None:
@@ -162,7 +164,7 @@ def mse(pred: np.ndarray, target: np.ndarray) -> Result:
         return fast
     r = residual(pred, target)
     np.multiply(r, r, out=r)
-    return Result(loss=_per_sample(r))
+    return _per_sample(r)
 
 
 def mse_grad(pred: np.ndarray, target: np.ndarray) -> np.ndarray:
@@ -177,7 +179,7 @@ def mae(pred: np.ndarray, target: np.ndarray) -> Result:
         return fast
     r = residual(pred, target)
     np.abs(r, out=r)
-    return Result(loss=_per_sample(r))
+    return _per_sample(r)
 
 
 def mae_grad(pred: np.ndarray, target: np.ndarray) -> np.ndarray:
@@ -217,7 +219,7 @@ def huber(pred: np.ndarray, target: np.ndarray, *, delta: float = 1.0) -> Result
     q = np.minimum(a, d)
     quad = 0.5 * q * q
     lin = d * (a - 0.5 * d)
-    return Result(loss=_per_sample(np.where(a <= d, quad, lin)))
+    return _per_sample(np.where(a <= d, quad, lin))
 
 
 def huber_grad(pred: np.ndarray, target: np.ndarray, *, delta: float = 1.0) -> np.ndarray:
@@ -235,11 +237,11 @@ def smooth_l1(pred: np.ndarray, target: np.ndarray, *, beta: float = 1.0) -> Res
         return fast
     a = np.abs(residual(pred, target))
     if b == 0.0:
-        return Result(loss=_per_sample(a))
+        return _per_sample(a)
     q = np.minimum(a, b)
     quad = 0.5 * q * q / b
     lin = a - 0.5 * b
-    return Result(loss=_per_sample(np.where(a < b, quad, lin)))
+    return _per_sample(np.where(a < b, quad, lin))
 
 
 def smooth_l1_grad(pred: np.ndarray, target: np.ndarray, *, beta: float = 1.0) -> np.ndarray:
@@ -271,7 +273,7 @@ def log_cosh(pred: np.ndarray, target: np.ndarray) -> Result:
     s = np.sinh(0.5 * small)
     near = np.log1p(2.0 * s * s)
     far = a + np.log1p(np.exp(-2.0 * a)) - _LOG2
-    return Result(loss=_per_sample(np.where(a < 1.0, near, far)))
+    return _per_sample(np.where(a < 1.0, near, far))
 
 
 def log_cosh_grad(pred: np.ndarray, target: np.ndarray) -> np.ndarray:
@@ -290,7 +292,7 @@ def quantile(pred: np.ndarray, target: np.ndarray, *, quantile: float = 0.5) -> 
     """Pinball loss ``max(q·r, (q-1)·r)`` (``sklearn.metrics.mean_pinball_loss(alpha=q)``)."""
     q = _check_quantile(quantile)
     r = residual(pred, target)
-    return Result(loss=_per_sample(np.where(r >= 0, q * r, (q - 1.0) * r)))
+    return _per_sample(np.where(r >= 0, q * r, (q - 1.0) * r))
 
 
 def quantile_grad(pred: np.ndarray, target: np.ndarray, *, quantile: float = 0.5) -> np.ndarray:  # noqa: A002
@@ -365,7 +367,7 @@ def gaussian_nll(
     elem = 0.5 * (np.log(v) + r * r / v)
     if full:
         elem = elem + _HALF_LOG_2PI
-    return Result(loss=_per_sample(elem))
+    return _per_sample(elem)
 
 
 def gaussian_nll_grad(
@@ -424,7 +426,7 @@ def poisson_nll(
         big = y > 1
         ys = np.where(big, y, 1.0)
         elem = elem + np.where(big, ys * np.log(ys) - ys + 0.5 * np.log(2.0 * np.pi * ys), 0.0)
-    return Result(loss=_per_sample(elem))
+    return _per_sample(elem)
 
 
 def poisson_nll_grad(

@@ -18,10 +18,15 @@ from lossctl.losses import Result
 from lossctl.losses._common import (
     as_float,
     check_finite,
+    check_temperature,
     class_indices,
+    exp_diff,
     first_rows,
     log_softmax64,
+    log_softmax_ratio,
     logsumexp_parts,
+    softmax64,
+    softmax_minus_onehot,
 )
 from lossctl.losses.divergence import expm1_minus_x
 from lossctl.ragged import Ragged
@@ -32,9 +37,7 @@ from lossctl.ragged import Ragged
 
 
 def _distill_inputs(student, teacher, labels, temperature, alpha):
-    t_ = float(temperature)
-    if not t_ > 0 or not np.isfinite(t_):
-        raise ParamError("temperature", f"--temperature must be above 0; got {temperature!r}")
+    t_ = check_temperature(temperature)
     a = float(alpha)
     if not 0.0 <= a <= 1.0:
         raise ParamError("alpha", f"--alpha must be in [0, 1]; got {alpha!r}")
@@ -83,10 +86,11 @@ def distillation(
     The T² keeps the soft term's gradient scale independent of T.
     """
     s, t, y, temp, a = _distill_inputs(student, teacher, labels, temperature, alpha)
-    lp = log_softmax64(t / temp)
-    lq = log_softmax64(s / temp)
-    p = np.exp(lp)
-    soft = a * temp * temp * (p * (lp - lq)).sum(axis=1)
+    lp, p = softmax64(t / temp)
+    d = log_softmax_ratio(t / temp, s / temp)  # log p - log q without rounding either first
+    if d is None:
+        d = lp - log_softmax64(s / temp)
+    soft = a * temp * temp * (p * d).sum(axis=1)
     if y is None:
         return Result(loss=soft, components={"soft": soft})
     m, log_s = logsumexp_parts(s)
@@ -105,11 +109,9 @@ def distillation_grad(
 ) -> np.ndarray:
     """∂l_n/∂student_n = α·T·(softmax(s/T) - softmax(t/T)) + (1-α)·(softmax(s) - onehot(y))."""
     s, t, y, temp, a = _distill_inputs(student, teacher, labels, temperature, alpha)
-    g = a * temp * (np.exp(log_softmax64(s / temp)) - np.exp(log_softmax64(t / temp)))
+    g = a * temp * exp_diff(log_softmax64(s / temp), log_softmax64(t / temp))
     if y is not None:
-        h = np.exp(log_softmax64(s))
-        h[np.arange(len(s)), y] -= 1.0
-        g += (1.0 - a) * h
+        g += (1.0 - a) * softmax_minus_onehot(log_softmax64(s), y)
     return g
 
 
