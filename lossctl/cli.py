@@ -320,6 +320,18 @@ COMMON_OPTIONS: list[tuple[str, Any, Any]] = [
         ),
     ),
     (
+        "remote_timeout",
+        Optional[float],
+        typer.Option(
+            None,
+            "--remote-timeout",
+            metavar="SECONDS",
+            help="Wait at most SECONDS for a remote (s3://) endpoint to connect or answer; tried twice "
+            "(default 10, or LOSSCTL_REMOTE_TIMEOUT).",
+            rich_help_panel=_IN,
+        ),
+    ),
+    (
         "row_offset",
         int,
         typer.Option(
@@ -566,6 +578,7 @@ _SHARED_WITH_COMPUTE = (
     "precision",
     "quiet",
     "no_color",
+    "remote_timeout",
 )
 COMPARE_OPTIONS: list[tuple[str, Any, Any]] = [
     *(o for o in COMMON_OPTIONS if o[0] in _SHARED_WITH_COMPUTE),
@@ -855,7 +868,9 @@ def _run_options(kw: dict[str, Any]) -> dict[str, Any]:
 
 def _compute(spec: registry.LossSpec, kw: dict[str, Any]) -> None:
     from lossctl import engine
+    from lossctl.io import remote
 
+    remote.set_timeout(kw["remote_timeout"])
     texts = [kw.pop(role.name.replace("-", "_")) for role in spec.inputs]
     params: dict[str, Any] = {}
     for p in spec.params:
@@ -1017,7 +1032,9 @@ class _Progress:
 
 def _compare(spec: registry.LossSpec, kw: dict[str, Any]) -> None:
     from lossctl import compare, engine, report as rep
+    from lossctl.io import remote
 
+    remote.set_timeout(kw["remote_timeout"])
     predictions = kw.pop("predictions")
     others = {
         role.name: kw.pop("role_" + role.name.replace("-", "_"))
