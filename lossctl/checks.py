@@ -223,6 +223,7 @@ RUN_KEYS = (
     "on-missing",
     "nan",
     "group-by",
+    "max-groups",
     "per-group",
     "reduction",
     "input-format",

@@ -239,6 +239,17 @@ COMMON_OPTIONS: list[tuple[str, Any, Any]] = [
         ),
     ),
     (
+        "max_groups",
+        Optional[int],
+        typer.Option(
+            None,
+            "--max-groups",
+            metavar="N",
+            help="With --group-by: more than N distinct values (default 10000) is an error, found early.",
+            rich_help_panel=_OUT,
+        ),
+    ),
+    (
         "hist",
         bool,
         typer.Option(False, "--hist", help="Add a histogram of the per-sample losses.", rich_help_panel=_OUT),
@@ -855,6 +866,7 @@ def _run_options(kw: dict[str, Any]) -> dict[str, Any]:
         "chunk_size",
         "input_format",
         "group_by",
+        "max_groups",
         "ci",
         "ci_n",
         "seed",

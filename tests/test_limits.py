@@ -125,3 +125,141 @@ def test_bad_remote_timeout_environment_is_a_usage_error(tmp_path, monkeypatch):
     monkeypatch.setenv("LOSSCTL_REMOTE_TIMEOUT", "soon")
     res = run_cli(["compute", "mse", "s3://bucket/a.parquet:p", "s3://bucket/a.parquet:t"])
     assert_clean_error(res, 2, "LOSSCTL_REMOTE_TIMEOUT must be a positive number of seconds", "'soon'")
+
+
+# ---------------------------------------------------------------------------
+# #13.8 high-cardinality --group-by: a bounded number of groups, found early
+# ---------------------------------------------------------------------------
+
+
+def _grouped_input(tmp_path, n_groups=40, n=6000, seed=3):
+    """Predictions, targets and a group column with groups of very different sizes (one of more
+    than 1024 rows), a NaN row and an infinite loss in one group."""
+    rng = np.random.default_rng(seed)
+    g = rng.integers(0, n_groups, size=n)
+    g[: n // 3] = 7  # one large group
+    p = rng.normal(size=n) * rng.choice([1e-3, 1.0, 1e3], size=n)
+    t = rng.normal(size=n)
+    p[5] = np.nan
+    p[11] = 1e300  # its squared error overflows to inf
+    g[11] = 3
+    return write_csv(tmp_path / "g.csv", {"p": p, "t": t, "g": g}), p, t, g
+
+
+def _brute_groups(p, t, g):
+    """Per-group count, mean loss and sample std in float64 and exactly rounded sums (the oracle)."""
+    import math
+
+    out = {}
+    for key in np.unique(g):
+        sel = (g == key) & ~np.isnan(p)
+        with np.errstate(over="ignore"):
+            loss = (p[sel] - t[sel]) ** 2
+        n = len(loss)
+        mean = math.fsum(loss.tolist()) / n
+        finite = np.isfinite(loss).all()
+        std = math.sqrt(math.fsum(((loss - mean) ** 2).tolist()) / (n - 1)) if finite and n > 1 else None
+        out[int(key)] = (n, mean, std, float(loss.min()), float(loss.max()))
+    return out
+
+
+@pytest.mark.parametrize("chunk", [None, 97])
+def test_group_values_match_a_brute_force_oracle(tmp_path, chunk):
+    path, p, t, g = _grouped_input(tmp_path)
+    args = ["compute", "mse", f"{path}:p", f"{path}:t", "--group-by", "g", "--nan", "omit", "-f", "json"]
+    res = run_cli(args + ([] if chunk is None else ["--chunk-size", str(chunk)]))
+    assert res.code == 0, res.err
+    oracle = _brute_groups(p, t, g)
+    got = {int(r["group"]): r for r in res.json["groups"]}
+    assert sorted(got) == sorted(oracle)
+    for key, (n, mean, std, lo, hi) in oracle.items():
+        r = got[key]
+        assert r["count"] == n
+        if np.isfinite(mean):
+            assert r["value"] == pytest.approx(mean, rel=1e-14, abs=0)
+            assert r["stats"]["mean"] == pytest.approx(mean, rel=1e-13, abs=0)
+            assert r["stats"]["std"] == pytest.approx(std, rel=1e-10, abs=0)
+            assert (r["stats"]["min"], r["stats"]["max"]) == (lo, hi)
+        else:
+            assert key == 3 and r["value"] == "inf"
+
+
+def test_group_values_do_not_depend_on_chunk_size(tmp_path):
+    path, *_ = _grouped_input(tmp_path, n_groups=300, n=5000)
+    base = ["compute", "mse", f"{path}:p", f"{path}:t", "--group-by", "g", "--nan", "omit", "-f", "json"]
+    runs = [run_cli(base + extra) for extra in ([], ["--chunk-size", "13"], ["--chunk-size", "1000"])]
+    assert all(r.code == 0 for r in runs), [r.err for r in runs]
+    # Chunks are summed exactly and combined with compensation: equal to the last bits.
+    base_groups = runs[0].json["groups"]
+    for run in runs[1:]:
+        groups = run.json["groups"]
+        assert [(r["group"], r["count"]) for r in groups] == [(r["group"], r["count"]) for r in base_groups]
+        for a, b in zip(groups, base_groups):
+            assert float(a["value"]) == pytest.approx(float(b["value"]), rel=4e-16, abs=0)
+
+
+def test_too_many_groups_is_an_error_found_in_the_first_chunk(tmp_path):
+    """200,000 distinct values, a limit of 50: refused after the first chunk, not after
+    building 200,000 group states."""
+    n = 200_000
+    path = write_parquet(tmp_path / "u.parquet", {"p": np.zeros(n), "t": np.ones(n), "u": np.arange(n)})
+    args = ["compute", "mse", f"{path}:p", f"{path}:t", "--group-by", "u", "--max-groups", "50"]
+    t0 = time.monotonic()
+    res = run_cli(args + ["--chunk-size", "1000"])
+    assert_clean_error(res, 1, "--group-by u: more than 50 distinct values", "first 1000 rows", "--max-groups")
+    assert time.monotonic() - t0 < 10
+
+
+def test_default_group_limit_is_10000(tmp_path):
+    n = 10_001
+    path = write_parquet(tmp_path / "u.parquet", {"p": np.zeros(n), "t": np.ones(n), "u": np.arange(n)})
+    res = run_cli(["compute", "mse", f"{path}:p", f"{path}:t", "--group-by", "u"])
+    assert_clean_error(res, 1, "more than 10000 distinct values", "--max-groups 10000")
+
+
+def test_exactly_max_groups_is_allowed_and_ignored_rows_count(tmp_path):
+    # Rows only ignored or NaN still make a group: a limit counts them too.
+    path = write_csv(
+        tmp_path / "c.csv",
+        {"p": np.array([1.0, 2.0, np.nan, 4.0]), "t": np.zeros(4), "g": np.array([1, 1, 2, 3])},
+    )
+    base = ["compute", "mse", f"{path}:p", f"{path}:t", "--group-by", "g", "--nan", "omit", "-f", "json"]
+    ok = run_cli(base + ["--max-groups", "3"])
+    assert ok.code == 0, ok.err
+    assert [(r["group"], r["count"]) for r in ok.json["groups"]] == [("1", 2), ("2", 0), ("3", 1)]
+    assert_clean_error(run_cli(base + ["--max-groups", "2"]), 1, "more than 2 distinct values")
+
+
+@pytest.mark.parametrize("bad", ["0", "-3"])
+def test_max_groups_must_be_positive(tmp_path, bad):
+    path = write_csv(tmp_path / "c.csv", {"p": np.zeros(3), "t": np.zeros(3), "g": np.arange(3)})
+    res = run_cli(["compute", "mse", f"{path}:p", f"{path}:t", "--group-by", "g", "--max-groups", bad])
+    assert_clean_error(res, 2, "--max-groups", "at least 1")
+
+
+def test_max_groups_config_key(tmp_path):
+    path = write_csv(tmp_path / "c.csv", {"p": np.zeros(5), "t": np.ones(5), "g": np.arange(5)})
+    cfg = tmp_path / "checks.toml"
+    cfg.write_text(
+        f"""
+[[checks]]
+name = "few"
+loss = "mse"
+inputs = ["{path}:p", "{path}:t"]
+group-by = "g"
+max-groups = 4
+
+[[checks]]
+name = "enough"
+loss = "mse"
+inputs = ["{path}:p", "{path}:t"]
+group-by = "g"
+max-groups = 5
+max = 2.0
+"""
+    )
+    res = run_cli(["check", str(cfg), "-f", "json"])
+    assert res.code == 1, res.err
+    by = {c["name"]: c for c in res.json["checks"]}
+    assert by["few"]["status"] == "error" and "more than 4 distinct values" in by["few"]["error"]
+    assert by["enough"]["status"] == "pass"
