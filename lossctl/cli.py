@@ -1236,6 +1236,9 @@ def _silence_stdout() -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
+    from lossctl import limits
+
+    limits.configure()  # under a small memory cap: allocators and thread pools, before NumPy/pyarrow
     args = list(sys.argv[1:] if argv is None else argv)
     # `-:COLUMN` (a column of stdin) would parse as an option; hand it over as a source.
     args = [STDIN_TOKEN + a[1:] if a.startswith("-:") and len(a) > 2 else a for a in args]
@@ -1268,21 +1271,27 @@ def main(argv: list[str] | None = None) -> None:
         text = str(exc)
         if isinstance(exc, CheckFailed) and text.startswith("check failed: "):
             text = text[len("check failed: ") :]
-        print(f"lossctl: {label}: {text}", file=sys.stderr)
         code = exc.exit_code
-    except MemoryError:
-        print("lossctl: error: out of memory; try a smaller --chunk-size.", file=sys.stderr)
+        if not isinstance(exc, (UsageError, CheckFailed)) and limits.is_memory_error(exc.__context__):
+            # A reader's "could not read ... (malloc of size N failed)" is not a corrupt file.
+            text, code = limits.memory_message(exc), EXIT_DATA
+        print(f"lossctl: {label}: {text}", file=sys.stderr)
+    except MemoryError as exc:
+        print(f"lossctl: error: {limits.memory_message(exc)}", file=sys.stderr)
         code = EXIT_DATA
     except Exception as exc:  # noqa: BLE001 - the boundary: never a bare traceback
         if debug:
             import traceback
 
             traceback.print_exc()
-        print(
-            f"lossctl: internal error: {type(exc).__name__}: {exc}. This is a bug in lossctl; "
-            "run with --debug for a traceback and report it.",
-            file=sys.stderr,
-        )
+        if limits.is_memory_error(exc):
+            print(f"lossctl: error: {limits.memory_message(exc)}", file=sys.stderr)
+        else:
+            print(
+                f"lossctl: internal error: {type(exc).__name__}: {exc}. This is a bug in lossctl; "
+                "run with --debug for a traceback and report it.",
+                file=sys.stderr,
+            )
         code = EXIT_DATA
     try:
         sys.stdout.flush()

@@ -263,3 +263,95 @@ max = 2.0
     by = {c["name"]: c for c in res.json["checks"]}
     assert by["few"]["status"] == "error" and "more than 4 distinct values" in by["few"]["error"]
     assert by["enough"]["status"] == "pass"
+
+
+# ---------------------------------------------------------------------------
+# #13.7 memory caps: finish, or fail cleanly with a memory message, in bounded time
+# ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def half_million_rows(tmp_path_factory):
+    """500,000 rows as CSV and Parquet: with the default allocators and pools, the CSV run hung
+    forever under a 600 MB address-space cap and died with exit 127 at 400 MB."""
+    import math
+
+    import pyarrow as pa
+    import pyarrow.csv as pcsv
+    import pyarrow.parquet as pq
+
+    d = tmp_path_factory.mktemp("capped")
+    rng = np.random.default_rng(5)
+    p, t = rng.normal(size=500_000), rng.normal(size=500_000)
+    table = pa.table({"p": p, "t": t})
+    pcsv.write_csv(table, d / "m.csv")
+    pq.write_table(table, d / "m.parquet")
+    return d, math.fsum(((p - t) ** 2).tolist()) / len(p)
+
+
+def _capped(mib: int):
+    def set_cap():
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_AS, (mib << 20, mib << 20))
+
+    return set_cap
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="RLIMIT_AS caps the address space on Linux")
+@pytest.mark.parametrize("cap_mib", [572, 390])
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_address_space_cap_finishes_or_fails_cleanly(half_million_rows, cap_mib, fmt):
+    d, expected = half_million_rows
+    env = {k: v for k, v in os.environ.items() if k not in ("ARROW_DEFAULT_MEMORY_POOL", "OMP_NUM_THREADS")}
+    path = d / f"m.{fmt}"
+    proc, elapsed = _lossctl(
+        ["compute", "mse", f"{path}:p", f"{path}:t", "-b"], env=env, timeout=90, preexec_fn=_capped(cap_mib)
+    )
+    assert "Traceback" not in proc.stderr, proc.stderr
+    assert proc.returncode in (0, 1), (proc.returncode, proc.stderr)  # never an abort (-6) or 127
+    if proc.returncode == 0:
+        assert float(proc.stdout) == pytest.approx(expected, rel=1e-13)
+    else:
+        assert "out of memory under a memory limit of" in proc.stderr, proc.stderr
+        assert proc.stdout == ""
+    # At these caps the run is expected to finish, not merely to fail well.
+    assert proc.returncode == 0, proc.stderr
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="RLIMIT_AS caps the address space on Linux")
+def test_too_small_cap_is_a_clean_memory_error(half_million_rows):
+    d, _ = half_million_rows
+    path = d / "m.parquet"
+    proc, _ = _lossctl(["compute", "mse", f"{path}:p", f"{path}:t"], timeout=90, preexec_fn=_capped(240))
+    assert proc.returncode == 1, (proc.returncode, proc.stderr)
+    assert "Traceback" not in proc.stderr and proc.stdout == ""
+    assert "out of memory under a memory limit of 240 MiB" in proc.stderr, proc.stderr
+
+
+def test_memory_error_at_the_boundary(monkeypatch, tmp_path):
+    """An allocation that fails inside a reader is reported as memory, not as a corrupt file."""
+    import lossctl.engine as engine
+
+    def boom(*a, **k):
+        raise MemoryError()
+
+    monkeypatch.setattr(engine, "run_on", boom)
+    path = write_csv(tmp_path / "c.csv", {"p": np.zeros(3), "t": np.zeros(3)})
+    res = run_cli(["compute", "mse", f"{path}:p", f"{path}:t"])
+    assert_clean_error(res, 1, "out of memory", "--chunk-size")
+
+
+def test_limits_are_read_from_rlimit_and_cgroup(monkeypatch):
+    import resource
+
+    from lossctl import limits
+
+    monkeypatch.setattr(resource, "getrlimit", lambda what: (300 << 20, resource.RLIM_INFINITY))
+    monkeypatch.setattr(limits, "_CGROUP_FILES", ())
+    assert limits.memory_limit() == 300 << 20
+    monkeypatch.setattr(resource, "getrlimit", lambda what: (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+    assert limits.memory_limit() is None
+    # Only a small cap changes anything.
+    assert limits.configure(64 << 30) is None

@@ -836,8 +836,10 @@ class CsvReader(ArrowReader):
                         types[n] = pa.string()
         # The names lossctl resolved (header names stripped of spaces) are given to pyarrow,
         # and the header line skipped, so both always agree on the names.
+        from lossctl import limits
+
         read = pcsv.ReadOptions(
-            block_size=1 << 22,
+            block_size=limits.read_block(1 << 22),
             column_names=self._names,
             skip_rows=self._blank_lead + 1 if self.header else 0,
             use_threads=True,
