@@ -501,7 +501,9 @@ class _Run:
         keys_nan = np.asarray(groups)[nan_rows]
         keys_vals = np.concatenate([keys_ok, keys_nan]) if propagate else keys_ok
         uniq, inv = _factorize(keys_vals)
-        counted = [(_factorize(g_use[ign_u]), "ignored")] + ([] if propagate else [(_factorize(keys_nan), "nan_omitted")])
+        counted = [(_factorize(g_use[ign_u]), "ignored")]
+        if not propagate:
+            counted.append((_factorize(keys_nan), "nan_omitted"))
         self._room_for_groups([uniq, *(u for (u, _), _ in counted)])
         # Rows of each group in input order: one stable sort, then contiguous slices, all
         # groups' updates at once (lossctl.aggregate.add_segments).
