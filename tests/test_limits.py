@@ -359,3 +359,30 @@ def test_limits_are_read_from_rlimit_and_cgroup(monkeypatch):
     assert limits.memory_limit() is None
     # Only a small cap changes anything.
     assert limits.configure(64 << 30) is None
+
+
+@pytest.mark.slow
+def test_max_groups_holds_across_dask_tasks(tmp_path, monkeypatch):
+    """Each task sees few groups; the states merged in the client pass the limit: an error."""
+    distributed = pytest.importorskip("distributed", reason="the dask extra")
+    from lossctl import cluster
+
+    monkeypatch.setattr(cluster, "TASK_ROWS", 300)
+    n = 2000
+    f = write_parquet(
+        tmp_path / "one.parquet",
+        {"p": np.zeros(n), "t": np.ones(n), "g": np.arange(n) // 100},  # 20 groups, 3 per task
+        row_group_size=100,
+    )
+    saved = dict(os.environ)
+    with distributed.LocalCluster(
+        n_workers=1, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=":0"
+    ) as lc:
+        os.environ.clear()
+        os.environ.update(saved)
+        base = ["compute", "mse", f"{f}:p", f"{f}:t", "--group-by", "g", "--engine", "dask", "--scheduler"]
+        res = run_cli(base + [lc.scheduler_address, "--max-groups", "10"])
+        assert_clean_error(res, 1, "--group-by g: more than 10 distinct values", "parts)", "--max-groups 10")
+        ok = run_cli(base + [lc.scheduler_address, "--max-groups", "20", "-f", "json"])
+        assert ok.code == 0, ok.err
+        assert len(ok.json["groups"]) == 20
