@@ -23,6 +23,9 @@ from lossctl.stats import (
 )
 
 GROUP_EXACT_LIMIT = 1 << 16  # values kept per group for exact quantiles
+# Values kept over all groups together (64 MiB): past it the largest groups keep a quantile
+# sketch instead, so --max-groups x GROUP_EXACT_LIMIT values are never held at once.
+GROUPS_KEPT_BUDGET = 1 << 23
 
 
 class Aggregate:
@@ -225,6 +228,20 @@ class RunState:
             self.groups[key] = Aggregate(exact_limit=GROUP_EXACT_LIMIT)
         return self.groups[key]
 
+    def bound_kept(self, budget: int | None = None) -> None:
+        """Keep at most ``budget`` exact values over all groups: the groups holding most switch
+        to their quantile sketch (their quantiles are then reported as approximate)."""
+        budget = GROUPS_KEPT_BUDGET if budget is None else budget
+        kept = [(g.stats.count, g.stats) for g in self.groups.values() if g.stats.quantiles_exact]
+        total = sum(n for n, _ in kept)
+        if total <= budget:
+            return
+        for n, stats in sorted(kept, key=lambda kv: -kv[0]):
+            stats.to_sketch()
+            total -= n
+            if total <= budget:
+                break
+
     def merge(self, other: "RunState") -> None:
         self.all.merge(other.all)
         for key, agg in other.groups.items():
@@ -238,6 +255,7 @@ class RunState:
         self.rows_seen += other.rows_seen
         self.dropped_pred += other.dropped_pred
         self.dropped_target += other.dropped_target
+        self.bound_kept()
 
     def to_dict(self) -> dict:
         return {

@@ -531,6 +531,7 @@ class _Run:
             for key, n_here in zip(keys, np.bincount(idx, minlength=len(keys)).tolist()):
                 agg = self.acc.group(key)
                 setattr(agg, attr, getattr(agg, attr) + n_here)
+        self.acc.bound_kept()
 
     def _room_for_groups(self, key_lists) -> None:
         """--max-groups: refuse a chunk that would take the distinct --group-by values past the

@@ -386,3 +386,27 @@ def test_max_groups_holds_across_dask_tasks(tmp_path, monkeypatch):
         ok = run_cli(base + [lc.scheduler_address, "--max-groups", "20", "-f", "json"])
         assert ok.code == 0, ok.err
         assert len(ok.json["groups"]) == 20
+
+
+def test_exact_values_kept_over_all_groups_are_bounded(tmp_path, monkeypatch):
+    """Many groups must not each keep 65,536 exact values: past a total budget the largest
+    groups switch to their quantile sketch, and say so."""
+    from lossctl import aggregate
+
+    monkeypatch.setattr(aggregate, "GROUPS_KEPT_BUDGET", 1500)
+    rng = np.random.default_rng(8)
+    n = 3000
+    g = np.repeat([0, 1, 2], [1600, 1000, 400])
+    p, t = rng.normal(size=n), rng.normal(size=n)
+    path = write_csv(tmp_path / "c.csv", {"p": p, "t": t, "g": g})
+    res = run_cli(["compute", "mse", f"{path}:p", f"{path}:t", "--group-by", "g", "-f", "json", "--chunk-size", "500"])
+    assert res.code == 0, res.err
+    by = {r["group"]: r["stats"] for r in res.json["groups"]}
+    assert by["0"]["quantiles"].startswith("approximate")  # the largest group
+    assert by["2"]["quantiles"] == "exact"
+    loss = (p - t) ** 2
+    for key, stats in by.items():
+        sel = loss[g == int(key)]
+        assert stats["count"] == len(sel)
+        assert stats["p50"] == pytest.approx(float(np.median(sel)), rel=0.011)
+        assert stats["mean"] == pytest.approx(float(sel.mean()), rel=1e-13)
