@@ -24,6 +24,9 @@ from lossctl.stats import (
 )
 
 GROUP_EXACT_LIMIT = 1 << 16  # values kept per group for exact quantiles
+# Values kept over all groups together (64 MiB): past it the largest groups keep a quantile
+# sketch instead, so --max-groups x GROUP_EXACT_LIMIT values are never held at once.
+GROUPS_KEPT_BUDGET = 1 << 23
 
 
 class Aggregate:
@@ -121,6 +124,73 @@ class Aggregate:
         return a
 
 
+def add_segments(aggs: list[Aggregate], starts, counts, vals, num, den, components: dict[str, np.ndarray]) -> None:
+    """``aggs[j].add(...)`` of the rows ``starts[j] : starts[j] + counts[j]`` of arrays sorted by group.
+
+    The same updates as one ``Aggregate.add`` per group, with the per-group reductions (min, max,
+    squared deviations) done for all groups at once and exactly rounded sums (math.fsum, as
+    ``CompensatedSum.update``) of each group's rows: many small groups cost a few float operations
+    each, not a dozen NumPy calls. A group with a non-finite value, or more than 1024 rows, takes
+    ``Aggregate.add`` itself.
+    """
+    if not len(aggs):
+        return
+    vals = np.asarray(vals, dtype=np.float64)
+    starts = np.asarray(starts, dtype=np.intp)
+    counts = np.asarray(counts, dtype=np.intp)
+    ends = starts + counts
+    arrays = [np.asarray(a, dtype=np.float64) for a in (num, *components.values()) if a is not None]
+    arrays += [np.asarray(den, dtype=np.float64)] if den is not None else []
+    with np.errstate(invalid="ignore", over="ignore"):
+        finite = np.isfinite(vals)
+        for a in arrays:
+            finite &= np.isfinite(a)
+        bad = np.logical_or.reduceat(~finite, starts) | (counts > 1024)
+        centre = np.add.reduceat(vals, starts) / counts  # only to centre the squared deviations
+        d = vals - np.repeat(centre, counts)
+        m2 = np.add.reduceat(d * d, starts)
+        lo = np.minimum.reduceat(vals, starts)
+        hi = np.maximum.reduceat(vals, starts)
+    same_num = num is vals or num is None
+    v_list = vals.tolist()
+    n_list = v_list if same_num else np.asarray(num, dtype=np.float64).tolist()
+    d_list = None if den is None else np.asarray(den, dtype=np.float64).tolist()
+    c_lists = {k: np.asarray(v, dtype=np.float64).tolist() for k, v in components.items()}
+    fsum = math.fsum
+    for j, agg in enumerate(aggs):
+        a, b = int(starts[j]), int(ends[j])
+        if bad[j]:
+            agg.add(
+                vals[a:b],
+                (vals if num is None else num)[a:b],
+                None if den is None else den[a:b],
+                {k: v[a:b] for k, v in components.items()},
+            )
+            continue
+        n = b - a
+        st = agg.stats
+        s = fsum(v_list[a:b])
+        # Chan's update with this group's mean (from its exactly rounded sum) and squared deviations.
+        mean = s / n
+        st._combine(n, mean, max(float(m2[j]) - n * (float(centre[j]) - mean) ** 2, 0.0))
+        st.sum.add(s)
+        if not math.isnan(st.min):
+            st.min = min(st.min, float(lo[j]))
+            st.max = max(st.max, float(hi[j]))
+        seg = vals[a:b]
+        if st._kept is not None and st.count <= st.exact_limit:
+            st._kept.append(seg.copy())
+        else:
+            st._to_sketch().update(seg)
+        agg.num.add(s if same_num else fsum(n_list[a:b]))
+        agg.den.add(float(n) if d_list is None else fsum(d_list[a:b]))
+        for name, lst in c_lists.items():
+            comp = agg.components.get(name)
+            if comp is None:
+                comp = agg.components[name] = CompensatedSum()
+            comp.add(fsum(lst[a:b]))
+
+
 def _sketch_histogram(sk: QuantileSketch, edges: np.ndarray) -> np.ndarray:
     """Approximate bin counts from sketch buckets (each bucket counted at its representative)."""
     counts = np.zeros(len(edges) - 1, dtype=np.int64)
@@ -159,6 +229,20 @@ class RunState:
             self.groups[key] = Aggregate(exact_limit=GROUP_EXACT_LIMIT)
         return self.groups[key]
 
+    def bound_kept(self, budget: int | None = None) -> None:
+        """Keep at most ``budget`` exact values over all groups: the groups holding most switch
+        to their quantile sketch (their quantiles are then reported as approximate)."""
+        budget = GROUPS_KEPT_BUDGET if budget is None else budget
+        kept = [(g.stats.count, g.stats) for g in self.groups.values() if g.stats.quantiles_exact]
+        total = sum(n for n, _ in kept)
+        if total <= budget:
+            return
+        for n, stats in sorted(kept, key=lambda kv: -kv[0]):
+            stats.to_sketch()
+            total -= n
+            if total <= budget:
+                break
+
     def merge(self, other: "RunState") -> None:
         self.all.merge(other.all)
         for key, agg in other.groups.items():
@@ -172,6 +256,7 @@ class RunState:
         self.rows_seen += other.rows_seen
         self.dropped_pred += other.dropped_pred
         self.dropped_target += other.dropped_target
+        self.bound_kept()
 
     def to_dict(self) -> dict:
         return {

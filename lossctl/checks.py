@@ -269,6 +269,7 @@ RUN_SCHEMA: dict[str, u.Rule] = {
     "scheduler": u.text,
     "workers": u.integer(1),
     "strict": u.flag,
+    "max-groups": u.integer(1),
 }
 BOUND_SCHEMA: dict[str, u.Rule] = {
     "max": u.number(),

@@ -299,6 +299,17 @@ COMMON_OPTIONS: list[tuple[str, Any, Any]] = [
         ),
     ),
     (
+        "max_groups",
+        Optional[int],
+        typer.Option(
+            None,
+            "--max-groups",
+            metavar="N",
+            help="With --group-by: more than N distinct values (default 10000) is an error, found early.",
+            rich_help_panel=_OUT,
+        ),
+    ),
+    (
         "hist",
         bool,
         typer.Option(False, "--hist", help="Add a histogram of the per-sample losses.", rich_help_panel=_OUT),
@@ -399,6 +410,18 @@ COMMON_OPTIONS: list[tuple[str, Any, Any]] = [
             metavar="PATH",
             help="Write the run's mergeable state (JSON) for `lossctl merge` (shards evaluated anywhere).",
             rich_help_panel=_OUT,
+        ),
+    ),
+    (
+        "remote_timeout",
+        Optional[float],
+        typer.Option(
+            None,
+            "--remote-timeout",
+            metavar="SECONDS",
+            help="Wait at most SECONDS for a remote (s3://) endpoint to connect or answer; tried twice "
+            "(default 10, or LOSSCTL_REMOTE_TIMEOUT).",
+            rich_help_panel=_IN,
         ),
     ),
     (
@@ -669,6 +692,7 @@ _SHARED_WITH_COMPUTE = (
     "html",
     "group_by",
     "per_group",
+    "remote_timeout",
 )
 COMPARE_OPTIONS: list[tuple[str, Any, Any]] = [
     *(o for o in COMMON_OPTIONS if o[0] in _SHARED_WITH_COMPUTE),
@@ -1149,6 +1173,7 @@ def _run_options(kw: dict[str, Any]) -> dict[str, Any]:
         "chunk_size",
         "input_format",
         "group_by",
+        "max_groups",
         "ci",
         "ci_n",
         "seed",
@@ -1163,7 +1188,9 @@ def _run_options(kw: dict[str, Any]) -> dict[str, Any]:
 
 def _compute(spec: registry.LossSpec, kw: dict[str, Any]) -> None:
     from lossctl import engine
+    from lossctl.io import remote
 
+    remote.set_timeout(kw["remote_timeout"])
     texts = [kw.pop(role.name.replace("-", "_")) for role in spec.inputs]
     inputs = [(role.metavar, t) for role, t in zip(spec.inputs, texts)]
     inputs += [("--" + p.name, kw[p.dest]) for p in spec.params if isinstance(kw[p.dest], str)]
@@ -1351,7 +1378,9 @@ class _Progress:
 
 def _compare(spec: registry.LossSpec, kw: dict[str, Any]) -> None:
     from lossctl import compare, engine, report as rep
+    from lossctl.io import remote
 
+    remote.set_timeout(kw["remote_timeout"])
     predictions = kw.pop("predictions")
     others = {
         role.name: kw.pop("role_" + role.name.replace("-", "_"))
@@ -1693,6 +1722,9 @@ def _traceback() -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
+    from lossctl import limits
+
+    limits.configure()  # under a small memory cap: allocators and thread pools, before NumPy/pyarrow
     args = list(sys.argv[1:] if argv is None else argv)
     # `-:COLUMN` (a column of stdin) would parse as an option; hand it over as a source.
     args = [STDIN_TOKEN + a[1:] if a.startswith("-:") and len(a) > 2 else a for a in args]
@@ -1742,18 +1774,24 @@ def main(argv: list[str] | None = None) -> None:
         text = str(exc)
         if isinstance(exc, CheckFailed) and text.startswith("check failed: "):
             text = text[len("check failed: ") :]
-        _say(f"lossctl: {label}: {text}")
         code = exc.exit_code
-    except MemoryError:
-        _say("lossctl: error: out of memory; try a smaller --chunk-size.")
+        if not isinstance(exc, (UsageError, CheckFailed)) and limits.is_memory_error(exc.__context__):
+            # A reader's "could not read ... (malloc of size N failed)" is not a corrupt file.
+            text, code = limits.memory_message(exc), EXIT_DATA
+        _say(f"lossctl: {label}: {text}")
+    except MemoryError as exc:
+        _say(f"lossctl: error: {limits.memory_message(exc)}")
         code = EXIT_DATA
     except Exception as exc:  # noqa: BLE001 - the boundary: never a bare traceback
         if debug:
             _traceback()
-        _say(
-            f"lossctl: internal error: {type(exc).__name__}: {exc}. This is a bug in lossctl; "
-            "run with --debug for a traceback and report it."
-        )
+        if limits.is_memory_error(exc):
+            _say(f"lossctl: error: {limits.memory_message(exc)}")
+        else:
+            _say(
+                f"lossctl: internal error: {type(exc).__name__}: {exc}. This is a bug in lossctl; "
+                "run with --debug for a traceback and report it."
+            )
         code = EXIT_DATA
     finally:
         signals.restore()

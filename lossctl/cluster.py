@@ -480,6 +480,13 @@ def run(spec, texts: list, params: dict, opts, *, scheduler: str | None = None, 
                 else:
                     _same_shapes(first, res, tasks[merged], probe)
                 state.merge(res["state"])
+                if opts.max_groups is not None and len(state.groups) > opts.max_groups:
+                    raise DataError(
+                        f"--group-by {opts.group_by}: more than {opts.max_groups} distinct values "
+                        f"({len(state.groups)} in the first {merged + 1} parts); per-group results are kept "
+                        f"for at most --max-groups {opts.max_groups} groups. Group by a column with fewer "
+                        "values, or raise --max-groups N (memory and the report grow with it)."
+                    )
                 per_sample_rows += res["per_sample_rows"]
                 merged += 1
             if opts.progress:

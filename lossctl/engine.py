@@ -36,7 +36,7 @@ from lossctl.io.sources import (
 )
 from lossctl.kinds import KindWatch, error_hint
 from lossctl.registry import LossSpec, Role
-from lossctl.aggregate import Aggregate, RunState
+from lossctl.aggregate import Aggregate, RunState, add_segments
 
 SCHEMA_VERSION = 1
 CHUNK_BYTES = 8 << 20
@@ -58,6 +58,7 @@ class Options:
     grad: str | None = None
     grad_norm: bool = False
     group_by: str | None = None
+    max_groups: int | None = 10_000  # distinct --group-by values allowed (None: no limit)
     ci: float | None = None
     ci_n: int = 1000
     seed: int = 12345
@@ -74,6 +75,8 @@ class Options:
     strict: bool = False  # warnings (lossctl.kinds) are errors: exit 1, nothing written
     per_sample_echo: bool = False  # also write the per-sample rows to stdout (--reduction none with a file)
 
+
+DEFAULT_MAX_GROUPS = 10_000
 
 # Without --batch-size, a batched loss (InfoNCE) treats the whole input as one batch,
 # up to this many rows; beyond it the batch size must be given.
@@ -521,23 +524,53 @@ class _Run:
         keys_nan = np.asarray(groups)[nan_rows]
         keys_vals = np.concatenate([keys_ok, keys_nan]) if propagate else keys_ok
         uniq, inv = _factorize(keys_vals)
-        # Rows of each group in input order: one stable sort, then contiguous slices.
+        counted = [(_factorize(g_use[ign_u]), "ignored")]
+        if not propagate:
+            counted.append((_factorize(keys_nan), "nan_omitted"))
+        self._room_for_groups([uniq, *(u for (u, _), _ in counted)])
+        # Rows of each group in input order: one stable sort, then contiguous slices, all
+        # groups' updates at once (lossctl.aggregate.add_segments).
         order = np.argsort(inv, kind="stable")
-        ends = np.cumsum(np.bincount(inv, minlength=len(uniq)))
+        counts = np.bincount(inv, minlength=len(uniq))
+        starts = np.cumsum(counts) - counts
+        aggs = [self.acc.group(key) for key in uniq]
+        vs = vals[order]
+        add_segments(
+            aggs,
+            starts,
+            counts,
+            vs,
+            vs if num is vals else num[order],
+            None if den is None else den[order],
+            {k: v[order] for k, v in comps.items()},
+        )
         n_ok = len(keys_ok)
-        for j, key in enumerate(uniq):
-            sel = order[(ends[j - 1] if j else 0) : ends[j]]
-            agg = self.acc.group(key)
-            agg.add(vals[sel], num[sel], None if den is None else den[sel], {k: v[sel] for k, v in comps.items()})
-            ok_here = int(np.count_nonzero(sel < n_ok))
+        ok_counts = np.bincount(inv[:n_ok], minlength=len(uniq)).tolist()
+        for agg, ok_here, n_here in zip(aggs, ok_counts, counts.tolist()):
             agg.used += ok_here
             if propagate:
-                agg.nan_propagated += len(sel) - ok_here
-        for key in np.unique(g_use[ign_u]).tolist():
-            self.acc.group(key).ignored += int((g_use[ign_u] == key).sum())
-        if not propagate:
-            for key in np.unique(keys_nan).tolist():
-                self.acc.group(key).nan_omitted += int((keys_nan == key).sum())
+                agg.nan_propagated += n_here - ok_here
+        for (keys, idx), attr in counted:
+            for key, n_here in zip(keys, np.bincount(idx, minlength=len(keys)).tolist()):
+                agg = self.acc.group(key)
+                setattr(agg, attr, getattr(agg, attr) + n_here)
+        self.acc.bound_kept()
+
+    def _room_for_groups(self, key_lists) -> None:
+        """--max-groups: refuse a chunk that would take the distinct --group-by values past the
+        limit, before any state of its groups is made (memory stays proportional to the limit)."""
+        limit = self.opts.max_groups
+        have = self.acc.groups
+        if limit is None or len(have) + sum(len(k) for k in key_lists) <= limit:
+            return  # even if every key of the chunk were new, the limit holds
+        new = {k for keys in key_lists for k in keys if k not in have}
+        if len(have) + len(new) > limit:
+            raise DataError(
+                f"--group-by {getattr(self, 'group_label', self.opts.group_by)}: more than {limit} distinct "
+                f"values ({len(have) + len(new)} in the first {self.acc.rows_seen} rows); per-group results "
+                f"are kept for at most --max-groups {limit} groups. Group by a column with fewer values, "
+                "or raise --max-groups N (memory and the report grow with it)."
+            )
 
     def _exact_in_float64(self, inp: _Input, a: np.ndarray, rows: np.ndarray) -> None:
         """Integer values are computed in float64: one it cannot hold exactly is an error, not a
@@ -1686,6 +1719,9 @@ def build_options(raw: dict[str, Any], **extra) -> Options:
     if ci_n < 10:
         raise UsageError(f"--ci-n must be at least 10 resamples; got {ci_n}.")
     seed = _seed(get("seed"))
+    max_groups = get("max-groups", DEFAULT_MAX_GROUPS)
+    if isinstance(max_groups, bool) or not isinstance(max_groups, int) or max_groups < 1:
+        raise UsageError(f"--max-groups (max-groups) must be a whole number of at least 1; got {max_groups!r}.")
     offset = int(get("row-offset", 0))
     if not 0 <= offset <= MAX_ROW_OFFSET:  # row numbers are int64: leave room for the rows themselves
         raise UsageError(f"--row-offset must be between 0 and 2**62 ({MAX_ROW_OFFSET}); got {offset}.")
@@ -1698,6 +1734,7 @@ def build_options(raw: dict[str, Any], **extra) -> Options:
         chunk_rows=None if chunk is None else int(chunk),
         input_format=get("input-format"),
         group_by=get("group-by"),
+        max_groups=max_groups,
         ci=None if ci is None else float(ci),
         ci_n=ci_n,
         seed=seed,

@@ -154,10 +154,10 @@ class AtomicFile:
         try:
             pafs.copy_files(self.tmp, path, destination_filesystem=fs)
         except Exception as exc:  # noqa: BLE001 - no credentials, no bucket, no network
-            from lossctl.io.remote import _hint
+            from lossctl.io.remote import _hint, reason
 
             raise DataError(
-                f"{self.option} {self.path}: the upload failed ({short_reason(exc)}). {_hint(self.path)}."
+                f"{self.option} {self.path}: the upload failed ({reason(exc, self.path)}). {_hint(self.path)}."
             ) from None
         finally:
             os.unlink(self.tmp)

@@ -1010,9 +1010,11 @@ class CsvReader(ArrowReader):
                         types[n] = pa.string()
         # The names lossctl resolved (header names stripped of spaces) are given to pyarrow,
         # and the header line skipped, so both always agree on the names.
+        from lossctl import limits
+
         read = pcsv.ReadOptions(
             # a block holds whole rows: room for rows as wide as the header and first row, twice
-            block_size=max(1 << 22, 2 * self._head_bytes + 1024),
+            block_size=max(limits.read_block(1 << 22), 2 * self._head_bytes + 1024),
             column_names=self._names,
             skip_rows=self._blank_lead + 1 if self.header else 0,
             use_threads=True,
