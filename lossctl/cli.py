@@ -1150,7 +1150,10 @@ def _console(file, no_color: bool, **kw):
 
 
 def _stdout_console(no_color: bool):
-    return _console(sys.stdout, no_color, soft_wrap=True)
+    # Into a pipe or a file, Rich would assume 80 columns and wrap names and numbers onto extra
+    # lines; a reader there (grep, less -S, a CI log) wants whole lines. $COLUMNS still wins.
+    wide = not sys.stdout.isatty() and not os.environ.get("COLUMNS")
+    return _console(sys.stdout, no_color, soft_wrap=True, **({"width": 200} if wide else {}))
 
 
 def _stderr_console(no_color: bool = False):
