@@ -472,3 +472,22 @@ def test_npy_edge_shapes_and_dtypes_are_clean_errors(tmp_path, shape, descr):
     res = run_cli(["compute", "mse", f, tmp_path / "t.npy"])
     _assert_no_internal_error(res)
     assert res.code == 1 and "odd.npy" in res.err
+
+
+def test_arrow_stream_cut_at_a_batch_boundary_is_refused_not_shortened(tmp_path):
+    """A stream file cut right after a complete record batch parses as a shorter stream; only the
+    missing end-of-stream marker shows it. 25 of 33 rows must not be reported as the whole file."""
+    import pyarrow as pa
+
+    t = pa.table({"p": np.arange(33, dtype=np.uint8), "t": np.zeros(33, dtype=np.uint8)})
+    whole, cut = tmp_path / "whole.arrows", tmp_path / "cut.arrows"
+    with pa.OSFile(str(whole), "wb") as f, pa.ipc.new_stream(f, t.schema) as w:
+        for b in t.to_batches(max_chunksize=25):
+            w.write_batch(b)
+    with pa.OSFile(str(cut), "wb") as f:
+        w = pa.ipc.new_stream(f, t.schema)
+        w.write_batch(t.to_batches(max_chunksize=25)[0])  # no close: no end-of-stream marker
+    ok = run_cli(["compute", "mse", f"{whole}:p", f"{whole}:t", "-b"])
+    assert ok.code == 0 and float(ok.out) == pytest.approx(np.mean(np.arange(33.0) ** 2))
+    bad = run_cli(["compute", "mse", f"{cut}:p", f"{cut}:t", "-b"])
+    assert bad.code == 1 and "end-of-stream marker" in bad.err and "cut.arrows" in bad.err

@@ -838,6 +838,7 @@ class IpcReader(ArrowReader):
         pa = _pa()
         self._file = None
         self._stream = None
+        self._stream_handle = None  # a stream read from a file: its end can be checked
         handle = None
         if stream is None:  # a random-access file: a memory map, or a URI's remote file
             if source.is_remote:
@@ -860,6 +861,7 @@ class IpcReader(ArrowReader):
                         raise file_exc
                     handle.seek(0)
                     self._stream = pa.ipc.open_stream(handle)
+                    self._stream_handle = handle
                     self.schema = self._stream.schema
             self.schema = _checked_schema(self.schema)
         except Exception as exc:  # noqa: BLE001
@@ -889,6 +891,29 @@ class IpcReader(ArrowReader):
             # an error, never a wrong number or a crash.
             batch.validate(full=True)
             yield batch
+        if self._stream_handle is not None:
+            self._check_stream_end()
+
+    def _check_stream_end(self) -> None:
+        """A stream file cut at a record-batch boundary reads as a shorter stream: only its missing
+        end-of-stream marker tells. Refuse it rather than report fewer rows as if they were all."""
+        h = self._stream_handle
+        try:
+            size = h.size()
+            h.seek(0)
+            legacy = h.read(4) != b"\xff\xff\xff\xff"  # before Arrow 0.15: no continuation markers
+            h.seek(max(0, size - 8))
+            tail = h.read(8)
+        except Exception:  # noqa: BLE001 - cannot look: the batches read were intact
+            return
+        # Modern streams end with 0xFFFFFFFF 0x00000000; legacy ones with 4 zero bytes (which a
+        # zero-padded batch body also ends with, so that form is trusted for legacy streams only).
+        if tail == b"\xff\xff\xff\xff\x00\x00\x00\x00" or (legacy and tail.endswith(b"\x00\x00\x00\x00")):
+            return
+        raise DataError(
+            f"{self.display}: the Arrow IPC stream ends without its end-of-stream marker after the last "
+            "complete record batch. Expected an intact stream; it is probably truncated (rows would be missing)."
+        )
 
     def batches(self, rows: int):
         cols = self.needed_columns()

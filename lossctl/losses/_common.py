@@ -459,10 +459,12 @@ def log_softmax64(x: np.ndarray) -> np.ndarray:
 def log_softmax_ratio(xa, xb) -> np.ndarray | None:
     """``log softmax(xa) - log softmax(xb)`` per element for two (N, C) logit arrays, or None.
 
-    Formed as ``((xa - xb) - (ma - mb)) - (log_sa - log_sb)`` (row maxima m, ``log_s`` =
-    log1p of the non-max terms): the large shifts cancel before the tiny log-sum terms are
-    subtracted, so a near-one-hot row (``[41, 0]`` against ``[40, 0]``) keeps the digits
-    that rounding ``x - m - log_s`` to a float would lose.
+    Formed as ``((xa - ma) - (xb - mb)) - (log_sa - log_sb)`` (row maxima m, ``log_s`` =
+    log1p of the non-max terms): each shift by its own row maximum is exact where the class
+    matters (Sterbenz), the shifted rows cancel before the tiny log-sum terms are subtracted,
+    so a near-one-hot row (``[41, 0]`` against ``[40, 0]``) keeps the digits that rounding
+    ``x - m - log_s`` to a float would lose; and rows of very different scales (teacher
+    logits of 1e4, student of 4) do not round ``xa - xb`` at the larger scale's ulp.
     """
     a = np.asarray(xa, dtype=np.float64)
     b = np.asarray(xb, dtype=np.float64)
@@ -471,7 +473,7 @@ def log_softmax_ratio(xa, xb) -> np.ndarray | None:
     ma, lsa = logsumexp_parts(a)
     mb, lsb = logsumexp_parts(b)
     with np.errstate(over="ignore", invalid="ignore"):
-        d = (a - b) - (ma - mb)[:, None]
+        d = (a - ma[:, None]) - (b - mb[:, None])
         d -= (lsa - lsb)[:, None]
     return d if np.isfinite(d).all() else None
 
