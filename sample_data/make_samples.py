@@ -529,6 +529,25 @@ def main() -> None:
     make_regression(HERE, np.random.default_rng(20261128))
     make_contrastive(HERE, np.random.default_rng(20261127))
     make_detection(HERE, np.random.default_rng(20261127))
+    make_classifier_b(HERE, ids, logits, label, np.random.default_rng(20261129))
+
+
+def make_classifier_b(here: str, ids, logits_a, label, rng) -> None:
+    """classifier_b.parquet: a second model on classifier.parquet's rows (same ids and labels),
+    for `lossctl compare` and `lossctl check` out of the box. It is model A tempered (A is
+    over-confident on its confused rows) with a little independent noise and a slightly larger
+    margin on the true class: better on average, worse on some rows."""
+    n, c = logits_a.shape
+    logits = 0.75 * logits_a.astype(np.float64) + rng.normal(0.0, 0.4, size=(n, c))
+    logits[np.arange(n), label] += 0.3
+    table = pa.table(
+        {
+            "id": pa.array(ids),
+            "logits": pa.FixedSizeListArray.from_arrays(pa.array(logits.astype(np.float32).ravel()), c),
+            "label": pa.array(label),
+        }
+    )
+    pq.write_table(table, os.path.join(here, "classifier_b.parquet"))
 
 
 if __name__ == "__main__":
