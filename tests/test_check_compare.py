@@ -218,3 +218,30 @@ def test_the_bundled_config_and_second_classifier_run_out_of_the_box(tmp_path):
     want = _ce_rows(lb, labels).mean() - _ce_rows(la, labels).mean()
     # the sample logits are float32, which the float32 row kernels round in (about 1e-7 relative)
     assert a["candidates"][0]["delta"] == pytest.approx(want, rel=1e-6)
+
+
+def test_readme_workflow_snippet_runs_and_writes_the_step_summary(tmp_path):
+    """Every `lossctl` command of the README's GitHub Actions snippet, run as the job would
+    (from a checkout holding sample_data/, GITHUB_STEP_SUMMARY set), exits 0, writes its
+    reports and appends its markdown to the summary."""
+    import re
+    import shlex
+    import subprocess
+    import sys
+
+    readme = open(os.path.join(os.path.dirname(SAMPLE), "README.md"), encoding="utf-8").read()
+    block = readme.split("<!-- workflow-snippet -->", 1)[1].split("```yaml", 1)[1].split("```", 1)[0]
+    commands = [m.group(1) for m in re.finditer(r"^\s*(?:- )?run: (lossctl .*)$", block, re.M)]
+    assert len(commands) == 3, commands
+    os.symlink(SAMPLE, tmp_path / "sample_data")
+    summary = tmp_path / "summary.md"
+    env = {**os.environ, "GITHUB_STEP_SUMMARY": str(summary)}
+    for cmd in commands:
+        argv = shlex.split(cmd)
+        res = subprocess.run([sys.executable, "-m", "lossctl", *argv[1:]], cwd=tmp_path, env=env,
+                             capture_output=True, text=True, timeout=120)
+        assert res.returncode == 0, (cmd, res.stderr)
+    text = summary.read_text()
+    assert "**lossctl check**" in text and "**lossctl compare**" in text and "b-vs-a" in text
+    for name in ("lossctl-junit.xml", "lossctl-check.html", "lossctl-compare.html"):
+        assert (tmp_path / name).stat().st_size > 500, name
