@@ -311,3 +311,15 @@ def test_dask_engine_gives_the_local_ece_and_table(tmp_path):
     assert dask.json["value"] == pytest.approx(local.json["value"], rel=1e-12)
     counts = [[b["count"] for b in r.json["reliability"]["bins"]] for r in (dask, local)]
     assert counts[0] == counts[1]
+
+
+def test_terminal_table_shows_the_reliability_bins_for_ece_and_with_hist(tmp_path):
+    logits, labels = _data(15, n=400)
+    pred, target = _files(tmp_path, logits, labels)
+    res = run_cli(["compute", "ece", pred, target, "--bins", "4"])
+    assert res.code == 0, res.err
+    assert "reliability (4 uniform bins)" in res.out and "confidence" in res.out
+    res = run_cli(["compute", "ece", pred, target, "--binning", "quantile", "--bins", "4"])
+    assert "approximate edges" in res.out
+    assert "reliability" not in run_cli(["compute", "ce", pred, target]).out
+    assert "reliability (10 uniform bins)" in run_cli(["compute", "ce", pred, target, "--hist"]).out
