@@ -28,6 +28,18 @@ GROUP_EXACT_LIMIT = 1 << 16  # values kept per group for exact quantiles
 # sketch instead, so --max-groups x GROUP_EXACT_LIMIT values are never held at once.
 GROUPS_KEPT_BUDGET = 1 << 23
 
+# Reliability (calibration) bins: a kernel gives per-row components "rel/bin" (the bin index),
+# "rel/conf" (confidence) and "rel/hit" (correct: 0/1, or a fraction); an aggregate keeps them as
+# the per-bin sums "rel/<bin>/n", "rel/<bin>/conf", "rel/<bin>/hit" (CompensatedSums among its
+# components), so they merge, group and save like every other sum.
+REL = "rel/"
+
+
+def _split_rel(components: dict) -> tuple[dict, dict]:
+    plain = {k: v for k, v in components.items() if not k.startswith(REL)}
+    rel = {k: v for k, v in components.items() if k.startswith(REL)}
+    return plain, rel
+
 
 class Aggregate:
     """Aggregates of one set of rows (all rows, or one group)."""
@@ -49,8 +61,53 @@ class Aggregate:
             self.den.add(float(len(values)))
         else:
             self.den.update(den)
+        components, rel = _split_rel(components)
         for name, comp in components.items():
             self.components.setdefault(name, CompensatedSum()).update(comp)
+        if rel:
+            self.add_bins(rel["rel/bin"], rel["rel/conf"], rel["rel/hit"])
+
+    def add_bins(self, bins, conf, hit) -> None:
+        """Per-bin sums of rows, confidence and correctness (rows with a NaN bin, from
+        --nan propagate, are counted under rel/nan)."""
+        bins = np.asarray(bins, dtype=np.float64)
+        ok = np.isfinite(bins)
+        if not ok.all():
+            self.components.setdefault(REL + "nan", CompensatedSum()).add(float((~ok).sum()))
+            bins, conf, hit = bins[ok], np.asarray(conf)[ok], np.asarray(hit)[ok]
+        if not len(bins):
+            return
+        b = bins.astype(np.int64)
+        order = np.argsort(b, kind="stable")
+        b = b[order]
+        conf = np.asarray(conf, dtype=np.float64)[order]
+        hit = np.asarray(hit, dtype=np.float64)[order]
+        starts = np.flatnonzero(np.r_[True, b[1:] != b[:-1]])
+        ends = np.r_[starts[1:], len(b)]
+        comps = self.components
+        for k, lo, hi in zip(b[starts].tolist(), starts.tolist(), ends.tolist()):
+            key = f"{REL}{k}/"
+            comps.setdefault(key + "n", CompensatedSum()).add(float(hi - lo))
+            comps.setdefault(key + "conf", CompensatedSum()).update(conf[lo:hi])
+            comps.setdefault(key + "hit", CompensatedSum()).update(hit[lo:hi])
+
+    def bin_sums(self) -> dict[int, tuple[float, float, float]]:
+        """{bin: (rows, Σ confidence, Σ correct)} of the bins that hold rows."""
+        out = {}
+        for name, comp in self.components.items():
+            parts = name.split("/")
+            if len(parts) == 3 and parts[0] + "/" == REL and parts[2] == "n":
+                k = int(parts[1])
+                out[k] = (
+                    comp.value,
+                    self.components[f"{REL}{k}/conf"].value,
+                    self.components[f"{REL}{k}/hit"].value,
+                )
+        return dict(sorted(out.items()))
+
+    def rel_nan(self) -> int:
+        c = self.components.get(REL + "nan")
+        return 0 if c is None else int(c.value)
 
     def merge(self, other: "Aggregate") -> None:
         self.stats.merge(other.stats)
@@ -72,7 +129,7 @@ class Aggregate:
     def component_means(self) -> dict[str, float]:
         if not self.used:
             return {}
-        return {k: v.value / self.used for k, v in self.components.items()}
+        return {k: v.value / self.used for k, v in self.components.items() if not k.startswith(REL)}
 
     def histogram(self, bins: int = 20) -> dict | None:
         """Bins of the per-sample values: linear, or logarithmic for positive heavy tails."""
@@ -155,6 +212,7 @@ def add_segments(aggs: list[Aggregate], starts, counts, vals, num, den, componen
     v_list = vals.tolist()
     n_list = v_list if same_num else np.asarray(num, dtype=np.float64).tolist()
     d_list = None if den is None else np.asarray(den, dtype=np.float64).tolist()
+    components, rel = _split_rel(components)
     c_lists = {k: np.asarray(v, dtype=np.float64).tolist() for k, v in components.items()}
     fsum = math.fsum
     for j, agg in enumerate(aggs):
@@ -164,7 +222,7 @@ def add_segments(aggs: list[Aggregate], starts, counts, vals, num, den, componen
                 vals[a:b],
                 (vals if num is None else num)[a:b],
                 None if den is None else den[a:b],
-                {k: v[a:b] for k, v in components.items()},
+                {k: v[a:b] for k, v in (components | rel).items()},
             )
             continue
         n = b - a
@@ -189,6 +247,8 @@ def add_segments(aggs: list[Aggregate], starts, counts, vals, num, den, componen
             if comp is None:
                 comp = agg.components[name] = CompensatedSum()
             comp.add(fsum(lst[a:b]))
+        if rel:
+            agg.add_bins(rel["rel/bin"][a:b], rel["rel/conf"][a:b], rel["rel/hit"][a:b])
 
 
 def _sketch_histogram(sk: QuantileSketch, edges: np.ndarray) -> np.ndarray:
@@ -420,3 +480,58 @@ def check_state(d: dict) -> None:
     boot = d["bootstrap"]
     if boot is not None and not len(boot["num"]) == len(boot["den"]) == boot["n"]:
         raise u.Bad(f"a list of n ({boot['n']}) resample sums, as den", boot["num"], "bootstrap.num")
+
+
+def reliability_table(agg: Aggregate, n_bins: int, binning: str = "uniform", fine: int = 1000) -> dict | None:
+    """The reliability table (bin, rows, mean confidence, accuracy) from an aggregate's bin sums.
+
+    ``uniform``: the sums are already per bin of linspace(0, 1, n_bins + 1). ``quantile``: the
+    sums are per bin of a fine uniform grid (``fine`` bins), grouped into ``n_bins`` bins of about
+    equal counts; the edges are fine-grid edges, so the bins approximate the exact quantiles."""
+    sums = agg.bin_sums()
+    if not sums:
+        return None
+    if binning == "quantile":
+        total = sum(n for n, _, _ in sums.values())
+        groups: list[list] = []
+        cum = 0.0
+        for k, (n, c, h) in sums.items():
+            if not groups or cum >= total * len(groups) / n_bins:
+                groups.append([k, k, 0.0, 0.0, 0.0])
+            g = groups[-1]
+            g[1] = k
+            g[2] += n
+            g[3] += c
+            g[4] += h
+            cum += n
+        rows = [(lo / fine, (hi + 1) / fine, n, c, h) for lo, hi, n, c, h in groups]
+    else:
+        rows = []
+        for k in range(n_bins):
+            n, c, h = sums.get(k, (0.0, 0.0, 0.0))
+            rows.append((k / n_bins, (k + 1) / n_bins, n, c, h))
+    bins = [
+        {
+            "low": lo,
+            "high": hi,
+            "count": int(n),
+            "confidence": c / n if n else None,
+            "accuracy": h / n if n else None,
+        }
+        for lo, hi, n, c, h in rows
+    ]
+    out = {
+        "bins": bins,
+        "n_bins": n_bins,
+        "binning": binning,
+        "edges": "each bin (low, high]; the first also holds 0 (sklearn's calibration_curve)",
+    }
+    if binning == "quantile":
+        out["approximate"] = True
+        out["note"] = (
+            f"quantile bins are formed from a {fine}-bin uniform grid in one streaming pass: "
+            f"their edges are accurate to 1/{fine}, so counts are only approximately equal"
+        )
+    if agg.rel_nan():
+        out["nan_rows"] = agg.rel_nan()
+    return out

@@ -294,9 +294,27 @@ CHECK_SCHEMA: dict[str, u.Rule] = {
     **BOUND_SCHEMA,
     **RUN_SCHEMA,
 }
+# A [[compare]] entry: `lossctl compare` with its gates, run as a check (one result per candidate).
+COMPARE_SCHEMA: dict[str, u.Rule] = {
+    "name": u.text,
+    "loss": u.text,
+    "target": u.text,
+    "baseline": u.text,
+    "candidates": u.list_of(u.text, min_len=1, what="a list of sources"),
+    "labels": u.list_of(u.text, min_len=2, what="a list of names (baseline first)"),
+    "params": TERM_SCHEMA["params"],
+    "max-delta": u.number(),
+    "max-rel-delta": u.number(),
+    "fail-if-worse": u.flag,
+    "alpha": u.number(0, 1, low_open=True, high_open=True),
+    "correction": u.one_of("none", "holm"),
+    "permutations": u.integer(1, 10_000_000),
+    **RUN_SCHEMA,
+}
 RUN_KEYS = tuple(RUN_SCHEMA)
 CHECK_KEYS = tuple(CHECK_SCHEMA)
 TERM_KEYS = tuple(TERM_SCHEMA)
+COMPARE_KEYS = tuple(COMPARE_SCHEMA)
 
 
 @dataclass
@@ -317,6 +335,9 @@ class Check:
     options: dict[str, Any]
     error: LossctlError | None = None  # the check's config is invalid: reported as an error, not run
     loss: str = ""  # what the config says it computes, for an invalid check's report
+    # A [[compare]] entry: terms[0] holds the loss, [baseline, *candidates, target] and the run
+    # options; this holds the rest (labels, gates, correction, permutations).
+    compare: dict[str, Any] | None = None
 
 
 def _toml():
@@ -377,20 +398,27 @@ def load_config(path: str) -> list[Check]:
     except Exception as exc:  # noqa: BLE001 - tomllib.TOMLDecodeError, RecursionError and I/O
         raise UsageError(f"{path}: not valid TOML ({short_reason(exc)}).") from None
     base = os.path.dirname(os.path.abspath(path))
-    _unknown(data.keys(), ("checks", "defaults"), path)
+    _unknown(data.keys(), ("checks", "compare", "defaults"), path)
     defaults = _checked(data.get("defaults", {}), RUN_SCHEMA, path, prefix="defaults.", what="a table of run options")
     _unknown(defaults.keys(), RUN_KEYS, f"{path} [defaults]")
-    raw = data.get("checks")
-    if not isinstance(raw, list) or not raw:
-        raise UsageError(f"{path}: no [[checks]]; each check needs a name, a loss (or terms) and inputs.")
+    raw = data.get("checks", [])
+    raw_compare = data.get("compare", [])
+    if not isinstance(raw_compare, list):
+        raise UsageError(f"{path}, key 'compare': expected [[compare]] tables (an array of tables).")
+    if not isinstance(raw, list) or not (raw or raw_compare):
+        raise UsageError(
+            f"{path}: no [[checks]] or [[compare]]; each check needs a name, a loss (or terms) and inputs, "
+            "each compare a loss, a target, a baseline and candidates."
+        )
     checks: list[Check] = []
     names: set[str] = set()
-    for i, c in enumerate(raw):
+    entries = [(c, "check", i) for i, c in enumerate(raw)] + [(c, "compare", i) for i, c in enumerate(raw_compare)]
+    for c, kind, i in entries:
         given = c.get("name") if isinstance(c, dict) else None
-        name = given if isinstance(given, str) and given else f"check-{i + 1}"
-        where = f"{path}: check {i + 1} ({name})"
+        name = given if isinstance(given, str) and given else f"{kind}-{i + 1}"
+        where = f"{path}: {kind} {i + 1} ({name})"
         try:
-            checks.append(_check(c, name, where, defaults, base))
+            checks.append((_check if kind == "check" else _compare_entry)(c, name, where, defaults, base))
         except LossctlError as exc:
             loss = c.get("loss") if isinstance(c, dict) and isinstance(c.get("loss"), str) else ""
             loss = "composite" if isinstance(c, dict) and "terms" in c and not loss else loss
@@ -435,6 +463,48 @@ def _check(c, name: str, where: str, defaults: dict, base: str) -> Check:
     return Check(name, terms, bounds, composite, opts)
 
 
+def _compare_entry(c, name: str, where: str, defaults: dict, base: str) -> Check:
+    """One [[compare]] table, validated, or a LossctlError naming the entry and the key."""
+    c = _checked(c, COMPARE_SCHEMA, where, what="a table (one compare)")
+    _unknown(c.keys(), COMPARE_KEYS, where)
+    for key in ("loss", "target", "baseline", "candidates"):
+        if key not in c:
+            raise UsageError(f"{where}, key {key!r}: missing; a compare needs loss, target, baseline and candidates.")
+    opts = {**defaults, **{k: c[k] for k in RUN_KEYS if k in c}}
+    if opts.get("reduction") == "none":
+        raise UsageError(f"{where}, key 'reduction': a compare needs a headline value (mean or sum).")
+    systems = [c["baseline"], *c["candidates"]]
+    if "labels" in c and len(c["labels"]) != len(systems):
+        raise UsageError(
+            f"{where}, key 'labels': one name per system, baseline first: {len(systems)} systems but "
+            f"{len(c['labels'])} labels."
+        )
+    if opts.get("per-group") and "group-by" not in opts:
+        raise UsageError(f"{where}, key 'per-group': applies the gates to each group of group-by; give group-by too.")
+    with _Located(where, "loss"):
+        from lossctl import registry
+
+        spec = registry.get(c["loss"])
+    if len([r for r in spec.inputs if not r.optional]) != 2 or spec.inputs[spec.pred_index].name != "pred":
+        raise UsageError(
+            f"{where}, key 'loss': a [[compare]] entry takes a loss of a prediction and a target; "
+            f"{spec.name} takes {', '.join(r.metavar for r in spec.inputs)} (use lossctl compare on the command line)."
+        )
+    pair = {"loss": c["loss"], "inputs": [c["baseline"], c["target"]], "params": c.get("params", {})}
+    term = _term(pair, opts, base, where, "")
+    term.inputs = [term.inputs[0], *(_resolve(x, base) for x in c["candidates"]), term.inputs[1]]
+    rest = {
+        "labels": c.get("labels"),
+        "max_delta": c.get("max-delta"),
+        "max_rel_delta": c.get("max-rel-delta"),
+        "fail_if_worse": bool(c.get("fail-if-worse", False)),
+        "alpha": c.get("alpha"),
+        "correction": c.get("correction", "none"),
+        "permutations": int(c.get("permutations", 10000)),
+    }
+    return Check(name, [term], Bounds(per_group=bool(opts.get("per-group", False))), False, opts, compare=rest)
+
+
 def _term(t: dict, opts: dict, base: str, where: str, prefix: str) -> Term:
     """One loss of a check (``t`` already validated by TERM_SCHEMA or CHECK_SCHEMA)."""
     from lossctl import registry
@@ -452,9 +522,7 @@ def _term(t: dict, opts: dict, base: str, where: str, prefix: str) -> Term:
             + (f" to {len(spec.inputs)}" if len(spec.inputs) != len(required) else "")
             + f" inputs ({', '.join(r.metavar for r in spec.inputs)}); got {len(inputs)}."
         )
-    resolved = [
-        s if s == "-" or s.startswith("-:") or os.path.isabs(s) or is_uri(s) else os.path.join(base, s) for s in inputs
-    ]
+    resolved = [_resolve(s, base) for s in inputs]
     params = {}
     for k, v in t.get("params", {}).items():
         key = f"{prefix}params.{k}"
@@ -469,6 +537,11 @@ def _term(t: dict, opts: dict, base: str, where: str, prefix: str) -> Term:
     if "group-by" in opts and ":" in opts["group-by"] and not os.path.isabs(opts["group-by"]):
         opts = {**opts, "group-by": os.path.join(base, opts["group-by"])}
     return Term(spec.name, resolved, params, weight, opts)
+
+
+def _resolve(s: str, base: str) -> str:
+    """A source named in a config: relative paths are relative to the config file."""
+    return s if s == "-" or s.startswith("-:") or os.path.isabs(s) or is_uri(s) else os.path.join(base, s)
 
 
 def _param(p, v, loss: str, where: str, key: str):
@@ -502,6 +575,91 @@ def _numbers_or_file(v):
 # ---------------------------------------------------------------------------
 # Running checks
 # ---------------------------------------------------------------------------
+
+
+def run_checks(items: list[Check]) -> list[dict]:
+    """Every check's result; a [[compare]] entry gives one result per candidate."""
+    out: list[dict] = []
+    for c in items:
+        if c.compare is not None and c.error is None:
+            out.extend(run_compare(c))
+        else:
+            out.append(run_check(c))
+    return out
+
+
+def run_compare(check: Check) -> list[dict]:
+    """A [[compare]] entry: `lossctl compare` with its gates; one result per candidate whose value is
+    the delta (candidate - baseline) of the headline. Never raises for data problems."""
+    from lossctl import compare, engine, registry
+
+    t = check.terms[0]
+    cfg = check.compare or {}
+    systems, target = t.inputs[:-1], t.inputs[-1]
+    try:
+        spec = registry.get(t.loss)
+        params = {**spec.defaults(), **t.params}
+        opts = engine.build_options(t.options, top=5)
+        doc = compare.compare(
+            spec,
+            systems,
+            {"target": target},
+            params,
+            opts,
+            level=opts.ci if opts.ci is not None else 0.95,
+            resamples=opts.ci_n,
+            seed=opts.seed,
+            permutations=cfg.get("permutations", 10000),
+            top=5,
+            labels=cfg.get("labels"),
+            correction=cfg.get("correction", "none"),
+        )
+        compare.gate(
+            doc,
+            max_delta=cfg.get("max_delta"),
+            max_rel_delta=cfg.get("max_rel_delta"),
+            fail_if_worse=cfg.get("fail_if_worse", False),
+            alpha=cfg.get("alpha"),
+            per_group=check.bounds.per_group,
+        )
+    except LossctlError as exc:
+        return [
+            {
+                "name": check.name,
+                "kind": "compare",
+                "composite": False,
+                "loss": t.loss,
+                "status": "error",
+                "error": str(exc),
+                "outcomes": [],
+                "exit_code": exc.exit_code,
+            }
+        ]
+    base = doc["baseline"]
+    out = []
+    for c in doc["candidates"]:
+        name = check.name if len(doc["candidates"]) == 1 else f"{check.name} [{c['label']}]"
+        out.append(
+            {
+                "name": name,
+                "kind": "compare",
+                "composite": False,
+                "loss": f"Δ {doc['loss']} ({c['label']} - {base['label']})",
+                "value": c["delta"],
+                "baseline": {"label": base["label"], "source": base["source"], "value": base["value"]},
+                "candidate": {"label": c["label"], "source": c["source"], "value": c["value"]},
+                "delta_ci": c["delta_ci"],
+                "p_value": c["p_value"],
+                "p_adjusted": c.get("p_adjusted", c["p_value"]),
+                "correction": doc["method"]["correction"],
+                "groups": c.get("groups"),
+                "outcomes": c["outcomes"],
+                "status": c["status"],
+                "signature": c["signature"],
+                "compare_signature": doc["signature"],
+            }
+        )
+    return out
 
 
 def run_check(check: Check) -> dict:

@@ -1521,7 +1521,7 @@ def _check(
     _preflight({"junit": junit}, [("CONFIG", config)])
     items = checks.load_config(config)
     _preflight({"junit": junit}, [(f"check {c.name}:", t) for c in items for t in _check_inputs(c)])
-    results = [checks.run_check(c) for c in items]
+    results = checks.run_checks(items)
     if junit:
         _write_text(junit, checks.junit_xml(results, suite=f"lossctl check {os.path.basename(config)}"), "--junit")
     doc = rep.check_document(config, results)

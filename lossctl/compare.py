@@ -235,6 +235,12 @@ def compare(
         raise UsageError("compare needs a baseline and at least one candidate: BASELINE CANDIDATE [CANDIDATE ...].")
     if options.reduction == "none":
         raise UsageError("compare needs a headline value: --reduction mean or sum.")
+    if getattr(spec, "headline_from", ""):
+        raise UsageError(
+            f"compare {spec.name} is not available: its value is a function of per-bin sums, not a mean of "
+            "per-sample values, so paired per-sample differences do not give its difference. Compare a "
+            "per-sample loss such as brier, or run `lossctl compute` on each model."
+        )
     if labels is not None and len(labels) != len(predictions):
         raise UsageError(
             f"give one label per system: {len(predictions)} systems but {len(labels)} labels."

@@ -36,7 +36,7 @@ from lossctl.io.sources import (
 )
 from lossctl.kinds import KindWatch, error_hint
 from lossctl.registry import LossSpec, Role
-from lossctl.aggregate import Aggregate, RunState, add_segments
+from lossctl.aggregate import Aggregate, RunState, add_segments, reliability_table
 
 SCHEMA_VERSION = 1
 CHUNK_BYTES = 8 << 20
@@ -170,6 +170,8 @@ class _Run:
             self.kernel_kwargs["prob_atol"] = opts.prob_atol
             self._atol_pending = opts.prob_atol is None
         self.wants_extras = "extras" in _accepted(self.kernel) and opts.per_sample is not None
+        self.rel_fn = _load_hook(spec.reliability) if spec.reliability else None
+        _headline_from_allowed(spec, opts.ci, opts.reduction)
         self.grad_fn = None
         self.grad_kwargs: dict[str, Any] = {}
         if opts.grad is not None or opts.grad_norm:
@@ -401,6 +403,9 @@ class _Run:
             self._set_default_prob_atol(arrays)
         self.kinds.update(sub)
         result = self._call(sub, sub_rows, batch_of)
+        if self.rel_fn is not None:
+            rel = self._guarded(self.rel_fn, self._args(sub), dict(self.kernel_kwargs), sub_rows)
+            result.components.update(rel)
         n_u = len(result.loss)
         ign_u = result.ignored if result.ignored is not None else np.zeros(n_u, dtype=bool)
         n_ign = int(ign_u.sum())
@@ -803,6 +808,9 @@ def report_from_state(
     summary = agg.stats.summary()
     value = agg.value(reduction)
     _no_overflowed_headline(spec, agg, value, reduction)
+    reliability = _reliability(spec, meta, agg)
+    if spec.headline_from:
+        value = _value_from_bins(spec, meta, agg, reliability)
     top = []
     for v, r in zip(acc.top.values.tolist(), acc.top.rows.tolist()):
         item = {"row": int(r), "loss": v}
@@ -854,11 +862,13 @@ def report_from_state(
     if meta.get("group_by"):
         report["group_by"] = meta["group_by"]
         report["groups"] = [
-            _group_report(spec, key, g, reduction)
+            _group_report(spec, key, g, reduction, meta)
             for key, g in sorted(acc.groups.items(), key=lambda kv: _sort_key(kv[0]))
         ]
     if hist:
         report["hist"] = agg.histogram()
+    if reliability is not None:
+        report["reliability"] = reliability
     report["signature"] = signature(report)
     return report
 
@@ -889,11 +899,14 @@ def _derived(spec: LossSpec, value: float, reduction: str) -> dict:
     return derived
 
 
-def _group_report(spec: LossSpec, key, g: Aggregate, reduction: str) -> dict:
+def _group_report(spec: LossSpec, key, g: Aggregate, reduction: str, meta: dict | None = None) -> dict:
     summary = g.stats.summary()
     value = g.value(reduction)
     _no_overflowed_headline(spec, g, value, reduction, _py(key))
-    return {
+    reliability = _reliability(spec, meta or {}, g)
+    if spec.headline_from:
+        value = _value_from_bins(spec, meta or {}, g, reliability)
+    out = {
         "group": _py(key),
         "value": value,
         "count": g.used,
@@ -907,6 +920,51 @@ def _group_report(spec: LossSpec, key, g: Aggregate, reduction: str) -> dict:
         "components": g.component_means(),
         "derived": _derived(spec, value, reduction),
     }
+    if reliability is not None:
+        out["reliability"] = reliability
+    return out
+
+
+def _load_hook(path: str) -> Callable:
+    import importlib
+
+    module, _, name = path.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def _headline_from_allowed(spec: LossSpec, ci, reduction: str) -> None:
+    """A headline computed from per-bin sums (ece) has no Σ num / Σ den for the streaming bootstrap
+    nor a sum over rows: --ci and --reduction sum are refused rather than answered wrongly."""
+    if not spec.headline_from:
+        return
+    if ci:
+        raise UsageError(
+            f"--ci is not available for {spec.name}: its value is a function of per-bin sums, which the "
+            "streaming bootstrap (a resampled Σ num / Σ den) cannot resample. Run without --ci; to compare "
+            "calibration between models, compare a per-sample loss such as brier."
+        )
+    if reduction == "sum":
+        raise UsageError(
+            f"--reduction sum is not defined for {spec.name} (its value is not a sum over rows); use mean."
+        )
+
+
+def _reliability(spec: LossSpec, meta: dict, agg: Aggregate) -> dict | None:
+    if not (spec.reliability or spec.headline_from):
+        return None
+    from lossctl.losses.classification import QUANTILE_FINE_BINS, RELIABILITY_BINS
+
+    params = meta.get("params") or {}
+    n_bins = int(params.get("bins") or RELIABILITY_BINS)
+    binning = params.get("binning") or "uniform"
+    return reliability_table(agg, n_bins, binning, fine=QUANTILE_FINE_BINS)
+
+
+def _value_from_bins(spec: LossSpec, meta: dict, agg: Aggregate, reliability: dict | None) -> float:
+    if agg.rel_nan():
+        return float("nan")  # --nan propagate: a NaN row makes the value NaN, as for every loss
+    bins = reliability["bins"] if reliability else []
+    return float(_load_hook(spec.headline_from)(bins, agg.used, meta.get("params") or {}))
 
 
 # ---------------------------------------------------------------------------

@@ -248,6 +248,12 @@ class LossSpec:
     batched: bool = False
     # Quantities derived from the headline value and reported with it: "perplexity" = exp(value).
     derived: tuple[str, ...] = ()
+    # "module:function" giving per-row reliability components ("rel/bin", "rel/conf", "rel/hit"):
+    # the report gains a reliability table (classification losses).
+    reliability: str = ""
+    # "module:function(bins, total, params) -> float": the headline is a function of the
+    # reliability bins' sums rather than Σ num / Σ den (ece); --ci and --reduction sum are refused.
+    headline_from: str = ""
 
     def param(self, name: str) -> Param:
         for p in self.params:
@@ -500,6 +506,7 @@ LOSSES: tuple[LossSpec, ...] = (
         paper="Standard maximum-likelihood loss; label smoothing: Szegedy et al. 2016.",
         example=("sample_data/classifier.parquet:logits", "sample_data/classifier.parquet:label"),
         classification=True,
+        reliability=f"{_CLS}:reliability_multiclass",
     ),
     LossSpec(
         name="binary-cross-entropy",
@@ -555,6 +562,7 @@ LOSSES: tuple[LossSpec, ...] = (
         paper="Standard Bernoulli log-likelihood.",
         example=("sample_data/binary.csv:logit", "sample_data/binary.csv:label"),
         classification=True,
+        reliability=f"{_CLS}:reliability_binary",
     ),
     LossSpec(
         name="nll",
@@ -595,6 +603,7 @@ LOSSES: tuple[LossSpec, ...] = (
             "sample_data/classification_logprobs.parquet:label",
         ),
         classification=True,
+        reliability=f"{_CLS}:reliability_log_probs",
     ),
     LossSpec(
         name="focal",
@@ -652,6 +661,94 @@ LOSSES: tuple[LossSpec, ...] = (
             "sample_data/classification_multilabel.csv:label_*",
         ),
         classification=True,
+        reliability=f"{_CLS}:reliability_binary",
+    ),
+    LossSpec(
+        name="ece",
+        aliases=("calibration-error",),
+        family="classification",
+        summary="Expected calibration error (top-label, binned): ECE, RMS calibration error or MCE.",
+        inputs=(
+            Role("pred", "(N, C) or (N,)", "Class scores (N, C), or the positive class's score (N,) of a binary classifier."),
+            Role("target", "(N,)", "Class indices (N, C scores), or 0/1 labels (N,) scores).", dtype="label"),
+        ),
+        params=(
+            PRED_KIND,
+            Param("bins", "int", 15, "Number of confidence bins.", low=1, high=1000),
+            Param(
+                "binning",
+                "choice",
+                "uniform",
+                "uniform: equal-width bins over [0, 1]; quantile: bins of about equal counts (approximate in "
+                "one streaming pass: edges on a 1000-bin grid; the report says so).",
+                choices=("uniform", "quantile"),
+            ),
+            Param(
+                "norm",
+                "choice",
+                "l1",
+                "l1: expected calibration error; l2: RMS calibration error; max: maximum calibration error.",
+                choices=("l1", "l2", "max"),
+            ),
+        ),
+        kernel=f"{_CLS}:ece",
+        grad=f"{_CLS}:ece_grad",
+        reference="torchmetrics.functional.classification.multiclass_calibration_error / binary_calibration_error",
+        formula=(
+            "conf_n = max_c q_nc, correct_n = [argmax_c q_nc = y_n]  ((N,) scores: conf_n = p_n, correct_n = y_n)\n"
+            "bin b: n_b rows, conf_b = mean conf, acc_b = mean correct (bins (low, high] as sklearn's calibration_curve)\n"
+            "l1 = Σ_b n_b/N |acc_b - conf_b|;  l2 = sqrt(Σ_b n_b/N (acc_b - conf_b)²);  max = max_b |acc_b - conf_b|\n"
+            "per-sample value: |conf_n - correct_n| (the headline is not its mean)"
+        ),
+        headline="a function of the per-bin sums (rows, Σ confidence, Σ correct) by --norm, not a mean of per-sample values",
+        gradient=(
+            "of the per-sample value |conf - correct| (not of the binned headline): "
+            "sign(conf - correct) · conf · (e_top - q) for logits"
+        ),
+        properties=(
+            "In [0, 1]; 0 when, in every bin, the accuracy equals the mean confidence.",
+            "Depends on the binning: report --bins and --binning with the number.",
+            "--ci is refused: the streaming bootstrap resamples Σ num / Σ den, which this value is not.",
+        ),
+        used_for="Checking that a classifier's confidence matches its accuracy.",
+        activation="softmax over classes (logits), sigmoid for (N,) logits; probabilities are validated",
+        paper="Naeini, Cooper, Hauskrecht 2015; Guo et al. 2017 (On Calibration of Modern Neural Networks).",
+        example=("sample_data/classifier.parquet:logits", "sample_data/classifier.parquet:label"),
+        classification=False,
+        headline_from=f"{_CLS}:ece_headline",
+    ),
+    LossSpec(
+        name="brier",
+        aliases=("brier-score",),
+        family="classification",
+        summary="Brier score: squared error between predicted probabilities and the one-hot (or soft) target.",
+        inputs=(
+            Role("pred", "(N, C) or (N,)", "Class scores (N, C), or the positive class's score (N,) of a binary classifier."),
+            Role(
+                "target",
+                "(N,) or (N, C)",
+                "Class indices (N,) or probability rows (N, C) for (N, C) scores; labels in [0, 1] for (N,) scores.",
+                dtype="label",
+            ),
+        ),
+        params=(PRED_KIND, TARGET_KIND),
+        kernel=f"{_CLS}:brier",
+        grad=f"{_CLS}:brier_grad",
+        reference="sklearn.metrics.brier_score_loss (binary); multi-class: Brier 1950, Σ_c (q_c - y_c)²",
+        formula=(
+            "(N, C): l_n = Σ_c (q_nc - y_nc)², q = softmax(x) (or the given probabilities), y one-hot or soft\n"
+            "(N,):   l_n = (p_n - y_n)², p = σ(x) (or the given probability)"
+        ),
+        headline="the mean over rows",
+        gradient="probs: 2(q - y); logits: 2 q ⊙ (d - Σ_c q_c d_c) with d = q - y",
+        properties=(
+            "In [0, 2] for (N, C) scores, [0, 1] for (N,); a strictly proper scoring rule.",
+            "For (N,) binary scores it is scikit-learn's brier_score_loss; the two-column (N, 2) form is twice that.",
+        ),
+        used_for="Scoring probabilistic classifiers (accuracy and calibration together).",
+        activation="softmax over classes (logits), sigmoid for (N,) logits; probabilities are validated",
+        paper="Brier 1950, Verification of forecasts expressed in terms of probability.",
+        example=("sample_data/classifier.parquet:logits", "sample_data/classifier.parquet:label"),
     ),
     LossSpec(
         name="softmax-focal",

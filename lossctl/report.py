@@ -311,6 +311,9 @@ def render_table(report: dict, console, precision: int | None, show_top: bool = 
     if report.get("hist"):
         console.print()
         render_hist(report["hist"], console, p)
+    if report.get("reliability") and (report.get("hist") or report.get("loss") == "ece"):
+        console.print()
+        render_reliability(report["reliability"], console, p)
 
     top = report.get("top") or []
     if show_top and top:
@@ -336,6 +339,30 @@ def render_table(report: dict, console, precision: int | None, show_top: bool = 
             console.print(mark)
     console.print()
     console.print(Text(report["signature"], style="dim"))
+
+
+def render_reliability(rel: dict, console, precision: int) -> None:
+    """The reliability table's bins that hold rows: confidence against accuracy."""
+    from rich.table import Table
+    from rich.text import Text
+
+    label = f"  reliability ({rel['n_bins']} {rel['binning']} bins"
+    label += ", approximate edges)" if rel.get("approximate") else ")"
+    t = Table(show_edge=False, box=None, header_style="bold")
+    for col in ("bin", "count", "confidence", "accuracy", "gap"):
+        t.add_column(col, justify="left" if col == "bin" else "right")
+    for b in rel["bins"]:
+        if b["count"]:
+            gap = b["accuracy"] - b["confidence"]
+            t.add_row(
+                f"{num(b['low'], 3)} – {num(b['high'], 3)}",
+                str(b["count"]),
+                num(b["confidence"], precision),
+                num(b["accuracy"], precision),
+                num(gap, precision),
+            )
+    console.print(Text(label, style="bold"))
+    console.print(t)
 
 
 def render_hist(hist: dict, console, precision: int) -> None:

@@ -478,44 +478,14 @@ def make_detection(here: str, rng) -> None:
     pq.write_table(table, os.path.join(here, "vae_batch.parquet"))
 
 
-def make_examples(here: str, rng) -> None:
-    """What the README's check, compare and sharded examples run on, made from classifier.parquet:
-
-    classifier_b.parquet   a second model's logits for the same samples (id, logits, label)
-    shards/part-0.parquet  rows 0-99 of classifier.parquet, shards/part-1.parquet rows 100-199
-    checks.toml            two checks on the bundled data (paths relative to sample_data/)
-    """
+def make_examples(here: str) -> None:
+    """What the README's sharded examples run on: shards/part-0.parquet holds rows 0-99 of
+    classifier.parquet and shards/part-1.parquet rows 100-199."""
     table = pq.read_table(os.path.join(here, "classifier.parquet"))
-    n = table.num_rows
-    c = table.schema.field("logits").type.list_size
-    logits = np.asarray(table.column("logits").combine_chunks().flatten(), dtype=np.float32).reshape(n, c)
-    # A second model: shrunk and noisier (worse on average, better on some samples).
-    other = (0.8 * logits + rng.normal(0.0, 0.9, size=logits.shape)).astype(np.float32)
-    pq.write_table(
-        table.set_column(1, "logits", pa.FixedSizeListArray.from_arrays(pa.array(other.ravel()), c)),
-        os.path.join(here, "classifier_b.parquet"),
-    )
+    half = table.num_rows // 2
     os.makedirs(os.path.join(here, "shards"), exist_ok=True)
-    half = n // 2
     pq.write_table(table.slice(0, half), os.path.join(here, "shards", "part-0.parquet"))
     pq.write_table(table.slice(half), os.path.join(here, "shards", "part-1.parquet"))
-    with open(os.path.join(here, "checks.toml"), "w") as fh:
-        fh.write(
-            "# lossctl check sample_data/checks.toml: paths are relative to this file.\n"
-            "[defaults]\n"
-            'nan = "error"\n\n'
-            "[[checks]]\n"
-            'name = "val-ce"\n'
-            'loss = "cross-entropy"\n'
-            'inputs = ["classifier.parquet:logits", "classifier.parquet:label"]\n'
-            "max = 1.2\n\n"
-            "[[checks]]\n"
-            'name = "regression-huber"\n'
-            'loss = "huber"\n'
-            'inputs = ["regression.csv:pred", "regression.csv:target"]\n'
-            "params = { delta = 2.0 }\n"
-            "max = 3.0\n"
-        )
 
 
 def main() -> None:
@@ -569,7 +539,26 @@ def main() -> None:
     make_regression(HERE, np.random.default_rng(20261128))
     make_contrastive(HERE, np.random.default_rng(20261127))
     make_detection(HERE, np.random.default_rng(20261127))
-    make_examples(HERE, np.random.default_rng(20261129))
+    make_examples(HERE)
+    make_classifier_b(HERE, ids, logits, label, np.random.default_rng(20261129))
+
+
+def make_classifier_b(here: str, ids, logits_a, label, rng) -> None:
+    """classifier_b.parquet: a second model on classifier.parquet's rows (same ids and labels),
+    for `lossctl compare` and `lossctl check` out of the box. It is model A tempered (A is
+    over-confident on its confused rows) with a little independent noise and a slightly larger
+    margin on the true class: better on average, worse on some rows."""
+    n, c = logits_a.shape
+    logits = 0.75 * logits_a.astype(np.float64) + rng.normal(0.0, 0.4, size=(n, c))
+    logits[np.arange(n), label] += 0.3
+    table = pa.table(
+        {
+            "id": pa.array(ids),
+            "logits": pa.FixedSizeListArray.from_arrays(pa.array(logits.astype(np.float32).ravel()), c),
+            "label": pa.array(label),
+        }
+    )
+    pq.write_table(table, os.path.join(here, "classifier_b.parquet"))
 
 
 if __name__ == "__main__":

@@ -167,7 +167,7 @@ _PROBE = """(() => {
 
 @pytest.mark.slow
 @pytest.mark.skipif(_browser.chromium() is None, reason="headless Chromium is not installed (apt-get install chromium)")
-@pytest.mark.parametrize("name, charts", [("compute.html", {"hist", "dots"}), ("check.html", set()), ("compare.html", {"dots", "hist"})])
+@pytest.mark.parametrize("name, charts", [("compute.html", {"hist", "dots", "reliability"}), ("check.html", set()), ("compare.html", {"dots", "hist"})])
 def test_in_headless_chromium(pages, tmp_path, name, charts):
     d, compute_json, check_json, compare_json = pages
     shot = tmp_path / (name + ".png")

@@ -982,3 +982,196 @@ def token_cross_entropy_grad(pred, target=None, *, ignore_index: int = -100):
     if isinstance(pred, Ragged):
         return r.with_values(values)
     return values.reshape(np.shape(pred))
+
+
+# ---------------------------------------------------------------------------
+# calibration: reliability bins, expected calibration error, Brier score
+# ---------------------------------------------------------------------------
+#
+# A reliability table is a function of per-bin sums (rows, Σ confidence, Σ correct), not
+# a mean of per-sample values. Kernels hand the engine three per-row components under
+# the ``rel/`` prefix: the row's bin index, its confidence and whether it was right; the
+# aggregates (lossctl.aggregate) turn them into per-bin compensated sums, which merge,
+# group and save like every other sum. Bins are sklearn's ``calibration_curve``'s:
+# edges linspace(0, 1, n + 1), each bin (low, high], the first one also holds 0.
+
+RELIABILITY_BINS = 10  # the reliability table of cross-entropy, nll, bce and focal
+QUANTILE_FINE_BINS = 1000  # quantile binning: a fine uniform grid, grouped into equal-count bins at the end
+
+
+def _bin_index(conf: np.ndarray, n_bins: int) -> np.ndarray:
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    return np.searchsorted(edges[1:-1], conf, side="left").astype(np.float64)
+
+
+def _rel_components(conf: np.ndarray, hit: np.ndarray, n_bins: int) -> dict[str, np.ndarray]:
+    conf = np.asarray(conf, dtype=np.float64)
+    return {"rel/bin": _bin_index(conf, n_bins), "rel/conf": conf, "rel/hit": np.asarray(hit, dtype=np.float64)}
+
+
+def _top_label(pred, target, pred_kind: str, prob_atol):
+    """Top-label confidence max_c q_c and correctness argmax_c q_c == y of index targets."""
+    x = as_float(pred)
+    logq = _log_probs(x, pred_kind, prob_atol)
+    top = np.argmax(logq, axis=1)
+    conf = np.exp(logq[np.arange(len(top)), top])
+    return conf, top == np.asarray(target).astype(np.int64, copy=False)
+
+
+def _positive_prob(pred, pred_kind: str) -> np.ndarray:
+    x = as_float(pred)
+    if pred_kind == "logits":
+        check_finite(x, "pred", "logits")
+        return np.asarray(sigmoid(np.asarray(x, dtype=np.float64)), dtype=np.float64)
+    check_unit_interval(x, "pred", "probabilities")
+    return np.asarray(x, dtype=np.float64)
+
+
+def reliability_multiclass(pred, target, *, pred_kind: str = "logits", prob_atol=None, **_) -> dict[str, np.ndarray]:
+    """Reliability components of a softmax classifier with index targets (top-label); none for
+    soft targets (there is no single right class)."""
+    if np.ndim(target) != 1:
+        return {}
+    conf, hit = _top_label(pred, target, pred_kind, prob_atol)
+    return _rel_components(conf, hit, RELIABILITY_BINS)
+
+
+def reliability_log_probs(pred, target, *, prob_atol=None, **_) -> dict[str, np.ndarray]:
+    return reliability_multiclass(pred, target, pred_kind="log-probs", prob_atol=prob_atol)
+
+
+def reliability_binary(pred, target, *, pred_kind: str = "logits", **_) -> dict[str, np.ndarray]:
+    """Reliability components of a binary classifier (N,): confidence P(y = 1), 'accuracy' the
+    fraction of positives (as calibration_curve); none for multi-label (N, K) predictions."""
+    if np.ndim(pred) != 1:
+        return {}
+    return _rel_components(_positive_prob(pred, pred_kind), np.asarray(target, dtype=np.float64), RELIABILITY_BINS)
+
+
+def _calibration_inputs(pred, target, pred_kind: str, prob_atol):
+    x = as_float(pred)
+    if x.ndim == 1:
+        p = _positive_prob(x, pred_kind)
+        y = np.asarray(target, dtype=np.float64)
+        if y.ndim != 1 or len(y) != len(p):
+            raise InputError("target", "binary (N,) predictions need one 0/1 label per row")
+        bad = (y != 0) & (y != 1)
+        if bad.any():
+            raise InputError("target", "binary labels must be 0 or 1", rows=first_rows(bad))
+        return p, y
+    if np.ndim(target) != 1:
+        raise InputError("target", "class indices (N,) are needed (soft targets have no right class)")
+    y = class_indices(np.asarray(target), "target", x.shape[1], None)
+    return _top_label(x, y, pred_kind, prob_atol)
+
+
+def ece(
+    pred: np.ndarray,
+    target: np.ndarray,
+    *,
+    pred_kind: str = "logits",
+    bins: int = 15,
+    binning: str = "uniform",
+    norm: str = "l1",
+    prob_atol: float | None = None,
+) -> Result:
+    """Calibration error components, per sample.
+
+    ``(N, C)`` scores with class indices: top-label confidence ``max_c q_c`` and correctness
+    ``argmax q == y`` (torchmetrics' multiclass form); ``(N,)`` scores: ``P(y = 1)`` against the
+    0/1 label (torchmetrics' binary form). The per-sample value is ``|confidence - correct|``;
+    the headline is :func:`ece_headline` of the per-bin sums, not a mean.
+    """
+    conf, hit = _calibration_inputs(pred, target, pred_kind, prob_atol)
+    conf = np.asarray(conf, dtype=np.float64)
+    hit = np.asarray(hit, dtype=np.float64)
+    grid = QUANTILE_FINE_BINS if binning == "quantile" else int(bins)
+    return Result(loss=np.abs(conf - hit), components=_rel_components(conf, hit, grid))
+
+
+def ece_grad(pred, target, *, pred_kind: str = "logits", prob_atol=None, **_) -> np.ndarray:
+    """∂|conf_n - correct_n|/∂pred_n (of the per-sample value, not of the binned headline):
+    sign(conf - correct) · ∂conf/∂pred, with ∂ max_c softmax(x)_c/∂x = conf · (e_top - q)."""
+    x = as_float(pred)
+    conf, hit = _calibration_inputs(x, target, pred_kind, prob_atol)
+    s = np.sign(np.asarray(conf, dtype=np.float64) - np.asarray(hit, dtype=np.float64))
+    if x.ndim == 1:
+        return s * conf * (1.0 - conf) if pred_kind == "logits" else s
+    logq = _log_probs(x, pred_kind, prob_atol)
+    top = np.argmax(logq, axis=1)
+    onehot = np.zeros(x.shape)
+    onehot[np.arange(len(top)), top] = 1.0
+    if pred_kind == "probs":
+        return s[:, None] * onehot
+    if pred_kind == "log-probs":
+        return (s * conf)[:, None] * onehot
+    return (s * conf)[:, None] * (onehot - np.exp(logq))
+
+
+def ece_headline(bins: list[dict], total: int, params: dict) -> float:
+    """ECE (l1), RMS calibration error (l2) or MCE (max) from the reliability bins, as
+    torchmetrics' CalibrationError: with n_b, conf_b, acc_b the bin's rows, mean
+    confidence and accuracy, l1 = Σ_b n_b/N |acc_b - conf_b|, l2 = sqrt(Σ_b n_b/N (acc_b - conf_b)²),
+    max = max_b |acc_b - conf_b|."""
+    full = [b for b in bins if b["count"]]
+    if not total or not full:
+        return float("nan")
+    norm = params.get("norm") or "l1"
+    if norm == "max":
+        return max(abs(b["accuracy"] - b["confidence"]) for b in full)
+    if norm == "l2":
+        import math
+
+        return math.sqrt(sum(b["count"] * (b["accuracy"] - b["confidence"]) ** 2 for b in full) / total)
+    return sum(b["count"] * abs(b["accuracy"] - b["confidence"]) for b in full) / total
+
+
+def brier(
+    pred: np.ndarray,
+    target: np.ndarray,
+    *,
+    pred_kind: str = "logits",
+    target_kind: str = "probs",
+    prob_atol: float | None = None,
+) -> Result:
+    """Brier score per sample: ``Σ_c (q_c - y_c)²`` (Brier 1950) for ``(N, C)`` scores with class
+    indices or probability rows; ``(q - y)²`` for ``(N,)`` scores of the positive class
+    (scikit-learn's ``brier_score_loss``)."""
+    x = as_float(pred)
+    if x.ndim == 1:
+        p = _positive_prob(x, pred_kind)
+        y = np.asarray(target, dtype=np.float64)
+        check_unit_interval(y, "target", "binary targets")
+        return Result(loss=(p - y) ** 2)
+    q = np.exp(_log_probs(x, pred_kind, prob_atol))
+    if np.ndim(target) == 2:
+        t = _soft_target(target, x.shape, target_kind, prob_atol)
+    else:
+        y = class_indices(np.asarray(target), "target", x.shape[1], None)
+        t = np.zeros_like(q)
+        t[np.arange(len(y)), y] = 1.0
+    d = q - t
+    return Result(loss=np.einsum("ij,ij->i", d, d))
+
+
+def brier_grad(pred, target, *, pred_kind: str = "logits", target_kind: str = "probs", prob_atol=None):
+    """∂l/∂pred: probabilities 2(q - y); logits through the softmax Jacobian
+    (2 q ⊙ (d - Σ_c q_c d_c)); binary logits 2(p - y)·p(1 - p)."""
+    x = as_float(pred)
+    if x.ndim == 1:
+        p = _positive_prob(x, pred_kind)
+        g = 2.0 * (p - np.asarray(target, dtype=np.float64))
+        return g * p * (1.0 - p) if pred_kind == "logits" else g
+    if pred_kind == "log-probs":
+        raise ParamError("grad", "brier with --pred-kind log-probs: use logits or probs for --grad")
+    q = np.exp(_log_probs(x, pred_kind, prob_atol))
+    if np.ndim(target) == 2:
+        t = _soft_target(target, x.shape, target_kind, prob_atol)
+    else:
+        y = class_indices(np.asarray(target), "target", x.shape[1], None)
+        t = np.zeros_like(q)
+        t[np.arange(len(y)), y] = 1.0
+    d = 2.0 * (q - t)
+    if pred_kind == "probs":
+        return d
+    return q * (d - np.einsum("ij,ij->i", q, d)[:, None])
