@@ -603,7 +603,15 @@ def _make_compute(spec: registry.LossSpec) -> Callable:
             inspect.Parameter(
                 role.name.replace("-", "_"),
                 inspect.Parameter.POSITIONAL_OR_KEYWORD,
-                default=typer.Argument(
+                default=typer.Option(
+                    None,
+                    f"--{role.name}",
+                    metavar="SOURCE",
+                    help=_escape(f"{role.shape}: {role.help}"),
+                    rich_help_panel=_IN,
+                )
+                if role.option
+                else typer.Argument(
                     None if role.optional else ...,
                     metavar=role.metavar,
                     help=_escape(f"{role.shape}: {role.help}"),

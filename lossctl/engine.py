@@ -829,7 +829,7 @@ def report_from_state(
         },
         "stats": summary,
         "components": agg.component_means(),
-        "derived": _derived(spec, value, reduction),
+        "derived": _derived(spec, value, reduction, agg.component_means()),
         "top": top,
         "inputs": meta["inputs"],
         "id_col": meta["id_col"],
@@ -879,13 +879,18 @@ def _no_overflowed_headline(spec: LossSpec, agg: Aggregate, value: float, reduct
     )
 
 
-def _derived(spec: LossSpec, value: float, reduction: str) -> dict:
+def _derived(spec: LossSpec, value: float, reduction: str, comps: dict | None = None) -> dict:
     derived = {}
     if "perplexity" in spec.derived and reduction == "mean":
         if value != value:
             derived["perplexity"] = float("nan")
         else:
             derived["perplexity"] = math.exp(value) if value < 709.0 else float("inf")
+    if "clipfrac" in spec.derived and comps and comps.get("tokens"):
+        # Fractions of all counted tokens (ratios of the components' sums): TRL's clipfrac
+        # (the clipped term is the one taken) and Stable-Baselines3's clip_fraction (|r - 1| > ε).
+        derived["clipfrac_trl"] = comps["clipped"] / comps["tokens"]
+        derived["clipfrac_sb3"] = comps["clipped_sb3"] / comps["tokens"]
     return derived
 
 
@@ -905,7 +910,7 @@ def _group_report(spec: LossSpec, key, g: Aggregate, reduction: str) -> dict:
         },
         "stats": summary,
         "components": g.component_means(),
-        "derived": _derived(spec, value, reduction),
+        "derived": _derived(spec, value, reduction, g.component_means()),
     }
 
 

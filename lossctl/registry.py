@@ -209,6 +209,8 @@ class Role:
     # May come as variable-length list columns: the kernel then receives a
     # lossctl.ragged.Ragged (2-D arrays are given to it as Ragged rows of equal length).
     ragged: bool = False
+    # An optional input given as ``--NAME SOURCE`` rather than positionally (e.g. a --mask).
+    option: bool = False
 
     @property
     def metavar(self) -> str:
@@ -452,6 +454,17 @@ _Q = Role(
     "(N, C)",
     "Q, the model's predicted distribution, P's shape (kind: --pred-kind).",
     ndim=(2,),
+)
+
+TOKEN_MASK = Role(
+    "mask",
+    "(N, T) or ragged lists",
+    "Given as --mask SOURCE: 1 for a token that counts (a response token), 0 for padding or prompt, in "
+    "the log-probabilities' layout. Masked positions are neither validated nor counted.",
+    ndim=(1, 2),
+    optional=True,
+    ragged=True,
+    option=True,
 )
 
 LOSSES: tuple[LossSpec, ...] = (
@@ -1030,14 +1043,30 @@ LOSSES: tuple[LossSpec, ...] = (
         family="distillation-rl",
         summary="PPO's clipped surrogate objective (negated), per sampled action.",
         inputs=(
-            Role("new-logp", "(N,)", "Log-probability of each sampled action under the current policy.", ndim=(1,)),
+            Role(
+                "new-logp",
+                "(N,) or (N, T) or ragged lists",
+                "Log-probability of each sampled action under the current policy: one per row, or one "
+                "list of per-token log-probabilities per sequence (padded with --mask, or ragged).",
+                ndim=(1, 2),
+                ragged=True,
+            ),
             Role(
                 "old-logp",
-                "(N,)",
-                "Log-probability of the same action under the policy that collected the data.",
-                ndim=(1,),
+                "(N,) or (N, T) or ragged lists",
+                "Log-probability of the same actions under the policy that collected the data (new-logp's layout).",
+                ndim=(1, 2),
+                ragged=True,
             ),
-            Role("advantages", "(N,)", "Advantage estimate A of each action (e.g. GAE).", ndim=(1,)),
+            Role(
+                "advantages",
+                "(N,) or (N, T) or ragged lists",
+                "Advantage estimate A of each action (e.g. GAE): one per token (new-logp's layout), "
+                "or one per sequence, broadcast to its tokens.",
+                ndim=(1, 2),
+                ragged=True,
+            ),
+            TOKEN_MASK,
         ),
         params=(
             Param(
@@ -1050,21 +1079,36 @@ LOSSES: tuple[LossSpec, ...] = (
                 low_open=True,
                 high_open=True,
             ),
+            Param(
+                "token-mean",
+                "choice",
+                "batch",
+                "How token losses make the headline: batch = Σ over all counted tokens / their number "
+                "(TRL's masked_mean(loss, mask)); sequence = mean over sequences of each sequence's token "
+                "mean (OpenRLHF's masked_mean(loss, mask, dim=-1).mean()). Equal for one action per row.",
+                choices=("batch", "sequence"),
+            ),
         ),
         kernel=f"{_RL}:ppo_clip",
         grad=f"{_RL}:ppo_clip_grad",
         reference="PPO clipped surrogate (Schulman et al. 2017, eq. 7): -torch.min(r·A, torch.clamp(r, 1-ε, 1+ε)·A), r = exp(new - old)",
         formula=(
-            "l_n = -min(r_n·A_n, clip(r_n, 1-ε, 1+ε)·A_n),  r_n = exp(new_n - old_n)\n"
-            "components: clipped = 1 where the clipped term is the minimum, ratio = r_n"
+            "per action t: l_t = -min(r_t·A_t, clip(r_t, 1-ε, 1+ε)·A_t),  r_t = exp(new_t - old_t)\n"
+            "per row n: l_n = the mean of l_t over its counted tokens (--mask; all tokens of a ragged row)\n"
+            "components per row: clipped = tokens where the clipped term is the minimum (TRL), "
+            "clipped_sb3 = tokens with |r_t - 1| > ε (Stable-Baselines3), tokens, ratio = mean r_t"
         ),
         headline=(
-            "the mean over samples; the report also gives the clipped fraction (mean of 'clipped') "
-            "and the mean ratio (mean of 'ratio')"
+            "--token-mean batch (default): Σ over all counted tokens / their number (TRL); --token-mean "
+            "sequence: the mean over sequences of their token means (OpenRLHF); both are the mean over "
+            "samples for one action per row. Derived: clipfrac_trl (tokens where the clipped term is taken) "
+            "and clipfrac_sb3 (tokens with |r - 1| > ε), fractions of all counted tokens"
         ),
+        derived=("clipfrac",),
         gradient=(
-            "∂l/∂new = -r·A where the unclipped term is the minimum (ties included), 0 where the "
-            "clipped term is (the sub-gradient at r = 1±ε is the unclipped one)"
+            "∂l_n/∂new_t = -r_t·A_t / T_n where the unclipped term is the minimum (ties included), 0 where "
+            "the clipped term is (the sub-gradient at r = 1±ε is the unclipped one) and at masked tokens; "
+            "T_n = the row's counted tokens (1 for one action per row)"
         ),
         properties=(
             "A pessimistic (lower) bound on the unclipped surrogate: the objective gains nothing from "
@@ -1103,8 +1147,18 @@ LOSSES: tuple[LossSpec, ...] = (
                 ndim=(1, 2),
                 ragged=True,
             ),
+            TOKEN_MASK,
         ),
         params=(
+            Param(
+                "token-mean",
+                "choice",
+                "sum",
+                "Per sequence: sum = the sum over its tokens (the RLHF reward penalty); sequence = its "
+                "token mean, averaged over sequences (OpenRLHF); batch = its token mean, with the headline "
+                "Σ over all counted tokens / their number (TRL's masked_mean).",
+                choices=("sum", "sequence", "batch"),
+            ),
             Param(
                 "estimator",
                 "choice",
@@ -1121,10 +1175,18 @@ LOSSES: tuple[LossSpec, ...] = (
         formula=(
             "d_t = log π(a_t) - log π_ref(a_t) per sampled token\n"
             "k1: d_t;  k2: ½ d_t²;  k3: (ρ_t - 1) - log ρ_t = expm1(-d_t) + d_t,  ρ_t = π_ref/π\n"
-            "l_n = Σ_t over the tokens of sequence n (0 for an empty sequence)"
+            "l_n = Σ_t over the counted tokens of sequence n (--token-mean sum; 0 for an empty sequence), "
+            "or their mean (--token-mean sequence / batch; an empty sequence is ignored)"
         ),
-        headline="the mean over sequences of the per-sequence sums (the RLHF KL penalty)",
-        gradient="∂l/∂log π(a_t): k1 1; k2 d_t; k3 1 - ρ_t = -expm1(-d_t) (per token, in the input's ragged layout)",
+        headline=(
+            "--token-mean sum (default): the mean over sequences of the per-sequence sums (the RLHF KL penalty); "
+            "sequence: the mean of the per-sequence token means (OpenRLHF); batch: Σ over all counted tokens / "
+            "their number (TRL's masked_mean)"
+        ),
+        gradient=(
+            "∂l/∂log π(a_t): k1 1; k2 d_t; k3 1 - ρ_t = -expm1(-d_t), divided by the row's counted tokens for a "
+            "token mean, 0 at masked tokens (per token, in the input's ragged layout)"
+        ),
         properties=(
             "All three estimate KL(π ‖ π_ref) when the tokens are sampled from π; k1 and k3 are unbiased, k2 is biased but low-variance.",
             "k1 can be negative for a single sequence; k2 and k3 are never negative.",
