@@ -37,9 +37,7 @@ def masked_mean_batch(values, mask) -> float:
 
 def masked_mean_sequence(values, mask) -> float:
     """OpenRLHF's masked_mean(values, mask, dim=-1).mean(): per-row masked mean, then the plain mean."""
-    per_row = [
-        math.fsum(v * m for v, m in zip(rv, rm)) / math.fsum(rm) for rv, rm in zip(values, mask)
-    ]
+    per_row = [math.fsum(v * m for v, m in zip(rv, rm)) / math.fsum(rm) for rv, rm in zip(values, mask)]
     return math.fsum(per_row) / len(per_row)
 
 
@@ -98,9 +96,14 @@ def test_ppo_tokens_against_trl_and_openrlhf_means():
     sequence = masked_mean_sequence(tok, m)
     assert abs(batch - sequence) > 1e-3  # the two conventions differ on these lengths
     for token_mean, want in (("batch", batch), ("sequence", sequence)):
-        res = ppo_clip(ragged(new, np.full(len(new), 6)), ragged(old, np.full(len(new), 6)),
-                       ragged(adv, np.full(len(new), 6)), ragged(mask, np.full(len(new), 6)),
-                       clip=EPS, token_mean=token_mean)
+        res = ppo_clip(
+            ragged(new, np.full(len(new), 6)),
+            ragged(old, np.full(len(new), 6)),
+            ragged(adv, np.full(len(new), 6)),
+            ragged(mask, np.full(len(new), 6)),
+            clip=EPS,
+            token_mean=token_mean,
+        )
         num = res.loss if res.num is None else res.num
         den = np.ones(len(res.loss)) if res.den is None else res.den
         assert math.fsum(num) / math.fsum(den) == pytest.approx(want, rel=1e-13, abs=1e-15)
@@ -150,8 +153,9 @@ def test_clip_fraction_definitions(r, a, trl, sb3):
 def test_cli_reports_token_weighted_clip_fractions(cli, tmp_path):
     new, old, adv, mask, lengths = rollouts(seed=11)
     path = write_parquet(tmp_path / "roll.parquet", {"new": new, "old": old, "adv": adv, "mask": mask})
-    res = cli(["compute", "ppo-clip", f"{path}:new", f"{path}:old", f"{path}:adv", "--mask", f"{path}:mask",
-               "-f", "json"])
+    res = cli(
+        ["compute", "ppo-clip", f"{path}:new", f"{path}:old", f"{path}:adv", "--mask", f"{path}:mask", "-f", "json"]
+    )
     assert res.code == 0, res.err
     trl = sb3 = 0
     for rn, ro, ra, rm in zip(new.tolist(), old.tolist(), adv.tolist(), mask.tolist()):
@@ -168,8 +172,21 @@ def test_cli_reports_token_weighted_clip_fractions(cli, tmp_path):
     assert res.json["derived"]["clipfrac_sb3"] == pytest.approx(sb3 / total, rel=1e-14)
     tok = per_token(new, old, adv, mask)
     assert res.json["value"] == pytest.approx(masked_mean_batch(tok, mask.tolist()), rel=1e-13)
-    seq = cli(["compute", "ppo-clip", f"{path}:new", f"{path}:old", f"{path}:adv", "--mask", f"{path}:mask",
-               "--token-mean", "sequence", "-f", "json"])
+    seq = cli(
+        [
+            "compute",
+            "ppo-clip",
+            f"{path}:new",
+            f"{path}:old",
+            f"{path}:adv",
+            "--mask",
+            f"{path}:mask",
+            "--token-mean",
+            "sequence",
+            "-f",
+            "json",
+        ]
+    )
     assert seq.json["value"] == pytest.approx(masked_mean_sequence(tok, mask.tolist()), rel=1e-13)
 
 
@@ -181,14 +198,30 @@ def _per_sample(path) -> list[tuple[str, str]]:
 @pytest.mark.parametrize("loss", ["ppo-clip", "policy-kl"])
 def test_chunk_size_does_not_change_any_number(cli, tmp_path, loss):
     new, old, adv, mask, lengths = rollouts(seed=13, n=41, width=9)
-    path = write_parquet(tmp_path / "roll.parquet", {"new": new, "old": old, "adv": adv, "mask": mask},
-                         row_group_size=5)
+    path = write_parquet(
+        tmp_path / "roll.parquet", {"new": new, "old": old, "adv": adv, "mask": mask}, row_group_size=5
+    )
     inputs = [f"{path}:new", f"{path}:old"] + ([f"{path}:adv"] if loss == "ppo-clip" else [])
     outs = []
     for rows in ("1", "7", "1000"):
         ps = tmp_path / f"ps{rows}.csv"
-        res = cli(["compute", loss, *inputs, "--mask", f"{path}:mask", "--token-mean", "batch",
-                   "--chunk-size", rows, "--per-sample", str(ps), "-f", "json"])
+        res = cli(
+            [
+                "compute",
+                loss,
+                *inputs,
+                "--mask",
+                f"{path}:mask",
+                "--token-mean",
+                "batch",
+                "--chunk-size",
+                rows,
+                "--per-sample",
+                str(ps),
+                "-f",
+                "json",
+            ]
+        )
         assert res.code == 0, res.err
         outs.append((res.json["value"], res.json["components"], res.json["derived"], _per_sample(ps)))
     assert outs[0] == outs[1] == outs[2]
@@ -203,7 +236,7 @@ def test_ppo_gradient_by_finite_differences():
     assert not near_kink.any()  # away from the kinks the objective is smooth
     for token_mean in ("batch", "sequence"):
         g = ppo_clip_grad(x, o, a, clip=EPS, token_mean=token_mean)
-        fd = finite_difference(lambda v: ppo_clip(v, o, a, clip=EPS, token_mean=token_mean).loss, x, 1e-7)
+        fd = finite_difference(lambda v, tm=token_mean: ppo_clip(v, o, a, clip=EPS, token_mean=tm).loss, x, 1e-7)
         np.testing.assert_allclose(g.values, fd, rtol=1e-6, atol=1e-9)
     # padded input: the gradient has the input's shape and is 0 at padding
     g = ppo_clip_grad(new, old, adv, mask)
@@ -225,8 +258,10 @@ def test_policy_kl_token_means_against_mpmath(estimator):
     res_sum = policy_kl(new, ref, mask, estimator=estimator)
     for i in range(len(new)):
         assert res_sum.loss[i] == pytest.approx(math.fsum(tok[i]), rel=1e-13, abs=1e-15)
-    for token_mean, want in (("batch", masked_mean_batch(tok, mask.tolist())),
-                             ("sequence", masked_mean_sequence(tok, mask.tolist()))):
+    for token_mean, want in (
+        ("batch", masked_mean_batch(tok, mask.tolist())),
+        ("sequence", masked_mean_sequence(tok, mask.tolist())),
+    ):
         res = policy_kl(ragged(new, lengths), ragged(ref, lengths), estimator=estimator, token_mean=token_mean)
         num = res.loss if res.num is None else res.num
         den = np.ones(len(res.loss)) if res.den is None else res.den
@@ -258,8 +293,9 @@ def test_empty_sequence_is_ignored_and_counted(cli, tmp_path):
     new, old, adv, mask, lengths = rollouts(seed=29)
     mask[3] = 0.0
     path = write_parquet(tmp_path / "roll.parquet", {"new": new, "old": old, "adv": adv, "mask": mask})
-    res = cli(["compute", "ppo-clip", f"{path}:new", f"{path}:old", f"{path}:adv", "--mask", f"{path}:mask",
-               "-f", "json"])
+    res = cli(
+        ["compute", "ppo-clip", f"{path}:new", f"{path}:old", f"{path}:adv", "--mask", f"{path}:mask", "-f", "json"]
+    )
     assert res.code == 0, res.err
     assert res.json["rows"]["ignored"] == 1
     assert res.json["count"] == len(new) - 1
@@ -283,11 +319,16 @@ def test_mismatched_lengths_name_the_row(cli, tmp_path):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    pq.write_table(pa.table({
-        "new": pa.array([r[:t].tolist() for r, t in zip(new, lengths)]),
-        "old": pa.array([r[:t].tolist() for r, t in zip(old, lengths)]),
-        "adv": pa.array([r[:t].tolist() for r, t in zip(adv, short)]),
-    }), p)
+    pq.write_table(
+        pa.table(
+            {
+                "new": pa.array([r[:t].tolist() for r, t in zip(new, lengths)]),
+                "old": pa.array([r[:t].tolist() for r, t in zip(old, lengths)]),
+                "adv": pa.array([r[:t].tolist() for r, t in zip(adv, short)]),
+            }
+        ),
+        p,
+    )
     res = cli(["compute", "ppo-clip", f"{p}:new", f"{p}:old", f"{p}:adv"])
     assert_clean_error(res, 1, "row 2", "adv")
 

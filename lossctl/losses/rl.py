@@ -198,7 +198,9 @@ def _finite_tokens(v: np.ndarray, keep: np.ndarray, rows_of: np.ndarray, n: int,
     bad = ~np.isfinite(v) & keep
     if bad.any():
         rows = first_rows(np.bincount(rows_of[bad], minlength=n) > 0)
-        raise InputError(role, f"non-finite value {v[bad][0]:.9g} at a token that counts", rows, expected="finite values")
+        raise InputError(
+            role, f"non-finite value {v[bad][0]:.9g} at a token that counts", rows, expected="finite values"
+        )
 
 
 def _ppo_parts(new_logp, old_logp, advantages, mask, clip):
@@ -426,9 +428,7 @@ def policy_kl(
     empty = count == 0
     loss = np.where(empty, 0.0, total / np.where(empty, 1.0, count))
     num, den = (total, count) if tm == "batch" else (None, None)
-    return Result(
-        loss=loss, num=num, den=den, ignored=empty if empty.any() else None, components={"tokens": count}
-    )
+    return Result(loss=loss, num=num, den=den, ignored=empty if empty.any() else None, components={"tokens": count})
 
 
 def policy_kl_grad(
