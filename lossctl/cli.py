@@ -552,6 +552,7 @@ def _param_option(p: registry.Param):
         "float": "FLOAT",
         "int": "INT",
         "floats": "FLOATS|FILE",
+        "names": "NAMES|FILE",
         "float-or-floats": "FLOAT[,FLOAT...]",
         "choice": "[" + "|".join(p.choices) + "]",
     }.get(p.type, "VALUE")

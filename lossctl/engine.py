@@ -165,6 +165,8 @@ class _Run:
         self.opts = opts
         self.kernel = spec.load_kernel()
         self.kernel_kwargs = dict(params)
+        # --classes: label names are mapped to indices here, before the kernel (which never sees them)
+        self.classes = self.kernel_kwargs.pop("classes", None)
         self._atol_pending = False
         if "prob_atol" in _accepted(self.kernel):
             self.kernel_kwargs["prob_atol"] = opts.prob_atol
@@ -220,6 +222,7 @@ class _Run:
                 matrix=2 in inp.role.ndim or inp.role.dtype == "label",
                 ragged=inp.role.ragged,
                 dtype=inp.role.dtype,
+                keylike=self._names_as_labels(inp.role),
             )
             inp.reader.add(inp.request)
         if len({i.source.fmt for i in stdin_users}) > 1:
@@ -360,7 +363,11 @@ class _Run:
         acc.rows_seen += n_all
         kept_idx = np.arange(n_all) if kept is None else kept
         for inp in self.inputs:
+            if self._names_as_labels(inp.role):
+                arrays[inp.role.name] = self._class_names(inp, arrays[inp.role.name], role_rows[inp.role.name])
             arrays[inp.role.name] = self._conform(inp, arrays[inp.role.name], role_rows[inp.role.name])
+        if self.classes is not None:
+            self._classes_fit(arrays)
 
         # NaN policy: rows with a NaN in any input.
         n_k = len(kept_idx)
@@ -589,6 +596,42 @@ class _Run:
             f"such row(s) in this block). Expected integers of magnitude up to 2**53 = {1 << 53}; "
             "subtract an offset, or store the column as float64 to accept the rounding."
         )
+
+    def _names_as_labels(self, role: Role) -> bool:
+        return self.classes is not None and role.dtype == "label"
+
+    def _class_names(self, inp: _Input, a, rows: np.ndarray) -> np.ndarray:
+        """--classes: one class name per row -> its index in the list (logit order)."""
+        from lossctl.literal import visible
+        from lossctl.losses._common import class_name_indices
+
+        a = np.asarray(a)
+        if a.ndim != 1:
+            raise DataError(
+                f"{inp.where()} gives {inp.role.metavar} as {_shape(a.shape)}, but --classes maps one class "
+                "name per row. Expected a single column of class names (soft targets need no --classes)."
+            )
+        idx, unknown = class_name_indices(a, self.classes)
+        if unknown.any():
+            i = int(np.flatnonzero(unknown)[0])
+            shown = ", ".join(visible(c) for c in self.classes[:10]) + (", ..." if len(self.classes) > 10 else "")
+            raise DataError(
+                f"{inp.where()}, row {int(rows[i])}: the label {visible(a[i])!r} is not one of the "
+                f"{len(self.classes)} names of --classes ({shown}); {int(unknown.sum())} row(s) of this block have "
+                "such labels. Expected every label to be a name from --classes (the same spelling and case), "
+                "given in logit order."
+            )
+        return idx
+
+    def _classes_fit(self, arrays) -> None:
+        """--classes names every column of the prediction, in order: the counts must agree."""
+        pred = next(i for i in self.inputs if i.role.name == self.pred_role)
+        c = np.shape(arrays[pred.role.name])[1:]
+        if len(c) == 1 and c[0] != len(self.classes):
+            raise DataError(
+                f"{pred.where()} has {c[0]} class columns but --classes names {len(self.classes)} classes. "
+                "Expected one name per prediction column, in logit order."
+            )
 
     def _conform(self, inp: _Input, a, rows: np.ndarray):
         """Check an input's dimensions and numeric type; record its shape."""
@@ -1618,7 +1661,7 @@ def _py(v):
 
 def _jsonable(v):
     if isinstance(v, (list, tuple)):
-        return [float(x) for x in v]
+        return [x if isinstance(x, str) else float(x) for x in v]
     return v
 
 
@@ -1628,7 +1671,7 @@ def _fmt_param(v) -> str:
     if isinstance(v, bool):
         return "yes" if v else "no"
     if isinstance(v, (list, tuple)):
-        text = ",".join(f"{x:g}" for x in v)
+        text = ",".join(x if isinstance(x, str) else f"{x:g}" for x in v)
         if len(v) > 8:
             text = f"{len(v)}:" + hashlib.sha256(text.encode()).hexdigest()[:8]
         return text

@@ -82,6 +82,8 @@ class Param:
             if value not in self.choices:
                 raise UsageError(f"{where} must be one of {', '.join(self.choices)}; got {value!r}.")
             return value
+        if self.type == "names":
+            return parse_name_list(str(raw), where)
         if self.type in ("floats", "float-or-floats"):
             values = parse_number_list(str(raw), where)
             for v in values:
@@ -164,6 +166,36 @@ def parse_number_list(raw: str, where: str) -> list[float]:
     if not values:
         raise UsageError(f"{where}: {text} holds no numbers.")
     return values
+
+
+def parse_name_list(raw: str, where: str) -> tuple[str, ...]:
+    """Class names in logit order: ``cat,dog,bird``, or a file with one name per line
+    (a file of one line is split at commas). Names are stripped; duplicates are refused."""
+    import os
+
+    text = raw.strip()
+    if os.path.isfile(text):
+        try:
+            with open(text, encoding="utf-8") as fh:
+                lines = [ln.strip() for ln in fh.read().splitlines() if ln.strip()]
+        except (OSError, UnicodeDecodeError) as exc:
+            raise UsageError(f"{where}: could not read class names from {text}: {exc}.") from None
+        names = [n.strip() for n in lines[0].split(",")] if len(lines) == 1 else lines
+        origin = f"the file {text}"
+    else:
+        names = [n.strip() for n in text.split(",")]
+        origin = "the list"
+    if not names or any(not n for n in names):
+        raise UsageError(
+            f"{where}: {origin} holds an empty class name. Expected class names in logit order, "
+            "as a comma list (cat,dog,bird) or a file with one name per line."
+        )
+    seen: set[str] = set()
+    for n in names:
+        if n in seen:
+            raise UsageError(f"{where}: the class name {n!r} appears twice in {origin}; each class needs one name.")
+        seen.add(n)
+    return tuple(names)
 
 
 def _numbers_from_text(text: str) -> list[float]:
@@ -304,6 +336,13 @@ IGNORE_INDEX = Param(
     "Target value whose rows are ignored: excluded from every statistic and counted.",
 )
 
+CLASSES = Param(
+    "classes",
+    "names",
+    None,
+    "Class names in logit order, for targets stored as names (cat, dog): a comma list (cat,dog,bird) or a "
+    "file with one name per line. Name k is class index k; a name not in the list is an error naming the row.",
+)
 _CLS = "lossctl.losses.classification"
 _REG = "lossctl.losses.regression"
 
@@ -467,6 +506,23 @@ TOKEN_MASK = Role(
     option=True,
 )
 
+_DIV_TEMPERATURE = Param(
+    "temperature",
+    "float",
+    1.0,
+    "Softmax temperature T: logits (only logits; probabilities and log-probabilities are used as given) "
+    "are divided by T before the softmax. The value is not multiplied by T² unless --scale-t2 is given.",
+    low=0.0,
+    low_open=True,
+)
+_DIV_SCALE_T2 = Param(
+    "scale-t2",
+    "bool",
+    False,
+    "Multiply the divergence by T² (Hinton et al. 2015: keeps gradient magnitudes independent of T, as in "
+    "distillation). Off by default: the plain divergence between the softened distributions.",
+)
+
 LOSSES: tuple[LossSpec, ...] = (
     # --- classification --------------------------------------------------------
     LossSpec(
@@ -479,6 +535,7 @@ LOSSES: tuple[LossSpec, ...] = (
             PRED_KIND,
             CLASS_WEIGHT,
             IGNORE_INDEX,
+            CLASSES,
             Param(
                 "label-smoothing",
                 "float",
@@ -584,7 +641,7 @@ LOSSES: tuple[LossSpec, ...] = (
                 "target", "(N,)", "Class indices; rows equal to --ignore-index are ignored.", ndim=(1,), dtype="label"
             ),
         ),
-        params=(CLASS_WEIGHT, IGNORE_INDEX),
+        params=(CLASS_WEIGHT, IGNORE_INDEX, CLASSES),
         kernel=f"{_CLS}:nll",
         grad=f"{_CLS}:nll_grad",
         reference="torch.nn.functional.nll_loss(input, target, weight, ignore_index)",
@@ -689,6 +746,7 @@ LOSSES: tuple[LossSpec, ...] = (
                 "Focusing exponent γ on (1 - p_y); 0 gives (α-weighted) cross-entropy.",
                 low=0.0,
             ),
+            CLASSES,
         ),
         kernel=f"{_CLS}:softmax_focal",
         grad=f"{_CLS}:softmax_focal_grad",
@@ -835,7 +893,7 @@ LOSSES: tuple[LossSpec, ...] = (
         family="divergence",
         summary="Kullback-Leibler divergence between a predicted distribution Q and a target P, per row.",
         inputs=(_Q, _P),
-        params=(_DIRECTION_KL, _BASE, _Q_KIND, _P_KIND),
+        params=(_DIRECTION_KL, _BASE, _Q_KIND, _P_KIND, _DIV_TEMPERATURE, _DIV_SCALE_T2),
         kernel=f"{_DIV}:kl_divergence",
         grad=f"{_DIV}:kl_divergence_grad",
         reference=(
@@ -845,7 +903,8 @@ LOSSES: tuple[LossSpec, ...] = (
         formula=(
             "forward: l_n = Σ_c P_nc (log P_nc - log Q_nc) / ln(base)\n"
             "reverse: l_n = Σ_c Q_nc (log Q_nc - log P_nc) / ln(base)\n"
-            "a 0 in the first distribution contributes 0; mass where the second is 0 gives inf"
+            "a 0 in the first distribution contributes 0; mass where the second is 0 gives inf\n"
+            "--temperature T: logits x become softmax(x / T); --scale-t2 multiplies l_n by T²"
         ),
         headline=(
             'the mean over rows of the per-row sums (= PyTorch\'s reduction="batchmean", not its element-wise "mean")'
@@ -879,12 +938,13 @@ LOSSES: tuple[LossSpec, ...] = (
         family="divergence",
         summary="Jensen-Shannon divergence: symmetric, bounded KL to the average distribution.",
         inputs=(_Q, _P),
-        params=(_BASE, _Q_KIND, _P_KIND),
+        params=(_BASE, _Q_KIND, _P_KIND, _DIV_TEMPERATURE, _DIV_SCALE_T2),
         kernel=f"{_DIV}:js_divergence",
         grad=f"{_DIV}:js_divergence_grad",
         reference="scipy.spatial.distance.jensenshannon(P, Q, base, axis=1) ** 2",
         formula=(
-            "l_n = ½ KL(P_n ‖ M_n) + ½ KL(Q_n ‖ M_n),  M_n = ½ (P_n + Q_n)\n(logarithms in --base; 0 · log 0 = 0)"
+            "l_n = ½ KL(P_n ‖ M_n) + ½ KL(Q_n ‖ M_n),  M_n = ½ (P_n + Q_n)\n(logarithms in --base; 0 · log 0 = 0)\n"
+            "--temperature T: logits x become softmax(x / T); --scale-t2 multiplies l_n by T²"
         ),
         headline="the mean over rows",
         gradient=(
