@@ -341,3 +341,73 @@ def test_masked_padding_is_not_validated_but_counted_tokens_are(cli, tmp_path):
     bad = cli(["compute", "policy-kl", f"{path}:new", f"{path}:ref"])
     assert_clean_error(bad, 1, "policy")
     assert os.path.exists(path)
+
+
+# -- the README section runs on the bundled samples ----------------------------------------------
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _readme_block() -> str:
+    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as fh:
+        text = fh.read()
+    section = text.split("##### RL objectives from rollout logs", 1)[1]
+    return section.split("```sh\n", 1)[1].split("```", 1)[0]
+
+
+@pytest.mark.slow
+def test_readme_rl_commands_run_on_the_bundled_samples():
+    import subprocess
+    import sys
+
+    block = _readme_block()
+    assert block.count("lossctl compute") == 5
+    env = dict(os.environ, PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
+    env.pop("FORCE_COLOR", None)
+    out = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", block], capture_output=True, text=True, cwd=ROOT, env=env, timeout=120
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.count("ppo-clip = ") == 3 and out.stdout.count("policy-kl = ") == 2
+    assert "clipfrac_trl" in out.stdout and "clipfrac_sb3" in out.stdout
+
+
+def test_readme_samples_against_the_reference(cli):
+    import pyarrow.parquet as pq
+
+    pad = os.path.join(ROOT, "sample_data", "rl_rollouts_padded.parquet")
+    rag = os.path.join(ROOT, "sample_data", "rl_rollouts_ragged.parquet")
+    t = pq.read_table(pad).to_pydict()
+    r = pq.read_table(rag).to_pydict()
+    # the two layouts hold the same tokens
+    for i, m in enumerate(t["mask"]):
+        k = sum(m)
+        assert r["new_logp"][i] == t["new_logp"][i][:k] and all(m[:k]) and not any(m[k:])
+    tok = [
+        [ref_ppo_token(a, b, c) * m for a, b, c, m in zip(rn, ro, ra, rm)]
+        for rn, ro, ra, rm in zip(t["new_logp"], t["old_logp"], t["advantages"], t["mask"])
+    ]
+    res = cli(
+        [
+            "compute",
+            "ppo-clip",
+            f"{pad}:new_logp",
+            f"{pad}:old_logp",
+            f"{pad}:advantages",
+            "--mask",
+            f"{pad}:mask",
+            "-f",
+            "json",
+        ]
+    )
+    assert res.json["value"] == pytest.approx(masked_mean_batch(tok, t["mask"]), rel=1e-13)
+    seq_adv = [
+        [ref_ppo_token(a, b, adv) for a, b in zip(rn, ro)]
+        for rn, ro, adv in zip(r["new_logp"], r["old_logp"], r["reward"])
+    ]
+    res = cli(["compute", "ppo-clip", f"{rag}:new_logp", f"{rag}:old_logp", f"{rag}:reward", "-f", "json"])
+    ones = [[1.0] * len(v) for v in seq_adv]
+    assert res.json["value"] == pytest.approx(masked_mean_batch(seq_adv, ones), rel=1e-13)
+    kl = [[ref_kl_token(a, b, "k1") for a, b in zip(rn, rr)] for rn, rr in zip(r["new_logp"], r["ref_logp"])]
+    res = cli(["compute", "policy-kl", f"{rag}:new_logp", f"{rag}:ref_logp", "-f", "json"])
+    assert res.json["value"] == pytest.approx(math.fsum(math.fsum(v) for v in kl) / len(kl), rel=1e-12)
