@@ -229,3 +229,42 @@ def test_bad_class_lists_are_usage_errors(cli, tmp_path, names):
     _, path = labelled(tmp_path, ["cat", "dog"])
     res = cli(["compute", "ce", f"{path}:a,b,c", f"{path}:label", "--classes", names])
     assert_clean_error(res, 2, "--classes")
+
+
+def test_classes_and_temperature_in_a_check_config(cli, tmp_path):
+    labels = ["dog", "cat", "bird", "cat"]
+    x, path = labelled(tmp_path, labels)
+    p = np.full((len(labels), 3), 1.0 / 3)
+    soft = write_csv(tmp_path / "soft.csv", {"p0": p[:, 0], "p1": p[:, 1], "p2": p[:, 2]})
+    want_kl = math.fsum(mp_kl([mpmath.mpf(1) / 3] * 3, mp_softmax(x[i], 3.0)) * 9.0 for i in range(len(labels))) / len(
+        labels
+    )
+    cfg = tmp_path / "checks.toml"
+    cfg.write_text(
+        f"""
+[[checks]]
+name = "named-labels"
+loss = "cross-entropy"
+inputs = ["{path}:a,b,c", "{path}:label"]
+params = {{ classes = ["cat", "dog", "bird"] }}
+max = 100
+
+[[checks]]
+name = "soft-kl"
+loss = "kl"
+inputs = ["{path}:a,b,c", "{soft}:p*"]
+params = {{ temperature = 3.0, scale-t2 = true }}
+max = 100
+"""
+    )
+    res = cli(["check", str(cfg), "-f", "json"])
+    assert res.code == 0, res.err
+    by = {c["name"]: c for c in res.json["checks"]}
+    assert by["named-labels"]["value"] == pytest.approx(ref_ce(x, labels), rel=1e-14)
+    assert by["soft-kl"]["value"] == pytest.approx(want_kl, rel=1e-12)
+    bad = tmp_path / "bad.toml"
+    bad.write_text(cfg.read_text().replace('["cat", "dog", "bird"]', "[1, 2]"))
+    # a check that cannot run is an error of that check (exit 1), naming the key
+    res = cli(["check", str(bad)])
+    assert res.code == 1 and "Traceback" not in res.err
+    assert "key 'params.classes'" in res.err and "non-empty string" in res.err
