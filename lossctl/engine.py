@@ -373,10 +373,12 @@ class _Run:
         n_k = len(kept_idx)
         nan_rows = np.zeros(n_k, dtype=bool)
         first_nan: tuple[_Input, int] | None = None
+        counted = _counted_tokens(arrays)
         for inp in self.inputs:
             m = nan_masks.get(inp.role.name)
-            if m is None:
-                m = _nan_rows(arrays[inp.role.name])
+            by_mask = counted if inp.role.name != TOKEN_MASK_ROLE else None
+            if m is None or (by_mask is not None and m.any()):
+                m = _nan_rows(arrays[inp.role.name], by_mask)
             if m is not None and m.any():
                 i = int(np.flatnonzero(m)[0])
                 if first_nan is None or i < first_nan[1]:  # the earliest row over all inputs
@@ -616,7 +618,7 @@ class _Run:
             i = int(np.flatnonzero(unknown)[0])
             shown = ", ".join(visible(c) for c in self.classes[:10]) + (", ..." if len(self.classes) > 10 else "")
             raise DataError(
-                f"{inp.where()}, row {int(rows[i])}: the label {visible(a[i])!r} is not one of the "
+                f"{inp.where()}, row {int(rows[i])}: the label '{visible(a[i])}' is not one of the "
                 f"{len(self.classes)} names of --classes ({shown}); {int(unknown.sum())} row(s) of this block have "
                 "such labels. Expected every label to be a name from --classes (the same spelling and case), "
                 "given in logit order."
@@ -1615,8 +1617,22 @@ def _factorize(keys: np.ndarray) -> tuple[list, np.ndarray]:
     return uniq.tolist(), inv.reshape(-1)
 
 
-def _nan_rows(a) -> np.ndarray | None:
+TOKEN_MASK_ROLE = "mask"
+
+
+def _counted_tokens(arrays) -> Ragged | None:
+    """The tokens a --mask counts (a Ragged of bools), when a loss has one: NaN padding at the
+    other positions is no missing value (it is neither validated nor used)."""
+    m = arrays.get(TOKEN_MASK_ROLE)
+    if not isinstance(m, Ragged) or m.values.dtype.kind not in "biuf":
+        return None
+    return m.with_values(m.values != 0)
+
+
+def _nan_rows(a, counted: Ragged | None = None) -> np.ndarray | None:
     if getattr(a, "is_ragged", False):
+        if counted is not None and np.array_equal(a.offsets, counted.offsets) and a.values.dtype.kind == "f":
+            return a.with_values(np.isnan(a.values) & counted.values).sum_rows() > 0
         return a.nan_rows()
     if a.dtype.kind != "f" or not len(a):
         return None

@@ -411,3 +411,29 @@ def test_readme_samples_against_the_reference(cli):
     kl = [[ref_kl_token(a, b, "k1") for a, b in zip(rn, rr)] for rn, rr in zip(r["new_logp"], r["ref_logp"])]
     res = cli(["compute", "policy-kl", f"{rag}:new_logp", f"{rag}:ref_logp", "-f", "json"])
     assert res.json["value"] == pytest.approx(math.fsum(math.fsum(v) for v in kl) / len(kl), rel=1e-12)
+
+
+@pytest.mark.parametrize("loss", ["ppo-clip", "policy-kl"])
+def test_nan_padding_under_the_mask_is_not_a_missing_value(cli, tmp_path, loss):
+    new, old, adv, mask, lengths = rollouts(seed=43)
+    zero = {"new": new.copy(), "old": old.copy(), "adv": adv.copy(), "mask": mask}
+    for k in ("new", "old", "adv"):
+        zero[k][mask == 0] = 0.0
+    nan = {k: (np.where(mask == 0, np.nan, v) if k != "mask" else v) for k, v in zero.items()}
+    args = ["new", "old"] + (["adv"] if loss == "ppo-clip" else [])
+    values = []
+    for name, cols in (("zero", zero), ("nan", nan)):
+        path = write_parquet(tmp_path / f"{name}.parquet", cols)
+        res = cli(["compute", loss, *[f"{path}:{a}" for a in args], "--mask", f"{path}:mask", "-f", "json"])
+        assert res.code == 0, res.err
+        assert res.json["rows"]["nan_omitted"] == 0
+        values.append(res.json["value"])
+    assert values[0] == values[1]
+    # a NaN at a token that counts is still a missing value, named by its row
+    nan["new"][5, 0] = np.nan
+    path = write_parquet(tmp_path / "bad.parquet", nan)
+    res = cli(["compute", loss, *[f"{path}:{a}" for a in args], "--mask", f"{path}:mask"])
+    assert_clean_error(res, 1, "row 5", "NaN")
+    # without the mask, NaN padding is missing values as before
+    res = cli(["compute", loss, *[f"{path}:{a}" for a in args]])
+    assert_clean_error(res, 1, "NaN")
