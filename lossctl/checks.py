@@ -552,6 +552,8 @@ def _param(p, v, loss: str, where: str, key: str):
         rule = u.number() if p.type == "float" else u.integer()
     elif p.type == "choice":
         rule = u.text
+    elif p.type == "names":  # --classes: a list of class names, or one text (a comma list or a file)
+        rule = _names_or_file
     else:  # floats / float-or-floats: a number, a list of numbers, or a file name
         rule = _numbers_or_file
     try:
@@ -564,6 +566,12 @@ def _param(p, v, loss: str, where: str, key: str):
         if isinstance(v, list):
             return p.parse(",".join(repr(x) for x in v), loss)
         return p.parse(v, loss)
+
+
+def _names_or_file(v):
+    if isinstance(v, list):
+        return ",".join(u.list_of(u.text, min_len=1, what="a list of class names")(v))
+    return u.text(v)
 
 
 def _numbers_or_file(v):

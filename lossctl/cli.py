@@ -552,6 +552,7 @@ def _param_option(p: registry.Param):
         "float": "FLOAT",
         "int": "INT",
         "floats": "FLOATS|FILE",
+        "names": "NAMES|FILE",
         "float-or-floats": "FLOAT[,FLOAT...]",
         "choice": "[" + "|".join(p.choices) + "]",
     }.get(p.type, "VALUE")
@@ -603,7 +604,15 @@ def _make_compute(spec: registry.LossSpec) -> Callable:
             inspect.Parameter(
                 role.name.replace("-", "_"),
                 inspect.Parameter.POSITIONAL_OR_KEYWORD,
-                default=typer.Argument(
+                default=typer.Option(
+                    None,
+                    f"--{role.name}",
+                    metavar="SOURCE",
+                    help=_escape(f"{role.shape}: {role.help}"),
+                    rich_help_panel=_IN,
+                )
+                if role.option
+                else typer.Argument(
                     None if role.optional else ...,
                     metavar=role.metavar,
                     help=_escape(f"{role.shape}: {role.help}"),

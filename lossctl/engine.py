@@ -165,6 +165,8 @@ class _Run:
         self.opts = opts
         self.kernel = spec.load_kernel()
         self.kernel_kwargs = dict(params)
+        # --classes: label names are mapped to indices here, before the kernel (which never sees them)
+        self.classes = self.kernel_kwargs.pop("classes", None)
         self._atol_pending = False
         if "prob_atol" in _accepted(self.kernel):
             self.kernel_kwargs["prob_atol"] = opts.prob_atol
@@ -222,6 +224,7 @@ class _Run:
                 matrix=2 in inp.role.ndim or inp.role.dtype == "label",
                 ragged=inp.role.ragged,
                 dtype=inp.role.dtype,
+                keylike=self._names_as_labels(inp.role),
             )
             inp.reader.add(inp.request)
         if len({i.source.fmt for i in stdin_users}) > 1:
@@ -362,16 +365,22 @@ class _Run:
         acc.rows_seen += n_all
         kept_idx = np.arange(n_all) if kept is None else kept
         for inp in self.inputs:
+            if self._names_as_labels(inp.role):
+                arrays[inp.role.name] = self._class_names(inp, arrays[inp.role.name], role_rows[inp.role.name])
             arrays[inp.role.name] = self._conform(inp, arrays[inp.role.name], role_rows[inp.role.name])
+        if self.classes is not None:
+            self._classes_fit(arrays)
 
         # NaN policy: rows with a NaN in any input.
         n_k = len(kept_idx)
         nan_rows = np.zeros(n_k, dtype=bool)
         first_nan: tuple[_Input, int] | None = None
+        counted = _counted_tokens(arrays)
         for inp in self.inputs:
             m = nan_masks.get(inp.role.name)
-            if m is None:
-                m = _nan_rows(arrays[inp.role.name])
+            by_mask = counted if inp.role.name != TOKEN_MASK_ROLE else None
+            if m is None or (by_mask is not None and m.any()):
+                m = _nan_rows(arrays[inp.role.name], by_mask)
             if m is not None and m.any():
                 i = int(np.flatnonzero(m)[0])
                 if first_nan is None or i < first_nan[1]:  # the earliest row over all inputs
@@ -594,6 +603,42 @@ class _Run:
             f"such row(s) in this block). Expected integers of magnitude up to 2**53 = {1 << 53}; "
             "subtract an offset, or store the column as float64 to accept the rounding."
         )
+
+    def _names_as_labels(self, role: Role) -> bool:
+        return self.classes is not None and role.dtype == "label"
+
+    def _class_names(self, inp: _Input, a, rows: np.ndarray) -> np.ndarray:
+        """--classes: one class name per row -> its index in the list (logit order)."""
+        from lossctl.literal import visible
+        from lossctl.losses._common import class_name_indices
+
+        a = np.asarray(a)
+        if a.ndim != 1:
+            raise DataError(
+                f"{inp.where()} gives {inp.role.metavar} as {_shape(a.shape)}, but --classes maps one class "
+                "name per row. Expected a single column of class names (soft targets need no --classes)."
+            )
+        idx, unknown = class_name_indices(a, self.classes)
+        if unknown.any():
+            i = int(np.flatnonzero(unknown)[0])
+            shown = ", ".join(visible(c) for c in self.classes[:10]) + (", ..." if len(self.classes) > 10 else "")
+            raise DataError(
+                f"{inp.where()}, row {int(rows[i])}: the label '{visible(a[i])}' is not one of the "
+                f"{len(self.classes)} names of --classes ({shown}); {int(unknown.sum())} row(s) of this block have "
+                "such labels. Expected every label to be a name from --classes (the same spelling and case), "
+                "given in logit order."
+            )
+        return idx
+
+    def _classes_fit(self, arrays) -> None:
+        """--classes names every column of the prediction, in order: the counts must agree."""
+        pred = next(i for i in self.inputs if i.role.name == self.pred_role)
+        c = np.shape(arrays[pred.role.name])[1:]
+        if len(c) == 1 and c[0] != len(self.classes):
+            raise DataError(
+                f"{pred.where()} has {c[0]} class columns but --classes names {len(self.classes)} classes. "
+                "Expected one name per prediction column, in logit order."
+            )
 
     def _conform(self, inp: _Input, a, rows: np.ndarray):
         """Check an input's dimensions and numeric type; record its shape."""
@@ -837,7 +882,7 @@ def report_from_state(
         },
         "stats": summary,
         "components": agg.component_means(),
-        "derived": _derived(spec, value, reduction),
+        "derived": _derived(spec, value, reduction, agg.component_means()),
         "top": top,
         "inputs": meta["inputs"],
         "id_col": meta["id_col"],
@@ -889,13 +934,18 @@ def _no_overflowed_headline(spec: LossSpec, agg: Aggregate, value: float, reduct
     )
 
 
-def _derived(spec: LossSpec, value: float, reduction: str) -> dict:
+def _derived(spec: LossSpec, value: float, reduction: str, comps: dict | None = None) -> dict:
     derived = {}
     if "perplexity" in spec.derived and reduction == "mean":
         if value != value:
             derived["perplexity"] = float("nan")
         else:
             derived["perplexity"] = math.exp(value) if value < 709.0 else float("inf")
+    if "clipfrac" in spec.derived and comps and comps.get("tokens"):
+        # Fractions of all counted tokens (ratios of the components' sums): TRL's clipfrac
+        # (the clipped term is the one taken) and Stable-Baselines3's clip_fraction (|r - 1| > ε).
+        derived["clipfrac_trl"] = comps["clipped"] / comps["tokens"]
+        derived["clipfrac_sb3"] = comps["clipped_sb3"] / comps["tokens"]
     return derived
 
 
@@ -918,7 +968,7 @@ def _group_report(spec: LossSpec, key, g: Aggregate, reduction: str, meta: dict 
         },
         "stats": summary,
         "components": g.component_means(),
-        "derived": _derived(spec, value, reduction),
+        "derived": _derived(spec, value, reduction, g.component_means()),
     }
     if reliability is not None:
         out["reliability"] = reliability
@@ -1625,8 +1675,22 @@ def _factorize(keys: np.ndarray) -> tuple[list, np.ndarray]:
     return uniq.tolist(), inv.reshape(-1)
 
 
-def _nan_rows(a) -> np.ndarray | None:
+TOKEN_MASK_ROLE = "mask"
+
+
+def _counted_tokens(arrays) -> Ragged | None:
+    """The tokens a --mask counts (a Ragged of bools), when a loss has one: NaN padding at the
+    other positions is no missing value (it is neither validated nor used)."""
+    m = arrays.get(TOKEN_MASK_ROLE)
+    if not isinstance(m, Ragged) or m.values.dtype.kind not in "biuf":
+        return None
+    return m.with_values(m.values != 0)
+
+
+def _nan_rows(a, counted: Ragged | None = None) -> np.ndarray | None:
     if getattr(a, "is_ragged", False):
+        if counted is not None and np.array_equal(a.offsets, counted.offsets) and a.values.dtype.kind == "f":
+            return a.with_values(np.isnan(a.values) & counted.values).sum_rows() > 0
         return a.nan_rows()
     if a.dtype.kind != "f" or not len(a):
         return None
@@ -1671,7 +1735,7 @@ def _py(v):
 
 def _jsonable(v):
     if isinstance(v, (list, tuple)):
-        return [float(x) for x in v]
+        return [x if isinstance(x, str) else float(x) for x in v]
     return v
 
 
@@ -1681,7 +1745,7 @@ def _fmt_param(v) -> str:
     if isinstance(v, bool):
         return "yes" if v else "no"
     if isinstance(v, (list, tuple)):
-        text = ",".join(f"{x:g}" for x in v)
+        text = ",".join(x if isinstance(x, str) else f"{x:g}" for x in v)
         if len(v) > 8:
             text = f"{len(v)}:" + hashlib.sha256(text.encode()).hexdigest()[:8]
         return text

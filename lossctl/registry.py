@@ -82,6 +82,8 @@ class Param:
             if value not in self.choices:
                 raise UsageError(f"{where} must be one of {', '.join(self.choices)}; got {value!r}.")
             return value
+        if self.type == "names":
+            return parse_name_list(str(raw), where)
         if self.type in ("floats", "float-or-floats"):
             values = parse_number_list(str(raw), where)
             for v in values:
@@ -166,6 +168,36 @@ def parse_number_list(raw: str, where: str) -> list[float]:
     return values
 
 
+def parse_name_list(raw: str, where: str) -> tuple[str, ...]:
+    """Class names in logit order: ``cat,dog,bird``, or a file with one name per line
+    (a file of one line is split at commas). Names are stripped; duplicates are refused."""
+    import os
+
+    text = raw.strip()
+    if os.path.isfile(text):
+        try:
+            with open(text, encoding="utf-8") as fh:
+                lines = [ln.strip() for ln in fh.read().splitlines() if ln.strip()]
+        except (OSError, UnicodeDecodeError) as exc:
+            raise UsageError(f"{where}: could not read class names from {text}: {exc}.") from None
+        names = [n.strip() for n in lines[0].split(",")] if len(lines) == 1 else lines
+        origin = f"the file {text}"
+    else:
+        names = [n.strip() for n in text.split(",")]
+        origin = "the list"
+    if not names or any(not n for n in names):
+        raise UsageError(
+            f"{where}: {origin} holds an empty class name. Expected class names in logit order, "
+            "as a comma list (cat,dog,bird) or a file with one name per line."
+        )
+    seen: set[str] = set()
+    for n in names:
+        if n in seen:
+            raise UsageError(f"{where}: the class name {n!r} appears twice in {origin}; each class needs one name.")
+        seen.add(n)
+    return tuple(names)
+
+
 def _numbers_from_text(text: str) -> list[float]:
     parts = [p for p in text.replace(",", " ").split() if p]
     if not parts:
@@ -209,6 +241,8 @@ class Role:
     # May come as variable-length list columns: the kernel then receives a
     # lossctl.ragged.Ragged (2-D arrays are given to it as Ragged rows of equal length).
     ragged: bool = False
+    # An optional input given as ``--NAME SOURCE`` rather than positionally (e.g. a --mask).
+    option: bool = False
 
     @property
     def metavar(self) -> str:
@@ -308,6 +342,13 @@ IGNORE_INDEX = Param(
     "Target value whose rows are ignored: excluded from every statistic and counted.",
 )
 
+CLASSES = Param(
+    "classes",
+    "names",
+    None,
+    "Class names in logit order, for targets stored as names (cat, dog): a comma list (cat,dog,bird) or a "
+    "file with one name per line. Name k is class index k; a name not in the list is an error naming the row.",
+)
 _CLS = "lossctl.losses.classification"
 _REG = "lossctl.losses.regression"
 
@@ -460,6 +501,34 @@ _Q = Role(
     ndim=(2,),
 )
 
+TOKEN_MASK = Role(
+    "mask",
+    "(N, T) or ragged lists",
+    "Given as --mask SOURCE: 1 for a token that counts (a response token), 0 for padding or prompt, in "
+    "the log-probabilities' layout. Masked positions are neither validated nor counted.",
+    ndim=(1, 2),
+    optional=True,
+    ragged=True,
+    option=True,
+)
+
+_DIV_TEMPERATURE = Param(
+    "temperature",
+    "float",
+    1.0,
+    "Softmax temperature T: logits (only logits; probabilities and log-probabilities are used as given) "
+    "are divided by T before the softmax. The value is not multiplied by T² unless --scale-t2 is given.",
+    low=0.0,
+    low_open=True,
+)
+_DIV_SCALE_T2 = Param(
+    "scale-t2",
+    "bool",
+    False,
+    "Multiply the divergence by T² (Hinton et al. 2015: keeps gradient magnitudes independent of T, as in "
+    "distillation). Off by default: the plain divergence between the softened distributions.",
+)
+
 LOSSES: tuple[LossSpec, ...] = (
     # --- classification --------------------------------------------------------
     LossSpec(
@@ -472,6 +541,7 @@ LOSSES: tuple[LossSpec, ...] = (
             PRED_KIND,
             CLASS_WEIGHT,
             IGNORE_INDEX,
+            CLASSES,
             Param(
                 "label-smoothing",
                 "float",
@@ -579,7 +649,7 @@ LOSSES: tuple[LossSpec, ...] = (
                 "target", "(N,)", "Class indices; rows equal to --ignore-index are ignored.", ndim=(1,), dtype="label"
             ),
         ),
-        params=(CLASS_WEIGHT, IGNORE_INDEX),
+        params=(CLASS_WEIGHT, IGNORE_INDEX, CLASSES),
         kernel=f"{_CLS}:nll",
         grad=f"{_CLS}:nll_grad",
         reference="torch.nn.functional.nll_loss(input, target, weight, ignore_index)",
@@ -773,6 +843,7 @@ LOSSES: tuple[LossSpec, ...] = (
                 "Focusing exponent γ on (1 - p_y); 0 gives (α-weighted) cross-entropy.",
                 low=0.0,
             ),
+            CLASSES,
         ),
         kernel=f"{_CLS}:softmax_focal",
         grad=f"{_CLS}:softmax_focal_grad",
@@ -919,7 +990,7 @@ LOSSES: tuple[LossSpec, ...] = (
         family="divergence",
         summary="Kullback-Leibler divergence between a predicted distribution Q and a target P, per row.",
         inputs=(_Q, _P),
-        params=(_DIRECTION_KL, _BASE, _Q_KIND, _P_KIND),
+        params=(_DIRECTION_KL, _BASE, _Q_KIND, _P_KIND, _DIV_TEMPERATURE, _DIV_SCALE_T2),
         kernel=f"{_DIV}:kl_divergence",
         grad=f"{_DIV}:kl_divergence_grad",
         reference=(
@@ -929,7 +1000,8 @@ LOSSES: tuple[LossSpec, ...] = (
         formula=(
             "forward: l_n = Σ_c P_nc (log P_nc - log Q_nc) / ln(base)\n"
             "reverse: l_n = Σ_c Q_nc (log Q_nc - log P_nc) / ln(base)\n"
-            "a 0 in the first distribution contributes 0; mass where the second is 0 gives inf"
+            "a 0 in the first distribution contributes 0; mass where the second is 0 gives inf\n"
+            "--temperature T: logits x become softmax(x / T); --scale-t2 multiplies l_n by T²"
         ),
         headline=(
             'the mean over rows of the per-row sums (= PyTorch\'s reduction="batchmean", not its element-wise "mean")'
@@ -963,12 +1035,13 @@ LOSSES: tuple[LossSpec, ...] = (
         family="divergence",
         summary="Jensen-Shannon divergence: symmetric, bounded KL to the average distribution.",
         inputs=(_Q, _P),
-        params=(_BASE, _Q_KIND, _P_KIND),
+        params=(_BASE, _Q_KIND, _P_KIND, _DIV_TEMPERATURE, _DIV_SCALE_T2),
         kernel=f"{_DIV}:js_divergence",
         grad=f"{_DIV}:js_divergence_grad",
         reference="scipy.spatial.distance.jensenshannon(P, Q, base, axis=1) ** 2",
         formula=(
-            "l_n = ½ KL(P_n ‖ M_n) + ½ KL(Q_n ‖ M_n),  M_n = ½ (P_n + Q_n)\n(logarithms in --base; 0 · log 0 = 0)"
+            "l_n = ½ KL(P_n ‖ M_n) + ½ KL(Q_n ‖ M_n),  M_n = ½ (P_n + Q_n)\n(logarithms in --base; 0 · log 0 = 0)\n"
+            "--temperature T: logits x become softmax(x / T); --scale-t2 multiplies l_n by T²"
         ),
         headline="the mean over rows",
         gradient=(
@@ -1127,14 +1200,30 @@ LOSSES: tuple[LossSpec, ...] = (
         family="distillation-rl",
         summary="PPO's clipped surrogate objective (negated), per sampled action.",
         inputs=(
-            Role("new-logp", "(N,)", "Log-probability of each sampled action under the current policy.", ndim=(1,)),
+            Role(
+                "new-logp",
+                "(N,) or (N, T) or ragged lists",
+                "Log-probability of each sampled action under the current policy: one per row, or one "
+                "list of per-token log-probabilities per sequence (padded with --mask, or ragged).",
+                ndim=(1, 2),
+                ragged=True,
+            ),
             Role(
                 "old-logp",
-                "(N,)",
-                "Log-probability of the same action under the policy that collected the data.",
-                ndim=(1,),
+                "(N,) or (N, T) or ragged lists",
+                "Log-probability of the same actions under the policy that collected the data (new-logp's layout).",
+                ndim=(1, 2),
+                ragged=True,
             ),
-            Role("advantages", "(N,)", "Advantage estimate A of each action (e.g. GAE).", ndim=(1,)),
+            Role(
+                "advantages",
+                "(N,) or (N, T) or ragged lists",
+                "Advantage estimate A of each action (e.g. GAE): one per token (new-logp's layout), "
+                "or one per sequence, broadcast to its tokens.",
+                ndim=(1, 2),
+                ragged=True,
+            ),
+            TOKEN_MASK,
         ),
         params=(
             Param(
@@ -1147,21 +1236,36 @@ LOSSES: tuple[LossSpec, ...] = (
                 low_open=True,
                 high_open=True,
             ),
+            Param(
+                "token-mean",
+                "choice",
+                "batch",
+                "How token losses make the headline: batch = Σ over all counted tokens / their number "
+                "(TRL's masked_mean(loss, mask)); sequence = mean over sequences of each sequence's token "
+                "mean (OpenRLHF's masked_mean(loss, mask, dim=-1).mean()). Equal for one action per row.",
+                choices=("batch", "sequence"),
+            ),
         ),
         kernel=f"{_RL}:ppo_clip",
         grad=f"{_RL}:ppo_clip_grad",
         reference="PPO clipped surrogate (Schulman et al. 2017, eq. 7): -torch.min(r·A, torch.clamp(r, 1-ε, 1+ε)·A), r = exp(new - old)",
         formula=(
-            "l_n = -min(r_n·A_n, clip(r_n, 1-ε, 1+ε)·A_n),  r_n = exp(new_n - old_n)\n"
-            "components: clipped = 1 where the clipped term is the minimum, ratio = r_n"
+            "per action t: l_t = -min(r_t·A_t, clip(r_t, 1-ε, 1+ε)·A_t),  r_t = exp(new_t - old_t)\n"
+            "per row n: l_n = the mean of l_t over its counted tokens (--mask; all tokens of a ragged row)\n"
+            "components per row: clipped = tokens where the clipped term is the minimum (TRL), "
+            "clipped_sb3 = tokens with |r_t - 1| > ε (Stable-Baselines3), tokens, ratio = mean r_t"
         ),
         headline=(
-            "the mean over samples; the report also gives the clipped fraction (mean of 'clipped') "
-            "and the mean ratio (mean of 'ratio')"
+            "--token-mean batch (default): Σ over all counted tokens / their number (TRL); --token-mean "
+            "sequence: the mean over sequences of their token means (OpenRLHF); both are the mean over "
+            "samples for one action per row. Derived: clipfrac_trl (tokens where the clipped term is taken) "
+            "and clipfrac_sb3 (tokens with |r - 1| > ε), fractions of all counted tokens"
         ),
+        derived=("clipfrac",),
         gradient=(
-            "∂l/∂new = -r·A where the unclipped term is the minimum (ties included), 0 where the "
-            "clipped term is (the sub-gradient at r = 1±ε is the unclipped one)"
+            "∂l_n/∂new_t = -r_t·A_t / T_n where the unclipped term is the minimum (ties included), 0 where "
+            "the clipped term is (the sub-gradient at r = 1±ε is the unclipped one) and at masked tokens; "
+            "T_n = the row's counted tokens (1 for one action per row)"
         ),
         properties=(
             "A pessimistic (lower) bound on the unclipped surrogate: the objective gains nothing from "
@@ -1200,8 +1304,18 @@ LOSSES: tuple[LossSpec, ...] = (
                 ndim=(1, 2),
                 ragged=True,
             ),
+            TOKEN_MASK,
         ),
         params=(
+            Param(
+                "token-mean",
+                "choice",
+                "sum",
+                "Per sequence: sum = the sum over its tokens (the RLHF reward penalty); sequence = its "
+                "token mean, averaged over sequences (OpenRLHF); batch = its token mean, with the headline "
+                "Σ over all counted tokens / their number (TRL's masked_mean).",
+                choices=("sum", "sequence", "batch"),
+            ),
             Param(
                 "estimator",
                 "choice",
@@ -1218,10 +1332,18 @@ LOSSES: tuple[LossSpec, ...] = (
         formula=(
             "d_t = log π(a_t) - log π_ref(a_t) per sampled token\n"
             "k1: d_t;  k2: ½ d_t²;  k3: (ρ_t - 1) - log ρ_t = expm1(-d_t) + d_t,  ρ_t = π_ref/π\n"
-            "l_n = Σ_t over the tokens of sequence n (0 for an empty sequence)"
+            "l_n = Σ_t over the counted tokens of sequence n (--token-mean sum; 0 for an empty sequence), "
+            "or their mean (--token-mean sequence / batch; an empty sequence is ignored)"
         ),
-        headline="the mean over sequences of the per-sequence sums (the RLHF KL penalty)",
-        gradient="∂l/∂log π(a_t): k1 1; k2 d_t; k3 1 - ρ_t = -expm1(-d_t) (per token, in the input's ragged layout)",
+        headline=(
+            "--token-mean sum (default): the mean over sequences of the per-sequence sums (the RLHF KL penalty); "
+            "sequence: the mean of the per-sequence token means (OpenRLHF); batch: Σ over all counted tokens / "
+            "their number (TRL's masked_mean)"
+        ),
+        gradient=(
+            "∂l/∂log π(a_t): k1 1; k2 d_t; k3 1 - ρ_t = -expm1(-d_t), divided by the row's counted tokens for a "
+            "token mean, 0 at masked tokens (per token, in the input's ragged layout)"
+        ),
         properties=(
             "All three estimate KL(π ‖ π_ref) when the tokens are sampled from π; k1 and k3 are unbiased, k2 is biased but low-variance.",
             "k1 can be negative for a single sequence; k2 and k3 are never negative.",

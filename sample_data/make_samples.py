@@ -249,6 +249,66 @@ def make_divergence(here: str, rng) -> None:
 
 
 # ---------------------------------------------------------------------------
+# token-level RL rollouts
+# ---------------------------------------------------------------------------
+# rl_rollouts_padded.parquet: 48 responses of 4..24 tokens as padded (N, 24) fixed-size lists:
+#     new_logp, old_logp, ref_logp (log-probs of the sampled tokens under the current policy, the
+#     rollout policy and the reference model; 0.0 at padding), mask (1 = response token, 0 =
+#     padding), advantages (per token, GAE-like; 0.0 at padding) and reward (one per sequence).
+# rl_rollouts_ragged.parquet: the same rollouts as variable-length lists (no padding, no mask).
+
+
+def make_rl_tokens(here: str, rng) -> None:
+    n, width = 48, 24
+    lengths = rng.integers(4, width + 1, size=n)
+    lengths[0] = width  # at least one full row
+    rows = {k: [] for k in ("new_logp", "old_logp", "ref_logp", "advantages")}
+    reward = rng.normal(0.0, 1.0, size=n)
+    for i, t in enumerate(lengths):
+        old = _divergence_log_softmax(rng.normal(0.0, 2.0, size=(t, 40)))
+        tok = np.where(rng.random(t) < 0.6, old.argmax(axis=1), rng.integers(0, 40, size=t))
+        old_lp = old[np.arange(t), tok]
+        ref_lp = old_lp + rng.normal(0.0, 0.2, size=t)
+        new_lp = old_lp + rng.normal(0.0, 0.15, size=t) + 0.1 * np.sign(reward[i]) * rng.random(t)
+        # GAE-like per-token advantages: the sequence reward discounted back from the last token
+        adv = reward[i] * 0.95 ** np.arange(t)[::-1] + rng.normal(0.0, 0.1, size=t)
+        for key, v in (("new_logp", new_lp), ("old_logp", old_lp), ("ref_logp", ref_lp), ("advantages", adv)):
+            if key != "advantages":
+                v = np.minimum(v, 0.0)
+            rows[key].append(np.round(v, 6))
+    ids = pa.array([f"roll{i:03d}" for i in range(n)])
+
+    def padded(lists):
+        out = np.zeros((n, width))
+        for i, v in enumerate(lists):
+            out[i, : len(v)] = v
+        return pa.FixedSizeListArray.from_arrays(pa.array(out.ravel()), width)
+
+    mask = (np.arange(width)[None, :] < lengths[:, None]).astype(np.int8)
+    pq.write_table(
+        pa.table(
+            {
+                "id": ids,
+                **{k: padded(v) for k, v in rows.items()},
+                "mask": pa.FixedSizeListArray.from_arrays(pa.array(mask.ravel()), width),
+                "reward": pa.array(np.round(reward, 6)),
+            }
+        ),
+        os.path.join(here, "rl_rollouts_padded.parquet"),
+    )
+    pq.write_table(
+        pa.table(
+            {
+                "id": ids,
+                **{k: pa.array([r.tolist() for r in v], type=pa.list_(pa.float64())) for k, v in rows.items()},
+                "reward": pa.array(np.round(reward, 6)),
+            }
+        ),
+        os.path.join(here, "rl_rollouts_ragged.parquet"),
+    )
+
+
+# ---------------------------------------------------------------------------
 # regression
 # ---------------------------------------------------------------------------
 # Sample data for the regression family (merged into sample_data/make_samples.py by the lead).
@@ -541,6 +601,7 @@ def main() -> None:
     make_detection(HERE, np.random.default_rng(20261127))
     make_examples(HERE)
     make_classifier_b(HERE, ids, logits, label, np.random.default_rng(20261129))
+    make_rl_tokens(HERE, np.random.default_rng(20261129))
 
 
 def make_classifier_b(here: str, ids, logits_a, label, rng) -> None:

@@ -71,6 +71,7 @@ def test_json_report_schema_and_values(cli, sample_ref):
         "pred-kind": "logits",
         "weight": None,
         "ignore-index": -100,
+        "classes": None,
         "label-smoothing": 0.0,
         "target-kind": "probs",
     }

@@ -703,6 +703,28 @@ def class_indices(y: np.ndarray, role: str, n_classes: int, ignore_index: int | 
     return yi
 
 
+def class_name_indices(values: np.ndarray, classes) -> tuple[np.ndarray, np.ndarray]:
+    """Map class names to their positions in ``classes`` (logit order).
+
+    ``values`` is one label per row as read (text, or integers compared by their text).
+    Returns ``(int64 indices, unknown mask)``; unknown names hold 0 in the indices and the
+    caller raises naming the row. Each distinct name is looked up once.
+    """
+    lookup = {name: i for i, name in enumerate(classes)}
+    v = np.asarray(values)
+    if v.ndim != 1:
+        raise ValueError("one class name per row")
+    if len(v) == 0:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=bool)
+    text = np.array([str(x) for x in v.tolist()], dtype=object)
+    uniq, inv = np.unique(text.astype(str), return_inverse=True)
+    mapped = np.array([lookup.get(u, -1) for u in uniq.tolist()], dtype=np.int64)
+    idx = mapped[inv.reshape(-1)]
+    unknown = idx < 0
+    idx[unknown] = 0
+    return idx, unknown
+
+
 def same_shape(pred: np.ndarray, target: np.ndarray, target_role: str = "target") -> tuple[np.ndarray, np.ndarray]:
     """Bring (N,) / (N, 1) pairs together; otherwise shapes must match exactly."""
     if pred.shape == target.shape:

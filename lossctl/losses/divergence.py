@@ -28,6 +28,7 @@ from lossctl.losses._common import (
     check_finite,
     check_log_probs,
     check_probs,
+    check_temperature,
     constant,
     default_prob_atol,
     exp_diff,
@@ -124,6 +125,45 @@ def _rel_entr_rows(la: np.ndarray, a: np.ndarray, lb: np.ndarray, diff: np.ndarr
     return term.sum(axis=1)
 
 
+def _temper(pred, target, pred_kind: str, target_kind: str, temperature, scale_t2: bool):
+    """--temperature T: logits (and only logits) divided by T in float64 before the softmax.
+
+    Returns ``(pred, target, loss factor, gradient factor)``: the loss factor is T² with
+    ``scale_t2`` (Hinton et al.'s rescaling, so gradients keep their size), else 1; the
+    gradient w.r.t. the given logits picks up a further 1/T (chain rule through x/T).
+    """
+    t = check_temperature(temperature)
+    if t == 1.0:
+        return pred, target, 1.0, 1.0
+    if pred_kind != "logits" and target_kind != "logits":
+        raise ParamError(
+            "temperature",
+            f"--temperature {t!r} softens logits, but neither input holds logits (--pred-kind {pred_kind}, "
+            f"--target-kind {target_kind}); probabilities and log-probabilities are used as given",
+        )
+    if pred_kind == "logits":
+        pred = _soften(pred, t, "pred")
+    if target_kind == "logits":
+        target = _soften(target, t, "target")
+    scale = t * t if scale_t2 else 1.0
+    return pred, target, scale, scale / t if pred_kind == "logits" else scale
+
+
+def _soften(x, t: float, role: str) -> np.ndarray:
+    a = np.asarray(as_float(np.asarray(x)), dtype=np.float64)
+    with np.errstate(over="ignore", invalid="ignore"):
+        out = a / t
+    bad = np.isfinite(a) & ~np.isfinite(out)
+    if bad.any():
+        raise InputError(
+            role,
+            f"logit {a[bad][0]:.9g} divided by --temperature {t!r} overflows float64",
+            first_rows(bad.reshape(len(a), -1).any(axis=1)),
+            expected="logits / T within ±1.8e308 (a larger --temperature, or smaller logits)",
+        )
+    return out
+
+
 # ---------------------------------------------------------------------------
 # kl-divergence
 # ---------------------------------------------------------------------------
@@ -138,6 +178,8 @@ def kl_divergence(
     pred_kind: str = "logits",
     target_kind: str = "probs",
     prob_atol: float | None = None,
+    temperature: float = 1.0,
+    scale_t2: bool = False,
 ) -> Result:
     """Kullback-Leibler divergence per row.
 
@@ -154,6 +196,7 @@ def kl_divergence(
       second is 0 gives ``inf``. The plain mean over rows is PyTorch's
       ``reduction="batchmean"``.
     """
+    pred, target, t_scale, g_scale = _temper(pred, target, pred_kind, target_kind, temperature, scale_t2)
     lb = _log_base(base)
     reverse = _check_direction(direction)
     loss = None
@@ -168,7 +211,7 @@ def kl_divergence(
             loss = _rel_entr_rows(lp, p, lq, d)
     if lb != 1.0:
         loss = loss / lb
-    return Result(loss=loss)
+    return Result(loss=loss * t_scale if t_scale != 1.0 else loss)
 
 
 _TINY = float(np.finfo(np.float64).tiny)
@@ -274,6 +317,8 @@ def kl_divergence_grad(
     pred_kind: str = "logits",
     target_kind: str = "probs",
     prob_atol: float | None = None,
+    temperature: float = 1.0,
+    scale_t2: bool = False,
 ) -> np.ndarray:
     """∂l_n/∂pred_n, shape ``[N, C]`` (the prediction Q is the first input).
 
@@ -283,6 +328,7 @@ def kl_divergence_grad(
     ``a + 1`` (-inf at Q = 0); log-probs ``Q·(a + 1)`` (0 where Q = 0).
     Everything divided by ln(base).
     """
+    pred, target, t_scale, g_scale = _temper(pred, target, pred_kind, target_kind, temperature, scale_t2)
     lb = _log_base(base)
     reverse = _check_direction(direction)
     lp, p, lq, q = _pair(target, pred, target_kind, pred_kind, prob_atol)
@@ -314,7 +360,8 @@ def kl_divergence_grad(
             g = np.where(support, a + 1.0, -np.inf)
         else:
             g = np.where(support, q * (a + 1.0), 0.0)
-    return g / lb if lb != 1.0 else g
+    g = g / lb if lb != 1.0 else g
+    return g * g_scale if g_scale != 1.0 else g
 
 
 # ---------------------------------------------------------------------------
@@ -335,19 +382,22 @@ def js_divergence(
     pred_kind: str = "logits",
     target_kind: str = "probs",
     prob_atol: float | None = None,
+    temperature: float = 1.0,
+    scale_t2: bool = False,
 ) -> Result:
     """Jensen-Shannon divergence per row: ½KL(P‖M) + ½KL(Q‖M), M = ½(P + Q).
 
     Symmetric, always finite, in [0, ln 2] (in [0, 1] bits with ``base=2``);
     equals ``scipy.spatial.distance.jensenshannon(p, q, base) ** 2``.
     """
+    pred, target, t_scale, g_scale = _temper(pred, target, pred_kind, target_kind, temperature, scale_t2)
     lb = _log_base(base)
     lp, p, lq, q = _pair(target, pred, target_kind, pred_kind, prob_atol)
     lm = _log_mixture(lp, lq)
     loss = 0.5 * (_rel_entr_rows(lp, p, lm) + _rel_entr_rows(lq, q, lm))
     if lb != 1.0:
         loss = loss / lb
-    return Result(loss=loss)
+    return Result(loss=loss * t_scale if t_scale != 1.0 else loss)
 
 
 def js_divergence_grad(
@@ -358,12 +408,15 @@ def js_divergence_grad(
     pred_kind: str = "logits",
     target_kind: str = "probs",
     prob_atol: float | None = None,
+    temperature: float = 1.0,
+    scale_t2: bool = False,
 ) -> np.ndarray:
     """∂l_n/∂pred_n, shape ``[N, C]``.
 
     With ``a = ½ log(Q/M)`` (= ½ ln 2 where P = 0): probs ``a`` (-inf at Q = 0,
     P > 0); log-probs ``Q·a``; logits ``Q·(a - Σ_c Q_c a_c)``. Divided by ln(base).
     """
+    pred, target, t_scale, g_scale = _temper(pred, target, pred_kind, target_kind, temperature, scale_t2)
     lb = _log_base(base)
     lp, p, lq, q = _pair(target, pred, target_kind, pred_kind, prob_atol)
     lm = _log_mixture(lp, lq)
@@ -378,7 +431,8 @@ def js_divergence_grad(
             g = qa - q * qa.sum(axis=1, keepdims=True)
         else:
             g = qa
-    return g / lb if lb != 1.0 else g
+    g = g / lb if lb != 1.0 else g
+    return g * g_scale if g_scale != 1.0 else g
 
 
 # ---------------------------------------------------------------------------

@@ -132,55 +132,189 @@ def _vector(x, role: str, n: int | None = None) -> np.ndarray:
     return a
 
 
-def _ppo_parts(new_logp, old_logp, advantages, clip):
+_TOKEN_MEANS = ("sequence", "batch")
+
+
+def _token_layout(x, role: str) -> tuple[np.ndarray, np.ndarray, bool]:
+    """(values float64, offsets, is_tokens) of a Ragged / (N, T) array (tokens) or an (N,) array
+    (one action per row)."""
+    if isinstance(x, Ragged):
+        return np.asarray(x.values, dtype=np.float64), x.offsets, True
+    a = np.asarray(as_float(np.asarray(x)), dtype=np.float64)
+    if a.ndim == 2 and a.shape[1] == 1:
+        a = a[:, 0]
+    if a.ndim == 1:
+        return a, np.arange(len(a) + 1, dtype=np.int64), False
+    if a.ndim == 2:
+        n, t = a.shape
+        return a.reshape(-1), np.arange(n + 1, dtype=np.int64) * t, True
+    raise InputError(role, f"expected (N,) values or one list per row; got shape {a.shape}", [])
+
+
+def _same_lengths(offs: np.ndarray, offs_b: np.ndarray, role: str, what: str) -> None:
+    n = len(offs) - 1
+    if len(offs_b) - 1 != n:
+        raise InputError(role, f"{len(offs_b) - 1} rows but the first input has {n}", [], expected=f"{n} rows")
+    la, lb = np.diff(offs), np.diff(offs_b)
+    bad = la != lb
+    if bad.any():
+        rows = first_rows(bad)
+        i = rows[0]
+        raise InputError(
+            role,
+            f"{int(lb[i])} values for a sequence of {int(la[i])} tokens",
+            rows,
+            expected=f"{what}: the same list length as the first input in every row",
+        )
+
+
+def token_mask(mask, offs: np.ndarray, role: str = "mask") -> np.ndarray | None:
+    """The --mask as a bool per token (None: every token counts). Values must be 0 or 1."""
+    if mask is None:
+        return None
+    m, offs_m, _ = _token_layout(mask, role)
+    _same_lengths(offs, offs_m, role, "one 0/1 entry per token")
+    bad = (m != 0.0) & (m != 1.0)
+    if bad.any():
+        n = len(offs) - 1
+        rows_of = np.repeat(np.arange(n), np.diff(offs))
+        rows = first_rows(np.bincount(rows_of[bad], minlength=n) > 0)
+        raise InputError(
+            role,
+            f"mask value {m[bad][0]:.9g} is neither 0 nor 1",
+            rows,
+            expected="1 for a token that counts (a response token), 0 for padding or prompt",
+        )
+    return m == 1.0
+
+
+def _check_token_mean(token_mean: str, allowed=_TOKEN_MEANS) -> str:
+    if token_mean not in allowed:
+        raise ParamError("token-mean", f"--token-mean must be one of {', '.join(allowed)}; got {token_mean!r}")
+    return token_mean
+
+
+def _finite_tokens(v: np.ndarray, keep: np.ndarray, rows_of: np.ndarray, n: int, role: str) -> None:
+    bad = ~np.isfinite(v) & keep
+    if bad.any():
+        rows = first_rows(np.bincount(rows_of[bad], minlength=n) > 0)
+        raise InputError(
+            role, f"non-finite value {v[bad][0]:.9g} at a token that counts", rows, expected="finite values"
+        )
+
+
+def _ppo_parts(new_logp, old_logp, advantages, mask, clip):
     eps = float(clip)
     if not 0.0 < eps < 1.0:
         raise ParamError("clip", f"--clip must be in (0, 1); got {clip!r}")
-    new = _vector(new_logp, "new-logp")
-    old = _vector(old_logp, "old-logp", len(new))
-    adv = _vector(advantages, "advantages", len(new))
-    with np.errstate(over="ignore"):
-        ratio = np.exp(new - old)  # may be inf for a log-ratio above ~709
-    with np.errstate(invalid="ignore"):
+    new, offs, tokens = _token_layout(new_logp, "new-logp")
+    n = len(offs) - 1
+    old, offs_o, _ = _token_layout(old_logp, "old-logp")
+    _same_lengths(offs, offs_o, "old-logp", "one old log-probability per token")
+    adv, offs_a, _ = _token_layout(advantages, "advantages")
+    if len(offs_a) - 1 != n:
+        raise InputError("advantages", f"{len(offs_a) - 1} rows but the first input has {n}", [], expected=f"{n} rows")
+    lengths = np.diff(offs)
+    if not np.array_equal(np.diff(offs_a), lengths):
+        if tokens and np.array_equal(np.diff(offs_a), np.ones(n, np.int64)):
+            adv = np.repeat(adv, lengths)  # one advantage per sequence, broadcast to its tokens
+        else:
+            _same_lengths(offs, offs_a, "advantages", "one advantage per token, or one per sequence")
+    keep = token_mask(mask, offs)
+    if keep is None:
+        keep = np.ones(len(new), dtype=bool)
+    rows_of = np.repeat(np.arange(n), lengths)
+    _finite_tokens(new, keep, rows_of, n, "new-logp")
+    _finite_tokens(old, keep, rows_of, n, "old-logp")
+    _finite_tokens(adv, keep, rows_of, n, "advantages")
+    with np.errstate(over="ignore", invalid="ignore"):
+        ratio = np.exp(np.where(keep, new - old, 0.0))  # may be inf for a log-ratio above ~709
+        adv = np.where(keep, adv, 0.0)
         unclipped = np.where(adv == 0.0, 0.0, ratio * adv)  # inf · 0 is 0 here, not NaN
     clipped_term = np.clip(ratio, 1.0 - eps, 1.0 + eps) * adv
-    use_clipped = clipped_term < unclipped  # ties: the unclipped branch (it has the gradient)
-    return ratio, adv, unclipped, clipped_term, use_clipped
+    use_clipped = (clipped_term < unclipped) & keep  # ties: the unclipped branch (it has the gradient)
+    outside = (np.abs(ratio - 1.0) > eps) & keep  # Stable-Baselines3's clip_fraction
+    rag = Ragged(new, offs)
+    count = rag.sum_rows(keep.astype(np.float64))
+    return ratio, adv, unclipped, clipped_term, use_clipped, outside, keep, rag, count, tokens
 
 
 def ppo_clip(
-    new_logp: np.ndarray,
-    old_logp: np.ndarray,
-    advantages: np.ndarray,
+    new_logp,
+    old_logp,
+    advantages,
+    mask=None,
     *,
     clip: float = 0.2,
+    token_mean: str = "batch",
 ) -> Result:
     """PPO's clipped surrogate objective, negated (a loss), per sample (Schulman et al. 2017).
 
-    ``l = -min(r·A, clip(r, 1-ε, 1+ε)·A)``, ``r = exp(new - old)``. The ratio is
-    formed from the log-ratio in float64; a log-ratio above ~709 overflows r to
-    inf, which gives the exact limits: ``-(1+ε)·A`` for A > 0 (clipped), ``+inf``
-    for A < 0 (the unclipped term is unbounded) and 0 for A = 0.
-    Components: ``clipped`` (1 where the clipped term is the minimum) and
-    ``ratio`` r, whose means are the clipped fraction and the mean ratio.
+    Per action (token) ``l = -min(r·A, clip(r, 1-ε, 1+ε)·A)``, ``r = exp(new - old)``.
+    The ratio is formed from the log-ratio in float64; a log-ratio above ~709
+    overflows r to inf, which gives the exact limits: ``-(1+ε)·A`` for A > 0
+    (clipped), ``+inf`` for A < 0 (the unclipped term is unbounded) and 0 for A = 0.
+
+    Inputs are ``(N,)`` (one action per row) or token-level: ``Ragged`` rows or
+    ``(N, T)`` arrays, with ``mask`` (1 = the token counts) for padded ones and
+    advantages per token or one per sequence (broadcast). A sequence's value is
+    the mean over its counted tokens (a sequence with none is ignored). The
+    headline follows ``token_mean``: ``batch`` = Σ over all counted tokens /
+    their number (TRL's ``masked_mean(loss, mask)``); ``sequence`` = the mean of
+    the per-sequence means (OpenRLHF's ``masked_mean(loss, mask, dim=-1).mean()``).
+
+    Components per row: ``clipped`` (tokens where the clipped term is the
+    minimum: TRL's ``clipfrac`` definition), ``clipped_sb3`` (tokens with
+    ``|r - 1| > ε``: Stable-Baselines3's ``clip_fraction``), ``tokens`` (counted
+    tokens) and ``ratio`` (mean ratio over the row's tokens). For one action per
+    row ``clipped`` and ``clipped_sb3`` are 0/1, so their means are the fractions.
     """
-    ratio, adv, unclipped, clipped_term, use_clipped = _ppo_parts(new_logp, old_logp, advantages, clip)
+    tm = _check_token_mean(token_mean)
+    ratio, adv, unclipped, clipped_term, use_clipped, outside, keep, rag, count, tokens = _ppo_parts(
+        new_logp, old_logp, advantages, mask, clip
+    )
     obj = np.where(use_clipped, clipped_term, unclipped)
-    loss = 0.0 - obj  # no -0.0
-    return Result(loss=loss, components={"clipped": use_clipped.astype(np.float64), "ratio": ratio})
+    tok = np.where(keep, 0.0 - obj, 0.0)  # no -0.0
+    total = rag.sum_rows(tok)
+    empty = count == 0
+    with np.errstate(invalid="ignore", divide="ignore"):
+        loss = np.where(empty, 0.0, total / np.where(empty, 1.0, count))
+        mean_ratio = np.where(empty, 0.0, rag.sum_rows(np.where(keep, ratio, 0.0)) / np.where(empty, 1.0, count))
+    comps = {
+        "clipped": rag.sum_rows(use_clipped.astype(np.float64)),
+        "clipped_sb3": rag.sum_rows(outside.astype(np.float64)),
+        "tokens": count,
+        "ratio": mean_ratio,
+    }
+    num = den = None
+    if tm == "batch":
+        num, den = total, count
+    return Result(loss=loss, num=num, den=den, ignored=empty if empty.any() else None, components=comps)
 
 
 def ppo_clip_grad(
-    new_logp: np.ndarray,
-    old_logp: np.ndarray,
-    advantages: np.ndarray,
+    new_logp,
+    old_logp,
+    advantages,
+    mask=None,
     *,
     clip: float = 0.2,
-) -> np.ndarray:
-    """∂l_n/∂new_n = -r·A where the unclipped term is the minimum (ties included), else 0."""
-    ratio, adv, unclipped, clipped_term, use_clipped = _ppo_parts(new_logp, old_logp, advantages, clip)
+    token_mean: str = "batch",
+):
+    """∂l_n/∂new_t = -r_t·A_t / T_n where the unclipped term is the minimum (ties included),
+    else 0 (T_n: the row's counted tokens; 0 at masked tokens). Token-level input gives a
+    Ragged in the input's layout."""
+    _check_token_mean(token_mean)
+    ratio, adv, unclipped, clipped_term, use_clipped, outside, keep, rag, count, tokens = _ppo_parts(
+        new_logp, old_logp, advantages, mask, clip
+    )
+    per_tok = np.repeat(np.where(count == 0, 1.0, count), rag.lengths)
     with np.errstate(invalid="ignore"):
-        g = np.where(use_clipped | (adv == 0.0), 0.0, -unclipped)
+        g = np.where(use_clipped | (adv == 0.0) | ~keep, 0.0, -unclipped) / per_tok
+    if tokens:
+        if isinstance(new_logp, Ragged):
+            return rag.with_values(g)
+        return g.reshape(np.shape(new_logp))
     return g.reshape(np.shape(new_logp))
 
 
@@ -204,7 +338,7 @@ def _tokens(x, role: str) -> tuple[np.ndarray, np.ndarray]:
     raise InputError(role, f"expected (N,) values or one list per row; got shape {a.shape}", [])
 
 
-def _policy_parts(policy_logp, ref_logp, estimator):
+def _policy_parts(policy_logp, ref_logp, estimator, mask=None):
     if estimator not in _ESTIMATORS:
         raise ParamError("estimator", f"--estimator must be one of k1, k2, k3; got {estimator!r}")
     lp, offs = _tokens(policy_logp, "policy-logp")
@@ -223,6 +357,10 @@ def _policy_parts(policy_logp, ref_logp, estimator):
             rows,
             expected="one reference log-probability per policy token (the same list lengths)",
         )
+    keep = token_mask(mask, offs)
+    if keep is not None:  # padding is not validated and counts for nothing
+        lp = np.where(keep, lp, 0.0)
+        lr = np.where(keep, lr, 0.0)
     rows_of = np.repeat(np.arange(n), len_p)
     bad_p = ~np.isfinite(lp) | (lp > 0)
     if bad_p.any():
@@ -242,25 +380,38 @@ def _policy_parts(policy_logp, ref_logp, estimator):
             rows,
             expected="log-probabilities <= 0 (-inf allowed: the KL is then infinite)",
         )
-    return lp, lr, Ragged(lp, offs)
+    if keep is None:
+        keep = np.ones(len(lp), dtype=bool)
+    return lp, lr, Ragged(lp, offs), keep
+
+
+_KL_MEANS = ("sum",) + _TOKEN_MEANS
 
 
 def policy_kl(
     policy_logp,
     ref_logp,
+    mask=None,
     *,
     estimator: str = "k1",
+    token_mean: str = "sum",
 ) -> Result:
     """Monte-Carlo KL(π ‖ π_ref) per sequence from the log-probs of the sampled tokens.
 
     Per token, with ``d = log π - log π_ref``: k1 ``d``; k2 ``½d²``;
     k3 ``(ρ - 1) - log ρ`` with ``ρ = π_ref/π = e^{-d}``, computed as
     ``expm1(-d) + d`` (series near 0, so tiny d keep their digits).
-    Per sequence: the sum over its tokens (0 for an empty one). Inputs are
-    ``Ragged`` rows, ``(N, T)`` arrays, or ``(N,)`` (one token per row).
+    Per sequence (``token_mean``): ``sum`` = the sum over its tokens (0 for an
+    empty one; the RLHF reward penalty); ``sequence`` / ``batch`` = the mean over
+    its counted tokens, the headline being the mean of those means
+    (``sequence``, OpenRLHF) or Σ over all counted tokens / their number
+    (``batch``, TRL's ``masked_mean``); a sequence with no counted token is then
+    ignored. Inputs are ``Ragged`` rows, ``(N, T)`` arrays, or ``(N,)`` (one token
+    per row); ``mask`` (1 = the token counts) selects the tokens of padded rows.
     A reference log-probability of -inf gives +inf.
     """
-    lp, lr, rag = _policy_parts(policy_logp, ref_logp, estimator)
+    tm = _check_token_mean(token_mean, _KL_MEANS)
+    lp, lr, rag, keep = _policy_parts(policy_logp, ref_logp, estimator, mask)
     with np.errstate(invalid="ignore", over="ignore"):
         d = lp - lr
         if estimator == "k1":
@@ -269,20 +420,32 @@ def policy_kl(
             tok = 0.5 * d * d
         else:
             tok = np.where(np.isposinf(d), np.inf, expm1_minus_x(-d))
-    return Result(loss=rag.sum_rows(tok))
+    tok = np.where(keep, tok, 0.0)
+    total = rag.sum_rows(tok)
+    if tm == "sum":
+        return Result(loss=total)
+    count = rag.sum_rows(keep.astype(np.float64))
+    empty = count == 0
+    loss = np.where(empty, 0.0, total / np.where(empty, 1.0, count))
+    num, den = (total, count) if tm == "batch" else (None, None)
+    return Result(loss=loss, num=num, den=den, ignored=empty if empty.any() else None, components={"tokens": count})
 
 
 def policy_kl_grad(
     policy_logp,
     ref_logp,
+    mask=None,
     *,
     estimator: str = "k1",
+    token_mean: str = "sum",
 ) -> np.ndarray | Ragged:
-    """∂l_n/∂(log π of each token): k1 ``1``; k2 ``d``; k3 ``1 - ρ = -expm1(-d)``.
+    """∂l_n/∂(log π of each token): k1 ``1``; k2 ``d``; k3 ``1 - ρ = -expm1(-d)``; divided by
+    the row's counted tokens for a token mean; 0 at masked tokens.
 
     Returned with the policy input's layout (a Ragged with its offsets for ragged input).
     """
-    lp, lr, rag = _policy_parts(policy_logp, ref_logp, estimator)
+    tm = _check_token_mean(token_mean, _KL_MEANS)
+    lp, lr, rag, keep = _policy_parts(policy_logp, ref_logp, estimator, mask)
     with np.errstate(invalid="ignore", over="ignore"):
         d = lp - lr
         if estimator == "k1":
@@ -291,6 +454,10 @@ def policy_kl_grad(
             g = d
         else:
             g = -np.expm1(-d)
+    g = np.where(keep, g, 0.0)
+    if tm != "sum":
+        count = rag.sum_rows(keep.astype(np.float64))
+        g = g / np.repeat(np.where(count == 0, 1.0, count), rag.lengths)
     if isinstance(policy_logp, Ragged):
         return rag.with_values(g)
     return g.reshape(np.shape(policy_logp))
