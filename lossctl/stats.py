@@ -173,6 +173,7 @@ class _Store:
         return s
 
 
+_SKETCH_BLOCK = 1 << 16  # values per block of a sketch update (512 KiB of float64: stays in cache)
 _DENSE_KEYS = 1 << 17  # keys beyond ±131,072 are kept in a dict (see _Store)
 _MAX_KEY = 1_000_000  # bucket numbers are clipped to this magnitude (log of inf, of subnormals at tiny alpha)
 
@@ -208,23 +209,43 @@ class QuantileSketch:
         return self._neg.as_dict()
 
     def _add_store(self, store: _Store, v: np.ndarray) -> None:
-        """Count positive values ``v`` (float64) in their buckets ``ceil(log(v) / log γ)``."""
+        """Count positive values ``v`` (float64) in their buckets ``ceil(log(v) / log γ)``.
+
+        Large chunks are split into contiguous parts counted on the kernels' thread pool
+        (``LOSSCTL_THREADS``), each walked in cache-sized blocks with reused buffers; counts are
+        integers, so the result does not depend on the split."""
         if not len(v):
             return
-        with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
-            k = np.log(v)
-            k /= self._lg  # the same rounding as log(v) / lg
-            np.ceil(k, out=k)
-        kmin, kmax = float(k.min()), float(k.max())
-        if kmin < -_MAX_KEY or kmax > _MAX_KEY:
-            np.clip(k, -_MAX_KEY, _MAX_KEY, out=k)
-            kmin, kmax = max(kmin, -_MAX_KEY), min(kmax, _MAX_KEY)
-        if max(-kmin, kmax) <= _DENSE_KEYS:
-            lo = int(kmin)
-            k -= kmin  # exact: small integers in float64
-            store.add_counts(lo, np.bincount(k.astype(np.intp)))
-        else:
-            store.add_keys(k.astype(np.int64))
+        from lossctl.losses._common import row_parts  # the kernels' pool (imported on first use)
+
+        for part in row_parts(len(v), len(v), lambda a, b: self._bucket_counts(v[a:b])):
+            store.merge(part)
+
+    def _bucket_counts(self, v: np.ndarray) -> _Store:
+        """The buckets of positive values ``v``, as a new store."""
+        from lossctl.losses._common import scratch
+
+        out = _Store()
+        lg = self._lg
+        for a in range(0, len(v), _SKETCH_BLOCK):
+            vb = v[a : a + _SKETCH_BLOCK]
+            k = scratch("sketch-key", (len(vb),), np.float64)
+            with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
+                np.log(vb, out=k)
+                k /= lg  # the same rounding as log(v) / lg
+                np.ceil(k, out=k)
+            kmin, kmax = float(k.min()), float(k.max())
+            if kmin < -_MAX_KEY or kmax > _MAX_KEY:
+                np.clip(k, -_MAX_KEY, _MAX_KEY, out=k)
+                kmin, kmax = max(kmin, -_MAX_KEY), min(kmax, _MAX_KEY)
+            if max(-kmin, kmax) <= _DENSE_KEYS:
+                k -= kmin  # exact: small integers in float64
+                ki = scratch("sketch-index", (len(vb),), np.intp)
+                np.copyto(ki, k, casting="unsafe")
+                out.add_counts(int(kmin), np.bincount(ki))
+            else:
+                out.add_keys(k.astype(np.int64))
+        return out
 
     def update(self, values: np.ndarray) -> None:
         v = np.asarray(values, dtype=np.float64).ravel()
@@ -321,6 +342,25 @@ def _quantiles(vals: np.ndarray, qs) -> np.ndarray:
     return np.where(a == b, a, out)
 
 
+def _m2(v: np.ndarray, mean: float) -> float:
+    """Σ (v - mean)² in cache-sized blocks through a reused buffer (no chunk-sized temporary).
+
+    einsum, not np.dot: a BLAS call here leaves OpenBLAS threads spinning on the second core
+    for ~0.1 s after every chunk, slowing the threaded kernels."""
+    if len(v) <= _SKETCH_BLOCK:
+        d = v - mean
+        return float(np.einsum("i,i->", d, d))
+    from lossctl.losses._common import scratch
+
+    total = 0.0
+    for a in range(0, len(v), _SKETCH_BLOCK):
+        vb = v[a : a + _SKETCH_BLOCK]
+        d = scratch("stats-dev", (len(vb),), np.float64)
+        np.subtract(vb, mean, out=d)
+        total += float(np.einsum("i,i->", d, d))
+    return total
+
+
 class RunningStats:
     """count, compensated sum, mean, variance, min, max and quantiles of a stream."""
 
@@ -339,17 +379,15 @@ class RunningStats:
         self.nan_count = 0
 
     # -- updating -----------------------------------------------------------
-    def update(self, values: np.ndarray) -> None:
+    def update(self, values: np.ndarray) -> float:
+        """Add a chunk; returns its exactly rounded sum (as ``CompensatedSum.update``)."""
         v = np.asarray(values, dtype=np.float64).ravel()
         if not len(v):
-            return
+            return 0.0
         s_b = self.sum.update(v)  # the chunk's exactly rounded sum
         with np.errstate(invalid="ignore", over="ignore"):  # inf losses: mean inf, variance nan
             mean_b = s_b / len(v) if math.isfinite(s_b) else float(np.mean(v))
-            d = v - mean_b
-            # einsum, not np.dot: a BLAS call here leaves OpenBLAS threads spinning on the
-            # second core for ~0.1 s after every chunk, slowing the threaded kernels.
-            self._combine(len(v), mean_b, float(np.einsum("i,i->", d, d)))
+            self._combine(len(v), mean_b, _m2(v, mean_b))
             lo, hi = float(v.min()), float(v.max())  # NaN if any value is NaN
         if math.isnan(lo) or math.isnan(hi):
             self.nan_count += int(np.isnan(v).sum())
@@ -362,6 +400,7 @@ class RunningStats:
             self._kept.append(v.copy())
         else:
             self._to_sketch().update(v)
+        return s_b
 
     def to_sketch(self) -> None:
         """Keep only the quantile sketch (as once more than ``exact_limit`` values were seen)."""
