@@ -228,7 +228,9 @@ def _write_peer_data(tmp: Path, sz: dict) -> dict:
     pq.write_table(reg(sz["bce"], y_binary=True), paths["bce"])
     n, c = sz["ce"]
     x = rng.standard_normal((n, c), dtype=np.float32) * 3
-    t = pa.table({"logits": pa.FixedSizeListArray.from_arrays(pa.array(x.reshape(-1)), c), "label": rng.integers(0, c, n)})
+    t = pa.table(
+        {"logits": pa.FixedSizeListArray.from_arrays(pa.array(x.reshape(-1)), c), "label": rng.integers(0, c, n)}
+    )
     paths["ce"] = tmp / "ce.parquet"
     pq.write_table(t, paths["ce"])
     return paths
