@@ -4,9 +4,9 @@ Usage (from the repository root, in an environment where lossctl is installed)::
 
     python benchmarks/run.py             # full sizes (about 10 minutes, ~8 GB of RAM at peak)
     python benchmarks/run.py --quick     # small sizes (about 1 minute)
-    python benchmarks/run.py --only kernels|e2e   [--reps N] [--profile] [--out PATH]
+    python benchmarks/run.py --only kernels|e2e|split|peers   [--reps N] [--profile] [--out PATH]
 
-Optional baselines (``pip install 'lossctl[bench]'``: torch, scikit-learn, pandas);
+Optional baselines (``pip install 'lossctl[bench]'``: torch, scikit-learn, pandas, duckdb, polars);
 each one that is missing is skipped with a printed note.
 
 What it measures, all in the same run (absolute times drift between runs on shared
@@ -1035,7 +1035,9 @@ def run_scale(gb: float, tmp: Path) -> dict:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="small sizes (about a minute)")
-    ap.add_argument("--only", choices=["kernels", "e2e", "scaleout", "scale"], help="run one section only")
+    ap.add_argument(
+        "--only", choices=["kernels", "e2e", "split", "peers", "scaleout", "scale"], help="run one section only"
+    )
     ap.add_argument(
         "--scale-gb", type=float, help="size of the bounded-memory input (default 10 GB, 1 GB with --quick; 0 skips)"
     )
@@ -1090,6 +1092,16 @@ def main(argv=None) -> int:
                 out_dir = Path(args.out).parent
                 out_dir.mkdir(parents=True, exist_ok=True)
                 report["profiles"] = profile_lossctl(tmp, out_dir)
+        if args.only in (None, "split"):
+            from peers import run_split
+
+            print("\nsplit: read / kernel / statistics / report per loss family, 1 and 2 threads (LOSSCTL_THREADS)")
+            report["split"] = run_split(args.quick, e2e_reps, tmp)
+        if args.only in (None, "peers"):
+            from peers import run_peers
+
+            print("\npeers: lossctl vs DuckDB, polars and the same-stack floor on the same files (whole processes)")
+            report["peers"] = run_peers(args.quick, e2e_reps, tmp, _run_wrapped, lambda m: _version(m) is not None)
         if args.only in (None, "scaleout"):
             print("\nscale-out: one sharded dataset, local engine vs --engine dask on 2 worker processes")
             report["scaleout"] = run_scaleout(sz, e2e_reps, tmp)

@@ -55,8 +55,11 @@ class Aggregate:
         self.nan_propagated = 0
 
     def add(self, values, num, den, components: dict[str, np.ndarray]) -> None:
-        self.stats.update(values)
-        self.num.update(num)
+        s = self.stats.update(values)
+        if num is values:  # the headline numerator is the loss itself: its sum is already known
+            self.num.add(s)
+        else:
+            self.num.update(num)
         if den is None:
             self.den.add(float(len(values)))
         else:

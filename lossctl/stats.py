@@ -56,18 +56,21 @@ class CompensatedSum:
                 self.c += (x - t) + self.s
         self.s = t
 
-    def update(self, values: np.ndarray) -> None:
+    def update(self, values: np.ndarray) -> float:
         """Add a chunk: pairwise sums of blocks of 1024 values, then their exactly rounded sum
-        (math.fsum), so a chunk's sum is as good as float64 allows on any NumPy version."""
+        (math.fsum), so a chunk's sum is as good as float64 allows on any NumPy version.
+        Returns the chunk's sum."""
         if not len(values):
-            return
+            return 0.0
         v = np.asarray(values, dtype=np.float64).ravel()
         with np.errstate(over="ignore", invalid="ignore"):  # a sum beyond 1.8e308 is inf, not a warning
             blocks = np.add.reduceat(v, np.arange(0, len(v), 1024)) if len(v) > 1024 else v
             try:
-                self.add(math.fsum(blocks.tolist()))
+                s = math.fsum(blocks.tolist())
             except (ValueError, OverflowError):  # inf - inf, or an intermediate overflow: NumPy's answer
-                self.add(float(np.sum(v)))
+                s = float(np.sum(v))
+        self.add(s)
+        return s
 
     def merge(self, other: "CompensatedSum") -> None:
         self.add(other.s)
@@ -85,79 +88,219 @@ class CompensatedSum:
         return cls(_u(d["s"]), _u(d["c"]))
 
 
+class _Store:
+    """Bucket counts of one sign: a dense window of int64 counts (keys ``lo .. lo+len-1``) plus a
+    small dict for keys far outside it (±1,000,000: infinities; keys of tiny ``alpha``), so
+    updating and merging are array additions and the window stays small (|key| <= 74,500 for any
+    finite float64 at the default ``alpha``)."""
+
+    __slots__ = ("lo", "counts", "far")
+
+    def __init__(self):
+        self.lo = 0
+        self.counts = np.zeros(0, dtype=np.int64)
+        self.far: dict[int, int] = {}
+
+    def add_counts(self, lo: int, counts: np.ndarray) -> None:
+        """Add ``counts[i]`` to key ``lo + i``."""
+        if not len(self.counts):
+            self.lo, self.counts = lo, counts.astype(np.int64, copy=True)
+            return
+        a = min(self.lo, lo)
+        b = max(self.lo + len(self.counts), lo + len(counts))
+        if a != self.lo or b != self.lo + len(self.counts):
+            grown = np.zeros(b - a, dtype=np.int64)
+            grown[self.lo - a : self.lo - a + len(self.counts)] = self.counts
+            self.lo, self.counts = a, grown
+        self.counts[lo - a : lo - a + len(counts)] += counts
+
+    def add_keys(self, keys: np.ndarray) -> None:
+        """Count integer keys (int64 array)."""
+        far = np.abs(keys) > _DENSE_KEYS
+        if far.any():
+            fk = np.sort(keys[far])
+            starts = np.flatnonzero(np.concatenate(([True], fk[1:] != fk[:-1])))
+            ns = np.diff(np.concatenate((starts, [len(fk)])))
+            for k, c in zip(fk[starts].tolist(), ns.tolist()):
+                self.far[k] = self.far.get(k, 0) + c
+            keys = keys[~far]
+            if not len(keys):
+                return
+        lo = int(keys.min())
+        self.add_counts(lo, np.bincount(keys - lo))
+
+    def merge(self, other: "_Store") -> None:
+        if len(other.counts):
+            self.add_counts(other.lo, other.counts)
+        for k, c in other.far.items():
+            self.far[k] = self.far.get(k, 0) + c
+
+    def total(self) -> int:
+        return int(self.counts.sum()) + sum(self.far.values())
+
+    def keys_counts(self) -> tuple[np.ndarray, np.ndarray]:
+        """Occupied keys in increasing order, with their counts."""
+        nz = np.flatnonzero(self.counts)
+        keys = nz + self.lo
+        counts = self.counts[nz]
+        if self.far:
+            fk = np.array(list(self.far), dtype=np.int64)
+            keys = np.concatenate((keys, fk))
+            counts = np.concatenate((counts, np.array([self.far[k] for k in fk.tolist()], dtype=np.int64)))
+            order = np.argsort(keys, kind="stable")
+            keys, counts = keys[order], counts[order]
+        return keys, counts
+
+    def as_dict(self) -> dict[int, int]:
+        keys, counts = self.keys_counts()
+        return dict(zip(keys.tolist(), counts.tolist()))
+
+    @classmethod
+    def from_mapping(cls, m: dict[int, int]) -> "_Store":
+        s = cls()
+        if m:
+            keys = np.array(list(m), dtype=np.int64)
+            counts = np.array(list(m.values()), dtype=np.int64)
+            far = np.abs(keys) > _DENSE_KEYS
+            for k, c in zip(keys[far].tolist(), counts[far].tolist()):
+                s.far[k] = c
+            keys, counts = keys[~far], counts[~far]
+            if len(keys):
+                lo = int(keys.min())
+                dense = np.zeros(int(keys.max()) - lo + 1, dtype=np.int64)
+                np.add.at(dense, keys - lo, counts)
+                s.lo, s.counts = lo, dense
+        return s
+
+
+_SKETCH_BLOCK = 1 << 16  # values per block of a sketch update (512 KiB of float64: stays in cache)
+_DENSE_KEYS = 1 << 17  # keys beyond ±131,072 are kept in a dict (see _Store)
+_MAX_KEY = 1_000_000  # bucket numbers are clipped to this magnitude (log of inf, of subnormals at tiny alpha)
+
+
 class QuantileSketch:
     """Quantiles with relative error ``alpha`` from logarithmic buckets.
 
     A positive value v falls in bucket ``ceil(log_γ v)`` with γ = (1+α)/(1-α);
     the bucket's representative ``2γ^i/(γ+1)`` is within α·v of every value in
     it. Negative values use a mirrored store; exact zeros are counted apart.
-    Bucket counts add, so sketches merge exactly.
+    Bucket counts add, so sketches merge exactly. Updating is a handful of
+    whole-array passes (one log, one bincount) per chunk, no Python per value
+    or per bucket.
     """
 
     def __init__(self, alpha: float = 0.005):
         self.alpha = alpha
         self.gamma = (1 + alpha) / (1 - alpha)
         self._lg = math.log(self.gamma)
-        self.pos: dict[int, int] = {}
-        self.neg: dict[int, int] = {}
+        self._pos = _Store()
+        self._neg = _Store()
         self.zero = 0
         self.nan = 0
 
-    def _add_store(self, store: dict[int, int], v: np.ndarray) -> None:
+    @property
+    def pos(self) -> dict[int, int]:
+        """Bucket number → count of the positive values."""
+        return self._pos.as_dict()
+
+    @property
+    def neg(self) -> dict[int, int]:
+        """Bucket number → count of the negative values (bucket of -v)."""
+        return self._neg.as_dict()
+
+    def _add_store(self, store: _Store, v: np.ndarray) -> None:
+        """Count positive values ``v`` (float64) in their buckets ``ceil(log(v) / log γ)``.
+
+        Large chunks are split into contiguous parts counted on the kernels' thread pool
+        (``LOSSCTL_THREADS``), each walked in cache-sized blocks with reused buffers; counts are
+        integers, so the result does not depend on the split."""
         if not len(v):
             return
-        with np.errstate(divide="ignore", over="ignore"):
-            idx = np.ceil(np.log(v) / self._lg)
-        idx = np.clip(idx, -1_000_000, 1_000_000).astype(np.int64)
-        lo = int(idx.min())
-        counts = np.bincount(idx - lo)
-        for k in np.flatnonzero(counts).tolist():
-            store[k + lo] = store.get(k + lo, 0) + int(counts[k])
+        from lossctl.losses._common import row_parts  # the kernels' pool (imported on first use)
+
+        for part in row_parts(len(v), len(v), lambda a, b: self._bucket_counts(v[a:b])):
+            store.merge(part)
+
+    def _bucket_counts(self, v: np.ndarray) -> _Store:
+        """The buckets of positive values ``v``, as a new store."""
+        from lossctl.losses._common import scratch
+
+        out = _Store()
+        lg = self._lg
+        for a in range(0, len(v), _SKETCH_BLOCK):
+            vb = v[a : a + _SKETCH_BLOCK]
+            k = scratch("sketch-key", (len(vb),), np.float64)
+            with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
+                np.log(vb, out=k)
+                k /= lg  # the same rounding as log(v) / lg
+                np.ceil(k, out=k)
+            kmin, kmax = float(k.min()), float(k.max())
+            if kmin < -_MAX_KEY or kmax > _MAX_KEY:
+                np.clip(k, -_MAX_KEY, _MAX_KEY, out=k)
+                kmin, kmax = max(kmin, -_MAX_KEY), min(kmax, _MAX_KEY)
+            if max(-kmin, kmax) <= _DENSE_KEYS:
+                k -= kmin  # exact: small integers in float64
+                ki = scratch("sketch-index", (len(vb),), np.intp)
+                np.copyto(ki, k, casting="unsafe")
+                out.add_counts(int(kmin), np.bincount(ki))
+            else:
+                out.add_keys(k.astype(np.int64))
+        return out
 
     def update(self, values: np.ndarray) -> None:
-        v = np.asarray(values, dtype=np.float64)
-        nan = np.isnan(v)
-        if nan.any():
+        v = np.asarray(values, dtype=np.float64).ravel()
+        if not len(v):
+            return
+        lo = v.min()
+        if math.isnan(lo):
+            nan = np.isnan(v)
             self.nan += int(nan.sum())
             v = v[~nan]
-        self.zero += int((v == 0).sum())
-        self._add_store(self.pos, v[v > 0])
-        self._add_store(self.neg, -v[v < 0])
+            if not len(v):
+                return
+            lo = v.min()
+        if lo > 0:  # the common case for losses: one store, no selections
+            self._add_store(self._pos, v)
+            return
+        self.zero += int(np.count_nonzero(v == 0))
+        self._add_store(self._pos, v[v > 0])
+        self._add_store(self._neg, -v[v < 0])
 
     def merge(self, other: "QuantileSketch") -> None:
         if other.alpha != self.alpha:
             raise ValueError("cannot merge quantile sketches with different accuracy")
-        for mine, theirs in ((self.pos, other.pos), (self.neg, other.neg)):
-            for k, c in theirs.items():
-                mine[k] = mine.get(k, 0) + c
+        self._pos.merge(other._pos)
+        self._neg.merge(other._neg)
         self.zero += other.zero
         self.nan += other.nan
 
     def _value(self, key: int) -> float:
-        return 2.0 * self.gamma**key / (self.gamma + 1.0)
+        try:
+            return 2.0 * self.gamma**key / (self.gamma + 1.0)
+        except OverflowError:  # the bucket of +inf (clipped key)
+            return math.inf
 
     @property
     def count(self) -> int:
-        return sum(self.pos.values()) + sum(self.neg.values()) + self.zero
+        return self._pos.total() + self._neg.total() + self.zero
 
     def quantile(self, q: float) -> float:
         n = self.count
         if n == 0:
             return float("nan")
         rank = q * (n - 1)
-        seen = 0
-        for k in sorted(self.neg, reverse=True):  # most negative first
-            seen += self.neg[k]
-            if seen > rank:
-                return -self._value(k)
-        seen += self.zero
-        if seen > rank:
+        nk, nc = self._neg.keys_counts()
+        pk, pc = self._pos.keys_counts()
+        # Values in increasing order: negative buckets from the largest key, zeros, positive buckets.
+        counts = np.concatenate((nc[::-1], [self.zero], pc))
+        i = int(np.searchsorted(np.cumsum(counts), rank, side="right"))  # first with (count seen) > rank
+        if i < len(nc):
+            return -self._value(int(nk[::-1][i]))
+        if i == len(nc):
             return 0.0
-        for k in sorted(self.pos):
-            seen += self.pos[k]
-            if seen > rank:
-                return self._value(k)
-        return self._value(max(self.pos)) if self.pos else 0.0
+        if i - len(nc) - 1 < len(pk):
+            return self._value(int(pk[i - len(nc) - 1]))
+        return self._value(int(pk[-1])) if len(pk) else 0.0
 
     def to_dict(self) -> dict:
         return {
@@ -171,8 +314,8 @@ class QuantileSketch:
     @classmethod
     def from_dict(cls, d: dict) -> "QuantileSketch":
         s = cls(d["alpha"])
-        s.pos = {int(k): int(v) for k, v in d["pos"].items()}
-        s.neg = {int(k): int(v) for k, v in d["neg"].items()}
+        s._pos = _Store.from_mapping({int(k): int(v) for k, v in d["pos"].items()})
+        s._neg = _Store.from_mapping({int(k): int(v) for k, v in d["neg"].items()})
         s.zero = int(d["zero"])
         s.nan = int(d["nan"])
         return s
@@ -199,6 +342,25 @@ def _quantiles(vals: np.ndarray, qs) -> np.ndarray:
     return np.where(a == b, a, out)
 
 
+def _m2(v: np.ndarray, mean: float) -> float:
+    """Σ (v - mean)² in cache-sized blocks through a reused buffer (no chunk-sized temporary).
+
+    einsum, not np.dot: a BLAS call here leaves OpenBLAS threads spinning on the second core
+    for ~0.1 s after every chunk, slowing the threaded kernels."""
+    if len(v) <= _SKETCH_BLOCK:
+        d = v - mean
+        return float(np.einsum("i,i->", d, d))
+    from lossctl.losses._common import scratch
+
+    total = 0.0
+    for a in range(0, len(v), _SKETCH_BLOCK):
+        vb = v[a : a + _SKETCH_BLOCK]
+        d = scratch("stats-dev", (len(vb),), np.float64)
+        np.subtract(vb, mean, out=d)
+        total += float(np.einsum("i,i->", d, d))
+    return total
+
+
 class RunningStats:
     """count, compensated sum, mean, variance, min, max and quantiles of a stream."""
 
@@ -217,29 +379,28 @@ class RunningStats:
         self.nan_count = 0
 
     # -- updating -----------------------------------------------------------
-    def update(self, values: np.ndarray) -> None:
+    def update(self, values: np.ndarray) -> float:
+        """Add a chunk; returns its exactly rounded sum (as ``CompensatedSum.update``)."""
         v = np.asarray(values, dtype=np.float64).ravel()
         if not len(v):
-            return
+            return 0.0
+        s_b = self.sum.update(v)  # the chunk's exactly rounded sum
         with np.errstate(invalid="ignore", over="ignore"):  # inf losses: mean inf, variance nan
-            mean_b = float(np.mean(v))
-            d = v - mean_b
-            # einsum, not np.dot: a BLAS call here leaves OpenBLAS threads spinning on the
-            # second core for ~0.1 s after every chunk, slowing the threaded kernels.
-            self._combine(len(v), mean_b, float(np.einsum("i,i->", d, d)))
-        self.sum.update(v)
-        with np.errstate(invalid="ignore"):
-            if np.isnan(v).any():
-                self.nan_count += int(np.isnan(v).sum())
-                self.min = float("nan")
-                self.max = float("nan")
-            elif not math.isnan(self.min):
-                self.min = min(self.min, float(v.min()))
-                self.max = max(self.max, float(v.max()))
+            mean_b = s_b / len(v) if math.isfinite(s_b) else float(np.mean(v))
+            self._combine(len(v), mean_b, _m2(v, mean_b))
+            lo, hi = float(v.min()), float(v.max())  # NaN if any value is NaN
+        if math.isnan(lo) or math.isnan(hi):
+            self.nan_count += int(np.isnan(v).sum())
+            self.min = float("nan")
+            self.max = float("nan")
+        elif not math.isnan(self.min):
+            self.min = min(self.min, lo)
+            self.max = max(self.max, hi)
         if self._kept is not None and self.count <= self.exact_limit:
             self._kept.append(v.copy())
         else:
             self._to_sketch().update(v)
+        return s_b
 
     def to_sketch(self) -> None:
         """Keep only the quantile sketch (as once more than ``exact_limit`` values were seen)."""
