@@ -40,3 +40,15 @@ class Result:
     ignored: np.ndarray | None = None
     columns: dict[str, np.ndarray] = field(default_factory=dict)
     components: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+def __getattr__(name: str):
+    """``lossctl.losses.cross_entropy`` and every other loss as a documented NumPy function
+    (lossctl.library): per-sample values, ``.grad``, numpydoc from the catalogue."""
+    if name.startswith("_"):
+        raise AttributeError(name)
+    from lossctl import library
+
+    if name == "names":
+        return library.names
+    return library.function(name)
