@@ -25,9 +25,13 @@ def function(name: str) -> "LossFunction":
 
     key = name.replace("_", "-")
     if key not in _CACHE:
-        if key not in registry.BY_NAME:
-            raise AttributeError(f"lossctl.losses has no loss {name!r}; see lossctl.losses.names()")
-        _CACHE[key] = LossFunction(registry.BY_NAME[key])
+        from lossctl.errors import UsageError
+
+        try:
+            spec = registry.get(key)  # (a plugin's loss too)
+        except UsageError:
+            raise AttributeError(f"lossctl.losses has no loss {name!r}; see lossctl.losses.names()") from None
+        _CACHE[key] = LossFunction(spec)
     return _CACHE[key]
 
 
