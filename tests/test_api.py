@@ -358,3 +358,30 @@ def test_import_is_light_and_never_imports_dataframe_libraries():
     own = [line for line in out.stderr.splitlines() if line.rstrip().endswith("lossctl") or "lossctl." in line]
     cumulative_us = max(int(line.split("|")[1]) for line in own)
     assert cumulative_us < 30_000, out.stderr
+
+
+def test_readme_python_examples_run(tmp_path):
+    """Every ```python block of the README's "Python API" section runs, in order, in a fresh process."""
+    text = open(os.path.join(ROOT, "README.md"), encoding="utf-8").read()
+    section = text.split("\n## Python API\n", 1)[1].split("\n## ", 1)[0]
+    blocks = [b.split("```", 1)[0] for b in section.split("```python\n")[1:]]
+    assert len(blocks) >= 4
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    outputs = []
+    for i, code in enumerate(blocks):
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, env=env)
+        assert out.returncode == 0, (i, code, out.stderr)
+        outputs.append(out)
+    first = outputs[0]
+    assert first.stdout.startswith("<lossctl.Report mse mean = ") and "(0.95 CI) over 1000 rows>" in first.stdout
+
+
+@pytest.mark.slow
+def test_ten_million_rows_in_memory_stay_within_one_and_a_half_times_the_inputs():
+    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+    try:
+        import run as bench
+    finally:
+        sys.path.pop(0)
+    res = bench.run_api_memory(10_000_000)
+    assert res["value_ok"] and res["ratio"] <= 1.5, res
