@@ -144,6 +144,25 @@ def _text(obj, name: str, data, made: list[str], shared: str | None = None) -> s
     return token
 
 
+def _group_keys(keys: Any, made: list[str]) -> str:
+    """``group_by=`` an array, list or Series of keys (one per row): a one-column in-memory table."""
+    import numpy as np
+    import pyarrow as pa
+
+    from lossctl.io import memory
+
+    if memory._module(keys) in ("pandas", "polars") or isinstance(keys, (pa.Array, pa.ChunkedArray)):
+        column = keys if isinstance(keys, (pa.Array, pa.ChunkedArray)) else pa.array(keys.to_numpy() if memory._module(keys) == "polars" else keys)
+    else:
+        arr = np.asarray(keys)
+        if arr.ndim != 1:
+            raise ParamError("group_by", f"group_by takes one key per row (a 1-D array); got shape {arr.shape}.")
+        column = pa.array(arr.tolist() if arr.dtype.kind == "O" else arr)
+    token = memory.register(pa.table({"group_by": column}), "group_by")
+    made.append(token)
+    return f"{token}:group_by"
+
+
 def _readable(doc: dict) -> dict:
     """In-memory inputs are named by what they are, not by their internal tokens."""
     from lossctl.io import memory
@@ -212,13 +231,15 @@ def compute(
         made: list[str] = []
         tmp = tempfile.mkdtemp(prefix="lossctl-api-") if (per_sample or reduction == "none") else None
         try:
+            texts = _texts(spec, inputs, data, made)
+            if group_by is not None and not isinstance(group_by, str):
+                raw["group-by"] = _group_keys(group_by, made)
             opts = eng.build_options(
                 raw,
                 top=top,
                 hist=hist,
                 per_sample=os.path.join(tmp, "per_sample.parquet") if tmp else None,
             )
-            texts = _texts(spec, inputs, data, made)
             if engine == "dask":
                 if made:
                     raise ParamError(
@@ -229,6 +250,9 @@ def compute(
                 result = eng.run_on("dask", spec, texts, kernel_params, opts)
             else:
                 result = _readable(eng.run(spec, texts, kernel_params, opts))
+                if group_by is not None and not isinstance(group_by, str):  # keys given as an array
+                    result["group_by"] = "<group_by keys>"
+                    result["signature"] = eng.signature(result)
             rows = None
             if tmp:
                 import pyarrow.parquet as pq

@@ -237,7 +237,7 @@ class _Run:
         """--group-by COL (a column of an input) or PATH:COL (a side file, aligned or joined by id)."""
         text = self.opts.group_by
         head, _, col = text.rpartition(":")
-        if head and os.path.exists(head):
+        if head and (os.path.exists(head) or head.startswith("<memory:")):  # (memory: the Python API's group_by=array)
             src = parse_source(text, self.opts.input_format, "group-by")
             if src.path not in readers:
                 readers[src.path] = open_reader(src, ropts)

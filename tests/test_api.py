@@ -246,6 +246,17 @@ def test_report_attributes_options_and_views():
         r.per_sample
 
 
+def test_group_by_keys_given_as_an_array_or_series():
+    p, t = np.arange(6.0), np.zeros(6)
+    r = lossctl.compute("mae", p, t, group_by=np.array(["a", "b", "a", "b", "a", "b"]))
+    assert [(g["group"], g["value"]) for g in r.groups] == [("a", 2.0), ("b", 3.0)]  # (0+2+4)/3, (1+3+5)/3
+    assert "group:<group_by keys>" in r.signature
+    r = lossctl.compute("mae", p, t, group_by=pd.Series([1, 1, 2, 2, 3, 3]))
+    assert [(g["group"], g["value"]) for g in r.groups] == [(1, 0.5), (2, 2.5), (3, 4.5)]
+    with pytest.raises(lossctl.DataError, match="group_by .* has 3 rows"):
+        lossctl.compute("mae", p, t, group_by=["a", "b", "c"])
+
+
 def test_reduction_none_gives_per_sample_rows():
     r = lossctl.compute("mae", np.array([1.0, 2.0, 4.0]), np.array([1.5, 2.0, 1.0]), reduction="none")
     assert r.per_sample.column("loss").to_pylist() == [0.5, 0.0, 3.0]
