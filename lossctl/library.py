@@ -24,6 +24,8 @@ def function(name: str) -> "LossFunction":
     from lossctl import registry
 
     key = name.replace("_", "-")
+    if key.endswith("-loss") and key not in registry.BY_NAME:  # ``contrastive_loss``: any loss with a suffix
+        key = key[: -len("-loss")]
     if key not in _CACHE:
         from lossctl.errors import UsageError
 

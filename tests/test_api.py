@@ -320,6 +320,14 @@ def test_library_functions_per_sample_and_grad():
     assert e.value.param == "delta" and "--" not in e.value.message
     with pytest.raises(AttributeError):
         losses.no_such_loss
+    # A kernel module keeps its name (lossctl.losses.contrastive); its loss is also reachable with "_loss".
+    import types
+
+    assert isinstance(losses.contrastive, types.ModuleType)
+    x1, x2, lab = np.array([[0.0, 0.0], [1.0, 1.0]]), np.array([[3.0, 4.0], [1.0, 1.0]]), np.array([1, 0])
+    assert losses.contrastive_loss.__name__ == "contrastive"
+    per_sample = lossctl.compute("contrastive", x1, x2, lab, per_sample=True).per_sample.column("loss").to_numpy()
+    np.testing.assert_array_equal(losses.contrastive_loss(x1, x2, lab), per_sample)
 
 
 def test_check_and_compare_objects():

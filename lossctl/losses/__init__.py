@@ -47,6 +47,10 @@ def __getattr__(name: str):
     (lossctl.library): per-sample values, ``.grad``, numpydoc from the catalogue."""
     if name.startswith("_"):
         raise AttributeError(name)
+    import importlib.util
+
+    if importlib.util.find_spec(f"{__name__}.{name}") is not None:  # a kernel module (``contrastive``)
+        return importlib.import_module(f"{__name__}.{name}")  # (its loss: ``contrastive_loss``)
     from lossctl import library
 
     if name == "names":
