@@ -1078,7 +1078,8 @@ def lossctl_import_ms(reps: int = 5) -> float:
     """lossctl's own cumulative import time (`python -X importtime -c "import lossctl"`), the best of ``reps``."""
     best = None
     for _ in range(reps):
-        out = subprocess.run([sys.executable, "-X", "importtime", "-c", "import lossctl"], capture_output=True, text=True)
+        cmd = [sys.executable, "-X", "importtime", "-c", "import lossctl"]
+        out = subprocess.run(cmd, capture_output=True, text=True)
         us = [int(line.split("|")[1]) for line in out.stderr.splitlines() if line.rstrip().endswith("| lossctl")]
         if us:
             best = min(best, us[-1]) if best is not None else us[-1]

@@ -111,7 +111,9 @@ def _texts(spec, inputs: tuple, data, made: list[str]) -> list[str | None]:
     required = [r for r in roles if not r.optional]
     if not len(required) <= len(inputs) <= len(roles):
         names = ", ".join(r.name + (" (optional)" if r.optional else "") for r in roles)
-        raise ParamError(None, f"{spec.name} takes {len(required)} to {len(roles)} inputs ({names}); got {len(inputs)}.")
+        raise ParamError(
+            None, f"{spec.name} takes {len(required)} to {len(roles)} inputs ({names}); got {len(inputs)}."
+        )
     shared: str | None = None
     texts: list[str | None] = []
     for role, obj in zip(roles, inputs):
@@ -152,7 +154,10 @@ def _group_keys(keys: Any, made: list[str]) -> str:
     from lossctl.io import memory
 
     if memory._module(keys) in ("pandas", "polars") or isinstance(keys, (pa.Array, pa.ChunkedArray)):
-        column = keys if isinstance(keys, (pa.Array, pa.ChunkedArray)) else pa.array(keys.to_numpy() if memory._module(keys) == "polars" else keys)
+        if isinstance(keys, (pa.Array, pa.ChunkedArray)):
+            column = keys
+        else:
+            column = pa.array(keys.to_numpy() if memory._module(keys) == "polars" else keys)
     else:
         arr = np.asarray(keys)
         if arr.ndim != 1:
@@ -433,7 +438,8 @@ class CheckResult:
 
     def __repr__(self) -> str:
         c = self._doc["counts"]
-        return f"<lossctl.CheckResult {'passed' if self.passed else 'failed'}: {c['pass']} pass, {c['fail']} fail, {c['error']} error>"
+        state = "passed" if self.passed else "failed"
+        return f"<lossctl.CheckResult {state}: {c['pass']} pass, {c['fail']} fail, {c['error']} error>"
 
     def _repr_html_(self) -> str:
         from lossctl import html
@@ -476,7 +482,9 @@ def _check_from_dict(c: Any, i: int, made: list[str]):
     from lossctl import checks
 
     if not isinstance(c, dict):
-        raise ParamError("config", f"check {i + 1}: expected a dict with the keys of a [[checks]] table; got {type(c).__name__}.")
+        raise ParamError(
+            "config", f"check {i + 1}: expected a dict with the keys of a [[checks]] table; got {type(c).__name__}."
+        )
     name = c.get("name") if isinstance(c.get("name"), str) and c.get("name") else f"check-{i + 1}"
     where = f"check {i + 1} ({name})"
     c = dict(c)
@@ -549,7 +557,8 @@ class CompareResult:
 
         parts = [f"{c['label']} Δ={num(c['delta'], 4)} (p={num(c['p_value'], 3)})" for c in self._doc["candidates"]]
         gate = "" if "passed" not in self._doc else (" passed" if self.passed else " failed")
-        return visible(f"<lossctl.CompareResult {self._doc['loss']} vs {self._doc['baseline']['label']}: {', '.join(parts)}{gate}>")
+        head = f"{self._doc['loss']} vs {self._doc['baseline']['label']}"
+        return visible(f"<lossctl.CompareResult {head}: {', '.join(parts)}{gate}>")
 
     def _repr_html_(self) -> str:
         from lossctl import html
@@ -608,7 +617,8 @@ def compare(
             for role, obj in zip(others_roles, refs):
                 others[role.name] = _text(obj, role.name, data, made)
             if labels is None:
-                labels = ["baseline"] + [f"candidate {i}" if len(candidates) > 1 else "candidate" for i in range(1, len(systems))]
+                many = len(candidates) > 1
+                labels = ["baseline"] + [f"candidate {i}" if many else "candidate" for i in range(1, len(systems))]
             opts = eng.build_options(
                 {"reduction": reduction, "nan": nan, "ci": ci, "ci-n": ci_n, "seed": seed, "group-by": group_by,
                  "id-col": id_col, "on-missing": on_missing}

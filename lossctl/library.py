@@ -152,7 +152,9 @@ def docstring(spec) -> str:
     for p in spec.params:
         rng = p.describe_range()
         lines.append(f"{p.dest} : {p.type}, default {p.default!r}")
-        lines.append(f"    {p.help}" + (f" Must be {rng}." if rng and p.type != "choice" else f" One of {rng[7:]}." if rng else ""))
+        if rng:
+            rng = f" Must be {rng}." if p.type != "choice" else f" One of {rng[len('one of '):]}."
+        lines.append(f"    {p.help}{rng}")
     lines += [
         "",
         "Returns",

@@ -202,7 +202,10 @@ def _spec(name, inputs, params, reference, summary, formula, headline, gradient,
     roles = tuple(_role(r) for r in ([inputs] if isinstance(inputs, str) else inputs))
     if not roles:
         raise UsageError(f"{where}: needs at least one input.")
-    items = params.items() if isinstance(params, dict) else [(getattr(p, "name", None) or p["name"], p) for p in params or ()]
+    if isinstance(params, dict):
+        items = list(params.items())
+    else:
+        items = [(getattr(p, "name", None) or p["name"], p) for p in params or ()]
     ps = tuple(_param(k, v) for k, v in items)
     for p in ps:
         if p.name in RESERVED or p.dest.replace("_", "-") in RESERVED:

@@ -150,8 +150,9 @@ def test_every_loss_from_arrow_matches_the_cli(cases, loss):
 
 
 def test_source_strings_as_on_the_command_line():
-    res = run_cli(["compute", "mse", "sample_data/regression.csv:pred", "sample_data/regression.csv:target", "-f", "json"])
-    report = lossctl.compute("mse", "sample_data/regression.csv:pred", "sample_data/regression.csv:target")
+    csv = os.path.join(ROOT, "sample_data", "regression.csv")
+    res = run_cli(["compute", "mse", f"{csv}:pred", f"{csv}:target", "-f", "json"])
+    report = lossctl.compute("mse", f"{csv}:pred", f"{csv}:target")
     assert report.to_dict() == res.json
 
 
@@ -310,7 +311,8 @@ def test_library_functions_per_sample_and_grad():
     np.testing.assert_allclose(g, np.exp(logp) - target, rtol=1e-12, atol=1e-15)
     doc = losses.cross_entropy.__doc__
     spec = registry.get("cross-entropy")
-    for part in ("Parameters\n----------", "Returns\n-------", spec.formula, spec.reference, spec.paper, "label_smoothing"):
+    parts = ("Parameters\n----------", "Returns\n-------", spec.formula, spec.reference, spec.paper, "label_smoothing")
+    for part in parts:
         assert part in doc
     with pytest.raises(lossctl.InputError) as e:
         losses.cross_entropy(x, np.array([0, 1, 2, 3, 4, 5, 0, 0]))

@@ -123,7 +123,8 @@ def test_list_shows_the_plugin_and_warns_about_the_broken_one(env):
 def test_compute_with_groups_ci_per_sample_and_grad(env):
     root, _, data = env
     out = _cli(env, "compute", "demo-wl1", "data.parquet:pred", "data.parquet:target", "--weight", "2.5",
-               "--group-by", "g", "--ci", "0.9", "--per-sample", "ps.csv", "--grad", "grad.npy", "-f", "json")  # fmt: skip
+               "--group-by", "g", "--ci", "0.9", "--per-sample", "ps.csv", "--grad", "grad.npy",
+               "-f", "json")  # fmt: skip
     doc = json.loads(out.stdout)
     ref = _oracle(data["pred"], data["target"], 2.5)
     assert doc["value"] == pytest.approx(float(ref.mean()), rel=1e-14)

@@ -120,7 +120,9 @@ def as_data(obj: Any, name: str) -> tuple[Any, str]:
 
 def _checked_array(arr: np.ndarray, name: str) -> np.ndarray:
     if arr.ndim == 0:
-        raise DataError(f"{name}: a single number (0-d array); expected one row per sample (an array of shape (N,) or (N, K)).")
+        raise DataError(
+            f"{name}: a single number (0-d array); expected one row per sample (an array of shape (N,) or (N, K))."
+        )
     if arr.dtype.names:
         raise DataError(f"{name}: a structured array; pass one field at a time (arr['name']).")
     if arr.dtype.kind not in "biuf":
@@ -184,7 +186,9 @@ def _from_arrow(obj: Any, name: str):
             chunks = obj.chunks if isinstance(obj, pa.ChunkedArray) else [obj]
             return pa.Table.from_batches([pa.RecordBatch.from_struct_array(c) for c in chunks])
         return pa.table({name: obj})
-    raise DataError(f"{name}: cannot read a pyarrow {type(obj).__name__}; expected an Array, Table or RecordBatchReader.")
+    raise DataError(
+        f"{name}: cannot read a pyarrow {type(obj).__name__}; expected an Array, Table or RecordBatchReader."
+    )
 
 
 def open_memory(source: Source) -> Reader:
@@ -271,5 +275,7 @@ class TableReader(ArrowReader):
         else:
             raw = (b.select(cols) for b in self.data)
         return self._converted(
-            raw, rows, lambda exc, row0: f"{self.display}: could not read the data after row {row0} ({short_reason(exc)})."
+            raw,
+            rows,
+            lambda exc, row0: f"{self.display}: could not read the data after row {row0} ({short_reason(exc)}).",
         )
