@@ -175,4 +175,6 @@ def docstring(spec) -> str:
         f"Reference: {spec.reference}.",
         f"Paper: {spec.paper}",
     ]
-    return "\n".join(lines)
+    from lossctl.api import _api_wording
+
+    return _api_wording("\n".join(lines))  # (keywords, not command-line flags)
