@@ -1032,11 +1032,78 @@ def run_scale(gb: float, tmp: Path) -> dict:
     return out
 
 
+# ---------------------------------------------------------------------------
+# api: lossctl.compute over in-memory NumPy arrays in bounded memory; `import lossctl` time
+# ---------------------------------------------------------------------------
+
+_API_CHILD = r"""
+import json, sys
+import numpy as np
+import lossctl
+
+
+def rss_kb(key):
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+
+
+n = int(sys.argv[1])
+lossctl.compute("mse", np.zeros(10), np.ones(10))  # every module the run needs is imported now
+before = rss_kb("VmRSS")
+rng = np.random.default_rng(0)
+pred = rng.standard_normal(n)
+target = rng.standard_normal(n)
+inputs = pred.nbytes + target.nbytes
+r = lossctl.compute("mse", pred, target)
+peak = rss_kb("VmHWM")
+ok_value = abs(r.value - float(np.mean((pred - target) ** 2))) <= 1e-12 * r.value
+print(json.dumps({"rows": n, "input_mb": inputs / 2**20, "baseline_mb": before / 1024, "peak_mb": peak / 1024,
+                  "ratio": (peak - before) * 1024 / inputs, "value_ok": ok_value}))
+"""
+
+
+def run_api_memory(rows: int) -> dict:
+    """Peak memory of lossctl.compute("mse", pred, target) on two float64 arrays of ``rows`` rows, in a
+    fresh process: (peak RSS - RSS before the inputs existed) / the inputs' bytes. Target: <= 1.5
+    (the inputs themselves, plus at most half their size for the run)."""
+    out = subprocess.run([sys.executable, "-c", _API_CHILD, str(rows)], capture_output=True, text=True, check=True)
+    res = json.loads(out.stdout)
+    res["ok"] = res["ratio"] <= 1.5 and res["value_ok"]
+    return res
+
+
+def lossctl_import_ms(reps: int = 5) -> float:
+    """lossctl's own cumulative import time (`python -X importtime -c "import lossctl"`), the best of ``reps``."""
+    best = None
+    for _ in range(reps):
+        cmd = [sys.executable, "-X", "importtime", "-c", "import lossctl"]
+        out = subprocess.run(cmd, capture_output=True, text=True)
+        us = [int(line.split("|")[1]) for line in out.stderr.splitlines() if line.rstrip().endswith("| lossctl")]
+        if us:
+            best = min(best, us[-1]) if best is not None else us[-1]
+    return (best or 0) / 1000
+
+
+def run_api(rows: int) -> dict:
+    mem = run_api_memory(rows)
+    imp = lossctl_import_ms()
+    print(
+        f"  lossctl.compute('mse', ...) on {rows:,} in-memory float64 rows ({mem['input_mb']:.0f} MB of inputs): "
+        f"peak {mem['ratio']:.2f}x the inputs (target <= 1.5x); import lossctl {imp:.1f} ms (target < 30 ms)",
+        flush=True,
+    )
+    return {"memory": mem, "import_ms": imp, "ok": mem["ok"] and imp < 30}
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="small sizes (about a minute)")
     ap.add_argument(
-        "--only", choices=["kernels", "e2e", "split", "peers", "scaleout", "scale"], help="run one section only"
+        "--only",
+        choices=["kernels", "e2e", "split", "peers", "scaleout", "scale", "api"],
+        help="run one section only",
     )
     ap.add_argument(
         "--scale-gb", type=float, help="size of the bounded-memory input (default 10 GB, 1 GB with --quick; 0 skips)"
@@ -1120,6 +1187,17 @@ def main(argv=None) -> int:
                         "got": f"{report['scale']['peak_rss_mb']:.0f} MB in {report['scale']['wall_s']:.1f} s",
                     }
                 )
+        if args.only in (None, "api"):
+            print("\napi: in-memory inputs through lossctl.compute (issue #15)")
+            report["api"] = run_api(10_000_000)
+            report.setdefault("targets", []).append(
+                {
+                    "target": "lossctl.compute('mse') on 10,000,000 in-memory rows: peak <= 1.5x the inputs; "
+                    "import lossctl < 30 ms",
+                    "ok": report["api"]["ok"],
+                    "got": f"{report['api']['memory']['ratio']:.2f}x, {report['api']['import_ms']:.1f} ms",
+                }
+            )
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     if "kernels" in report:

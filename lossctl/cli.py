@@ -125,12 +125,19 @@ class _LossGroup(_SuggestingGroup):
     make: Callable[[registry.LossSpec], Callable] | None = None  # set on the subclasses below
 
     def list_commands(self, ctx: "click.Context") -> list[str]:
+        from lossctl import plugins
+
+        plugins.load_installed()  # (a plugin that fails to load is left out; `lossctl list` says why)
         return [s.name for s in registry.LOSSES]
 
     def get_command(self, ctx: "click.Context", name: str):
         if name in self.commands:
             return self.commands[name]
         spec = registry.BY_NAME.get(name)
+        if spec is None and not name.startswith("-"):
+            from lossctl import plugins
+
+            spec = plugins.find(name)  # a plugin's loss; one that fails to load is an error naming it
         if spec is None:
             return None
         fn = type(self).make(spec)
@@ -651,6 +658,8 @@ app = typer.Typer(
     help=(
         "How wrong are a model's outputs? lossctl computes losses (cross-entropy, BCE, MSE, MAE, ...) "
         "from CSV, Parquet, NPY/NPZ and Arrow files or stdin, with per-sample and aggregate reports.\n\n"
+        "Losses from plugins: installed packages (entry points 'lossctl.losses'), --plugin MODULE "
+        "(or FILE.py, anywhere on the line) and LOSSCTL_PLUGINS=MODULE,...\n\n"
         + EXIT_CODES_HELP
     ),
     epilog="Example: lossctl compute cross-entropy preds.parquet:logits labels.parquet:label",
@@ -1642,6 +1651,10 @@ def _explain(name: str, fmt: str) -> None:
 
 
 def _list(fmt: str, family: str | None) -> None:
+    from lossctl import plugins
+
+    for problem in plugins.load_installed():
+        _say(f"lossctl: warning: {problem}; its losses are not listed.")
     specs = [s for s in registry.LOSSES if family is None or s.family == family]
     if family is not None and not specs:
         raise UsageError(
@@ -1745,6 +1758,10 @@ def main(argv: list[str] | None = None) -> None:
     outputs = Outputs()  # every file the command writes: committed below only if it succeeds
     signals = _Signals()
     try:
+        if any(a == "--plugin" or a.startswith("--plugin=") for a in args):
+            from lossctl import plugins
+
+            args = plugins.take_cli_args(args)  # --plugin MODULE, anywhere: losses a command may name
         command = typer.main.get_command(app)
         try:
             rv = command.main(args=args, prog_name="lossctl", standalone_mode=False)

@@ -332,3 +332,15 @@ def compare(
         "group_by": reports[0].get("group_by"),
         "signature": f"compare|{reports[0]['signature']}|ci:{level:g},n:{resamples},seed:{seed}|ar:{permutations}",
     }
+
+
+# ``lossctl.compare(...)`` is the Python API's compare (lossctl.api.compare). This module is the
+# package's attribute ``compare`` once imported, so the module itself is made callable as that function.
+class _CallableModule(__import__("types").ModuleType):
+    def __call__(self, *args, **kwargs):
+        from lossctl.api import compare as api_compare
+
+        return api_compare(*args, **kwargs)
+
+
+__import__("sys").modules[__name__].__class__ = _CallableModule

@@ -242,7 +242,7 @@ class _Run:
         """--group-by COL (a column of an input) or PATH:COL (a side file, aligned or joined by id)."""
         text = self.opts.group_by
         head, _, col = text.rpartition(":")
-        if head and os.path.exists(head):
+        if head and (os.path.exists(head) or head.startswith("<memory:")):  # (memory: the Python API's group_by=array)
             src = parse_source(text, self.opts.input_format, "group-by")
             if src.path not in readers:
                 readers[src.path] = open_reader(src, ropts)
@@ -833,6 +833,7 @@ class _Run:
             "group_by": getattr(self, "group_label", None) if self.opts.group_by else None,
             "batch_size": self.batch_size if self.spec.batched else None,
             "row_offset": self.opts.row_offset,
+            **({"plugin": self.spec.plugin} if self.spec.plugin else {}),
         }
 
 
@@ -866,6 +867,7 @@ def report_from_state(
         "schema_version": SCHEMA_VERSION,
         "lossctl_version": __version__,
         "loss": spec.name,
+        **({"plugin": meta["plugin"]} if meta.get("plugin") else {}),
         "params": meta["params"],
         "reduction": reduction,
         "value": value,
@@ -1148,6 +1150,7 @@ def _state_rules():
             "group_by": u.maybe(u.text),
             "batch_size": u.maybe(u.integer(1)),
             "row_offset": rows,
+            "plugin": u.text,
         },
         ("loss", "params", "reduction", "rows_read", "inputs", "nan_policy", "row_offset"),
         closed=False,
@@ -1249,7 +1252,7 @@ def merge_states(paths: list[str]) -> tuple[LossSpec, dict, RunState, float | No
     docs = [load_state(p) for p in paths]
     first = docs[0]
     spec = registry.get(first["loss"])
-    keys = ("params", "reduction", "nan_policy", "id_col", "group_by", "batch_size")
+    keys = ("params", "reduction", "nan_policy", "id_col", "group_by", "batch_size", "plugin")
     for path, doc in zip(paths[1:], docs[1:]):
         if doc["loss"] != first["loss"]:
             raise DataError(
@@ -1757,6 +1760,8 @@ def _fmt_param(v) -> str:
 def signature(report: dict) -> str:
     """A sacreBLEU-style one-line reproducibility signature of a result."""
     parts = [report["loss"]]
+    if report.get("plugin"):  # a plugin's loss: which plugin, which version ("DIST VERSION")
+        parts.append("plugin:" + report["plugin"].replace(" ", "@"))
     for name, value in report["params"].items():
         parts.append(f"{name}:{_fmt_param(value)}")
     shapes = ",".join(

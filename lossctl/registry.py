@@ -288,6 +288,8 @@ class LossSpec:
     # "module:function(bins, total, params) -> float": the headline is a function of the
     # reliability bins' sums rather than Σ num / Σ den (ece); --ci and --reduction sum are refused.
     headline_from: str = ""
+    # A loss from a plugin (lossctl.plugins): "DISTRIBUTION VERSION", named in its reports' signature.
+    plugin: str | None = None
 
     def param(self, name: str) -> Param:
         for p in self.params:
@@ -2125,9 +2127,36 @@ def get(name: str) -> LossSpec:
         return BY_NAME[name]
     except KeyError:
         pass
+    from lossctl import plugins
+
+    found = plugins.find(name)  # a plugin's loss: --plugin, LOSSCTL_PLUGINS or an installed package
+    if found is not None:
+        return found
     close = suggest(name)
     hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
     raise UsageError(f"Unknown loss {name!r}.{hint} Run `lossctl list` to see every loss.")
+
+
+def register(spec: LossSpec) -> None:
+    """Add a plugin's loss (lossctl.plugins). A name or alias of a built-in loss, or of another
+    plugin's loss, is refused; the same plugin registering it again replaces it."""
+    global LOSSES, FAMILIES
+    for key in (spec.name, *spec.aliases):
+        old = BY_NAME.get(key)
+        if old is None or (old.plugin is not None and old.plugin == spec.plugin and old.name == spec.name):
+            continue
+        owner = "a built-in loss" if old.plugin is None else f"a loss of the plugin {old.plugin}"
+        raise UsageError(
+            f"The plugin {spec.plugin} cannot register the loss {spec.name!r}: {key!r} is already {owner} "
+            f"({old.name!r}). Choose another name (a prefix such as 'myteam-{spec.name}' avoids clashes)."
+        )
+    LOSSES = tuple(s for s in LOSSES if s.name != spec.name) + (spec,)
+    for key in [k for k, s in BY_NAME.items() if s.name == spec.name]:
+        del BY_NAME[key]
+    for key in (spec.name, *spec.aliases):
+        BY_NAME[key] = spec
+    if spec.family not in FAMILIES:
+        FAMILIES = FAMILIES + (spec.family,)
 
 
 def describe(spec: LossSpec) -> dict[str, Any]:
@@ -2158,4 +2187,5 @@ def describe(spec: LossSpec) -> dict[str, Any]:
         "activation": spec.activation,
         "paper": spec.paper,
         "example": "lossctl compute " + " ".join((spec.name, *spec.example)),
+        **({"plugin": spec.plugin} if spec.plugin else {}),
     }

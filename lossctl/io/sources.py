@@ -124,6 +124,11 @@ def parse_source(text: str, input_format: str | None = None, role: str = "input"
     """Split ``PATH[:COLUMN]``; the whole text wins when it names an existing file."""
     if input_format is not None and input_format not in FORMATS:
         raise UsageError(f"--input-format must be one of {', '.join(FORMATS)}; got {input_format!r}.")
+    if text.startswith("<memory:"):  # an object given to the Python API (lossctl.io.memory)
+        from lossctl.io import memory
+
+        if memory.known(text):
+            return memory.parse(text)
     if text.startswith(STDIN_TOKEN + ":"):
         text = "-" + text[len(STDIN_TOKEN) :]
     if text == "-" or text.startswith("-:"):
@@ -1598,6 +1603,10 @@ def stdin_is_terminal() -> bool:
 
 
 def open_reader(source: Source, opts: ReadOptions) -> Reader:
+    if source.fmt == "memory":  # an object given to the Python API (lossctl.io.memory)
+        from lossctl.io.memory import open_memory
+
+        return open_memory(source)
     if source.is_stdin:
         if stdin_is_terminal():
             raise UsageError(

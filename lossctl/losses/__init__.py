@@ -40,3 +40,19 @@ class Result:
     ignored: np.ndarray | None = None
     columns: dict[str, np.ndarray] = field(default_factory=dict)
     components: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+def __getattr__(name: str):
+    """``lossctl.losses.cross_entropy`` and every other loss as a documented NumPy function
+    (lossctl.library): per-sample values, ``.grad``, numpydoc from the catalogue."""
+    if name.startswith("_"):
+        raise AttributeError(name)
+    import importlib.util
+
+    if importlib.util.find_spec(f"{__name__}.{name}") is not None:  # a kernel module (``contrastive``)
+        return importlib.import_module(f"{__name__}.{name}")  # (its loss: ``contrastive_loss``)
+    from lossctl import library
+
+    if name == "names":
+        return library.names
+    return library.function(name)
