@@ -193,7 +193,7 @@ COMMON_OPTIONS: list[tuple[str, Any, Any]] = [
         typer.Option(
             None,
             "--input-format",
-            metavar="[csv|tsv|parquet|npy|npz|arrow]",
+            metavar="[csv|tsv|parquet|npy|npz|arrow|jsonl]",
             help="Format of stdin ('-') and of files whose name does not tell.",
             rich_help_panel=_IN,
         ),

@@ -17,6 +17,7 @@ import csv
 import fnmatch
 import functools
 import io
+import json
 import math
 import os
 import re
@@ -30,7 +31,7 @@ import numpy as np
 from lossctl.errors import DataError, UsageError, short_reason
 from lossctl.io import STDIN_TOKEN
 
-FORMATS = ("csv", "tsv", "parquet", "npy", "npz", "arrow")
+FORMATS = ("csv", "tsv", "parquet", "npy", "npz", "arrow", "jsonl")
 _EXT = {
     ".csv": "csv",
     ".tsv": "tsv",
@@ -44,6 +45,8 @@ _EXT = {
     ".arrows": "arrow",
     ".feather": "arrow",
     ".ipc": "arrow",
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
 }
 _COMPRESSED = (".gz", ".bz2", ".zst", ".lz4")
 ID_KEY = "__id__"
@@ -117,6 +120,8 @@ def _sniff_bytes(head: bytes) -> str | None:
         return "npz"
     if head.startswith(b"ARROW1") or head.startswith(b"\xff\xff\xff\xff"):
         return "arrow"
+    if head.lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b'{"'):
+        return "jsonl"
     return None
 
 
@@ -1221,6 +1226,341 @@ class _Prefixed(io.RawIOBase):
 
 
 # ---------------------------------------------------------------------------
+# JSON Lines / NDJSON
+# ---------------------------------------------------------------------------
+
+# A JSONL record (one line) may be this long: pyarrow's JSON reader parses whole blocks (of this
+# size) and cannot split a line across two; a longer line is an error naming it, never a cut record.
+JSONL_LINE_LIMIT = 8 << 20
+_JSONL_INFER_LINES = 64
+
+
+def _json_type(value, pa):
+    """The Arrow type a decoded JSON value suggests (None: no information, e.g. null)."""
+    if isinstance(value, bool):
+        return pa.bool_()
+    if isinstance(value, int):
+        return pa.int64()
+    if isinstance(value, float):
+        return pa.float64()
+    if isinstance(value, str):
+        return pa.string()
+    if isinstance(value, list):
+        inner = None
+        for v in value:
+            inner = _merge_json_types(inner, _json_type(v, pa), pa)
+        return None if inner is None else pa.list_(inner)
+    if isinstance(value, dict):
+        fields = [(k, _json_type(v, pa)) for k, v in value.items()]
+        return pa.struct([(k, t) for k, t in fields if t is not None])
+    return None
+
+
+def _merge_json_types(a, b, pa):
+    if a is None:
+        return b
+    if b is None or a == b:
+        return a
+    if pa.types.is_integer(a) and pa.types.is_floating(b) or pa.types.is_floating(a) and pa.types.is_integer(b):
+        return pa.float64()
+    if pa.types.is_list(a) and pa.types.is_list(b):
+        return pa.list_(_merge_json_types(a.value_type, b.value_type, pa))
+    if pa.types.is_struct(a) and pa.types.is_struct(b):
+        out = {f.name: f.type for f in a}
+        for f in b:
+            out[f.name] = _merge_json_types(out.get(f.name), f.type, pa)
+        return pa.struct(list(out.items()))
+    return a  # a conflict: the first type stands, and reading reports the line that breaks it
+
+
+def _flat_fields(fields, prefix=()):
+    """(dotted name, path, type) of every leaf of a JSON schema: nested objects as ``a.b``."""
+    import pyarrow as pa
+
+    for f in fields:
+        path = prefix + (f.name,)
+        if pa.types.is_struct(f.type):
+            yield from _flat_fields(list(f.type), path)
+        else:
+            yield ".".join(path), path, f.type
+
+
+def _floated(t, pa):
+    """``t`` with its numeric leaves as float64 (a value role: 1 and 1.5 in one column)."""
+    if pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t):
+        return pa.float64()
+    if pa.types.is_list(t):
+        return pa.list_(_floated(t.value_type, pa))
+    return t
+
+
+def _json_kind(t, pa) -> str:
+    if pa.types.is_integer(t) or pa.types.is_floating(t):
+        return "a number"
+    if pa.types.is_boolean(t):
+        return "true or false"
+    if pa.types.is_string(t):
+        return "a string"
+    if pa.types.is_list(t):
+        return "a list of " + _json_kind(t.value_type, pa).replace("a ", "", 1).replace("list", "lists") + "s"
+    return str(t)
+
+
+def _json_fits(value, t, pa, whole: bool) -> bool:
+    """Whether a decoded JSON value can be read as Arrow type ``t`` (null fits any type)."""
+    if value is None:
+        return True
+    if pa.types.is_integer(t):
+        return isinstance(value, int) and not isinstance(value, bool) or (
+            not whole and isinstance(value, float)
+        )
+    if pa.types.is_floating(t):
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if pa.types.is_boolean(t):
+        return isinstance(value, bool)
+    if pa.types.is_string(t):
+        return isinstance(value, str)
+    if pa.types.is_list(t):
+        return isinstance(value, list) and all(_json_fits(v, t.value_type, pa, whole) for v in value)
+    return True
+
+
+def _bad_json(display: str, line: int, row: int, exc) -> str:
+    why = f"{exc.msg} at character {exc.pos + 1}" if isinstance(exc, json.JSONDecodeError) else short_reason(exc)
+    return (
+        f"{display}, line {line} (row {row}): not valid JSON ({why}). "
+        "Expected one complete JSON object per line."
+    )
+
+
+def _not_object(display: str, line: int, row: int, obj) -> str:
+    kind = {list: "an array", str: "a string", int: "a number", float: "a number", bool: "a boolean"}.get(
+        type(obj), "null"
+    )
+    return (
+        f"{display}, line {line} (row {row}): a JSON value that is not an object ({kind}). "
+        'Expected one JSON object per line, e.g. {"logprobs": [-0.1, -2.3]}.'
+    )
+
+
+def infer_jsonl_schema(stream, display: str):
+    """The fields (an Arrow struct type) of the first JSON Lines records of a binary stream,
+    inferred with Python's json: pyarrow's own inference parses every field of a whole block,
+    and fails on a field the run does not use (a "doc" holding numbers in one line, text in the next)."""
+    pa = _pa()
+    inferred = None
+    lines = 0
+    try:
+        text = io.TextIOWrapper(_PyRaw(stream), encoding="utf-8", errors="replace", newline="")
+        for lineno, line in enumerate(_limited_lines(text, display, JSONL_LINE_LIMIT), 1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except ValueError as exc:
+                raise DataError(_bad_json(display, lineno, lines, exc)) from None
+            if not isinstance(obj, dict):
+                raise DataError(_not_object(display, lineno, lines, obj))
+            inferred = _merge_json_types(inferred, _json_type(obj, pa), pa)
+            lines += 1
+            if lines >= _JSONL_INFER_LINES:
+                break
+    except DataError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - bad compression, unreadable file
+        raise DataError(f"{display}: cannot read ({short_reason(exc)}). Expected JSON Lines.") from None
+    if lines == 0:
+        raise DataError(f"{display} holds no JSON records. Expected one JSON object per line.")
+    return inferred
+
+
+def jsonl_read_schema(leaves: dict, needed: list[str], floats: set[str]):
+    """The schema pyarrow is asked to read: the used fields only, nested as in the file, value
+    columns as float64 (1 and 1.5 in one column)."""
+    pa = _pa()
+    tree: dict = {}
+    for name in needed:
+        path, t = leaves[name]
+        if name in floats:
+            t = _floated(t, pa)
+        node = tree
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+        node[path[-1]] = t
+
+    def build(node):
+        return [(k, pa.struct(build(v)) if isinstance(v, dict) else v) for k, v in node.items()]
+
+    return pa.schema(build(tree))
+
+
+class JsonlReader(ArrowReader):
+    """JSON Lines / NDJSON (one object per line; .gz/.zst too) through pyarrow's streaming JSON
+    reader. Nested objects are columns ``a.b``; lists are (N, K) or ragged, lists of lists
+    (N, T, V) or ragged logits. Only the fields used are parsed (others are ignored, whatever
+    their types); numbers of value columns are read as float64."""
+
+    def __init__(self, source: Source):
+        super().__init__(source)
+        self._path = source.path  # (a spooled copy of stdin or a URI; self.source becomes the original)
+        pa = _pa()
+        try:
+            stream = pa.input_stream(self._path, compression="detect")
+        except Exception as exc:  # noqa: BLE001
+            raise DataError(f"{self.display}: cannot read ({short_reason(exc)}). Expected JSON Lines.") from None
+        with stream:
+            inferred = infer_jsonl_schema(stream, self.display)
+        self._leaves = {name: (path, t) for name, path, t in _flat_fields(list(inferred))}
+        self.schema = pa.schema([(name, t) for name, (_, t) in self._leaves.items()])
+        self._block = JSONL_LINE_LIMIT
+
+    def total_rows(self) -> int | None:
+        return None
+
+    def _bad_json(self, line: int, row: int, exc) -> str:
+        return _bad_json(self.display, line, row, exc)
+
+    def _not_object(self, line: int, row: int, obj) -> str:
+        return _not_object(self.display, line, row, obj)
+
+    def _floats(self) -> set[str]:
+        return {n for r in self.requests.values() if r.dtype == "float" and not r.keylike for n in r.names}
+
+    def _read_schema(self):
+        return jsonl_read_schema(self._leaves, self.needed_columns(), self._floats())
+
+    def batches(self, rows: int):
+        import pyarrow.compute as pc
+        import pyarrow.json as pjson
+
+        pa = _pa()
+        from lossctl import limits
+
+        needed = self.needed_columns()
+        schema = self._read_schema()
+        self._block = max(limits.read_block(JSONL_LINE_LIMIT), 1 << 16)
+
+        def raw():
+            reader = pjson.open_json(
+                pa.input_stream(self._path, compression="detect"),
+                read_options=pjson.ReadOptions(block_size=self._block),
+                parse_options=pjson.ParseOptions(
+                    explicit_schema=schema, unexpected_field_behavior="ignore", newlines_in_values=False
+                ),
+            )
+            for batch in reader:
+                cols = []
+                for name in needed:
+                    path = self._leaves[name][0]
+                    col = batch.column(batch.schema.get_field_index(path[0]))
+                    if len(path) > 1:
+                        col = _struct_get(col, path[1:], pc)
+                    cols.append(col)
+                yield pa.RecordBatch.from_arrays(cols, names=needed)
+
+        def located(gen):
+            try:
+                yield from gen
+            except DataError as err:
+                raise DataError(self._with_line(str(err))) from None
+
+        return located(self._converted(raw(), rows, self._locate_error, catch=(pa.ArrowException, OSError)))
+
+    # --- the error path: find the line -------------------------------------------------
+    def _lines(self):
+        pa = _pa()
+        with pa.input_stream(self._path, compression="detect") as fh:
+            text = io.TextIOWrapper(_PyRaw(fh), encoding="utf-8", errors="replace", newline="")
+            yield from enumerate(_limited_lines(text, self.display, self._block), 1)
+
+    def _line_of(self, row: int) -> int | None:
+        seen = -1
+        try:
+            for lineno, line in self._lines():
+                if line.strip():
+                    seen += 1
+                    if seen == row:
+                        return lineno
+        except Exception:  # noqa: BLE001
+            return None
+        return None
+
+    def _with_line(self, message: str) -> str:
+        """A message about a row ("row R") also names its line."""
+        m = re.search(r"\brow (\d+)(?![\d)]| \(line)", message)
+        if not m or "line " in message[: m.start()]:
+            return message
+        line = self._line_of(int(m.group(1)) - self.source.row_start)
+        if line is None:
+            return message
+        return message[: m.end()] + f" (line {line})" + message[m.end() :]
+
+    def _locate_error(self, exc: Exception, row0: int) -> str:
+        """The first line that is not valid JSON, not an object, or holds a used field of another
+        type (a Python scan of the file, on the error path only)."""
+        pa = _pa()
+        msg = short_reason(exc)
+        floats = self._floats()
+        row = -1
+        try:
+            for lineno, line in self._lines():
+                if not line.strip():
+                    continue
+                row += 1
+                try:
+                    obj = json.loads(line)
+                except ValueError as jexc:
+                    return self._bad_json(lineno, row, jexc)
+                if not isinstance(obj, dict):
+                    return self._not_object(lineno, row, obj)
+                for name in self.needed_columns():
+                    path, t = self._leaves[name]
+                    value = obj
+                    for part in path:
+                        value = value.get(part) if isinstance(value, dict) else None
+                    if not _json_fits(value, t, pa, whole=name not in floats):
+                        shown = json.dumps(value)
+                        shown = shown if len(shown) <= 40 else shown[:37] + "..."
+                        return (
+                            f"{self.display}, field {name!r}, line {lineno} (row {row}): {shown} is not "
+                            f"{_json_kind(_floated(t, pa) if name in floats else t, pa)}, as in the lines "
+                            "before it. Expected one type per field in every line."
+                        )
+        except DataError as err:
+            return str(err)
+        except Exception:  # noqa: BLE001 - fall back to pyarrow's words
+            pass
+        return (
+            f"{self.display}: cannot parse JSON Lines at or after row {row0} ({msg}). "
+            "Expected one JSON object per line, with one type per field."
+        )
+
+
+def _struct_get(col, path, pc):
+    for part in path:
+        col = pc.struct_field(col, [col.type.get_field_index(part)])
+    return col
+
+
+def _limited_lines(text, display: str, limit: int):
+    """Lines of a text stream, refusing one longer than ``limit`` characters (never read whole)."""
+    lineno = 0
+    while True:
+        line = text.readline(limit)
+        if not line:
+            return
+        lineno += 1
+        if len(line) >= limit and not line.endswith("\n"):
+            size = f"{limit >> 20} MiB" if limit >= 1 << 20 else f"{limit >> 10} KiB"
+            raise DataError(
+                f"{display}, line {lineno}: longer than {size}, the longest JSON record read. Expected "
+                f"one JSON object per line of at most {size} (split long sequences into several "
+                "records, or store them as Parquet)."
+            )
+        yield line
+
+
+# ---------------------------------------------------------------------------
 # NumPy readers
 # ---------------------------------------------------------------------------
 
@@ -1596,6 +1936,9 @@ def open_reader(source: Source, opts: ReadOptions) -> Reader:
                 return _spooled(source, stream, opts, source.path)
         if source.fmt in ("parquet", "arrow"):
             return ParquetReader(source) if source.fmt == "parquet" else IpcReader(source)
+        if source.fmt == "jsonl":  # read through a local copy: an error is located by a second pass
+            with remote.open_input_stream(source.path, source.display) as stream:
+                return _spooled(source, stream, opts, source.path)
     return _open_file(source, opts)
 
 
@@ -1643,6 +1986,8 @@ def _open_file(source: Source, opts: ReadOptions) -> Reader:
         return NpyReader(source)
     if source.fmt == "npz":
         return NpzReader(source)
+    if source.fmt == "jsonl":
+        return JsonlReader(source)
     raise UsageError(f"unknown input format {source.fmt!r}")
 
 
