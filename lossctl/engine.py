@@ -608,8 +608,8 @@ class _Run:
                 self._exact_in_float64(inp, a.values, rows[a.row_ids()])
                 a = a.astype(np.float64)
             if inp.shape is None:
-                inp.shape = ("N", "ragged")
                 inp.dtype = str(a.values.dtype)
+            inp.shape = ("N", "ragged")  # (also after blocks whose sequences happened to be of equal length)
             return a
         if a.ndim not in role.ndim:
             got = "a single column" if a.ndim == 1 else f"shape {_shape(a.shape)}"
@@ -630,6 +630,8 @@ class _Run:
         if inp.shape is None:
             inp.shape = ("N",) + tuple(a.shape[1:])
             inp.dtype = str(a.dtype)
+        elif role.ragged and a.ndim >= 3 and (inp.shape[1:] == ("ragged",) or inp.shape[2:] == a.shape[2:]):
+            inp.shape = ("N", "ragged")  # blocks of sequences of equal length, differing between blocks
         elif inp.shape[1:] != tuple(a.shape[1:]) and inp.shape[1:] != ("ragged",):
             raise DataError(
                 f"{inp.where()}, row {int(rows[0])}: shape changes from {_shape(inp.shape)} to {_shape(a.shape)}."
@@ -700,6 +702,7 @@ class _Run:
                 return
             bad = np.isnan(vals)
             if isinstance(out, Ragged):
+                bad = bad.reshape(len(bad), -1).any(axis=1)  # (ragged logits: one vector per element)
                 flat = np.zeros(len(out), dtype=bool)
                 flat[out.row_ids()[bad]] = True
                 bad = flat
@@ -1244,7 +1247,8 @@ def _row_norms(grad) -> np.ndarray:
         return np.empty(0)
     with np.errstate(over="ignore", invalid="ignore"):
         if getattr(grad, "is_ragged", False):
-            norms = np.sqrt(grad.sum_rows(np.square(grad.values)))
+            sq = np.square(grad.values)
+            norms = np.sqrt(grad.sum_rows(sq.reshape(len(sq), -1).sum(axis=1)))
             off = grad.offsets
             for i in np.flatnonzero(~np.isfinite(norms)).tolist():
                 norms[i] = _scaled_norm(grad.values[off[i] : off[i + 1]])
@@ -1395,8 +1399,8 @@ class _Cursor:
 def _cat(parts: list[np.ndarray]) -> np.ndarray:
     if len(parts) == 1:
         return parts[0]
-    if getattr(parts[0], "is_ragged", False):
-        return type(parts[0]).concatenate(parts)
+    if any(getattr(p, "is_ragged", False) for p in parts):  # (blocks of equal lengths may be arrays)
+        return Ragged.concatenate(parts)
     return np.concatenate(parts)
 
 

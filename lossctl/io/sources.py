@@ -599,11 +599,21 @@ class ArrowReader(Reader):
 
     def _same_width_as_before(self, req: Request, a, row0: int) -> None:
         """List columns: every batch's lists have the length of the first batch's."""
+        if getattr(a, "is_ragged", False) and a.values.ndim == 2 and len(a.values):
+            a = a.values[:1].reshape(1, 1, -1)  # ragged vectors: only the vector length must agree
         if not isinstance(a, np.ndarray) or a.ndim < 2 or not len(a):
             return
+        if req.ragged and a.ndim == 3:  # (N, T, V) with T varying between blocks: V must agree
+            a = a[:1, :1]
         first = self._row_shapes.setdefault(req.key, (a.shape[1:], row0))
         if first[0] != a.shape[1:]:
             name = req.names[0]
+            if req.ragged and a.ndim == 3:
+                raise DataError(
+                    f"{self.display}, column {name!r}, sequence (row) {row0}: {a.shape[2]} logits per token, but "
+                    f"the tokens of row {first[1]} have {first[0][1]}. Expected the same vocabulary size V at "
+                    "every token of every sequence (sequences may differ in their number of tokens)."
+                )
             raise DataError(
                 f"{self.display}, column {name!r}, row {row0}: list of {_shape_str(a.shape[1:]).strip('(,)')} "
                 f"values, but row {first[1]} has {_shape_str(first[0]).strip('(,)')}. Expected lists of equal "
@@ -742,6 +752,8 @@ def _list_to_numpy(arr, req: Request, display: str, name: str, row0: int) -> np.
             or pa.types.is_fixed_size_list(t.value_type)
         ):
             return _ragged_from_arrow(arr, display, name)  # type: ignore[return-value]
+        if req.ragged and n and (lengths != lengths[0]).any():
+            return _ragged_vectors_from_arrow(arr, display, name, row0)  # type: ignore[return-value]
         if n and (lengths != lengths[0]).any():
             bad = int(np.flatnonzero(lengths != lengths[0])[0])
             raise DataError(
@@ -791,6 +803,57 @@ def _ragged_from_arrow(arr, display: str, name: str):
     if flat.null_count:
         values = np.array(values, dtype=np.float64)
         values[~arrow_valid(flat)] = np.nan
+    return Ragged(values, offsets - offsets[0])
+
+
+def _ragged_vectors_from_arrow(arr, display: str, name: str, row0: int):
+    """A list of lists of numbers per row, of varying outer length (one vector per token, T_n per
+    sequence), as a Ragged whose values are (Σ T_n, V): every vector must have the same length V."""
+    import pyarrow.compute as pc
+
+    from lossctl.ragged import Ragged
+
+    pa = _pa()
+    flat = arr.flatten()  # one entry per token
+    if flat.null_count:
+        parent = arrow_values(pc.list_parent_indices(arr))
+        j = int(np.flatnonzero(~arrow_valid(flat))[0])
+        raise DataError(
+            f"{display}, column {name!r}, sequence (row) {row0 + int(parent[j])}: a token's vector is missing "
+            "(null). Expected a list of numbers (one per vocabulary entry) at every token."
+        )
+    vt = flat.type
+    if pa.types.is_fixed_size_list(vt):
+        width = vt.list_size
+    elif pa.types.is_list(vt) or pa.types.is_large_list(vt):
+        widths = arrow_values(flat.value_lengths())
+        if len(widths) and (widths != widths[0]).any():
+            j = int(np.flatnonzero(widths != widths[0])[0])
+            parent = arrow_values(pc.list_parent_indices(arr))
+            offs = arrow_values(arr.offsets).astype(np.int64) - int(arrow_values(arr.offsets)[0])
+            row = int(parent[j])
+            raise DataError(
+                f"{display}, column {name!r}, sequence (row) {row0 + row}, token {j - int(offs[row])}: "
+                f"{int(widths[j])} logits, but the first token of row {row0 + int(parent[0])} has "
+                f"{int(widths[0])}. Expected one logit per vocabulary entry, the same vocabulary size V "
+                "at every token of every sequence (sequences may differ in their number of tokens)."
+            )
+        width = int(widths[0]) if len(widths) else 0
+    else:
+        raise DataError(f"{display}, column {name!r} holds lists of {vt}; expected lists of lists of numbers.")
+    inner = flat.flatten()
+    if inner.null_count:
+        parent = arrow_values(pc.list_parent_indices(arr))
+        tok = arrow_values(pc.list_parent_indices(flat))
+        j = int(np.flatnonzero(~arrow_valid(inner))[0])
+        raise DataError(
+            f"{display}, column {name!r}, sequence (row) {row0 + int(parent[int(tok[j])])}: a logit is missing "
+            "(null). Expected numbers only."
+        )
+    if not (pa.types.is_integer(inner.type) or pa.types.is_floating(inner.type)):
+        raise DataError(f"{display}, column {name!r} holds lists of {vt}; expected lists of lists of numbers.")
+    values = arrow_values(inner).reshape(len(flat), width)
+    offsets = arrow_values(arr.offsets).astype(np.int64)
     return Ragged(values, offsets - offsets[0])
 
 
