@@ -278,6 +278,10 @@ class Reader:
     def add(self, req: Request) -> None:
         self.requests[req.key] = req
 
+    def can_select(self, expr: str) -> bool:
+        """Whether ``expr`` names one column of this input (side inputs such as --counts)."""
+        return expr in self.available()
+
     def resolve(self) -> None:
         names = self.available()
         taken: set[str] = set()
@@ -578,7 +582,7 @@ class ArrowReader(Reader):
     def convert(self, batch, row0: int) -> dict[str, np.ndarray]:
         out = {}
         for req in self.requests.values():
-            if len(req.names) == 1 and not (req.matrix and _is_selection(req.expr)):
+            if len(req.names) == 1 and not (req.matrix and self._stacks(req)):
                 col = self._column(batch, req.names[0], row0)
                 out[req.key] = arrow_to_numpy(col, req, self.display, req.names[0], row0)
                 self._same_width_as_before(req, out[req.key], row0)
@@ -586,6 +590,10 @@ class ArrowReader(Reader):
                 cols = [arrow_to_numpy(self._column(batch, n, row0), req, self.display, n, row0) for n in req.names]
                 out[req.key] = np.column_stack(cols) if cols[0].ndim == 1 else np.stack(cols, axis=1)
         return out
+
+    def _stacks(self, req: Request) -> bool:
+        """A glob or list of columns: stacked into (N, K) even when it names one column."""
+        return _is_selection(req.expr)
 
     def _column(self, batch, name: str, row0: int):
         # (get_field_index gives -1 for a missing name, and column(-1) would be the last column)
@@ -1476,6 +1484,93 @@ class JsonlReader(ArrowReader):
         self._leaves = {name: (path, t) for name, path, t in _flat_fields(list(inferred))}
         self.schema = pa.schema([(name, t) for name, (_, t) in self._leaves.items()])
         self._block = JSONL_LINE_LIMIT
+        # Selections into lists: "field[k]" (element k), "field[*].sub" (sub of every element).
+        self._selects: dict[str, tuple[str, list]] = {}
+
+    def _parse_select(self, expr: str):
+        """``expr`` as (a field, steps into it), or None: ``field[k]`` is element k of a list (the
+        harness logs ``"byte_perplexity": [loglikelihood, bytes]``), ``field[*].name`` the member
+        ``name`` of every element (OpenAI chat logprobs: ``choices[0].logprobs.content[*].logprob``)."""
+        base = None
+        for i in range(len(expr) - 1, 0, -1):
+            if expr[i] == "[" and expr[:i] in self._leaves:
+                base = expr[:i]
+                break
+        if base is None:
+            return None
+        ops, rest = [], expr[len(base) :]
+        for m in re.finditer(r"\[(\d+|\*)?\]|\.([^.\[\]]+)|(.)", rest):
+            if m.group(3) is not None:
+                return None
+            if m.group(2) is not None:
+                ops.append(("field", m.group(2)))
+            elif m.group(1) in (None, "*"):
+                ops.append(("each", None))
+            else:
+                ops.append(("elem", int(m.group(1))))
+        return base, ops
+
+    def _step_type(self, expr: str, t, ops):
+        """The Arrow type a selection gives (an error naming the step that does not apply)."""
+        pa = _pa()
+        for i, (op, arg) in enumerate(ops):
+            if op == "field":
+                if not pa.types.is_struct(t) or t.get_field_index(arg) < 0:
+                    raise DataError(
+                        f"{self.display}: {expr!r}: no member {arg!r} there (the value is {_json_kind(t, pa)}). "
+                        "Expected a path of fields and list elements that exists in the first lines."
+                    )
+                t = t.field(arg).type
+                continue
+            if not pa.types.is_list(t):
+                raise DataError(
+                    f"{self.display}: {expr!r}: [{'*' if op == 'each' else arg}] applies to a list, but the "
+                    f"value there is {_json_kind(t, pa)}. Expected a list before [k] or [*]."
+                )
+            if op == "each":
+                return pa.list_(self._step_type(expr, t.value_type, ops[i + 1 :]))
+            t = t.value_type
+        return t
+
+    def _match(self, req: Request, names: list[str]) -> list[str]:
+        parsed = None if req.expr in self._leaves else self._parse_select(req.expr or "")
+        if parsed is None:
+            return super()._match(req, names)
+        name = req.expr
+        if name not in self._selects:
+            base, ops = parsed
+            t = self._step_type(name, self._leaves[base][1], ops)
+            self._selects[name] = (base, ops)
+            self.schema = self.schema.append(_pa().field(name, t))
+        return [name]
+
+    def can_select(self, expr: str) -> bool:
+        return expr in self._leaves or self._parse_select(expr) is not None
+
+    def _stacks(self, req: Request) -> bool:
+        return req.expr not in self._selects and super()._stacks(req)
+
+    def _read_leaves(self) -> dict:
+        """The fields read from the file, each with the type it is read as: only the members a
+        selection walks into, value columns as float64."""
+        pa = _pa()
+        floats = {n for r in self.requests.values() if r.dtype == "float" and not r.keylike for n in r.names}
+        out: dict = {}
+
+        def prune(t, ops, floated):
+            if not ops:
+                return _floated(t, pa) if floated else t
+            (op, arg), rest = ops[0], ops[1:]
+            if op == "field":
+                return pa.struct([(arg, prune(t.field(arg).type, rest, floated))])
+            return pa.list_(prune(t.value_type, rest, floated))
+
+        for n in self.needed_columns():
+            base, ops = self._selects.get(n, (n, []))
+            path, t = self._leaves[base]
+            typ = prune(t, ops, n in floats)
+            out[base] = (path, _merge_json_types(out[base][1], typ, pa) if base in out else typ)
+        return out
 
     def total_rows(self) -> int | None:
         return None
@@ -1486,11 +1581,9 @@ class JsonlReader(ArrowReader):
     def _not_object(self, line: int, row: int, obj) -> str:
         return _not_object(self.display, line, row, obj)
 
-    def _floats(self) -> set[str]:
-        return {n for r in self.requests.values() if r.dtype == "float" and not r.keylike for n in r.names}
-
     def _read_schema(self):
-        return jsonl_read_schema(self._leaves, self.needed_columns(), self._floats())
+        leaves = self._read_leaves()
+        return jsonl_read_schema(leaves, list(leaves), set())
 
     def batches(self, rows: int):
         import pyarrow.compute as pc
@@ -1514,11 +1607,12 @@ class JsonlReader(ArrowReader):
             for batch in reader:
                 cols = []
                 for name in needed:
-                    path = self._leaves[name][0]
+                    base, ops = self._selects.get(name, (name, []))
+                    path = self._leaves[base][0]
                     col = batch.column(batch.schema.get_field_index(path[0]))
                     if len(path) > 1:
                         col = _struct_get(col, path[1:], pc)
-                    cols.append(col)
+                    cols.append(_arrow_steps(col, ops, pc))
                 yield pa.RecordBatch.from_arrays(cols, names=needed)
 
         def located(gen):
@@ -1563,7 +1657,7 @@ class JsonlReader(ArrowReader):
         type (a Python scan of the file, on the error path only)."""
         pa = _pa()
         msg = short_reason(exc)
-        floats = self._floats()
+        floats = {n for r in self.requests.values() if r.dtype == "float" and not r.keylike for n in r.names}
         row = -1
         try:
             for lineno, line in self._lines():
@@ -1576,18 +1670,29 @@ class JsonlReader(ArrowReader):
                     return self._bad_json(lineno, row, jexc)
                 if not isinstance(obj, dict):
                     return self._not_object(lineno, row, obj)
+                leaves = self._read_leaves()
                 for name in self.needed_columns():
-                    path, t = self._leaves[name]
+                    base, ops = self._selects.get(name, (name, []))
+                    path, t = leaves[base]
                     value = obj
                     for part in path:
                         value = value.get(part) if isinstance(value, dict) else None
+                    for op, arg in ops:  # (a selection: walk it in Python too)
+                        value, t, missing = _py_step(value, t, op, arg)
+                        if missing:
+                            return (
+                                f"{self.display}, field {name!r}, line {lineno} (row {row}): {missing}. "
+                                "Expected the selected member or element in every line."
+                            )
+                        if op == "each":
+                            break
                     if not _json_fits(value, t, pa, whole=name not in floats):
                         shown = json.dumps(value)
                         shown = shown if len(shown) <= 40 else shown[:37] + "..."
                         return (
                             f"{self.display}, field {name!r}, line {lineno} (row {row}): {shown} is not "
-                            f"{_json_kind(_floated(t, pa) if name in floats else t, pa)}, as in the lines "
-                            "before it. Expected one type per field in every line."
+                            f"{_json_kind(t, pa)}, as in the lines before it. Expected one type per field "
+                            "in every line."
                         )
         except DataError as err:
             return str(err)
@@ -1597,6 +1702,38 @@ class JsonlReader(ArrowReader):
             f"{self.display}: cannot parse JSON Lines at or after row {row0} ({msg}). "
             "Expected one JSON object per line, with one type per field."
         )
+
+
+def _arrow_steps(col, ops, pc):
+    """A selection's steps applied to an Arrow column: a struct member, a list element, or
+    (``[*]``) the rest of the steps applied to every element of each list."""
+    pa = _pa()
+    for i, (op, arg) in enumerate(ops):
+        if op == "field":
+            col = _struct_get(col, [arg], pc)
+        elif op == "elem":
+            col = pc.list_element(col, arg)
+        else:
+            inner = _arrow_steps(col.values, ops[i + 1 :], pc)
+            mask = col.is_null() if col.null_count else None
+            return pa.ListArray.from_arrays(col.offsets, inner, mask=mask)
+    return col
+
+
+def _py_step(value, t, op, arg):
+    """One step of a selection on a decoded JSON value: (value, type, why it is missing or None)."""
+    pa = _pa()
+    if op == "field":
+        if not isinstance(value, dict) or arg not in value:
+            return None, t, f"no member {arg!r} in {json.dumps(value)[:40]}"
+        return value[arg], t.field(arg).type, None
+    if op == "elem":
+        if not isinstance(value, list) or len(value) <= arg:
+            return None, t, f"{json.dumps(value)[:40]} has no element {arg}"
+        return value[arg], t.value_type, None
+    if not isinstance(value, list):
+        return None, t, f"{json.dumps(value)[:40]} is not a list"
+    return value, t, None  # [*]: the list is checked against the list type
 
 
 def _struct_get(col, path, pc):
