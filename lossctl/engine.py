@@ -856,6 +856,10 @@ class _Run:
             "units": units,
         }
         derived = report.setdefault("derived", {})
+        if by != "tokens":
+            # Per word / byte only: the rows may hold whole documents' log-likelihoods (the harness
+            # logs one per document), and exp of their mean is no perplexity of anything.
+            derived.pop("perplexity", None)
         rate = nll / units if units > 0 else float("nan")
 
         def ppl(x):

@@ -177,3 +177,194 @@ def test_ragged_logits_without_labels(tmp_path):
     f = _parquet(tmp_path / "lm.parquet", _sequences(n=4, seed=11))
     res = run_cli(["compute", "lm", f"{f}:logits"])
     assert_clean_error(res, 1, "labels")
+
+
+# ---------------------------------------------------------------------------
+# --per-token
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("chunk", [None, "1", "4"])
+def test_per_token_rows_match_reference(tmp_path, chunk):
+    seqs = _sequences(n=15, seed=12, ignore=True)
+    f = _parquet(tmp_path / "lm.parquet", seqs)
+    out = tmp_path / "tok.csv"
+    args = ["compute", "lm", f"{f}:logits", f"{f}:labels", "--shift", "--per-token", out, "--format", "json"]
+    res = run_cli(args + (["--chunk-size", chunk] if chunk else []))
+    assert res.code == 0, res.err
+    rows = _rows(out)
+    ref = _ref_tokens(seqs, shift=True)
+    assert res.json["per_token"] == {"path": str(out), "rows": len(ref)}
+    assert [(int(r["row"]), int(r["position"]), int(r["token"])) for r in rows] == [t[:3] for t in ref]
+    for r, t in zip(rows, ref):
+        assert float(r["loss"]) == pytest.approx(t[3], rel=1e-13)
+
+
+def test_per_token_of_log_probs_parquet(tmp_path):
+    lps = [[-0.5, -1.25], [], [-2.0, -0.125, -3.5]]
+    pq.write_table(pa.table({"lp": pa.array(lps, pa.list_(pa.float64()))}), tmp_path / "lp.parquet")
+    out = tmp_path / "tok.parquet"
+    res = run_cli(["compute", "lm", tmp_path / "lp.parquet", "--per-token", out])
+    assert res.code == 0, res.err
+    t = pq.read_table(out).to_pydict()
+    assert t["row"] == [0, 0, 2, 2, 2]
+    assert t["position"] == [0, 1, 0, 1, 2]
+    assert t["token"] == [-1] * 5
+    assert t["loss"] == [0.5, 1.25, 2.0, 0.125, 3.5]
+
+
+def test_per_token_needs_a_token_level_loss(tmp_path):
+    f = tmp_path / "r.csv"
+    f.write_text("p,t\n1,2\n")
+    res = run_cli(["compute", "mse", f"{f}:p", f"{f}:t", "--per-token", tmp_path / "x.csv"])
+    assert_clean_error(res, 2, "--per-token", "mse")
+    assert not (tmp_path / "x.csv").exists()
+
+
+def test_per_token_never_overwrites_an_input(tmp_path):
+    f = _parquet(tmp_path / "lm.parquet", _sequences(n=3, seed=13))
+    before = open(f, "rb").read()
+    res = run_cli(["compute", "lm", f"{f}:logits", f"{f}:labels", "--per-token", f])
+    assert res.code == 2, res.err
+    assert open(f, "rb").read() == before
+
+
+# ---------------------------------------------------------------------------
+# --normalize-by / --counts (lm-evaluation-harness definitions)
+# ---------------------------------------------------------------------------
+
+
+def _docs(n=9, seed=14):
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        lps = [-rng.random() * 5 for _ in range(rng.randint(1, 12))]
+        words = rng.randint(1, 10)
+        out.append((lps, words, words * rng.randint(3, 9)))
+    return out
+
+
+def test_normalize_by_words_and_bytes_are_corpus_totals(tmp_path):
+    docs = _docs()
+    pq.write_table(
+        pa.table(
+            {
+                "lp": pa.array([d[0] for d in docs], pa.list_(pa.float64())),
+                "words": [d[1] for d in docs],
+            }
+        ),
+        tmp_path / "lm.parquet",
+    )
+    (tmp_path / "bytes.csv").write_text("n_bytes\n" + "".join(f"{d[2]}\n" for d in docs))
+    nll = math.fsum(-v for d in docs for v in d[0])
+    words = sum(d[1] for d in docs)
+    n_bytes = sum(d[2] for d in docs)
+    f = tmp_path / "lm.parquet"
+    res = run_cli(["compute", "lm", f"{f}:lp", "--counts", "words", "--normalize-by", "words", "-f", "json"])
+    assert res.code == 0, res.err
+    assert res.json["derived"] == {"word_perplexity": pytest.approx(math.exp(nll / words), rel=1e-13)}
+    # not the mean of per-sequence perplexities
+    per_seq = math.fsum(math.exp(math.fsum(-v for v in d[0]) / d[1]) for d in docs) / len(docs)
+    assert abs(res.json["derived"]["word_perplexity"] - per_seq) > 1e-3
+    for chunk in ("1", "4"):
+        res = run_cli(
+            ["compute", "lm", f"{f}:lp", "--counts", f"{tmp_path / 'bytes.csv'}:n_bytes", "--normalize-by", "bytes",
+             "-f", "json", "--chunk-size", chunk]
+        )
+        assert res.code == 0, res.err
+        d = res.json["derived"]
+        assert d["byte_perplexity"] == pytest.approx(math.exp(nll / n_bytes), rel=1e-13)
+        assert d["bits_per_byte"] == pytest.approx(nll / n_bytes / math.log(2), rel=1e-13)
+        assert "perplexity" not in d
+        assert res.json["normalize"]["units"] == n_bytes
+
+
+def test_normalize_by_tokens_without_counts_is_the_token_perplexity(tmp_path):
+    docs = _docs(seed=15)
+    pq.write_table(pa.table({"lp": pa.array([d[0] for d in docs], pa.list_(pa.float64()))}), tmp_path / "a.parquet")
+    res = run_cli(["compute", "lm", tmp_path / "a.parquet", "--normalize-by", "tokens", "-f", "json"])
+    assert res.code == 0, res.err
+    lps = [v for d in docs for v in d[0]]
+    assert res.json["derived"]["perplexity"] == pytest.approx(math.exp(math.fsum(-v for v in lps) / len(lps)), rel=1e-13)
+
+
+@pytest.mark.parametrize(
+    "extra, code, needle",
+    [
+        (["--normalize-by", "bytes"], 2, "--counts"),
+        (["--counts", "n"], 2, "--normalize-by"),
+        (["--normalize-by", "lines", "--counts", "n"], 2, "tokens, bytes, words"),
+        (["--normalize-by", "words", "--counts", "bad"], 1, "row 1"),
+    ],
+)
+def test_normalize_errors(tmp_path, extra, code, needle):
+    pq.write_table(
+        pa.table({"lp": pa.array([[-1.0], [-2.0]], pa.list_(pa.float64())), "n": [3, 4], "bad": [2.0, -1.0]}),
+        tmp_path / "a.parquet",
+    )
+    res = run_cli(["compute", "lm", f"{tmp_path / 'a.parquet'}:lp", *extra])
+    assert_clean_error(res, code, needle)
+
+
+def test_normalize_on_a_loss_without_perplexity(tmp_path):
+    f = tmp_path / "r.csv"
+    f.write_text("p,t,n\n1,2,3\n")
+    res = run_cli(["compute", "mse", f"{f}:p", f"{f}:t", "--normalize-by", "words", "--counts", "n"])
+    assert_clean_error(res, 2, "mse")
+
+
+# ---------------------------------------------------------------------------
+# The README's recipes, on the bundled samples
+# ---------------------------------------------------------------------------
+
+
+def _readme_commands():
+    import os
+    import shlex
+
+    from tests.conftest import ROOT
+
+    text = open(os.path.join(ROOT, "README.md")).read()
+    section = text.split("### Rescoring language-model logs", 1)[1].split("\n### ", 1)[0]
+    cmds = []
+    for block in section.split("```sh\n")[1:]:
+        for line in block.split("```", 1)[0].splitlines():
+            if line.startswith("lossctl "):
+                cmds.append([a.replace("sample_data/", os.path.join(ROOT, "sample_data") + "/") for a in shlex.split(line)[1:]])
+    return cmds
+
+
+def test_readme_recipes_run_and_match_the_published_definitions(tmp_path, monkeypatch):
+    import os
+    import re
+
+    from tests.conftest import SAMPLE
+
+    monkeypatch.chdir(tmp_path)
+    cmds = _readme_commands()
+    assert len(cmds) == 4
+    got = []
+    for args in cmds:
+        res = run_cli(args + ["--format", "json"])
+        assert res.code == 0, (args, res.err)
+        got.append(res.json)
+
+    # lm-evaluation-harness: weighted_perplexity / bits_per_byte over (loglikelihood, count) pairs,
+    # with the counts recomputed here from the documents' text as the harness counts them.
+    docs = [json.loads(line) for line in open(os.path.join(SAMPLE, "lm_harness_wikitext.jsonl"))]
+    ll = math.fsum(d["filtered_resps"][0] for d in docs)
+    words = sum(len(re.split(r"\s+", d["doc"]["page"])) for d in docs)
+    n_bytes = sum(len(d["doc"]["page"].encode("utf-8")) for d in docs)
+    assert got[0]["derived"]["word_perplexity"] == pytest.approx(math.exp(-ll / words), rel=1e-13)
+    assert got[1]["derived"]["byte_perplexity"] == pytest.approx(math.exp(-ll / n_bytes), rel=1e-13)
+    assert got[1]["derived"]["bits_per_byte"] == pytest.approx(-ll / n_bytes / math.log(2), rel=1e-13)
+
+    chat = [json.loads(line) for line in open(os.path.join(SAMPLE, "lm_openai_chat.jsonl"))]
+    lps = [t["logprob"] for r in chat for t in r["choices"][0]["logprobs"]["content"]]
+    assert got[2]["value"] == pytest.approx(math.fsum(-v for v in lps) / len(lps), rel=1e-13)
+    tokens = _rows(tmp_path / "chat_tokens.csv")
+    assert [float(r["loss"]) for r in tokens] == pytest.approx([-v for v in lps], rel=1e-15)
+
+    comp = [json.loads(line) for line in open(os.path.join(SAMPLE, "lm_openai_completions.jsonl"))]
+    lps = [v for r in comp for v in r["choices"][0]["logprobs"]["token_logprobs"]]
+    assert got[3]["derived"]["perplexity"] == pytest.approx(math.exp(math.fsum(-v for v in lps) / len(lps)), rel=1e-13)
