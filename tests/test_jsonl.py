@@ -206,6 +206,18 @@ def test_100mb_single_line_is_refused_with_its_line(tmp_path):
     _one_paragraph(res)
 
 
+def test_line_longer_than_the_read_block_after_short_lines(tmp_path):
+    # The read block follows the first lines (2 MiB here): a longer line later is an error naming it.
+    f = tmp_path / "late.jsonl"
+    with open(f, "wb") as fh:
+        for r in _records(80):
+            fh.write((json.dumps(r) + "\n").encode())
+        fh.write(b'{"out": {"token_logprobs": [' + b"-0.5, " * (5 * 1024 * 1024 // 6) + b"-0.5]}}\n")
+    res = run_cli(["compute", "lm", f"{f}:out.token_logprobs"])
+    assert_clean_error(res, 1, "late.jsonl", "line 81", "longer than 2 MiB")
+    _one_paragraph(res)
+
+
 def test_empty_and_blank_files(tmp_path):
     f = tmp_path / "blank.jsonl"
     f.write_text("\n\n")

@@ -166,8 +166,10 @@ class DatasetReader(ArrowReader):
             raise
         except Exception as exc:  # noqa: BLE001
             raise DataError(f"{self.display}: cannot read its shard {first} ({short_reason(exc)}).") from None
+        stats: dict = {}
         with stream:
-            inferred = sources.infer_jsonl_schema(stream, f"{self.display}: shard {first}")
+            inferred = sources.infer_jsonl_schema(stream, f"{self.display}: shard {first}", stats)
+        self._longest = stats["longest"]
         self._leaves = {name: (path, t) for name, path, t in sources._flat_fields(list(inferred))}
         self._paths = {name: path for name, (path, _) in self._leaves.items()}
         self._keys = _hive_keys(files, base)
@@ -192,7 +194,8 @@ class DatasetReader(ArrowReader):
         schema = sources.jsonl_read_schema(self._leaves, data, floats)
         key_types = {f.name: f.type for f in self._keys}
         strip = self.base.rstrip("/") + "/"
-        block = max(limits.read_block(sources.JSONL_LINE_LIMIT), 1 << 16)
+        want = min(sources.JSONL_LINE_LIMIT, max(sources.JSONL_BLOCK, 4 * self._longest))  # (as for one file)
+        block = max(limits.read_block(want), 1 << 16)
         row = self.source.row_start
         for path in self.files:
             rel = path[len(strip) :] if path.startswith(strip) else path

@@ -1303,6 +1303,7 @@ class _Prefixed(io.RawIOBase):
 # A JSONL record (one line) may be this long: pyarrow's JSON reader parses whole blocks (of this
 # size) and cannot split a line across two; a longer line is an error naming it, never a cut record.
 JSONL_LINE_LIMIT = 8 << 20
+JSONL_BLOCK = 2 << 20
 _JSONL_INFER_LINES = 64
 
 
@@ -1414,7 +1415,7 @@ def _not_object(display: str, line: int, row: int, obj) -> str:
     )
 
 
-def infer_jsonl_schema(stream, display: str):
+def infer_jsonl_schema(stream, display: str, stats: dict | None = None):
     """The fields (an Arrow struct type) of the first JSON Lines records of a binary stream,
     inferred with Python's json: pyarrow's own inference parses every field of a whole block,
     and fails on a field the run does not use (a "doc" holding numbers in one line, text in the next)."""
@@ -1434,6 +1435,9 @@ def infer_jsonl_schema(stream, display: str):
                 raise DataError(_not_object(display, lineno, lines, obj))
             inferred = _merge_json_types(inferred, _json_type(obj, pa), pa)
             lines += 1
+            if stats is not None:
+                stats["chars"] = stats.get("chars", 0) + len(line)
+                stats["longest"] = max(stats.get("longest", 0), len(line))
             if lines >= _JSONL_INFER_LINES:
                 break
     except DataError:
@@ -1442,6 +1446,8 @@ def infer_jsonl_schema(stream, display: str):
         raise DataError(f"{display}: cannot read ({short_reason(exc)}). Expected JSON Lines.") from None
     if lines == 0:
         raise DataError(f"{display} holds no JSON records. Expected one JSON object per line.")
+    if stats is not None:
+        stats["lines"] = lines
     return inferred
 
 
@@ -1479,8 +1485,13 @@ class JsonlReader(ArrowReader):
             stream = pa.input_stream(self._path, compression="detect")
         except Exception as exc:  # noqa: BLE001
             raise DataError(f"{self.display}: cannot read ({short_reason(exc)}). Expected JSON Lines.") from None
+        stats: dict = {}
         with stream:
-            inferred = infer_jsonl_schema(stream, self.display)
+            inferred = infer_jsonl_schema(stream, self.display, stats)
+        # Bytes of a line, on average in the first lines: an upper bound of its numbers in memory
+        # (a JSON number takes more characters than its 8 bytes), for the chunk size.
+        self._line_bytes = max(64, stats["chars"] // stats["lines"])
+        self._longest = stats["longest"]
         self._leaves = {name: (path, t) for name, path, t in _flat_fields(list(inferred))}
         self.schema = pa.schema([(name, t) for name, (_, t) in self._leaves.items()])
         self._block = JSONL_LINE_LIMIT
@@ -1575,6 +1586,9 @@ class JsonlReader(ArrowReader):
     def total_rows(self) -> int | None:
         return None
 
+    def row_bytes(self) -> int | None:
+        return self._line_bytes
+
     def _bad_json(self, line: int, row: int, exc) -> str:
         return _bad_json(self.display, line, row, exc)
 
@@ -1594,7 +1608,10 @@ class JsonlReader(ArrowReader):
 
         needed = self.needed_columns()
         schema = self._read_schema()
-        self._block = max(limits.read_block(JSONL_LINE_LIMIT), 1 << 16)
+        # pyarrow's JSON parser holds some 30 times its block in memory: blocks of 2 MiB, larger
+        # (up to JSONL_LINE_LIMIT) when the first lines are long; a longer line is an error naming it.
+        want = min(JSONL_LINE_LIMIT, max(JSONL_BLOCK, 4 * self._longest))
+        self._block = max(limits.read_block(want), 1 << 16)
 
         def raw():
             reader = pjson.open_json(
