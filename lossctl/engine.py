@@ -274,7 +274,7 @@ class _Run:
     def _add_counts(self, readers: dict[str, Reader], ropts: ReadOptions) -> None:
         """--counts COL (a column of an input) or PATH:COL (a side file, aligned by row or id)."""
         text = self.opts.counts
-        head, _, col = text.rpartition(":")
+        head = text.rpartition(":")[0]
         if (head and os.path.exists(head)) or os.path.isfile(text):
             src = parse_source(text, self.opts.input_format, "counts")
             if src.path not in readers:
@@ -560,7 +560,7 @@ class _Run:
             i = int(np.flatnonzero(bad)[0])
             row = int(prim_rows[kept_idx[i]]) + self.opts.row_offset
             raise DataError(
-                f"--counts {self.counts_label}, row {row}: {c[i]!r} is not a count. Expected a whole number "
+                f"--counts {self.counts_label}, row {row}: {float(c[i])!r} is not a count. Expected a whole number "
                 "of bytes, words or tokens (0 or more) for every sequence."
             )
         used = c[use][ok_u] if not plain else c
@@ -860,7 +860,12 @@ class _Run:
             # Per word / byte only: the rows may hold whole documents' log-likelihoods (the harness
             # logs one per document), and exp of their mean is no perplexity of anything.
             derived.pop("perplexity", None)
-        rate = nll / units if units > 0 else float("nan")
+        if not units > 0:
+            raise DataError(
+                f"--normalize-by {by}: the {by} of the sequences used add up to {units!r} "
+                f"({report['normalize']['counts']}), so there is no per-{by[:-1]} value. Expected counts above 0."
+            )
+        rate = nll / units
 
         def ppl(x):
             return float("nan") if x != x else (math.exp(x) if x < 709.0 else float("inf"))

@@ -802,6 +802,7 @@ LOSSES: tuple[LossSpec, ...] = (
         ),
         formula=(
             "per token:    l_t = -log softmax(x_t)[y_t]   (logits), or -log p(token_t) (per-token log-probs)\n"
+            "--shift:      l_t = -log softmax(x_t)[y_{t+1}], t < T_n - 1   (labels = input ids)\n"
             "per sequence: l_n = Σ_{t kept} l_t / n_tokens(n)\n"
             "headline:     Σ_n Σ_t l_t / Σ_n n_tokens(n);  perplexity = exp(headline)"
         ),

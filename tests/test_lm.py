@@ -294,12 +294,13 @@ def test_normalize_by_tokens_without_counts_is_the_token_perplexity(tmp_path):
         (["--normalize-by", "bytes"], 2, "--counts"),
         (["--counts", "n"], 2, "--normalize-by"),
         (["--normalize-by", "lines", "--counts", "n"], 2, "tokens, bytes, words"),
-        (["--normalize-by", "words", "--counts", "bad"], 1, "row 1"),
+        (["--normalize-by", "words", "--counts", "bad"], 1, "row 1: -1.0 is not a count"),
+        (["--normalize-by", "bytes", "--counts", "zero"], 1, "add up to 0.0"),
     ],
 )
 def test_normalize_errors(tmp_path, extra, code, needle):
     pq.write_table(
-        pa.table({"lp": pa.array([[-1.0], [-2.0]], pa.list_(pa.float64())), "n": [3, 4], "bad": [2.0, -1.0]}),
+        pa.table({"lp": pa.array([[-1.0], [-2.0]], pa.list_(pa.float64())), "n": [3, 4], "bad": [2.0, -1.0], "zero": [0, 0]}),
         tmp_path / "a.parquet",
     )
     res = run_cli(["compute", "lm", f"{tmp_path / 'a.parquet'}:lp", *extra])
