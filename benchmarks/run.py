@@ -5,6 +5,7 @@ Usage (from the repository root, in an environment where lossctl is installed)::
     python benchmarks/run.py             # full sizes (about 10 minutes, ~8 GB of RAM at peak)
     python benchmarks/run.py --quick     # small sizes (about 1 minute)
     python benchmarks/run.py --only kernels|e2e|split|peers   [--reps N] [--profile] [--out PATH]
+    python benchmarks/run.py --only jsonl  # token CE over a 1 GB JSON Lines log (--jsonl-gb)
 
 Optional baselines (``pip install 'lossctl[bench]'``: torch, scikit-learn, pandas, duckdb, polars);
 each one that is missing is skipped with a printed note.
@@ -540,6 +541,15 @@ def markdown(report: dict) -> str:
             f"Bounded memory: an aggregate-only `lossctl compute cross-entropy` over a generated {sc['input_gb']:.1f} GB "
             f"NPY input ({sc['rows']:,} × {sc['classes']} float32 + labels): {sc['wall_s']:.1f} s, "
             f"peak RSS {sc['peak_rss_mb']:.0f} MB.",
+            "",
+        ]
+    if report.get("jsonl"):
+        js = report["jsonl"]
+        out += [
+            f"JSON Lines, streamed: `lossctl compute lm LOG.jsonl:choices[0].logprobs.token_logprobs` over a generated "
+            f"{js['input_gb']:.2f} GB log ({js['rows']:,} sequences of 16-512 token log-probs): {js['wall_s']:.1f} s, "
+            f"peak RSS {js['peak_rss_mb']:.0f} MB; the value {'equals' if js['value_ok'] else 'DIFFERS from'} the "
+            "mean token NLL computed while writing the log.",
             "",
         ]
     if report.get("targets"):
@@ -1097,13 +1107,84 @@ def run_api(rows: int) -> dict:
     return {"memory": mem, "import_ms": imp, "ok": mem["ok"] and imp < 30}
 
 
+# ---------------------------------------------------------------------------
+# jsonl: token cross-entropy over a ~1 GB JSON Lines log of ragged log-probs, streamed
+# ---------------------------------------------------------------------------
+
+
+def write_big_jsonl(tmp: Path, gb: float) -> dict:
+    """A JSON Lines log of about ``gb`` GB: one sequence per line, 16-512 per-token log-probs in a
+    nested field, plus fields the run does not use. One 4 MB block of lines is written again and
+    again, so the exact mean token NLL is that of the block (an independent check of the value)."""
+    rng = np.random.default_rng(7)
+    lines, nll, tokens = [], 0.0, 0
+    size = 0
+    while size < 4 << 20:
+        t = int(rng.integers(16, 513))
+        lp = np.round(-rng.gamma(0.8, 2.0, t), 6)
+        nll += float(-lp.sum())
+        tokens += t
+        line = (
+            '{"id": %d, "text": "x", "choices": [{"logprobs": {"token_logprobs": [%s]}}]}\n'
+            % (len(lines), ", ".join(f"{v:.6f}" for v in lp))
+        ).encode()
+        lines.append(line)
+        size += len(line)
+    block = b"".join(lines)
+    reps = max(1, int(gb * 1e9 // len(block)))
+    path = tmp / "big_log.jsonl"
+    with open(path, "wb") as fh:
+        for _ in range(reps):
+            fh.write(block)
+    return {"path": path, "bytes": os.path.getsize(path), "rows": reps * len(lines), "mean": nll / tokens}
+
+
+def run_jsonl(gb: float, tmp: Path) -> dict:
+    """Peak RSS and wall time of `lossctl compute lm` over the generated JSONL (deleted after)."""
+    t0 = time.perf_counter()
+    data = write_big_jsonl(tmp, gb)
+    gen_s = time.perf_counter() - t0
+    try:
+        r = _run_wrapped(
+            [sys.executable, "-m", "lossctl", "compute", "lm",
+             f"{data['path']}:choices[0].logprobs.token_logprobs", "-b"]
+        )
+    finally:
+        os.unlink(data["path"])
+    if r["rc"] != 0:
+        raise RuntimeError(r["err"])
+    value = _value(r["out"])
+    out = {
+        "input_gb": data["bytes"] / 1e9,
+        "rows": data["rows"],
+        "wall_s": r["wall"],
+        "peak_rss_mb": r["rss_kb"] / 1024,
+        "generate_s": gen_s,
+        "value": value,
+        "value_ok": value is not None and abs(value - data["mean"]) <= 1e-9 * data["mean"],
+        "ok": r["rss_kb"] / 1024 < 300,
+    }
+    print(
+        f"  {out['input_gb']:.2f} GB JSONL ({data['rows']:,} sequences): {out['wall_s']:.1f} s, "
+        f"{out['input_gb'] * 1e3 / out['wall_s']:.0f} MB/s, peak RSS {out['peak_rss_mb']:.0f} MB (target < 300 MB); "
+        f"value {'matches' if out['value_ok'] else 'DIFFERS from'} the block's mean token NLL",
+        flush=True,
+    )
+    return out
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="small sizes (about a minute)")
     ap.add_argument(
         "--only",
-        choices=["kernels", "e2e", "split", "peers", "scaleout", "scale", "api"],
+        choices=["kernels", "e2e", "split", "peers", "scaleout", "scale", "api", "jsonl"],
         help="run one section only",
+    )
+    ap.add_argument(
+        "--jsonl-gb",
+        type=float,
+        help="size of the JSON Lines log for token CE (default 1 GB, 0.1 GB with --quick; 0 skips)",
     )
     ap.add_argument(
         "--scale-gb", type=float, help="size of the bounded-memory input (default 10 GB, 1 GB with --quick; 0 skips)"
@@ -1196,6 +1277,17 @@ def main(argv=None) -> int:
                     "import lossctl < 30 ms",
                     "ok": report["api"]["ok"],
                     "got": f"{report['api']['memory']['ratio']:.2f}x, {report['api']['import_ms']:.1f} ms",
+                }
+            )
+        jsonl_gb = args.jsonl_gb if args.jsonl_gb is not None else (0.1 if args.quick else 1.0)
+        if args.only in (None, "jsonl") and jsonl_gb > 0:
+            print(f"\njsonl: token cross-entropy over a generated {jsonl_gb:g} GB JSON Lines log (deleted afterwards)")
+            report["jsonl"] = run_jsonl(jsonl_gb, tmp)
+            report.setdefault("targets", []).append(
+                {
+                    "target": f"token CE over {report['jsonl']['input_gb']:.2f} GB of JSONL: peak RSS < 300 MB",
+                    "ok": report["jsonl"]["ok"] and report["jsonl"]["value_ok"],
+                    "got": f"{report['jsonl']['peak_rss_mb']:.0f} MB in {report['jsonl']['wall_s']:.1f} s",
                 }
             )
     finally:

@@ -200,7 +200,7 @@ COMMON_OPTIONS: list[tuple[str, Any, Any]] = [
         typer.Option(
             None,
             "--input-format",
-            metavar="[csv|tsv|parquet|npy|npz|arrow]",
+            metavar="[csv|tsv|parquet|npy|npz|arrow|jsonl]",
             help="Format of stdin ('-') and of files whose name does not tell.",
             rich_help_panel=_IN,
         ),
@@ -363,6 +363,42 @@ COMMON_OPTIONS: list[tuple[str, Any, Any]] = [
             "--grad",
             metavar="PATH",
             help="Write d loss_n / d prediction_n for every row, in input order: .npy, .parquet, .jsonl or .csv.",
+            rich_help_panel=_OUT,
+        ),
+    ),
+    (
+        "per_token",
+        Optional[str],
+        typer.Option(
+            None,
+            "--per-token",
+            metavar="PATH",
+            help="Token-level losses (token-cross-entropy): write one row per scored token (row, position, "
+            "token, loss): .csv .tsv .parquet .jsonl.",
+            rich_help_panel=_OUT,
+        ),
+    ),
+    (
+        "normalize_by",
+        Optional[str],
+        typer.Option(
+            None,
+            "--normalize-by",
+            metavar="[tokens|bytes|words]",
+            help="Perplexity per token, word or byte (and bits per byte) in 'derived', as lm-evaluation-harness "
+            "defines them: exp(Σ NLL / Σ units) over the corpus; bytes and words need --counts.",
+            rich_help_panel=_OUT,
+        ),
+    ),
+    (
+        "counts",
+        Optional[str],
+        typer.Option(
+            None,
+            "--counts",
+            metavar="COL|PATH:COL",
+            help="The number of bytes, words or tokens of each sequence (a column of an input, or of a side "
+            "file), for --normalize-by.",
             rich_help_panel=_OUT,
         ),
     ),
@@ -1234,6 +1270,8 @@ def _compute(spec: registry.LossSpec, kw: dict[str, Any]) -> None:
         raise UsageError("--grad-norm adds a column to the per-sample output: give --per-sample PATH too.")
     if reduction == "none" and per_sample is None:
         per_sample = "-"
+    if kw["per_token"] == "-":
+        raise UsageError("--per-token -: stdout holds the report; write the per-token rows to a file (.csv, .parquet, ...).")
     if per_sample == "-" and kw["score_only"]:
         raise UsageError("--per-sample - and -b both write to stdout; send the per-sample rows to a file.")
 
@@ -1244,6 +1282,9 @@ def _compute(spec: registry.LossSpec, kw: dict[str, Any]) -> None:
         per_sample=per_sample,
         grad=kw["grad"],
         grad_norm=kw["grad_norm"],
+        per_token=kw["per_token"],
+        counts=kw["counts"],
+        normalize_by=kw["normalize_by"],
         per_sample_format=fmt if fmt in ("csv", "tsv", "jsonl") else ("jsonl" if fmt == "json" else "csv"),
         top=kw["top"],
         hist=kw["hist"] or bool(kw["html"]),
@@ -1263,8 +1304,11 @@ def _preflight(kw: dict[str, Any], inputs: list, dirs: tuple = ()) -> None:
     """Refuse outputs that would overwrite an input or each other, before anything is read."""
     from lossctl.io.outputs import preflight
 
-    outputs = [(f"--{k.replace('_', '-')}", kw.get(k)) for k in ("per_sample", "grad", "save_state", "junit")]
+    outputs = [
+        (f"--{k.replace('_', '-')}", kw.get(k)) for k in ("per_sample", "grad", "save_state", "junit", "per_token")
+    ]
     inputs = inputs + [("--group-by", kw.get("group_by")), ("--baseline", kw.get("baseline"))]
+    inputs += [("--counts", kw.get("counts"))]
     preflight(outputs, inputs, dirs)
 
 

@@ -74,6 +74,9 @@ class Options:
     progress: Callable[[int, int | None], None] | None = None
     strict: bool = False  # warnings (lossctl.kinds) are errors: exit 1, nothing written
     per_sample_echo: bool = False  # also write the per-sample rows to stdout (--reduction none with a file)
+    per_token: str | None = None  # one row per scored token (token-level losses)
+    counts: str | None = None  # COL or PATH:COL: words / bytes / tokens per sequence (--normalize-by)
+    normalize_by: str | None = None  # tokens, bytes or words: the derived perplexities per unit
 
 
 DEFAULT_MAX_GROUPS = 10_000
@@ -132,6 +135,8 @@ def run_on(
         return run(spec, texts, params, opts)
     from lossctl import cluster
 
+    if opts.per_token or opts.counts or opts.normalize_by:
+        raise UsageError("--per-token, --counts and --normalize-by run on --engine local only.")
     return cluster.run(spec, texts, params, opts, scheduler=scheduler, workers=workers)
 
 
@@ -180,6 +185,13 @@ class _Run:
             self.grad_fn = spec.load_grad()
             accepted = _accepted(self.grad_fn)
             self.grad_kwargs = {k: v for k, v in self.kernel_kwargs.items() if k in accepted}
+        self.token_fn = None
+        if opts.per_token is not None:
+            self.token_fn = _token_function(spec)
+        _check_normalize(spec, opts)
+        self.count_sums: list[float] = []  # per chunk: Σ --counts over the rows used
+        self.counts_label: str | None = None
+        self.token_sink: RowSink | None = None
         self.inputs: list[_Input] = []
         # ``sources``: already parsed (the parts of a dataset one dask task reads).
         for i, (role, text) in enumerate(zip(spec.inputs, texts)):
@@ -234,6 +246,8 @@ class _Run:
                 reader.add(Request(ID_KEY, self.opts.id_col, matrix=False, keylike=True))
         if self.opts.group_by:
             self._add_group(readers, ropts)
+        if self.opts.counts:
+            self._add_counts(readers, ropts)
         for reader in readers.values():
             reader.resolve()
         return list(readers.values())
@@ -260,6 +274,30 @@ class _Run:
         raise DataError(
             f"--group-by {text!r}: no input has a column of that name ({listing}). "
             "Name a column of an input, or a side file as PATH:COLUMN."
+        )
+
+    def _add_counts(self, readers: dict[str, Reader], ropts: ReadOptions) -> None:
+        """--counts COL (a column of an input) or PATH:COL (a side file, aligned by row or id)."""
+        text = self.opts.counts
+        head = text.rpartition(":")[0]
+        if (head and os.path.exists(head)) or os.path.isfile(text):
+            src = parse_source(text, self.opts.input_format, "counts")
+            if src.path not in readers:
+                readers[src.path] = open_reader(src, ropts)
+                if self.opts.id_col:
+                    readers[src.path].add(Request(ID_KEY, self.opts.id_col, matrix=False, keylike=True))
+            readers[src.path].add(Request(COUNTS_KEY, src.column, matrix=False))
+            self.counts_label = f"{src.display}:{src.column}" if src.column else src.display
+            return
+        for reader in readers.values():
+            if reader.can_select(text):
+                reader.add(Request(COUNTS_KEY, text, matrix=False))
+                self.counts_label = text
+                return
+        listing = "; ".join(f"{r.display}: {', '.join(r.available()) or 'no named columns'}" for r in readers.values())
+        raise DataError(
+            f"--counts {text!r}: no input has a column of that name ({listing}). "
+            "Name a column of an input, or a side file as PATH:COLUMN (one count per sequence)."
         )
 
     def _chunk_rows(self, readers: list[Reader], total: int | None) -> int:
@@ -303,6 +341,9 @@ class _Run:
                     self.echo = RowSink("-", self.opts.per_sample_format, csv_safe=self.opts.csv_safe)
             if self.opts.grad is not None:
                 self.grad_sink = GradSink(self.opts.grad, csv_safe=self.opts.csv_safe)
+            if self.opts.per_token is not None:
+                fmt = sink_format(self.opts.per_token, "--per-token", self.opts.per_sample_format)
+                self.token_sink = RowSink(self.opts.per_token, fmt, "--per-token", csv_safe=self.opts.csv_safe)
             if self.opts.id_col and len(readers) > 1:
                 chunks = _joined(self, readers, rows)
             else:
@@ -318,17 +359,17 @@ class _Run:
             if self.acc.rows_seen == 0:
                 raise DataError(f"{primary.display} has no data rows. Expected one row per sample.")
             report = self._report(readers)
-            for sink in (self.sink, self.grad_sink, self.echo):
+            for sink in (self.sink, self.grad_sink, self.echo, self.token_sink):
                 if sink is not None:
                     sink.commit()
-            self.sink = self.grad_sink = self.echo = None
+            self.sink = self.grad_sink = self.echo = self.token_sink = None
             return report
         finally:
             for it in self.prefetchers:
                 it.close()
             for it in self.prefetchers:
                 it._thread.join(timeout=5)
-            for sink in (self.sink, self.grad_sink, self.echo):
+            for sink in (self.sink, self.grad_sink, self.echo, self.token_sink):
                 if sink is not None:
                     sink.abort()
             for r in readers:
@@ -353,6 +394,8 @@ class _Run:
         acc = self.acc
         n_all = len(prim_rows)
         groups = arrays.pop(GROUP_KEY, None)
+        counts = arrays.pop(COUNTS_KEY, None)
+        role_rows.pop(COUNTS_KEY, None)
         nan_masks = {k[len(NAN_PREFIX) :]: arrays.pop(k) for k in [k for k in arrays if k.startswith(NAN_PREFIX)]}
         if self.spec.batched and self.batch_size is None:
             if acc.rows_seen or n_all > DEFAULT_BATCH_CAP:
@@ -448,6 +491,10 @@ class _Run:
             if den is not None:
                 den = np.concatenate([den, nan_fill])
             comps = {k: np.concatenate([v, nan_fill]) for k, v in comps.items()}
+        if counts is not None:
+            self._add_counts_of(counts, prim_rows, kept_idx, use, ok_u, plain)
+        if self.token_sink is not None:
+            self._write_tokens(sub, sub_rows, prim_rows[kept_idx[np.flatnonzero(use)]], ids, kept_idx[np.flatnonzero(use)])
         agg = acc.all
         agg.add(vals, num, den, comps)
         agg.used += n_used
@@ -515,6 +562,40 @@ class _Run:
             self.sink.write(cols)
             if self.echo is not None:
                 self.echo.write(cols)
+
+    def _add_counts_of(self, counts, prim_rows, kept_idx, use, ok_u, plain) -> None:
+        """Σ --counts over the rows used (the rows whose losses the headline adds up)."""
+        c = np.asarray(counts)
+        if c.dtype.kind not in "biuf" or c.ndim != 1:
+            raise DataError(f"--counts {self.counts_label}: expected one number per sequence; got {c.dtype} {c.shape}.")
+        c = c.astype(np.float64)  # one per row kept (rows of an id join without a match are not)
+        bad = ~np.isfinite(c) | (c < 0)
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            row = int(prim_rows[kept_idx[i]]) + self.opts.row_offset
+            raise DataError(
+                f"--counts {self.counts_label}, row {row}: {float(c[i])!r} is not a count. Expected a whole number "
+                "of bytes, words or tokens (0 or more) for every sequence."
+            )
+        used = c[use][ok_u] if not plain else c
+        self.count_sums.append(math.fsum(used.tolist()))
+
+    def _write_tokens(self, arrays, role_rows, seq_rows, ids, idx) -> None:
+        """--per-token: one row per scored token of the sequences used in this chunk."""
+        kwargs = {k: v for k, v in self.kernel_kwargs.items() if k in _accepted(self.token_fn)}
+        try:
+            with np.errstate(all="ignore"):
+                t = self.token_fn(*self._args(arrays), **kwargs)
+        except InputError as err:
+            raise DataError(self._input_error(err, role_rows)) from None
+        local = np.asarray(t["row"], dtype=np.int64)
+        cols: dict[str, np.ndarray] = {"row": seq_rows.astype(np.int64)[local] + self.opts.row_offset}
+        if ids is not None:
+            cols["id"] = np.asarray(ids)[idx][local]
+        cols["position"] = np.asarray(t["position"], dtype=np.int64)
+        cols["token"] = np.asarray(t["token"], dtype=np.int64)
+        cols["loss"] = np.asarray(t["loss"], dtype=np.float64) + 0.0
+        self.token_sink.write(cols)
 
     def _set_default_prob_atol(self, arrays: dict) -> None:
         """The default |Σp - 1| tolerance follows the inputs as stored (float16 rounds coarsely),
@@ -658,8 +739,8 @@ class _Run:
                 self._exact_in_float64(inp, a.values, rows[a.row_ids()])
                 a = a.astype(np.float64)
             if inp.shape is None:
-                inp.shape = ("N", "ragged")
                 inp.dtype = str(a.values.dtype)
+            inp.shape = ("N", "ragged")  # (also after blocks whose sequences happened to be of equal length)
             return a
         if a.ndim not in role.ndim:
             got = "a single column" if a.ndim == 1 else f"shape {_shape(a.shape)}"
@@ -680,6 +761,8 @@ class _Run:
         if inp.shape is None:
             inp.shape = ("N",) + tuple(a.shape[1:])
             inp.dtype = str(a.dtype)
+        elif role.ragged and a.ndim >= 3 and (inp.shape[1:] == ("ragged",) or inp.shape[2:] == a.shape[2:]):
+            inp.shape = ("N", "ragged")  # blocks of sequences of equal length, differing between blocks
         elif inp.shape[1:] != tuple(a.shape[1:]) and inp.shape[1:] != ("ragged",):
             raise DataError(
                 f"{inp.where()}, row {int(rows[0])}: shape changes from {_shape(inp.shape)} to {_shape(a.shape)}."
@@ -750,6 +833,7 @@ class _Run:
                 return
             bad = np.isnan(vals)
             if isinstance(out, Ragged):
+                bad = bad.reshape(len(bad), -1).any(axis=1)  # (ragged logits: one vector per element)
                 flat = np.zeros(len(out), dtype=bool)
                 flat[out.row_ids()[bad]] = True
                 bad = flat
@@ -802,7 +886,47 @@ class _Run:
             report["per_sample"] = {"path": self.opts.per_sample, "rows": self.sink.rows}
         if self.grad_sink is not None:
             report["grad"] = {"path": self.opts.grad, "rows": self.grad_sink.rows, "wrt": self.pred_role}
+        if self.token_sink is not None:
+            report["per_token"] = {"path": self.opts.per_token, "rows": self.token_sink.rows}
+        if self.opts.normalize_by:
+            self._normalized(report)
         return report
+
+    def _normalized(self, report: dict) -> None:
+        """--normalize-by: perplexity per token / word / byte and bits per byte, as
+        lm-evaluation-harness defines them: totals over the corpus (Σ NLL / Σ units), never
+        averages of per-sequence values."""
+        by = self.opts.normalize_by
+        nll = self.acc.all.num.value  # Σ over the sequences used of their summed token NLL (nats)
+        units = math.fsum(self.count_sums) if self.opts.counts else self.acc.all.den.value
+        report["normalize"] = {
+            "by": by,
+            "counts": self.counts_label if self.opts.counts else "tokens scored",
+            "nll_sum": nll,
+            "units": units,
+        }
+        derived = report.setdefault("derived", {})
+        if by != "tokens":
+            # Per word / byte only: the rows may hold whole documents' log-likelihoods (the harness
+            # logs one per document), and exp of their mean is no perplexity of anything.
+            derived.pop("perplexity", None)
+        if not units > 0:
+            raise DataError(
+                f"--normalize-by {by}: the {by} of the sequences used add up to {units!r} "
+                f"({report['normalize']['counts']}), so there is no per-{by[:-1]} value. Expected counts above 0."
+            )
+        rate = nll / units
+
+        def ppl(x):
+            return float("nan") if x != x else (math.exp(x) if x < 709.0 else float("inf"))
+
+        if by == "tokens":
+            derived["perplexity"] = ppl(rate)
+        elif by == "words":
+            derived["word_perplexity"] = ppl(rate)
+        else:
+            derived["byte_perplexity"] = ppl(rate)
+            derived["bits_per_byte"] = rate / math.log(2)
 
     def meta(self) -> dict:
         """Everything about the run except the accumulated numbers (JSON-safe)."""
@@ -1355,7 +1479,8 @@ def _row_norms(grad) -> np.ndarray:
         return np.empty(0)
     with np.errstate(over="ignore", invalid="ignore"):
         if getattr(grad, "is_ragged", False):
-            norms = np.sqrt(grad.sum_rows(np.square(grad.values)))
+            sq = np.square(grad.values)
+            norms = np.sqrt(grad.sum_rows(sq.reshape(len(sq), -1).sum(axis=1)))
             off = grad.offsets
             for i in np.flatnonzero(~np.isfinite(norms)).tolist():
                 norms[i] = _scaled_norm(grad.values[off[i] : off[i + 1]])
@@ -1506,8 +1631,8 @@ class _Cursor:
 def _cat(parts: list[np.ndarray]) -> np.ndarray:
     if len(parts) == 1:
         return parts[0]
-    if getattr(parts[0], "is_ragged", False):
-        return type(parts[0]).concatenate(parts)
+    if any(getattr(p, "is_ragged", False) for p in parts):  # (blocks of equal lengths may be arrays)
+        return Ragged.concatenate(parts)
     return np.concatenate(parts)
 
 
@@ -1755,6 +1880,48 @@ def _fmt_param(v) -> str:
     if isinstance(v, float):
         return "e" if v == math.e else f"{v:g}"
     return str(v)
+
+
+COUNTS_KEY = "__counts__"
+NORMALIZE_UNITS = ("tokens", "bytes", "words")
+
+
+def _token_function(spec: LossSpec):
+    """A token-level loss's per-token function: its kernel's name + ``_tokens`` (by convention)."""
+    module, _, name = spec.kernel.partition(":")
+    import importlib
+
+    fn = getattr(importlib.import_module(module), name + "_tokens", None)
+    if fn is None:
+        raise UsageError(
+            f"--per-token writes one row per token of a token-level loss; {spec.name} has no tokens. "
+            "Use --per-sample PATH for one row per input row."
+        )
+    return fn
+
+
+def _check_normalize(spec: LossSpec, opts: Options) -> None:
+    by = opts.normalize_by
+    if by is None and opts.counts is None:
+        return
+    if "perplexity" not in spec.derived:
+        raise UsageError(
+            f"--normalize-by and --counts give perplexities of a language model's log-likelihood; "
+            f"{spec.name} is not one (use token-cross-entropy)."
+        )
+    if by is None:
+        raise UsageError(
+            "--counts gives a count per sequence: say what it counts with --normalize-by bytes, words or tokens."
+        )
+    if by not in NORMALIZE_UNITS:
+        raise UsageError(f"--normalize-by must be one of {', '.join(NORMALIZE_UNITS)}; got {by!r}.")
+    if by in ("bytes", "words") and opts.counts is None:
+        raise UsageError(
+            f"--normalize-by {by} needs --counts COL or PATH:COL: the number of {by} of each sequence "
+            "(lossctl sees only the log-probabilities, not the text)."
+        )
+    if opts.reduction != "mean":
+        raise UsageError("--normalize-by applies to the mean (--reduction mean): it divides the total NLL by a total count.")
 
 
 def signature(report: dict) -> str:

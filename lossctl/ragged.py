@@ -37,7 +37,15 @@ class Ragged:
         return cls(values, offsets)
 
     @classmethod
+    def from_padded(cls, a: np.ndarray) -> "Ragged":
+        """An (N, T, ...) array as N rows of T elements each (of shape ``a.shape[2:]``)."""
+        a = np.asarray(a)
+        n, t = a.shape[:2]
+        return cls(a.reshape((n * t,) + a.shape[2:]), np.arange(n + 1, dtype=np.int64) * t)
+
+    @classmethod
     def concatenate(cls, parts: list["Ragged"]) -> "Ragged":
+        parts = [p if isinstance(p, Ragged) else cls.from_padded(p) for p in parts]
         values = np.concatenate([p.values for p in parts])
         offs = [np.zeros(1, dtype=np.int64)]
         base = 0
@@ -123,6 +131,8 @@ class Ragged:
         bad = np.isnan(self.values)
         if not bad.any():
             return np.zeros(len(self), dtype=bool)
+        if bad.ndim > 1:  # one vector per element (ragged logits): a NaN anywhere in it
+            bad = bad.reshape(len(bad), -1).any(axis=1)
         return self.sum_rows(bad.astype(np.float64)) > 0
 
     def astype(self, dtype) -> "Ragged":

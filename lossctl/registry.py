@@ -931,19 +931,22 @@ LOSSES: tuple[LossSpec, ...] = (
             Role(
                 "pred",
                 "(N, T, V) or (N, T) ragged",
-                "Logits (N, T, V) with labels, or per-token log-probabilities log p(token) "
+                "Logits (N, T, V) with labels, ragged logits (one list of T_n logit vectors of length V per "
+                "sequence) with ragged labels, or per-token log-probabilities log p(token) "
                 "(N, T): one list per sequence, lengths may differ.",
                 ndim=(2, 3),
                 ragged=True,
             ),
             Role(
                 "target",
-                "(N, T)",
-                "Token ids (N, T); required with (N, T, V) logits, absent with per-token log-probabilities. "
+                "(N, T) or (N, T) ragged",
+                "Token ids (N, T), or one list of T_n ids per sequence with ragged logits; required with "
+                "logits, absent with per-token log-probabilities. "
                 "Tokens equal to --ignore-index (padding) are skipped.",
                 ndim=(2,),
                 dtype="label",
                 optional=True,
+                ragged=True,
             ),
         ),
         params=(
@@ -952,6 +955,13 @@ LOSSES: tuple[LossSpec, ...] = (
                 "int",
                 -100,
                 "Label of tokens to skip (padding, prompt tokens); they count neither in the loss nor in the token count.",
+            ),
+            Param(
+                "shift",
+                "bool",
+                False,
+                "Labels are the input ids: position t predicts token t+1 (logits[:, :-1] against labels[:, 1:], "
+                "as Hugging Face causal LMs compute their loss); each sequence's last position is not scored.",
             ),
         ),
         kernel=f"{_CLS}:token_cross_entropy",
@@ -962,6 +972,7 @@ LOSSES: tuple[LossSpec, ...] = (
         ),
         formula=(
             "per token:    l_t = -log softmax(x_t)[y_t]   (logits), or -log p(token_t) (per-token log-probs)\n"
+            "--shift:      l_t = -log softmax(x_t)[y_{t+1}], t < T_n - 1   (labels = input ids)\n"
             "per sequence: l_n = Σ_{t kept} l_t / n_tokens(n)\n"
             "headline:     Σ_n Σ_t l_t / Σ_n n_tokens(n);  perplexity = exp(headline)"
         ),

@@ -7,6 +7,7 @@ soft targets and Gaussians, distillation and RL rollouts, embeddings, boxes and 
 
 from __future__ import annotations
 
+import math
 import os
 
 import numpy as np
@@ -548,6 +549,122 @@ def make_examples(here: str) -> None:
     pq.write_table(table.slice(half), os.path.join(here, "shards", "part-1.parquet"))
 
 
+_LM_WORDS = (
+    "the river rose through the valley and the old mill turned again while farmers counted "
+    "grain under a grey sky ; in 1887 the town council voted to build a stone bridge , "
+    "which still stands = history = the bridge carried carts , later cars , and once a circus"
+).split()
+
+
+def _lm_text(rng, n_words: int) -> str:
+    words = [_LM_WORDS[int(i)] for i in rng.integers(0, len(_LM_WORDS), n_words)]
+    if rng.random() < 0.5:
+        words.insert(int(rng.integers(0, n_words)), "café")  # a 2-byte UTF-8 character
+    return " ".join(words)
+
+
+def _lm_token_logprobs(rng, n: int) -> list[float]:
+    """Log-probabilities of n sampled tokens (<= 0), rounded to 6 digits as APIs print them."""
+    return [round(float(v), 6) for v in -rng.gamma(0.8, 2.0, n)]
+
+
+def make_lm(here: str, rng) -> None:
+    """Language-model logs in the published formats of the tools that write them."""
+    import hashlib
+    import json
+
+    def sha(text: str) -> str:
+        return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+    # lm-evaluation-harness --log_samples for a loglikelihood_rolling task (wikitext): one line per
+    # document; resps / filtered_resps hold the document's total log-likelihood, and each metric
+    # the (loglikelihood, words or bytes) pair its aggregation (weighted_perplexity, bits_per_byte)
+    # adds up. Words are re.split(r"\s+", text), bytes len(text.encode("utf-8")), as the harness counts.
+    import re
+
+    with open(os.path.join(here, "lm_harness_wikitext.jsonl"), "w") as fh:
+        for i in range(12):
+            text = _lm_text(rng, int(rng.integers(20, 90)))
+            n_tokens = int(len(text) / 3.6) + 1
+            ll = round(math.fsum(_lm_token_logprobs(rng, n_tokens)), 6)
+            words = len(re.split(r"\s+", text))
+            n_bytes = len(text.encode("utf-8"))
+            rec = {
+                "doc_id": i,
+                "doc": {"page": text},
+                "target": text,
+                "arguments": {"gen_args_0": {"arg_0": text}},
+                "resps": [[ll]],
+                "filtered_resps": [ll],
+                "filter": "none",
+                "metrics": ["word_perplexity", "byte_perplexity", "bits_per_byte"],
+                "doc_hash": sha(json.dumps({"page": text}, sort_keys=True)),
+                "prompt_hash": sha(text),
+                "target_hash": sha(text),
+                "word_perplexity": [ll, words],
+                "byte_perplexity": [ll, n_bytes],
+                "bits_per_byte": [ll, n_bytes],
+            }
+            fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
+
+    # OpenAI-compatible chat completions with logprobs=true (vLLM, llama.cpp, OpenAI): one
+    # response per line; choices[0].logprobs.content holds one entry per generated token.
+    with open(os.path.join(here, "lm_openai_chat.jsonl"), "w") as fh:
+        for i in range(10):
+            n = int(rng.integers(3, 15))
+            words = [_LM_WORDS[int(k)] for k in rng.integers(0, len(_LM_WORDS), n)]
+            toks = [words[0]] + [" " + w for w in words[1:]]
+            lps = _lm_token_logprobs(rng, n)
+            content = [
+                {"token": t, "logprob": lp, "bytes": list(t.encode("utf-8")), "top_logprobs": []}
+                for t, lp in zip(toks, lps)
+            ]
+            rec = {
+                "id": f"chatcmpl-{i:04d}",
+                "object": "chat.completion",
+                "created": 1764400000 + i,
+                "model": "sample-model",
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": "".join(toks)},
+                        "logprobs": {"content": content},
+                        "finish_reason": "stop",
+                    }
+                ],
+                "usage": {"prompt_tokens": 12, "completion_tokens": n, "total_tokens": 12 + n},
+            }
+            fh.write(json.dumps(rec) + "\n")
+
+    # OpenAI-compatible (legacy) completions with logprobs=N: choices[0].logprobs.token_logprobs.
+    with open(os.path.join(here, "lm_openai_completions.jsonl"), "w") as fh:
+        for i in range(10):
+            n = int(rng.integers(3, 15))
+            words = [_LM_WORDS[int(k)] for k in rng.integers(0, len(_LM_WORDS), n)]
+            toks = [" " + w for w in words]
+            offsets = [sum(len(t) for t in toks[:k]) for k in range(n)]
+            rec = {
+                "id": f"cmpl-{i:04d}",
+                "object": "text_completion",
+                "created": 1764400000 + i,
+                "model": "sample-model",
+                "choices": [
+                    {
+                        "text": "".join(toks),
+                        "index": 0,
+                        "logprobs": {
+                            "tokens": toks,
+                            "token_logprobs": _lm_token_logprobs(rng, n),
+                            "top_logprobs": None,
+                            "text_offset": offsets,
+                        },
+                        "finish_reason": "length",
+                    }
+                ],
+            }
+            fh.write(json.dumps(rec) + "\n")
+
+
 def main() -> None:
     logits, label = classifier()
     n, c = logits.shape
@@ -602,6 +719,7 @@ def main() -> None:
     make_examples(HERE)
     make_classifier_b(HERE, ids, logits, label, np.random.default_rng(20261129))
     make_rl_tokens(HERE, np.random.default_rng(20261129))
+    make_lm(HERE, np.random.default_rng(20261129))
 
 
 def make_classifier_b(here: str, ids, logits_a, label, rng) -> None:

@@ -9,11 +9,12 @@ fragment and two batches ahead at a time, so memory stays bounded by the batch s
 from __future__ import annotations
 
 import glob
+import re
 import os
 import posixpath
 
 from lossctl.errors import DataError, short_reason
-from lossctl.io.remote import is_uri, listing, resolve
+from lossctl.io.remote import is_uri, listing, open_input_stream, resolve
 from lossctl.io.sources import ArrowReader, Source, _checked_schema, parquet_file
 
 _DATASET_FORMATS = {
@@ -23,7 +24,19 @@ _DATASET_FORMATS = {
     ".feather": "ipc",
     ".ipc": "ipc",
     ".csv": "csv",
+    ".jsonl": "json",
+    ".ndjson": "json",
 }
+
+
+def _shard_ext(path: str) -> str:
+    """A shard's format extension, after any compression suffix (part-0.jsonl.gz: .jsonl)."""
+    name = path.lower()
+    for comp in (".gz", ".bz2", ".zst", ".lz4"):
+        if name.endswith(comp):
+            name = name[: -len(comp)]
+            break
+    return os.path.splitext(name)[1]
 
 
 def is_glob(path: str) -> bool:
@@ -53,7 +66,7 @@ def dataset_base(path: str, files: list[str]) -> str:
     return f"{scheme}://" + posixpath.commonpath([posixpath.dirname(f.partition("://")[2]) for f in files])
 
 
-def open_dataset(files: list[str], fmt: str, base: str, schema=None):
+def open_dataset(files: list[str], fmt, base: str, schema=None, partitioning=None):
     """A pyarrow dataset over ``files`` (local paths or URIs of one filesystem)."""
     import pyarrow.dataset as ds
 
@@ -65,7 +78,7 @@ def open_dataset(files: list[str], fmt: str, base: str, schema=None):
     return ds.dataset(
         files,
         format=fmt,
-        partitioning=ds.partitioning(flavor="hive"),
+        partitioning=partitioning or ds.partitioning(flavor="hive"),
         partition_base_dir=base,
         filesystem=filesystem,
         schema=schema,
@@ -73,15 +86,35 @@ def open_dataset(files: list[str], fmt: str, base: str, schema=None):
 
 
 def dataset_format(files: list[str], display: str) -> str:
-    kinds = {_DATASET_FORMATS.get(os.path.splitext(f.lower())[1]) for f in files}
+    kinds = {_DATASET_FORMATS.get(_shard_ext(f)) for f in files}
     kinds.discard(None)
     if not kinds:
         raise DataError(
-            f"{display}: no Parquet, Arrow or CSV files found (a directory or glob of shards is read as one input)."
+            f"{display}: no Parquet, Arrow or CSV files found, nor JSON Lines (a directory or glob of shards "
+            "is read as one input)."
         )
     if len(kinds) > 1:
         raise DataError(f"{display}: holds files of several formats ({', '.join(sorted(kinds))}); expected one format.")
     return kinds.pop()
+
+
+def _hive_keys(files: list[str], base: str):
+    """The ``key=value`` directory names under ``base`` as Arrow fields: int64 when every value
+    is an integer, else string (what pyarrow's hive discovery infers)."""
+    import pyarrow as pa
+
+    values: dict[str, list[str]] = {}
+    strip = base.rstrip("/") + "/"
+    for f in files:
+        rel = f[len(strip) :] if f.startswith(strip) else f
+        for part in rel.split("/")[:-1]:
+            k, eq, v = part.partition("=")
+            if eq and k:
+                values.setdefault(k, []).append(v)
+    return [
+        pa.field(k, pa.int64() if all(re.fullmatch(r"-?\d{1,18}", v) for v in vs) else pa.string())
+        for k, vs in values.items()
+    ]
 
 
 class DatasetReader(ArrowReader):
@@ -97,12 +130,16 @@ class DatasetReader(ArrowReader):
             files = shard_files(source.path)
             base = None
         fmt = dataset_format(files, self.display)
-        files = [f for f in files if _DATASET_FORMATS.get(os.path.splitext(f.lower())[1]) == fmt]
+        files = [f for f in files if _DATASET_FORMATS.get(_shard_ext(f)) == fmt]
         if base is None:
             base = dataset_base(source.path, files)
         self.files = files
         self.fmt = fmt
         self.base = base
+        self._paths = None
+        if fmt == "json":
+            self._json_leaves(files, base)
+            return
         try:
             self.ds = open_dataset(files, fmt, base, source.schema)
             if source.row_groups is not None:
@@ -115,6 +152,96 @@ class DatasetReader(ArrowReader):
         except Exception as exc:  # noqa: BLE001 - pyarrow's errors name the file
             raise DataError(f"{self.display}: cannot read the shards as one dataset ({short_reason(exc)}).") from None
 
+    def _json_leaves(self, files: list[str], base: str) -> None:
+        """JSON Lines shards: the fields of the first shard (nested objects as columns "a.b",
+        as for one file) and the hive keys; the dataset is opened to read only the fields used."""
+        import pyarrow as pa
+
+        from lossctl.io import sources
+
+        first = files[0]
+        try:
+            stream = open_input_stream(first, first) if is_uri(first) else pa.input_stream(first, compression="detect")
+        except DataError:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            raise DataError(f"{self.display}: cannot read its shard {first} ({short_reason(exc)}).") from None
+        stats: dict = {}
+        with stream:
+            inferred = sources.infer_jsonl_schema(stream, f"{self.display}: shard {first}", stats)
+        self._longest = stats["longest"]
+        self._leaves = {name: (path, t) for name, path, t in sources._flat_fields(list(inferred))}
+        self._paths = {name: path for name, (path, _) in self._leaves.items()}
+        self._keys = _hive_keys(files, base)
+        fields = [(name, t) for name, (_, t) in self._leaves.items()]
+        fields += [(f.name, f.type) for f in self._keys if f.name not in self._leaves]
+        self.schema = pa.schema(fields)
+
+    def _json_batches(self, rows: int):
+        """JSON Lines shards one file at a time through pyarrow's streaming JSON reader, parsing
+        only the fields used (as one file is read); hive keys are added as constant columns.
+        (pyarrow's dataset scanner infers every field of a shard, and fails on fields not used.)"""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+        import pyarrow.json as pjson
+
+        from lossctl import limits
+        from lossctl.io import sources
+
+        needed = self.needed_columns()
+        floats = {n for r in self.requests.values() if r.dtype == "float" and not r.keylike for n in r.names}
+        data = [n for n in needed if n in self._leaves]
+        schema = sources.jsonl_read_schema(self._leaves, data, floats)
+        key_types = {f.name: f.type for f in self._keys}
+        strip = self.base.rstrip("/") + "/"
+        want = min(sources.JSONL_LINE_LIMIT, max(sources.JSONL_BLOCK, 4 * self._longest))  # (as for one file)
+        block = max(limits.read_block(want), 1 << 16)
+        row = self.source.row_start
+        for path in self.files:
+            rel = path[len(strip) :] if path.startswith(strip) else path
+            keys = dict(part.partition("=")[::2] for part in rel.split("/")[:-1] if "=" in part)
+            stream = open_input_stream(path, path) if is_uri(path) else pa.input_stream(path, compression="detect")
+            try:
+                reader = pjson.open_json(
+                    stream,
+                    read_options=pjson.ReadOptions(block_size=block),
+                    parse_options=pjson.ParseOptions(
+                        explicit_schema=schema, unexpected_field_behavior="ignore", newlines_in_values=False
+                    ),
+                )
+                for batch in reader:
+                    cols = []
+                    for name in needed:
+                        if name in self._leaves:
+                            p = self._paths[name]
+                            col = batch.column(batch.schema.get_field_index(p[0]))
+                            cols.append(sources._struct_get(col, p[1:], pc))
+                        else:
+                            value = pa.scalar(keys.get(name), type=pa.string()).cast(key_types[name])
+                            cols.append(pa.repeat(value, batch.num_rows))
+                    row += batch.num_rows
+                    yield pa.RecordBatch.from_arrays(cols, names=needed)
+            except pa.ArrowException as exc:
+                where = None
+                if not is_uri(path):  # the line, found as for one file (rows counted within the shard)
+                    try:
+                        one = sources.JsonlReader(sources.Source(path, path, None, "jsonl"))
+                        one.requests = self.requests
+                        one._leaves = self._leaves
+                        where = one._locate_error(exc, 0)
+                    except DataError as err:
+                        where = str(err)
+                    except Exception:  # noqa: BLE001
+                        where = None
+                if where is not None:
+                    raise DataError(f"{self.display}: shard (from dataset row {row}) {where}") from None
+                raise DataError(
+                    f"{self.display}: shard {path} (from row {row}): cannot read it as JSON Lines "
+                    f"({short_reason(exc)}). Expected one JSON object per line, with one type per field."
+                ) from None
+            finally:
+                stream.close()
+
     def _missing_message(self, part: str, names: list[str], key: str) -> str:
         first = ""
         if self.files and self.source.schema is None:
@@ -123,7 +250,9 @@ class DatasetReader(ArrowReader):
 
     def total_rows(self) -> int | None:
         if self.source.rows is not None:
-            return self.source.rows  # (pyarrow's count_rows ignores a row-group subset)
+            return self.source.rows
+        if self.fmt == "json":
+            return None  # (counting would parse every shard; the JSON parser gives no row count)  # (pyarrow's count_rows ignores a row-group subset)
         try:
             return self.ds.count_rows()
         except Exception as exc:  # noqa: BLE001
@@ -132,6 +261,8 @@ class DatasetReader(ArrowReader):
     def batches(self, rows: int):
         if self.fmt == "parquet":
             raw = self._parquet_batches(rows)
+        elif self.fmt == "json":
+            raw = self._json_batches(rows)
         else:
             raw = self.ds.to_batches(
                 columns=self.needed_columns(),

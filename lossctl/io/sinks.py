@@ -371,7 +371,8 @@ class GradSink:
             # Rows of one length (an (N, T) input) are an array like any other.
             lengths = np.diff(grad.offsets)
             if len(lengths) and (lengths == lengths[0]).all():
-                grad, ragged = np.asarray(grad.values).reshape(len(lengths), int(lengths[0])), False
+                values = np.asarray(grad.values)
+                grad, ragged = values.reshape((len(lengths), int(lengths[0])) + values.shape[1:]), False
         if ragged and self.fmt in ("npy", "csv"):
             raise UsageError(
                 f"--grad {self.path}: the gradients have a different length per row; write them to .parquet or .jsonl."
@@ -379,7 +380,8 @@ class GradSink:
         if ragged:
             rows = [None] * n_all
             for k, i in enumerate(used_idx.tolist()):
-                rows[i] = grad.row(k).tolist()
+                # (ragged logits: the row's T_n x V gradient, flattened row-major)
+                rows[i] = grad.row(k).reshape(-1).tolist()
         else:
             g = np.asarray(grad, dtype=np.float64) if grad is not None else np.empty((0,))
             shape = tuple(g.shape[1:]) if g.ndim and len(g) else None

@@ -807,49 +807,6 @@ def entropy_grad(
 # ---------------------------------------------------------------------------
 
 
-def _token_labels(target, n: int, t: int, n_vocab: int, ignore_index) -> np.ndarray:
-    """Validate (N, T) integer labels; returns int64 (ignored positions keep their value)."""
-    from lossctl.ragged import Ragged
-
-    if isinstance(target, Ragged):
-        lengths = target.lengths
-        if len(target) != n or (lengths != t).any():
-            bad = first_rows(lengths != t) if len(target) == n else []
-            raise InputError(
-                "target",
-                f"label rows must have {t} tokens, like the logits",
-                bad,
-                expected=f"labels (N, {t}) matching the logits' (N, T, V) = (N, {t}, {n_vocab})",
-            )
-        target = target.values.reshape(n, t)
-    y = np.asarray(target)
-    if y.shape != (n, t):
-        raise InputError(
-            "target",
-            f"labels have shape {y.shape} but the logits have (N, T) = ({n}, {t})",
-            [],
-            expected=f"labels (N, {t}), one per token",
-        )
-    if y.dtype.kind not in "biuf":
-        raise InputError("target", f"labels have type {y.dtype}", [], expected="integer token ids")
-    yi, valid, nonint = label_values(y, n_vocab, ignore_index)  # checked in the stored dtype
-    if nonint.any():
-        rows = first_rows(nonint.any(axis=1))
-        v = y[rows[0]][nonint[rows[0]]][0]
-        raise InputError("target", f"label {float(v):.9g} is not an integer", rows, expected="integer token ids")
-    if not valid.all():
-        rows = first_rows((~valid).any(axis=1))
-        pos = int(np.flatnonzero(~valid[rows[0]])[0])
-        raise InputError(
-            "target",
-            f"label {label_text(y[rows[0], pos])} at token {pos} out of range [0, {n_vocab}) "
-            f"(ignore-index is {ignore_index})",
-            rows,
-            expected=f"token ids in [0, {n_vocab}) for a vocabulary of {n_vocab} logits",
-        )
-    return yi
-
-
 def _token_log_probs(pred):
     """Per-token log-probabilities as a Ragged, validated (values <= 0, -inf allowed)."""
     from lossctl.ragged import Ragged
@@ -876,6 +833,15 @@ def _token_log_probs(pred):
 
 
 def _token_mode(pred, target):
+    if getattr(pred, "is_ragged", False) and np.ndim(pred.values) == 2:
+        if target is None:
+            raise InputError(
+                "pred",
+                "ragged logits (one (T_n, V) list of logit vectors per sequence) need labels as the second input",
+                [],
+                expected="labels after the logits: one list of T_n token ids per sequence",
+            )
+        return "ragged-logits"
     if getattr(pred, "is_ragged", False) or np.ndim(pred) == 2:
         if target is not None:
             raise InputError(
@@ -903,21 +869,137 @@ def _token_mode(pred, target):
     )
 
 
-def _token_nll_logits(pred, target, ignore_index):
-    """Per-token -log softmax(x)[y] (0 at ignored tokens) and the keep mask, both (N, T)."""
-    x = as_float(np.asarray(pred))
-    n, t, v = x.shape
-    y = _token_labels(target, n, t, v, ignore_index)
-    keep = y != ignore_index if ignore_index is not None else np.ones((n, t), dtype=bool)
-    flat = x.reshape(n * t, v)
-    if not np.isfinite(flat).all():
-        bad = (~np.isfinite(flat)).reshape(n, -1).any(axis=1)
-        raise InputError("pred", "non-finite value in logits", first_rows(bad), expected="finite logits")
-    ys = np.where(keep, y, 0).reshape(-1)
-    m, log_s = logsumexp_parts(flat)
-    tok = log_s + (m - flat[np.arange(n * t), ys].astype(np.float64))
-    tok = np.where(keep.reshape(-1), tok, 0.0).reshape(n, t)
-    return x, ys, tok, keep
+class _Tokens:
+    """The scored tokens of a batch of sequences, flat: which logit row scores which label.
+
+    ``x`` (M, V) logits of every position; ``pick`` the positions scored (all of them, or with
+    --shift every position but each sequence's last); ``y`` the label each scored position
+    predicts (the next token's with --shift); ``offsets`` the scored tokens of each sequence;
+    ``keep`` False at labels equal to --ignore-index; ``pos`` the index of the predicted token
+    in its sequence."""
+
+    def __init__(self, pred, target, ignore_index, shift: bool):
+        from lossctl.ragged import Ragged
+
+        if isinstance(pred, Ragged):
+            x = as_float(np.asarray(pred.values))
+            lengths = pred.lengths
+            n = len(pred)
+        else:
+            a = as_float(np.asarray(pred))
+            n, t, v = a.shape
+            x = a.reshape(n * t, v)
+            lengths = np.full(n, t, dtype=np.int64)
+        v = x.shape[1] if x.ndim == 2 else 0
+        if isinstance(target, Ragged):
+            if len(target) != n:
+                raise InputError("target", f"{len(target)} label sequences for {n} sequences of logits", [])
+            tl = target.lengths
+            y_all = np.asarray(target.values)
+        else:
+            yt = np.asarray(target)
+            if yt.ndim != 2 or len(yt) != n:
+                raise InputError(
+                    "target",
+                    f"labels have shape {yt.shape}, not one list of token ids per sequence",
+                    [],
+                    expected="labels (N, T): one token id per token of each sequence",
+                )
+            tl = np.full(n, yt.shape[1], dtype=np.int64)
+            y_all = yt.reshape(-1)
+        if (tl != lengths).any():
+            bad = first_rows(tl != lengths)
+            i = bad[0]
+            raise InputError(
+                "target",
+                f"sequence of {int(lengths[i])} tokens of logits but {int(tl[i])} labels",
+                bad,
+                expected="one label per token: as many labels as logit vectors in each sequence"
+                + (" (with --shift, the input ids themselves)" if shift else ""),
+            )
+        if y_all.dtype.kind not in "biuf":
+            raise InputError("target", f"labels have type {y_all.dtype}", [], expected="integer token ids")
+        row_of = np.repeat(np.arange(n), lengths)
+        starts = np.zeros(n + 1, dtype=np.int64)
+        np.cumsum(lengths, out=starts[1:])
+        pos_all = np.arange(len(row_of)) - starts[row_of]
+        yi, valid, nonint = label_values(y_all, v, ignore_index)
+        if nonint.any():
+            j = int(np.flatnonzero(nonint)[0])
+            raise InputError(
+                "target",
+                f"label {float(y_all[j]):.9g} at token {int(pos_all[j])} is not an integer",
+                first_rows(np.bincount(row_of[nonint], minlength=n) > 0),
+                expected="integer token ids",
+            )
+        if not valid.all():
+            j = int(np.flatnonzero(~valid)[0])
+            raise InputError(
+                "target",
+                f"label {label_text(y_all[j])} at token {int(pos_all[j])} out of range [0, {v}) "
+                f"(ignore-index is {ignore_index})",
+                first_rows(np.bincount(row_of[~valid], minlength=n) > 0),
+                expected=f"token ids in [0, {v}) for a vocabulary of {v} logits",
+            )
+        if shift:  # position t predicts token t + 1: logits[:, :-1] against labels[:, 1:]
+            scored = pos_all < (lengths[row_of] - 1)
+            self.pick = np.flatnonzero(scored)
+            y = yi[self.pick + 1]
+            keep = valid[self.pick + 1] & (y_all[self.pick + 1] != ignore_index if ignore_index is not None else True)
+            self.pos = pos_all[self.pick] + 1
+            counts = np.maximum(lengths - 1, 0)
+        else:
+            self.pick = np.arange(len(row_of))
+            y = yi
+            keep = (y_all != ignore_index) if ignore_index is not None else np.ones(len(yi), dtype=bool)
+            self.pos = pos_all
+            counts = lengths
+        self.keep = np.asarray(keep, dtype=bool)
+        self.y = np.where(self.keep, y, 0)
+        self.offsets = np.zeros(n + 1, dtype=np.int64)
+        np.cumsum(counts, out=self.offsets[1:])
+        self.n, self.v, self.x, self.lengths = n, v, x, lengths
+        self.padded = not isinstance(pred, Ragged)
+        self.pred = pred
+        xs = x[self.pick]
+        if not np.isfinite(xs).all():
+            bad = ~np.isfinite(xs).all(axis=1)
+            rows = np.repeat(np.arange(n), counts)
+            raise InputError(
+                "pred",
+                "non-finite value in logits",
+                first_rows(np.bincount(rows[bad], minlength=n) > 0),
+                expected="finite logits",
+            )
+        self.xs = xs
+
+    def losses(self) -> np.ndarray:
+        """-log softmax(x_t)[y_t] per scored token, 0 at ignored ones (float64)."""
+        if not len(self.xs):
+            return np.zeros(0, dtype=np.float64)
+        m, log_s = logsumexp_parts(self.xs)
+        tok = log_s + (m - self.xs[np.arange(len(self.xs)), self.y].astype(np.float64))
+        return np.where(self.keep, tok, 0.0)
+
+    def per_sequence(self, values: np.ndarray) -> np.ndarray:
+        from lossctl.ragged import Ragged
+
+        return Ragged(values, self.offsets).sum_rows()
+
+    def grad(self) -> np.ndarray:
+        """∂l_n/∂x: (softmax(x_t) - onehot(y_t)) / n_tokens(n) at kept scored tokens, 0 elsewhere."""
+        from lossctl.ragged import Ragged
+
+        g = np.zeros(self.x.shape, dtype=np.float64)
+        count = self.per_sequence(self.keep.astype(np.float64))
+        if len(self.xs):
+            gs = softmax_minus_onehot(log_softmax64(self.xs), self.y)
+            rows = np.repeat(np.arange(self.n), np.diff(self.offsets))
+            scale = np.where(self.keep, 1.0 / np.maximum(count, 1)[rows], 0.0)
+            g[self.pick] = gs * scale[:, None]
+        if self.padded:
+            return g.reshape(np.shape(self.pred))
+        return Ragged(g, self.pred.offsets)
 
 
 def token_cross_entropy(
@@ -925,27 +1007,34 @@ def token_cross_entropy(
     target=None,
     *,
     ignore_index: int = -100,
+    shift: bool = False,
     extras: bool = False,
 ) -> Result:
     """Token-level cross-entropy of a language model, one value per sequence.
 
-    Two input forms:
+    Input forms:
       * ``pred`` logits ``[N, T, V]`` and ``target`` labels ``[N, T]``: per-token
         ``-log softmax(x_t)[y_t]``; tokens labelled ``ignore_index`` are skipped.
+      * ``pred`` ragged logits (a Ragged of ``(T_n, V)`` rows) and ragged labels (``T_n``
+        per sequence).
       * ``pred`` per-token log-probabilities ``log p(token)`` as a Ragged (or
         ``[N, T]``), no target: per-token ``-log p``.
 
-    Per sequence: the mean over its non-ignored tokens. Headline: the
+    ``shift`` (logits only): labels are the input ids, and position t predicts token t + 1
+    (Hugging Face causal LMs: ``logits[:, :-1]`` against ``labels[:, 1:]``).
+
+    Per sequence: the mean over its scored, non-ignored tokens. Headline: the
     token-weighted mean (``num`` = Σ token losses, ``den`` = token count), which
     equals ``F.cross_entropy(logits.view(-1, V), labels.view(-1))``; a sequence
     without tokens is an ignored row. ``extras`` adds the per-sequence ``tokens``.
     """
     mode = _token_mode(pred, target)
-    if mode == "logits":
-        _, _, tok, keep = _token_nll_logits(pred, target, ignore_index)
-        num = tok.sum(axis=1)
-        den = keep.sum(axis=1).astype(np.float64)
+    if mode == "logits" or mode == "ragged-logits":
+        toks = _Tokens(pred, target, ignore_index, shift)
+        num = toks.per_sequence(toks.losses())
+        den = toks.per_sequence(toks.keep.astype(np.float64))
     else:
+        _no_shift(shift)
         r, v = _token_log_probs(pred)
         num = -r.sum_rows(v) + 0.0
         den = r.lengths.astype(np.float64)
@@ -958,23 +1047,51 @@ def token_cross_entropy(
     return result
 
 
-def token_cross_entropy_grad(pred, target=None, *, ignore_index: int = -100):
+def token_cross_entropy_tokens(pred, target=None, *, ignore_index: int = -100, shift: bool = False) -> dict:
+    """One entry per scored token (ignored tokens left out): ``row`` (the sequence's index in
+    the batch), ``position`` (the token's index in its sequence; with ``shift`` the predicted
+    token t + 1), ``token`` (its id; -1 for per-token log-probabilities, which carry none) and
+    ``loss`` (-log p of the token, float64)."""
+    mode = _token_mode(pred, target)
+    if mode == "logits" or mode == "ragged-logits":
+        toks = _Tokens(pred, target, ignore_index, shift)
+        rows = np.repeat(np.arange(toks.n), np.diff(toks.offsets))
+        k = toks.keep
+        return {"row": rows[k], "position": toks.pos[k], "token": toks.y[k], "loss": toks.losses()[k]}
+    _no_shift(shift)
+    r, v = _token_log_probs(pred)
+    rows = r.row_ids()
+    return {
+        "row": rows,
+        "position": np.arange(len(rows)) - r.offsets[rows],
+        "token": np.full(len(rows), -1, dtype=np.int64),
+        "loss": -v + 0.0,
+    }
+
+
+def _no_shift(shift: bool) -> None:
+    if shift:
+        raise ParamError(
+            "shift",
+            "--shift applies to logits with labels (the input ids); per-token log-probabilities already "
+            "score each observed token, so there is nothing to shift"
+        )
+
+
+def token_cross_entropy_grad(pred, target=None, *, ignore_index: int = -100, shift: bool = False):
     """∂l_n/∂pred_n.
 
-    logits ``[N, T, V]``: ``(softmax(x_t) - onehot(y_t)) / n_tokens(n)`` at
-    non-ignored tokens, 0 elsewhere. Per-token log-probabilities: ``-1/T_n`` for
-    each token (a Ragged with the input's offsets; an array for a 2-D input).
+    logits ``[N, T, V]`` (or ragged): ``(softmax(x_t) - onehot(y_t)) / n_tokens(n)`` at
+    scored, non-ignored tokens, 0 elsewhere (with ``shift``, each sequence's last position is
+    not scored). Per-token log-probabilities: ``-1/T_n`` for each token (a Ragged with the
+    input's offsets; an array for a 2-D input).
     """
     from lossctl.ragged import Ragged
 
     mode = _token_mode(pred, target)
-    if mode == "logits":
-        x, ys, _, keep = _token_nll_logits(pred, target, ignore_index)
-        n, t, v = x.shape
-        g = softmax_minus_onehot(log_softmax64(x.reshape(n * t, v)), ys)
-        count = keep.sum(axis=1)
-        scale = np.where(keep, 1.0 / np.maximum(count, 1)[:, None], 0.0).reshape(-1)
-        return (g * scale[:, None]).reshape(n, t, v)
+    if mode == "logits" or mode == "ragged-logits":
+        return _Tokens(pred, target, ignore_index, shift).grad()
+    _no_shift(shift)
     r, _ = _token_log_probs(pred)
     lengths = r.lengths
     per_row = -1.0 / np.maximum(lengths, 1)
