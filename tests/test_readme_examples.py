@@ -27,6 +27,7 @@ def _commands() -> list[tuple[int, str, int]]:
     for block in re.finditer(r"^```sh\n(.*?)^```", text, re.S | re.M):
         start = text.count("\n", 0, block.start()) + 2
         lines = block.group(1).split("\n")
+        setup: list[str] = []  # VAR=value lines of the block, which later lines use
         i = 0
         while i < len(lines):
             line, first = lines[i], i
@@ -34,10 +35,13 @@ def _commands() -> list[tuple[int, str, int]]:
                 i += 1
                 line = line[:-1] + " " + lines[i].strip()
             i += 1
+            if re.match(r"^(export\s+)?[A-Za-z_][A-Za-z0-9_]*=\S*\s*(#.*)?$", line.strip()):
+                setup.append(line.strip())
+                continue
             if not re.search(r"(^|[|;&]\s*)lossctl\s", line.strip()) and not line.strip().startswith("lossctl"):
                 continue
             m = re.search(r"#\s*exit (\d+)", line)
-            out.append((start + first, line, int(m.group(1)) if m else 0))
+            out.append((start + first, "; ".join([*setup, line]), int(m.group(1)) if m else 0))
     return out
 
 
