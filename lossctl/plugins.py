@@ -41,7 +41,7 @@ RESERVED = frozenset(
     on-missing per-group per-sample precision prob-atol quiet reduction remote-timeout row-offset
     save-state scheduler score-only seed strict top workers plugin debug help version permutations labels
     correction alpha fail-if-worse max-delta max-rel-delta no-step-summary data per-sample-format
-    test-alpha extras batch-size""".split()
+    test-alpha extras batch-size counts per-token normalize-by""".split()
 )
 
 
