@@ -1869,9 +1869,9 @@ def main(argv: list[str] | None = None) -> None:
     finally:
         signals.restore()
         outputs.abort()  # after a commit: nothing left to remove
-        from lossctl.io.sources import cleanup_spooled
-
-        cleanup_spooled()
+        sources = sys.modules.get("lossctl.io.sources")  # never imported: nothing was spooled
+        if sources is not None:  # (importing it here would load NumPy for --help)
+            sources.cleanup_spooled()
     try:
         sys.stdout.flush()
     except BrokenPipeError:
