@@ -438,13 +438,16 @@ STATE_SCHEMA = _all(
         "top": _all({"k": _count, "values": u.list_of(_stored), "rows": u.list_of(_count)}),
         "top_ids": u.list_of(u.pair(_count, u.scalar)),
         "bootstrap": u.maybe(
-            _all(
+            u.table_of(
                 {
                     "n": u.integer(1),
                     "seed": u.integer(0, 2**64 - 1),
                     "num": u.list_of(_stored),
                     "den": u.list_of(_stored),
-                }
+                    # per resample and bin (ece): resampled rows, Σ confidence, Σ correct
+                    "bins": _all({k: u.list_of(u.list_of(_stored)) for k in ("n", "conf", "hit")}),
+                },
+                ("n", "seed", "num", "den"),
             )
         ),
         "rows_seen": _count,
@@ -483,6 +486,11 @@ def check_state(d: dict) -> None:
     boot = d["bootstrap"]
     if boot is not None and not len(boot["num"]) == len(boot["den"]) == boot["n"]:
         raise u.Bad(f"a list of n ({boot['n']}) resample sums, as den", boot["num"], "bootstrap.num")
+    if boot is not None and boot.get("bins") is not None:
+        shapes = {k: (len(v), {len(row) for row in v}) for k, v in boot["bins"].items()}
+        widths = set().union(*(w for _, w in shapes.values()))
+        if any(n != boot["n"] for n, _ in shapes.values()) or len(widths) != 1:
+            raise u.Bad(f"n ({boot['n']}) rows of equal length for each bin sum", shapes, "bootstrap.bins")
 
 
 def reliability_table(agg: Aggregate, n_bins: int, binning: str = "uniform", fine: int = 1000) -> dict | None:

@@ -178,7 +178,7 @@ class _Run:
             self._atol_pending = opts.prob_atol is None
         self.wants_extras = "extras" in _accepted(self.kernel) and opts.per_sample is not None
         self.rel_fn = _load_hook(spec.reliability) if spec.reliability else None
-        _headline_from_allowed(spec, opts.ci, opts.reduction)
+        _headline_from_allowed(spec, opts.ci, opts.reduction, self.params)
         self.grad_fn = None
         self.grad_kwargs: dict[str, Any] = {}
         if opts.grad is not None or opts.grad_norm:
@@ -505,7 +505,12 @@ class _Run:
             agg.nan_omitted += n_nan
         acc.dropped_pred += n_all - n_k
         if acc.bootstrap is not None:
-            acc.bootstrap.update(num, den, np.concatenate([ok_prim, nan_prim]) if propagate else ok_prim)
+            boot_rows = np.concatenate([ok_prim, nan_prim]) if propagate else ok_prim
+            acc.bootstrap.update(num, den, boot_rows)
+            if self.spec.headline_from and "rel/bin" in comps:  # ece: resample the bin sums too
+                acc.bootstrap.update_bins(
+                    comps["rel/bin"], comps["rel/conf"], comps["rel/hit"], boot_rows, int(self.params["bins"])
+                )
         if groups is not None:
             self._update_groups(groups, use, ok_u, ign_u, nan_rows, vals, num, den, comps, propagate)
 
@@ -1021,7 +1026,17 @@ def report_from_state(
         report["batch_size"] = meta["batch_size"]
     report["headline_differs_from_mean"] = _differs(value, summary["mean"], reduction)
     if acc.bootstrap is not None and ci_level:
-        lo, hi = acc.bootstrap.interval(ci_level, reduction)
+        if spec.headline_from:
+            hook, params = _load_hook(spec.headline_from), meta.get("params") or {}
+            est = acc.bootstrap.bin_estimates(lambda bins, total: hook(bins, total, params))
+            est = est[np.isfinite(est)]
+            lo, hi = (
+                (float("nan"), float("nan"))
+                if not len(est) or (math.isnan(value) if isinstance(value, float) else False)
+                else tuple(float(q) for q in np.quantile(est, [(1 - ci_level) / 2, (1 + ci_level) / 2]))
+            )
+        else:
+            lo, hi = acc.bootstrap.interval(ci_level, reduction)
         report["ci"] = {
             "level": ci_level,
             "low": lo,
@@ -1108,16 +1123,17 @@ def _load_hook(path: str) -> Callable:
     return getattr(importlib.import_module(module), name)
 
 
-def _headline_from_allowed(spec: LossSpec, ci, reduction: str) -> None:
-    """A headline computed from per-bin sums (ece) has no Σ num / Σ den for the streaming bootstrap
-    nor a sum over rows: --ci and --reduction sum are refused rather than answered wrongly."""
+def _headline_from_allowed(spec: LossSpec, ci, reduction: str, params: dict | None = None) -> None:
+    """A headline computed from per-bin sums (ece): the streaming bootstrap resamples those sums
+    (per resample and bin), so --ci works with uniform bins; quantile bins are formed after the
+    pass from a fine grid, per resample they would differ, so --ci is refused there. It is not a
+    sum over rows: --reduction sum is refused rather than answered wrongly."""
     if not spec.headline_from:
         return
-    if ci:
+    if ci and (params or {}).get("binning") == "quantile":
         raise UsageError(
-            f"--ci is not available for {spec.name}: its value is a function of per-bin sums, which the "
-            "streaming bootstrap (a resampled Σ num / Σ den) cannot resample. Run without --ci; to compare "
-            "calibration between models, compare a per-sample loss such as brier."
+            f"--ci is not available for {spec.name} with --binning quantile: the bins are formed from "
+            "the data after the pass, so each resample would need its own; use --binning uniform."
         )
     if reduction == "sum":
         raise UsageError(

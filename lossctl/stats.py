@@ -617,6 +617,9 @@ class PoissonBootstrap:
         self.seed = int(seed)
         self.num = np.zeros(self.n)
         self.den = np.zeros(self.n)
+        # Losses whose headline is a function of per-bin sums (ece): per resample and bin, the
+        # resampled row count, Σ confidence and Σ correct (shape (n, bins)); None otherwise.
+        self.bins: dict[str, np.ndarray] | None = None
 
     @staticmethod
     def weights(seed: int, n: int, block: int) -> np.ndarray:
@@ -641,11 +644,61 @@ class PoissonBootstrap:
             self.num += np.einsum("ij,j->i", w, num[sel])  # not BLAS: see RunningStats.update
             self.den += np.einsum("ij,j->i", w, den[sel])
 
+    def update_bins(self, bin_index: np.ndarray, conf: np.ndarray, hit: np.ndarray, rows: np.ndarray, k: int) -> None:
+        """Add rows to the per-resample bin sums (count, Σ conf, Σ hit) of ``k`` bins; rows whose
+        bin index is not finite (NaN rows under --nan propagate) are left out, as in the table."""
+        bin_index = np.asarray(bin_index, dtype=np.float64)
+        ok = np.isfinite(bin_index)
+        if self.bins is None:
+            self.bins = {key: np.zeros((self.n, k)) for key in ("n", "conf", "hit")}
+        if not ok.all():
+            bin_index, conf, hit, rows = bin_index[ok], np.asarray(conf)[ok], np.asarray(hit)[ok], rows[ok]
+        if not len(rows):
+            return
+        kb = bin_index.astype(np.int64)
+        conf = np.asarray(conf, dtype=np.float64)
+        hit = np.asarray(hit, dtype=np.float64)
+        blocks = rows // BOOT_BLOCK
+        for b in np.unique(blocks).tolist():
+            sel = np.flatnonzero(blocks == b)
+            sel = sel[np.argsort(kb[sel], kind="stable")]  # rows of one bin next to each other
+            keys = kb[sel]
+            starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
+            w = self.weights(self.seed, self.n, b)[:, rows[sel] % BOOT_BLOCK].astype(np.float64)
+            where = keys[starts]
+            self.bins["n"][:, where] += np.add.reduceat(w, starts, axis=1)
+            self.bins["conf"][:, where] += np.add.reduceat(w * conf[sel], starts, axis=1)
+            self.bins["hit"][:, where] += np.add.reduceat(w * hit[sel], starts, axis=1)
+
+    def bin_estimates(self, headline) -> np.ndarray:
+        """Each resample's headline from its bin sums: ``headline(bins, total)`` with bins as the
+        reliability table's dicts (count, confidence, accuracy)."""
+        out = np.full(self.n, np.nan)
+        if self.bins is None:
+            return out
+        n, c, h = self.bins["n"], self.bins["conf"], self.bins["hit"]
+        for r in range(self.n):
+            full = n[r] > 0
+            bins = [
+                {"count": float(n[r, j]), "confidence": float(c[r, j] / n[r, j]), "accuracy": float(h[r, j] / n[r, j])}
+                for j in np.flatnonzero(full).tolist()
+            ]
+            out[r] = headline(bins, float(n[r].sum()))
+        return out
+
     def merge(self, other: "PoissonBootstrap") -> None:
         if (other.n, other.seed) != (self.n, self.seed):
             raise ValueError("cannot merge bootstrap states with different resamples or seeds")
         self.num += other.num
         self.den += other.den
+        if other.bins is not None:
+            if self.bins is None:
+                self.bins = {key: v.copy() for key, v in other.bins.items()}
+            elif self.bins["n"].shape != other.bins["n"].shape:
+                raise ValueError("cannot merge bootstrap bin sums with different numbers of bins")
+            else:
+                for key in self.bins:
+                    self.bins[key] += other.bins[key]
 
     def estimates(self, reduction: str = "mean") -> np.ndarray:
         if reduction == "sum":
@@ -663,11 +716,16 @@ class PoissonBootstrap:
         return float(lo), float(hi)
 
     def to_dict(self) -> dict:
-        return {"n": self.n, "seed": self.seed, "num": [_f(v) for v in self.num], "den": [_f(v) for v in self.den]}
+        d = {"n": self.n, "seed": self.seed, "num": [_f(v) for v in self.num], "den": [_f(v) for v in self.den]}
+        if self.bins is not None:
+            d["bins"] = {key: [[_f(v) for v in row] for row in arr.tolist()] for key, arr in self.bins.items()}
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "PoissonBootstrap":
         b = cls(int(d["n"]), int(d["seed"]))
         b.num = np.array([_u(v) for v in d["num"]], dtype=np.float64)
         b.den = np.array([_u(v) for v in d["den"]], dtype=np.float64)
+        if d.get("bins") is not None:
+            b.bins = {key: np.array([[_u(v) for v in row] for row in d["bins"][key]], dtype=np.float64) for key in ("n", "conf", "hit")}
         return b
