@@ -1260,15 +1260,20 @@ def brier(
         y = np.asarray(target, dtype=np.float64)
         check_unit_interval(y, "target", "binary targets")
         return Result(loss=(p - y) ** 2)
-    q = np.exp(_log_probs(x, pred_kind, prob_atol))
-    if np.ndim(target) == 2:
-        t = _soft_target(target, x.shape, target_kind, prob_atol)
-    else:
-        y = class_indices(np.asarray(target), "target", x.shape[1], None)
-        t = np.zeros_like(q)
-        t[np.arange(len(y)), y] = 1.0
+    q, t = _brier_rows(x, target, pred_kind, target_kind, prob_atol)
     d = q - t
     return Result(loss=np.einsum("ij,ij->i", d, d))
+
+
+def _brier_rows(x, target, pred_kind: str, target_kind: str, prob_atol):
+    """(q, t): the (N, C) probability rows and the target rows (one-hot for class indices)."""
+    q = np.exp(_log_probs(x, pred_kind, prob_atol))
+    if np.ndim(target) == 2:
+        return q, _soft_target(target, x.shape, target_kind, prob_atol)
+    y = class_indices(np.asarray(target), "target", x.shape[1], None)
+    t = np.zeros_like(q)
+    t[np.arange(len(y)), y] = 1.0
+    return q, t
 
 
 def brier_grad(pred, target, *, pred_kind: str = "logits", target_kind: str = "probs", prob_atol=None):
@@ -1281,13 +1286,7 @@ def brier_grad(pred, target, *, pred_kind: str = "logits", target_kind: str = "p
         return g * p * (1.0 - p) if pred_kind == "logits" else g
     if pred_kind == "log-probs":
         raise ParamError("grad", "brier with --pred-kind log-probs: use logits or probs for --grad")
-    q = np.exp(_log_probs(x, pred_kind, prob_atol))
-    if np.ndim(target) == 2:
-        t = _soft_target(target, x.shape, target_kind, prob_atol)
-    else:
-        y = class_indices(np.asarray(target), "target", x.shape[1], None)
-        t = np.zeros_like(q)
-        t[np.arange(len(y)), y] = 1.0
+    q, t = _brier_rows(x, target, pred_kind, target_kind, prob_atol)
     d = 2.0 * (q - t)
     if pred_kind == "probs":
         return d
