@@ -252,16 +252,21 @@ class _Run:
             reader.resolve()
         return list(readers.values())
 
+    def _side_source(self, readers: dict[str, Reader], ropts: ReadOptions, text: str, role: str) -> Source:
+        """A side file named by --group-by or --counts (PATH:COL): opened once, joined by --id-col."""
+        src = parse_source(text, self.opts.input_format, role)
+        if src.path not in readers:
+            readers[src.path] = open_reader(src, ropts)
+            if self.opts.id_col:
+                readers[src.path].add(Request(ID_KEY, self.opts.id_col, matrix=False, keylike=True))
+        return src
+
     def _add_group(self, readers: dict[str, Reader], ropts: ReadOptions) -> None:
         """--group-by COL (a column of an input) or PATH:COL (a side file, aligned or joined by id)."""
         text = self.opts.group_by
         head, _, col = text.rpartition(":")
         if head and (os.path.exists(head) or head.startswith("<memory:")):  # (memory: the Python API's group_by=array)
-            src = parse_source(text, self.opts.input_format, "group-by")
-            if src.path not in readers:
-                readers[src.path] = open_reader(src, ropts)
-                if self.opts.id_col:
-                    readers[src.path].add(Request(ID_KEY, self.opts.id_col, matrix=False, keylike=True))
+            src = self._side_source(readers, ropts, text, "group-by")
             readers[src.path].add(Request(GROUP_KEY, src.column, matrix=False, keylike=True))
             self.group_label = f"{src.display}:{src.column}"
             return
@@ -281,11 +286,7 @@ class _Run:
         text = self.opts.counts
         head = text.rpartition(":")[0]
         if (head and os.path.exists(head)) or os.path.isfile(text):
-            src = parse_source(text, self.opts.input_format, "counts")
-            if src.path not in readers:
-                readers[src.path] = open_reader(src, ropts)
-                if self.opts.id_col:
-                    readers[src.path].add(Request(ID_KEY, self.opts.id_col, matrix=False, keylike=True))
+            src = self._side_source(readers, ropts, text, "counts")
             readers[src.path].add(Request(COUNTS_KEY, src.column, matrix=False))
             self.counts_label = f"{src.display}:{src.column}" if src.column else src.display
             return
