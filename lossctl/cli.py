@@ -1790,7 +1790,19 @@ def _traceback() -> None:
     _say(traceback.format_exc(), keep="\n")
 
 
+def _flag(name: str) -> str:
+    """How the CLI spells an option the core names by its Python name (errors.opt)."""
+    return "--" + name.replace("_", "-")
+
+
 def main(argv: list[str] | None = None) -> None:
+    from lossctl.errors import spelling
+
+    with spelling(_flag):
+        return _main(argv)
+
+
+def _main(argv: list[str] | None = None) -> None:
     from lossctl import limits
 
     limits.configure()  # under a small memory cap: allocators and thread pools, before NumPy/pyarrow

@@ -173,18 +173,19 @@ class _Run:
         # --classes: label names are mapped to indices here, before the kernel (which never sees them)
         self.classes = self.kernel_kwargs.pop("classes", None)
         self._atol_pending = False
-        if "prob_atol" in _accepted(self.kernel):
+        if "prob_atol" in spec.kernel_options:
             self.kernel_kwargs["prob_atol"] = opts.prob_atol
             self._atol_pending = opts.prob_atol is None
-        self.wants_extras = "extras" in _accepted(self.kernel) and opts.per_sample is not None
+        self.wants_extras = "extras" in spec.kernel_options and opts.per_sample is not None
         self.rel_fn = _load_hook(spec.reliability) if spec.reliability else None
         _headline_from_allowed(spec, opts.ci, opts.reduction, self.params)
         self.grad_fn = None
         self.grad_kwargs: dict[str, Any] = {}
         if opts.grad is not None or opts.grad_norm:
             self.grad_fn = spec.load_grad()
-            accepted = _accepted(self.grad_fn)
-            self.grad_kwargs = {k: v for k, v in self.kernel_kwargs.items() if k in accepted}
+            # The gradient takes the loss parameters and prob_atol, never extras or batch_size
+            # (the batch size is passed per call).
+            self.grad_kwargs = {k: v for k, v in self.kernel_kwargs.items() if k != "extras"}
         self.token_fn = None
         if opts.per_token is not None:
             self.token_fn = _token_function(spec)

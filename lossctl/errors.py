@@ -27,6 +27,59 @@ def short_reason(exc: BaseException) -> str:
     return (text.splitlines()[0] if text else type(exc).__name__)[:300]
 
 
+# ---------------------------------------------------------------------------
+# Naming options inside messages. The core never spells a command-line flag: it names a run
+# option or a loss parameter by its Python name through ``opt("chunk_size")``, and the face
+# that shows the message spells it: the CLI as ``--chunk-size``, the Python API as
+# ``chunk_size``. ``spelling(fn)`` sets the speller for a block (the CLI wraps each command).
+# ---------------------------------------------------------------------------
+_MARK = "\x1f"  # ASCII unit separator: never in a message otherwise (data is shown escaped)
+_OPT = None  # compiled lazily: importing re costs start-up time
+
+
+def opt(name: str) -> str:
+    """A run option or loss parameter, by its Python name (``chunk_size``, ``ignore_index``),
+    to be spelled by the face that shows the message."""
+    return f"{_MARK}{name.replace('-', '_')}{_MARK}"
+
+
+def _python_name(name: str) -> str:
+    return name
+
+
+_speller = _python_name
+
+
+class spelling:
+    """``with spelling(fn):`` messages shown inside the block spell options with ``fn(name)``."""
+
+    def __init__(self, fn):
+        self.fn = fn
+
+    def __enter__(self):
+        global _speller
+        self.saved, _speller = _speller, self.fn
+        return self
+
+    def __exit__(self, *exc):
+        global _speller
+        _speller = self.saved
+        return False
+
+
+def spell(text: str, speller=None) -> str:
+    """``text`` with every ``opt(...)`` mark replaced by the option's spelling."""
+    if _MARK not in text:
+        return text
+    global _OPT
+    if _OPT is None:
+        import re
+
+        _OPT = re.compile(f"{_MARK}([A-Za-z0-9_]+){_MARK}")
+    fn = speller or _speller
+    return _OPT.sub(lambda m: fn(m.group(1)), text)
+
+
 class LossctlError(Exception):
     """Base of every error lossctl reports to a user."""
 
@@ -42,7 +95,7 @@ class LossctlError(Exception):
         (control characters as escapes such as ``\\x1b``; ``message`` keeps them as they are)."""
         from lossctl.literal import visible
 
-        return visible(f"{self.message} {self.hint}" if self.hint else self.message)
+        return visible(spell(f"{self.message} {self.hint}" if self.hint else self.message))
 
 
 class DataError(LossctlError):
@@ -79,6 +132,9 @@ class InputError(Exception):
         self.rows = [] if rows is None else [int(r) for r in rows]
         self.expected = expected
 
+    def __str__(self) -> str:
+        return spell(self.message)
+
 
 class ParamError(Exception):
     """Raised by kernels when a parameter is inconsistent with the data (e.g. weight length)."""
@@ -87,3 +143,6 @@ class ParamError(Exception):
         super().__init__(message)
         self.param = param
         self.message = message
+
+    def __str__(self) -> str:
+        return spell(self.message)

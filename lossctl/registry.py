@@ -273,6 +273,10 @@ class LossSpec:
     paper: str
     example: tuple[str, ...]  # arguments after `lossctl compute NAME`, using sample_data/
     aliases: tuple[str, ...] = ()
+    # The kernel contract: which optional keywords the kernel (and the gradient, where it takes
+    # them) accepts: "prob_atol" (|Σp - 1| tolerance), "extras" (per-sample columns such as
+    # p_true / pred_class, asked for only when an output needs them), "batch_size" (batched).
+    kernel_options: tuple[str, ...] = ()
     classification: bool = False  # per-sample output has p_true / pred_class
     notes: tuple[str, ...] = field(default_factory=tuple)
     # The gradient is taken with respect to inputs[pred_index] (the model's output).
@@ -555,6 +559,7 @@ LOSSES: tuple[LossSpec, ...] = (
             TARGET_KIND,
         ),
         kernel=f"{_CLS}:cross_entropy",
+        kernel_options=("extras", "prob_atol"),
         grad=f"{_CLS}:cross_entropy_grad",
         reference="torch.nn.functional.cross_entropy(input, target, weight, ignore_index, reduction, label_smoothing)",
         formula=(
@@ -613,6 +618,7 @@ LOSSES: tuple[LossSpec, ...] = (
             ),
         ),
         kernel=f"{_CLS}:binary_cross_entropy",
+        kernel_options=("extras",),
         grad=f"{_CLS}:binary_cross_entropy_grad",
         reference=(
             "torch.nn.functional.binary_cross_entropy_with_logits(input, target, weight, pos_weight) "
@@ -653,6 +659,7 @@ LOSSES: tuple[LossSpec, ...] = (
         ),
         params=(CLASS_WEIGHT, IGNORE_INDEX, CLASSES),
         kernel=f"{_CLS}:nll",
+        kernel_options=("extras", "prob_atol"),
         grad=f"{_CLS}:nll_grad",
         reference="torch.nn.functional.nll_loss(input, target, weight, ignore_index)",
         formula="l_n = -w[y_n] · logp_n[y_n]   (w ≡ 1 without --weight; 0 at ignored rows)",
@@ -706,6 +713,7 @@ LOSSES: tuple[LossSpec, ...] = (
             ),
         ),
         kernel=f"{_CLS}:focal",
+        kernel_options=("extras",),
         grad=f"{_CLS}:focal_grad",
         reference="torchvision.ops.sigmoid_focal_loss(inputs, targets, alpha, gamma, reduction='none')",
         formula=(
@@ -764,6 +772,7 @@ LOSSES: tuple[LossSpec, ...] = (
             ),
         ),
         kernel=f"{_CLS}:ece",
+        kernel_options=("prob_atol",),
         grad=f"{_CLS}:ece_grad",
         reference="torchmetrics.functional.classification.multiclass_calibration_error / binary_calibration_error",
         formula=(
@@ -805,6 +814,7 @@ LOSSES: tuple[LossSpec, ...] = (
         ),
         params=(PRED_KIND, TARGET_KIND),
         kernel=f"{_CLS}:brier",
+        kernel_options=("prob_atol",),
         grad=f"{_CLS}:brier_grad",
         reference="sklearn.metrics.brier_score_loss (binary); multi-class: Brier 1950, Σ_c (q_c - y_c)²",
         formula=(
@@ -848,6 +858,7 @@ LOSSES: tuple[LossSpec, ...] = (
             CLASSES,
         ),
         kernel=f"{_CLS}:softmax_focal",
+        kernel_options=("extras",),
         grad=f"{_CLS}:softmax_focal_grad",
         reference=(
             "Lin et al. 2017 multi-class form; per sample equals "
@@ -900,6 +911,7 @@ LOSSES: tuple[LossSpec, ...] = (
             ),
         ),
         kernel=f"{_CLS}:entropy",
+        kernel_options=("prob_atol",),
         grad=f"{_CLS}:entropy_grad",
         reference=(
             "scipy.stats.entropy(p, base=base, axis=1) on probability rows "
@@ -965,6 +977,7 @@ LOSSES: tuple[LossSpec, ...] = (
             ),
         ),
         kernel=f"{_CLS}:token_cross_entropy",
+        kernel_options=("extras",),
         grad=f"{_CLS}:token_cross_entropy_grad",
         reference=(
             "torch.nn.functional.cross_entropy(logits.view(-1, V), labels.view(-1), ignore_index=-100) "
@@ -1005,6 +1018,7 @@ LOSSES: tuple[LossSpec, ...] = (
         inputs=(_Q, _P),
         params=(_DIRECTION_KL, _BASE, _Q_KIND, _P_KIND, _DIV_TEMPERATURE, _DIV_SCALE_T2),
         kernel=f"{_DIV}:kl_divergence",
+        kernel_options=("prob_atol",),
         grad=f"{_DIV}:kl_divergence_grad",
         reference=(
             'torch.nn.functional.kl_div(log Q, P, reduction="batchmean") (forward, nats); '
@@ -1050,6 +1064,7 @@ LOSSES: tuple[LossSpec, ...] = (
         inputs=(_Q, _P),
         params=(_BASE, _Q_KIND, _P_KIND, _DIV_TEMPERATURE, _DIV_SCALE_T2),
         kernel=f"{_DIV}:js_divergence",
+        kernel_options=("prob_atol",),
         grad=f"{_DIV}:js_divergence_grad",
         reference="scipy.spatial.distance.jensenshannon(P, Q, base, axis=1) ** 2",
         formula=(
@@ -1875,6 +1890,7 @@ LOSSES: tuple[LossSpec, ...] = (
             ),
         ),
         kernel=f"{_CON}:info_nce",
+        kernel_options=("batch_size",),
         grad=f"{_CON}:info_nce_grad",
         reference=(
             "cross_entropy(normalize(q) @ normalize(k).T / τ, arange(B), reduction='none') per batch of B rows; "
@@ -1924,6 +1940,7 @@ LOSSES: tuple[LossSpec, ...] = (
         inputs=(PRED_BOXES, TARGET_BOXES),
         params=(BOX_EPS, BOX_FORMAT),
         kernel=f"{_DET}:iou",
+        kernel_options=("extras",),
         grad=f"{_DET}:iou_grad",
         reference="1 - torchvision.ops.box_iou(boxes1, boxes2).diag() (box_iou has no eps: --eps 0 reproduces it)",
         formula=(
@@ -1952,6 +1969,7 @@ LOSSES: tuple[LossSpec, ...] = (
         inputs=(PRED_BOXES, TARGET_BOXES),
         params=(BOX_EPS, BOX_FORMAT),
         kernel=f"{_DET}:giou",
+        kernel_options=("extras",),
         grad=f"{_DET}:giou_grad",
         reference="torchvision.ops.generalized_box_iou_loss(boxes1, boxes2, reduction='none', eps)",
         formula=(
@@ -1981,6 +1999,7 @@ LOSSES: tuple[LossSpec, ...] = (
         inputs=(PRED_BOXES, TARGET_BOXES),
         params=(BOX_EPS, BOX_FORMAT),
         kernel=f"{_DET}:diou",
+        kernel_options=("extras",),
         grad=f"{_DET}:diou_grad",
         reference="torchvision.ops.distance_box_iou_loss(boxes1, boxes2, reduction='none', eps)",
         formula=(
@@ -2011,6 +2030,7 @@ LOSSES: tuple[LossSpec, ...] = (
         inputs=(PRED_BOXES, TARGET_BOXES),
         params=(CIOU_EPS, BOX_FORMAT),
         kernel=f"{_DET}:ciou",
+        kernel_options=("extras",),
         grad=f"{_DET}:ciou_grad",
         reference="torchvision.ops.complete_box_iou_loss(boxes1, boxes2, reduction='none', eps)",
         formula=(
