@@ -1,0 +1,35 @@
+"""What lossctl prints for the bundled examples stays byte-identical through refactors.
+
+Each tests/golden/NAME.txt holds the arguments (first line) and the exit code, stdout and stderr
+of `lossctl ARGS` run from the repository root; tests/golden/make_golden.py regenerates them
+when a change of output is intended.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import sys
+
+import pytest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "golden"))
+import make_golden  # noqa: E402
+
+FILES = sorted(glob.glob(os.path.join(HERE, "golden", "*.txt")))
+
+
+def test_there_is_a_golden_file_per_case():
+    names = {n for n, _ in make_golden.cases()}
+    assert names == {os.path.basename(f)[:-4] for f in FILES}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", FILES, ids=lambda p: os.path.basename(p)[:-4])
+def test_output_is_unchanged(path):
+    with open(path, encoding="utf-8") as f:
+        args = json.loads(f.readline())
+        want = f.read()
+    assert make_golden.run(args) + "\n" == want
