@@ -410,9 +410,9 @@ def test_csv_big_header_from_stdin(tmp_path):
 
 
 def test_csv_header_without_end_beyond_the_limit_is_a_clean_error(tmp_path, monkeypatch):
-    from lossctl.io import sources
+    from lossctl.io import fmt_csv
 
-    monkeypatch.setattr(sources, "HEAD_LIMIT", 1 << 16)
+    monkeypatch.setattr(fmt_csv, "HEAD_LIMIT", 1 << 16)  # (the CSV reader lives in lossctl.io.fmt_csv)
     path = tmp_path / "long.csv"
     path.write_text(",".join(f"n{i}" for i in range(40_000)))  # ~300 kB, no newline
     res = run_cli(["compute", "mse", f"{path}:n0", f"{path}:n1"])

@@ -2,7 +2,7 @@
 
 A directory is scanned recursively for files of one format; ``key=value`` directory
 names (hive-style partitions, e.g. ``split=val/lang=de/part-0.parquet``) become columns,
-so they can serve as ``--group-by`` keys. Files are read in sorted path order, one
+so they can serve as group_by keys. Files are read in sorted path order, one
 fragment and two batches ahead at a time, so memory stays bounded by the batch size.
 """
 
@@ -15,28 +15,17 @@ import posixpath
 
 from lossctl.errors import DataError, short_reason
 from lossctl.io.remote import is_uri, listing, open_input_stream, resolve
-from lossctl.io.sources import ArrowReader, Source, _checked_schema, parquet_file
+from lossctl.io import fmt_jsonl, formats
+from lossctl.io.arrow import ArrowReader, _checked_schema
+from lossctl.io.fmt_parquet import parquet_file
+from lossctl.io.parsing import Source
 
-_DATASET_FORMATS = {
-    ".parquet": "parquet",
-    ".pq": "parquet",
-    ".arrow": "ipc",
-    ".feather": "ipc",
-    ".ipc": "ipc",
-    ".csv": "csv",
-    ".jsonl": "json",
-    ".ndjson": "json",
-}
+_DATASET_FORMATS = formats.SHARD_EXTENSIONS  # extension -> pyarrow dataset format (from the registry)
 
 
 def _shard_ext(path: str) -> str:
     """A shard's format extension, after any compression suffix (part-0.jsonl.gz: .jsonl)."""
-    name = path.lower()
-    for comp in (".gz", ".bz2", ".zst", ".lz4"):
-        if name.endswith(comp):
-            name = name[: -len(comp)]
-            break
-    return os.path.splitext(name)[1]
+    return os.path.splitext(formats.strip_compression(path))[1]
 
 
 def is_glob(path: str) -> bool:
@@ -157,8 +146,6 @@ class DatasetReader(ArrowReader):
         as for one file) and the hive keys; the dataset is opened to read only the fields used."""
         import pyarrow as pa
 
-        from lossctl.io import sources
-
         first = files[0]
         try:
             stream = open_input_stream(first, first) if is_uri(first) else pa.input_stream(first, compression="detect")
@@ -168,9 +155,9 @@ class DatasetReader(ArrowReader):
             raise DataError(f"{self.display}: cannot read its shard {first} ({short_reason(exc)}).") from None
         stats: dict = {}
         with stream:
-            inferred = sources.infer_jsonl_schema(stream, f"{self.display}: shard {first}", stats)
+            inferred = fmt_jsonl.infer_jsonl_schema(stream, f"{self.display}: shard {first}", stats)
         self._longest = stats["longest"]
-        self._leaves = {name: (path, t) for name, path, t in sources._flat_fields(list(inferred))}
+        self._leaves = {name: (path, t) for name, path, t in fmt_jsonl._flat_fields(list(inferred))}
         self._paths = {name: path for name, (path, _) in self._leaves.items()}
         self._keys = _hive_keys(files, base)
         fields = [(name, t) for name, (_, t) in self._leaves.items()]
@@ -186,15 +173,13 @@ class DatasetReader(ArrowReader):
         import pyarrow.json as pjson
 
         from lossctl import limits
-        from lossctl.io import sources
-
         needed = self.needed_columns()
         floats = {n for r in self.requests.values() if r.dtype == "float" and not r.keylike for n in r.names}
         data = [n for n in needed if n in self._leaves]
-        schema = sources.jsonl_read_schema(self._leaves, data, floats)
+        schema = fmt_jsonl.jsonl_read_schema(self._leaves, data, floats)
         key_types = {f.name: f.type for f in self._keys}
         strip = self.base.rstrip("/") + "/"
-        want = min(sources.JSONL_LINE_LIMIT, max(sources.JSONL_BLOCK, 4 * self._longest))  # (as for one file)
+        want = min(fmt_jsonl.JSONL_LINE_LIMIT, max(fmt_jsonl.JSONL_BLOCK, 4 * self._longest))  # (as for one file)
         block = max(limits.read_block(want), 1 << 16)
         row = self.source.row_start
         for path in self.files:
@@ -215,7 +200,7 @@ class DatasetReader(ArrowReader):
                         if name in self._leaves:
                             p = self._paths[name]
                             col = batch.column(batch.schema.get_field_index(p[0]))
-                            cols.append(sources._struct_get(col, p[1:], pc))
+                            cols.append(fmt_jsonl._struct_get(col, p[1:], pc))
                         else:
                             value = pa.scalar(keys.get(name), type=pa.string()).cast(key_types[name])
                             cols.append(pa.repeat(value, batch.num_rows))
@@ -225,7 +210,7 @@ class DatasetReader(ArrowReader):
                 where = None
                 if not is_uri(path):  # the line, found as for one file (rows counted within the shard)
                     try:
-                        one = sources.JsonlReader(sources.Source(path, path, None, "jsonl"))
+                        one = fmt_jsonl.JsonlReader(Source(path, path, None, "jsonl"))
                         one.requests = self.requests
                         one._leaves = self._leaves
                         where = one._locate_error(exc, 0)

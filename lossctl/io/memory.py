@@ -16,7 +16,9 @@ from typing import Any
 import numpy as np
 
 from lossctl.errors import DataError, short_reason
-from lossctl.io.sources import Reader, Source, ArrowReader, _shape_str
+from lossctl.io.arrow import ArrowReader
+from lossctl.io.parsing import Source, add_token
+from lossctl.io.reader import Reader, _shape_str
 
 PREFIX = "<memory:"
 FORMAT = "memory"
@@ -53,6 +55,13 @@ def parse(text: str) -> Source:
     token += ">"
     column = column[1:] if column.startswith(":") else None
     return Source(text, token, column or None, FORMAT, label=display(token))
+
+
+def _token_source(text: str) -> Source | None:
+    return parse(text) if known(text) else None
+
+
+add_token(PREFIX, _token_source)  # parse_source reads registered tokens as sources
 
 
 def is_memory(source: Source) -> bool:

@@ -12,7 +12,7 @@ HDFS: ``HADOOP_HOME`` / ``ARROW_LIBHDFS_DIR``). Everything here names the URI th
 wrote in its errors.
 
 A remote endpoint that accepts connections and never answers must not stall a run: S3
-requests wait at most ``--remote-timeout`` seconds (default 10, or ``LOSSCTL_REMOTE_TIMEOUT``)
+requests wait at most ``remote_timeout`` seconds (the CLI's option) (default 10, or ``LOSSCTL_REMOTE_TIMEOUT``)
 to connect and for an answer, and are tried at most twice; an error then says that the
 endpoint did not answer, naming it and the timeout.
 """
@@ -26,7 +26,7 @@ import os
 import re
 import urllib.parse
 
-from lossctl.errors import DataError, UsageError, short_reason
+from lossctl.errors import DataError, UsageError, opt, short_reason
 
 DEFAULT_TIMEOUT = 10.0
 ATTEMPTS = 2  # one retry: a transient error is survived, a dead endpoint costs at most 2 x the timeout
@@ -71,10 +71,10 @@ def _parse_timeout(value, what: str) -> float:
 
 
 def set_timeout(seconds: float | None) -> None:
-    """``--remote-timeout`` of this run: the longest wait for a remote endpoint to connect or
+    """The remote_timeout option of this run: the longest wait for a remote endpoint to connect or
     answer (None: LOSSCTL_REMOTE_TIMEOUT, else DEFAULT_TIMEOUT)."""
     global _timeout
-    value = None if seconds is None else _parse_timeout(seconds, "--remote-timeout")
+    value = None if seconds is None else _parse_timeout(seconds, opt("remote_timeout"))
     _timeout = value
 
 
@@ -123,7 +123,7 @@ def reason(exc: BaseException, uri: str) -> str:
         except DataError:
             where = "the remote endpoint"
         return (
-            f"{where} did not answer within {timeout():g} s (--remote-timeout SECONDS, "
+            f"{where} did not answer within {timeout():g} s ({opt('remote_timeout')} SECONDS, "
             f"{ATTEMPTS} attempts); check that the endpoint is up and reachable"
         )
     return short_reason(exc)

@@ -18,18 +18,11 @@ import tempfile
 
 import numpy as np
 
-from lossctl.errors import DataError, UsageError, short_reason
+from lossctl.errors import DataError, UsageError, opt
+from lossctl.io import formats
 from lossctl.io.outputs import AtomicFile  # noqa: F401 - where the sinks stage their files
 
-SINK_FORMATS = {
-    ".csv": "csv",
-    ".tsv": "tsv",
-    ".parquet": "parquet",
-    ".pq": "parquet",
-    ".npy": "npy",
-    ".jsonl": "jsonl",
-    ".ndjson": "jsonl",
-}
+SINK_FORMATS = formats.SINK_EXTENSIONS  # extension -> format of per-sample rows (from the registry)
 
 
 def sink_format(path: str, option: str, default: str = "csv") -> str:
@@ -86,7 +79,7 @@ def _write_errors_are_data_errors(method):
 class RowSink:
     """Streams rows (a dict of equal-length columns per call) to one file or stdout."""
 
-    def __init__(self, path: str, fmt: str, option: str = "--per-sample", csv_safe: bool = False):
+    def __init__(self, path: str, fmt: str, option: str = opt("per_sample"), csv_safe: bool = False):
         self.path = path
         self.fmt = fmt
         self.option = option
@@ -276,7 +269,7 @@ def _float_lists(rows: list):
 
 
 def _spreadsheet_safe(columns: dict) -> dict:
-    """``--csv-safe``: text cells a spreadsheet would run as a formula get a leading ``'``
+    """The csv_safe option: text cells a spreadsheet would run as a formula get a leading ``'``
     (numbers, and text that is a plain number such as ``-1.5``, are left as they are)."""
     from lossctl.literal import spreadsheet_safe
 
@@ -328,14 +321,7 @@ def json_number(v: float) -> str:
     return '"inf"' if v > 0 else '"-inf"'
 
 
-GRAD_FORMATS = {
-    ".npy": "npy",
-    ".parquet": "parquet",
-    ".pq": "parquet",
-    ".jsonl": "jsonl",
-    ".ndjson": "jsonl",
-    ".csv": "csv",
-}
+GRAD_FORMATS = formats.GRAD_EXTENSIONS  # extension -> format of gradients (from the registry)
 
 
 class GradSink:
@@ -350,16 +336,16 @@ class GradSink:
         ext = os.path.splitext(path.lower())[1]
         if path == "-" or ext not in GRAD_FORMATS:
             raise UsageError(
-                f"--grad {path}: give a file ending in {', '.join(sorted(GRAD_FORMATS))} "
+                f"{opt('grad')} {path}: give a file ending in {', '.join(sorted(GRAD_FORMATS))} "
                 "(gradients are not written to stdout)."
             )
         self.path = path
-        self.option = "--grad"
+        self.option = opt("grad")
         self.fmt = GRAD_FORMATS[ext]
         self.csv_safe = csv_safe
         self.rows = 0
         self.row_shape: tuple | None = None
-        self._atomic = AtomicFile(path, "--grad")
+        self._atomic = AtomicFile(path, self.option)
         self._raw = tempfile.TemporaryFile() if self.fmt == "npy" else None
         self._writer = None
 
@@ -375,7 +361,7 @@ class GradSink:
                 grad, ragged = values.reshape((len(lengths), int(lengths[0])) + values.shape[1:]), False
         if ragged and self.fmt in ("npy", "csv"):
             raise UsageError(
-                f"--grad {self.path}: the gradients have a different length per row; write them to .parquet or .jsonl."
+                f"{self.option} {self.path}: the gradients have a different length per row; write them to .parquet or .jsonl."
             )
         if ragged:
             rows = [None] * n_all
@@ -388,7 +374,7 @@ class GradSink:
             if self.row_shape is None and shape is not None:
                 self.row_shape = shape
             elif shape is not None and shape != self.row_shape:
-                raise DataError(f"--grad {self.path}: gradient rows change shape from {self.row_shape} to {shape}.")
+                raise DataError(f"{self.option} {self.path}: gradient rows change shape from {self.row_shape} to {shape}.")
             full = np.full((n_all,) + (self.row_shape or ()), np.nan)
             if len(used_idx):
                 full[used_idx] = g
