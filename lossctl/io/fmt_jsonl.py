@@ -488,10 +488,5 @@ def _limited_lines(text, display: str, limit: int):
         yield line
 
 
-def looks_like_jsonl(head: bytes) -> bool:
-    """The first bytes of a file start a JSON object with a key (after a BOM or blanks)."""
-    return head.lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b'{"')
-
-
 def open_jsonl(source: Source, opts) -> JsonlReader:
     return JsonlReader(source)

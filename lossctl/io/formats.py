@@ -6,14 +6,16 @@ are written to (``lossctl.io.sinks``) and the help texts all come from ``REGISTR
 
 Adding a format: write its reader in a module of its own (``lossctl/io/fmt_<name>.py``, an
 ``open(source, opts, stream=None)`` function returning a ``Reader``), and add one ``Format``
-record below. Readers are named by ``"module:function"`` so that importing this module (for
-the CLI's help) costs nothing: no NumPy, no pyarrow.
+record below. Readers are named by ``"module:function"`` and imported only when a file of that
+format is opened (by ``lossctl.io.opening``), so this module is plain data: importing it (for the
+CLI's help) costs nothing, no NumPy, no pyarrow, and it imports no other io module.
 """
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Callable
 
 COMPRESSED = (".gz", ".bz2", ".zst", ".lz4")  # suffixes read through (file.csv.gz is CSV)
 
@@ -22,11 +24,12 @@ COMPRESSED = (".gz", ".bz2", ".zst", ".lz4")  # suffixes read through (file.csv.
 class Format:
     name: str  # as given to the input_format option and shown in messages
     extensions: tuple[str, ...]  # read, written (when a sink) and taken as dataset shards
-    reader: str  # "module:function": open(source, opts, stream=None) -> Reader
+    reader: str | Callable  # "module:function" (or the function): open(source, opts, stream=None) -> Reader
     description: str = ""  # one line for help texts
     aliases: tuple[str, ...] = ()  # extensions only read (.txt is CSV), never written or taken as shards
     magic: tuple[bytes, ...] = ()  # a file starting with one of these is this format
-    sniff: str | None = None  # "module:function": head bytes -> bool, when magic bytes are not enough
+    lstrip: bytes = b""  # bytes skipped at the start before the magic bytes are compared (a BOM, blanks)
+    sniff: Callable[[bytes], bool] | None = None  # head bytes -> bool, when magic bytes are not enough
     streams: bool = False  # reads a forward-only stream (stdin, a remote stream) without a local copy
     random_access_remote: bool = False  # reads an object-store URI directly (else through a stream or a copy)
     compressed: bool = True  # a compressed remote object is decompressed by its extension
@@ -34,22 +37,11 @@ class Format:
     sink: bool = False  # per-sample rows can be written in it
     grad: bool = False  # gradients can be written in it
 
-    def open(self, source, opts, stream=None):
-        """The reader of ``source`` (``stream``: a forward-only byte stream, for ``streams`` formats)."""
-        fn = _load(self.reader)
-        return fn(source, opts) if stream is None else fn(source, opts, stream=stream)
-
     def recognises(self, head: bytes) -> bool:
-        if any(head.startswith(m) for m in self.magic):
+        body = head.lstrip(self.lstrip) if self.lstrip else head
+        if any(body.startswith(m) for m in self.magic):
             return True
-        return self.sniff is not None and bool(_load(self.sniff)(head))
-
-
-def _load(ref: str):
-    import importlib
-
-    module, _, name = ref.partition(":")
-    return getattr(importlib.import_module(module), name)
+        return self.sniff is not None and bool(self.sniff(head))
 
 
 REGISTRY: tuple[Format, ...] = (
@@ -79,11 +71,11 @@ REGISTRY: tuple[Format, ...] = (
     ),
     Format(
         "jsonl", (".jsonl", ".ndjson"), "lossctl.io.fmt_jsonl:open_jsonl", "JSON Lines: one object per line",
-        sniff="lossctl.io.fmt_jsonl:looks_like_jsonl", shard="json", sink=True, grad=True,
+        magic=(b'{"',), lstrip=b"\xef\xbb\xbf \t\r\n", shard="json", sink=True, grad=True,
     ),
 )
-BY_NAME: dict[str, Format] = {f.name: f for f in REGISTRY}
-NAMES: tuple[str, ...] = tuple(BY_NAME)  # the values of the input_format option
+BY_NAME: dict[str, Format] = {}
+NAMES: tuple[str, ...] = ()  # the values of the input_format option
 
 
 def get(name: str) -> Format | None:
@@ -102,10 +94,40 @@ def _table(use: str) -> dict[str, str]:
     return out
 
 
-EXTENSIONS = _table("read")  # every extension read, with its format
-SINK_EXTENSIONS = _table("sink")
-GRAD_EXTENSIONS = _table("grad")
-SHARD_EXTENSIONS = {e: BY_NAME[n].shard for e, n in _table("shard").items()}  # ext -> pyarrow dataset format
+EXTENSIONS: dict[str, str] = {}  # every extension read, with its format
+SINK_EXTENSIONS: dict[str, str] = {}  # extension -> format of per-sample rows
+GRAD_EXTENSIONS: dict[str, str] = {}  # extension -> format of gradients
+SHARD_EXTENSIONS: dict[str, str] = {}  # extension -> pyarrow dataset format of a shard
+
+
+def _rebuild() -> None:
+    """The derived tables, updated in place (other modules hold references to them)."""
+    global NAMES
+    BY_NAME.clear()
+    BY_NAME.update({f.name: f for f in REGISTRY})
+    NAMES = tuple(BY_NAME)
+    for table, use in ((EXTENSIONS, "read"), (SINK_EXTENSIONS, "sink"), (GRAD_EXTENSIONS, "grad")):
+        table.clear()
+        table.update(_table(use))
+    SHARD_EXTENSIONS.clear()
+    SHARD_EXTENSIONS.update({e: BY_NAME[n].shard for e, n in _table("shard").items()})
+
+
+def register(fmt: Format) -> None:
+    """Add a format (or replace the one of that name): detection, opening, datasets and sinks use it
+    at once. The bundled formats are the records of ``REGISTRY`` above."""
+    global REGISTRY
+    REGISTRY = tuple(f for f in REGISTRY if f.name != fmt.name) + (fmt,)
+    _rebuild()
+
+
+def unregister(name: str) -> None:
+    global REGISTRY
+    REGISTRY = tuple(f for f in REGISTRY if f.name != name)
+    _rebuild()
+
+
+_rebuild()
 
 
 def strip_compression(path: str) -> str:

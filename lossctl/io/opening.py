@@ -40,16 +40,16 @@ def open_reader(source: Source, opts: ReadOptions) -> Reader:
             )
         stream = _stdin_binary()
         if fmt is not None and fmt.streams:
-            return fmt.open(source, opts, stream=stream)
+            return _open_with(fmt, source, opts, stream=stream)
         # Parquet, NPY, NPZ and Arrow files need random access: spool stdin to a temporary file.
         return _spooled(source, stream, opts, "<stdin>")
     if source.is_remote and fmt is not None:
         from lossctl.io import remote
 
         if fmt.streams:
-            return fmt.open(source, opts, stream=remote.open_input_stream(source.path, source.display))
+            return _open_with(fmt, source, opts, stream=remote.open_input_stream(source.path, source.display))
         if fmt.random_access_remote:
-            return fmt.open(source, opts)
+            return _open_with(fmt, source, opts)
         # Read through a local copy: random access (NPY, NPZ), or an error located by a second pass (JSONL).
         compression = "detect" if fmt.compressed else None
         with remote.open_input_stream(source.path, source.display, compression=compression) as stream:
@@ -94,7 +94,18 @@ def _open_file(source: Source, opts: ReadOptions) -> Reader:
     fmt = formats.get(source.fmt)
     if fmt is None:
         raise UsageError(f"unknown input format {source.fmt!r}")
-    return fmt.open(source, opts)
+    return _open_with(fmt, source, opts)
+
+
+def _open_with(fmt: formats.Format, source: Source, opts: ReadOptions, stream=None) -> Reader:
+    """The reader the format's record names (``stream``: a forward-only byte stream, for ``streams`` formats)."""
+    fn = fmt.reader
+    if isinstance(fn, str):  # "module:function", imported on first use
+        import importlib
+
+        module, _, name = fn.partition(":")
+        fn = getattr(importlib.import_module(module), name)
+    return fn(source, opts) if stream is None else fn(source, opts, stream=stream)
 
 
 def cleanup_spooled() -> None:

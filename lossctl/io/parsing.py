@@ -10,7 +10,7 @@ from typing import Callable
 from lossctl.errors import DataError, UsageError, opt
 from lossctl.io import STDIN_TOKEN, formats
 
-FORMATS = formats.NAMES  # the values of the input_format option
+FORMATS = formats.NAMES  # the values of the input_format option (bundled; formats.NAMES adds registered ones)
 ID_KEY = "__id__"
 GROUP_KEY = "__group__"
 
@@ -67,8 +67,8 @@ def detect_format(path: str, input_format: str | None) -> str | None:
 
 def parse_source(text: str, input_format: str | None = None, role: str = "input") -> Source:
     """Split ``PATH[:COLUMN]``; the whole text wins when it names an existing file."""
-    if input_format is not None and input_format not in FORMATS:
-        raise UsageError(f"{opt('input_format')} must be one of {', '.join(FORMATS)}; got {input_format!r}.")
+    if input_format is not None and input_format not in formats.NAMES:
+        raise UsageError(f"{opt('input_format')} must be one of {', '.join(formats.NAMES)}; got {input_format!r}.")
     for prefix, parse in _TOKENS.items():  # an object given to the Python API (lossctl.io.memory)
         if text.startswith(prefix) and (source := parse(text)) is not None:
             return source
@@ -78,7 +78,7 @@ def parse_source(text: str, input_format: str | None = None, role: str = "input"
         if input_format is None:
             raise UsageError(
                 f"{role.upper()} is read from stdin ('-'), which has no file name to tell its format: "
-                f"give {opt('input_format')} ({', '.join(FORMATS)})."
+                f"give {opt('input_format')} ({', '.join(formats.NAMES)})."
             )
         column = text[2:] or None
         return Source(text, "-", column, input_format)
@@ -112,7 +112,7 @@ def parse_source(text: str, input_format: str | None = None, role: str = "input"
     if fmt is None:
         raise UsageError(
             f"{role.upper()}: cannot tell the format of {path} from its name; "
-            f"give {opt('input_format')} ({', '.join(FORMATS)})."
+            f"give {opt('input_format')} ({', '.join(formats.NAMES)})."
         )
     return Source(text, path, column, fmt)
 
@@ -142,7 +142,7 @@ def _parse_uri(text: str, input_format: str | None, role: str) -> Source:
     if fmt is None:
         raise UsageError(
             f"{role.upper()}: cannot tell the format of {path} from its name; "
-            f"give {opt('input_format')} ({', '.join(FORMATS)})."
+            f"give {opt('input_format')} ({', '.join(formats.NAMES)})."
         )
     return Source(text, path, column, fmt)
 

@@ -76,10 +76,15 @@ def _write_errors_are_data_errors(method):
     return wrapper
 
 
+_ROW_WRITERS = ("csv", "tsv", "parquet", "npy", "jsonl")  # what RowSink.write can write
+
+
 class RowSink:
     """Streams rows (a dict of equal-length columns per call) to one file or stdout."""
 
     def __init__(self, path: str, fmt: str, option: str = opt("per_sample"), csv_safe: bool = False):
+        if fmt not in _ROW_WRITERS:  # a registered format without a row writer: never write nothing
+            raise UsageError(f"{option} {path}: lossctl cannot write rows as {fmt}; use one of {', '.join(_ROW_WRITERS)}.")
         self.path = path
         self.fmt = fmt
         self.option = option
@@ -342,6 +347,8 @@ class GradSink:
         self.path = path
         self.option = opt("grad")
         self.fmt = GRAD_FORMATS[ext]
+        if self.fmt not in ("npy", "parquet", "jsonl", "csv"):  # a registered format without a gradient writer
+            raise UsageError(f"{self.option} {path}: lossctl cannot write gradients as {self.fmt}.")
         self.csv_safe = csv_safe
         self.rows = 0
         self.row_shape: tuple | None = None
