@@ -286,3 +286,52 @@ def test_every_name_sources_had_is_still_importable():
 
     assert [n for n in names if not hasattr(sources, n)] == []
     assert os.path.basename(sources.__file__) == "sources.py"
+
+
+# ---------------------------------------------------------------------------
+# Readers raise structured errors: the input, the column, the rows, what was expected
+# ---------------------------------------------------------------------------
+
+
+def _read_all(text: str, role: str = "pred", column_key: str = "pred", dtype: str = "float"):
+    from lossctl.io.sources import ReadOptions, Request, open_reader, parse_source
+
+    source = parse_source(text, None, role)
+    reader = open_reader(source, ReadOptions())
+    reader.add(Request(column_key, source.column, matrix=False, dtype=dtype))
+    reader.resolve()
+    return [b for b in reader.batches(8)]
+
+
+def test_structured_errors_name_the_input_column_rows_and_expectation(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from lossctl.errors import DataError
+    from lossctl.io.problems import InputDataError
+
+    path = tmp_path / "p.parquet"
+    pq.write_table(pa.table({"score": pa.array(["a", "b", None, "c", None, "d"])}), path)
+    with pytest.raises(InputDataError) as err:
+        _read_all(f"{path}:score")
+    e = err.value
+    assert isinstance(e, DataError) and e.exit_code == 1
+    assert (e.file, e.column, e.rows) == (str(path), "score", [2])
+    assert e.expected == "a value in every row; remove or fill missing rows"
+    assert str(e).startswith(f"{path}, column 'score', row 2: missing value (null); 2 in this block.")
+
+    with pytest.raises(InputDataError) as err:
+        _read_all(f"{path}:scor")
+    assert (err.value.file, err.value.column, err.value.rows) == (str(path), "scor", [])
+    assert "Did you mean 'score'?" in str(err.value)
+
+    with pytest.raises(InputDataError) as err:
+        _read_all(str(tmp_path / "absent.csv:x"))
+    assert (err.value.file, err.value.column, err.value.expected) == (str(tmp_path / "absent.csv"), "x", "an existing file")
+
+    np.save(tmp_path / "x.npy", np.arange(10.0))
+    with open(tmp_path / "x.npy", "r+b") as fh:
+        fh.truncate(os.path.getsize(tmp_path / "x.npy") - 8 * 3)  # 3 rows short
+    with pytest.raises(InputDataError) as err:
+        _read_all(str(tmp_path / "x.npy"))
+    assert err.value.file == str(tmp_path / "x.npy") and "promises 10 rows" in str(err.value)

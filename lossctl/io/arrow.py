@@ -11,6 +11,7 @@ import numpy as np
 
 from lossctl.errors import DataError
 from lossctl.io.parsing import GROUP_KEY, Request, Source, _is_selection
+from lossctl.io.problems import InputDataError
 from lossctl.io.reader import Reader, _shape_str
 
 
@@ -50,7 +51,7 @@ class ArrowReader(Reader):
         except DataError:
             raise
         except catch as exc:  # noqa: BLE001 - one clear message instead of a traceback
-            raise DataError(failure(exc, row0)) from None
+            raise InputDataError(failure(exc, row0), file=self.display) from None  # (the row is in the text: at or after row0)
 
     def scalar_columns(self) -> set[str]:
         pa = _pa()
@@ -140,9 +141,10 @@ class ArrowReader(Reader):
         # (get_field_index gives -1 for a missing name, and column(-1) would be the last column)
         idx = batch.schema.get_field_index(name)
         if idx < 0:
-            raise DataError(
+            raise InputDataError(
                 f"{self.display}: column {name!r} is missing from the data at row {row0}, though the "
-                "schema has it. Expected every part of the input to hold the columns used."
+                "schema has it. Expected every part of the input to hold the columns used.",
+                file=self.display, column=name, rows=[row0],
             )
         return batch.column(idx)
 
@@ -158,15 +160,17 @@ class ArrowReader(Reader):
         if first[0] != a.shape[1:]:
             name = req.names[0]
             if req.ragged and a.ndim == 3:
-                raise DataError(
+                raise InputDataError(
                     f"{self.display}, column {name!r}, sequence (row) {row0}: {a.shape[2]} logits per token, but "
                     f"the tokens of row {first[1]} have {first[0][1]}. Expected the same vocabulary size V at "
-                    "every token of every sequence (sequences may differ in their number of tokens)."
+                    "every token of every sequence (sequences may differ in their number of tokens).",
+                    file=self.display, column=name, rows=[row0],
                 )
-            raise DataError(
+            raise InputDataError(
                 f"{self.display}, column {name!r}, row {row0}: list of {_shape_str(a.shape[1:]).strip('(,)')} "
                 f"values, but row {first[1]} has {_shape_str(first[0]).strip('(,)')}. Expected lists of equal "
-                "length (one value per class or feature) in every row."
+                "length (one value per class or feature) in every row.",
+                file=self.display, column=name, rows=[row0],
             )
 
 
@@ -233,10 +237,11 @@ def _exact_ints_or_error(arr, display: str, name: str, row0: int) -> None:
     bad = inexact_in_float64(arrow_values(arr))
     if bad is not None and (bad & arrow_valid(arr)).any():
         i = int(np.flatnonzero(bad & arrow_valid(arr))[0])
-        raise DataError(
+        raise InputDataError(
             f"{display}, column {name!r}, row {row0 + i}: the integer {arr[i].as_py()} has more than 53 "
             "significant bits, and a column with missing values is read as float64, which would round it. "
-            f"Expected integers of magnitude up to 2**53 = {1 << 53}."
+            f"Expected integers of magnitude up to 2**53 = {1 << 53}.",
+            file=display, column=name, rows=[row0 + i],
         )
 
 
@@ -253,10 +258,11 @@ def arrow_to_numpy(arr, req: Request, display: str, name: str, row0: int) -> np.
             values[~arrow_valid(arr)] = np.nan
             return values
         nulls = np.flatnonzero(~arrow_valid(arr))
-        raise DataError(
+        raise InputDataError(
             f"{display}, column {name!r}, row {row0 + int(nulls[0])}: missing value (null)"
             + (f"; {len(nulls)} in this block" if len(nulls) > 1 else "")
-            + ". Expected a value in every row; remove or fill missing rows."
+            + ". Expected a value in every row; remove or fill missing rows.",
+            file=display, column=name, rows=[row0 + int(nulls[0])],
         )
     if req.keylike:
         if pa.types.is_integer(t):
@@ -282,8 +288,9 @@ def arrow_to_numpy(arr, req: Request, display: str, name: str, row0: int) -> np.
         return arrow_to_numpy(arr.dictionary_decode(), req, display, name, row0)
     if pa.types.is_fixed_size_list(t) or pa.types.is_list(t) or pa.types.is_large_list(t):
         return _list_to_numpy(arr, req, display, name, row0)
-    raise DataError(
-        f"{display}, column {name!r} has type {t}; expected numbers (a numeric column, or a list of numbers per row)."
+    raise InputDataError(
+        f"{display}, column {name!r} has type {t}; expected numbers (a numeric column, or a list of numbers per row).",
+        file=display, column=name,
     )
 
 
@@ -305,16 +312,18 @@ def _list_to_numpy(arr, req: Request, display: str, name: str, row0: int) -> np.
             return _ragged_vectors_from_arrow(arr, display, name, row0)  # type: ignore[return-value]
         if n and (lengths != lengths[0]).any():
             bad = int(np.flatnonzero(lengths != lengths[0])[0])
-            raise DataError(
+            raise InputDataError(
                 f"{display}, column {name!r}, row {row0 + bad}: list of {int(lengths[bad])} values, "
                 f"but row {row0} has {int(lengths[0])}. Expected lists of equal length "
-                "(one value per class or feature) in every row."
+                "(one value per class or feature) in every row.",
+                file=display, column=name, rows=[row0 + bad],
             )
         width = int(lengths[0]) if n else 0
     if n and width == 0:
-        raise DataError(
+        raise InputDataError(
             f"{display}, column {name!r}, row {row0}: an empty list (in every row of this block). "
-            "Expected at least one value per row (one per class or feature)."
+            "Expected at least one value per row (one per class or feature).",
+            file=display, column=name, rows=[row0],
         )
     flat = arr.flatten()
     if flat.null_count:
@@ -324,16 +333,20 @@ def _list_to_numpy(arr, req: Request, display: str, name: str, row0: int) -> np.
         parent = arrow_values(pc.list_parent_indices(arr))
         row = row0 + int(parent[first]) if first < len(parent) else None
         where = f", row {row}" if row is not None else ""
-        raise DataError(
+        raise InputDataError(
             f"{display}, column {name!r}{where}: a list holds a missing value (null). "
-            "Expected numbers only in every list."
+            "Expected numbers only in every list.",
+            file=display, column=name,
         )
     vt = flat.type
     if pa.types.is_fixed_size_list(vt) or pa.types.is_list(vt) or pa.types.is_large_list(vt):
         inner = _list_to_numpy(flat, Request(req.key, None, True), display, name, row0)
         return inner.reshape((n, width) + inner.shape[1:])
     if not (pa.types.is_integer(vt) or pa.types.is_floating(vt)):
-        raise DataError(f"{display}, column {name!r} holds lists of {vt}; expected lists of numbers.")
+        raise InputDataError(
+            f"{display}, column {name!r} holds lists of {vt}; expected lists of numbers.",
+            file=display, column=name,
+        )
     return arrow_values(flat).reshape(n, width)
 
 
@@ -346,7 +359,10 @@ def _ragged_from_arrow(arr, display: str, name: str):
     flat = arr.flatten()
     vt = flat.type
     if not (pa.types.is_integer(vt) or pa.types.is_floating(vt) or pa.types.is_boolean(vt)):
-        raise DataError(f"{display}, column {name!r} holds lists of {vt}; expected lists of numbers.")
+        raise InputDataError(
+            f"{display}, column {name!r} holds lists of {vt}; expected lists of numbers.",
+            file=display, column=name,
+        )
     offsets = arrow_values(arr.offsets).astype(np.int64)
     values = arrow_values(flat)
     if flat.null_count:
@@ -367,9 +383,10 @@ def _ragged_vectors_from_arrow(arr, display: str, name: str, row0: int):
     if flat.null_count:
         parent = arrow_values(pc.list_parent_indices(arr))
         j = int(np.flatnonzero(~arrow_valid(flat))[0])
-        raise DataError(
+        raise InputDataError(
             f"{display}, column {name!r}, sequence (row) {row0 + int(parent[j])}: a token's vector is missing "
-            "(null). Expected a list of numbers (one per vocabulary entry) at every token."
+            "(null). Expected a list of numbers (one per vocabulary entry) at every token.",
+            file=display, column=name, rows=[row0 + int(parent[j])],
         )
     vt = flat.type
     if pa.types.is_fixed_size_list(vt):
@@ -381,26 +398,34 @@ def _ragged_vectors_from_arrow(arr, display: str, name: str, row0: int):
             parent = arrow_values(pc.list_parent_indices(arr))
             offs = arrow_values(arr.offsets).astype(np.int64) - int(arrow_values(arr.offsets)[0])
             row = int(parent[j])
-            raise DataError(
+            raise InputDataError(
                 f"{display}, column {name!r}, sequence (row) {row0 + row}, token {j - int(offs[row])}: "
                 f"{int(widths[j])} logits, but the first token of row {row0 + int(parent[0])} has "
                 f"{int(widths[0])}. Expected one logit per vocabulary entry, the same vocabulary size V "
-                "at every token of every sequence (sequences may differ in their number of tokens)."
+                "at every token of every sequence (sequences may differ in their number of tokens).",
+                file=display, column=name, rows=[row0 + row],
             )
         width = int(widths[0]) if len(widths) else 0
     else:
-        raise DataError(f"{display}, column {name!r} holds lists of {vt}; expected lists of lists of numbers.")
+        raise InputDataError(
+            f"{display}, column {name!r} holds lists of {vt}; expected lists of lists of numbers.",
+            file=display, column=name,
+        )
     inner = flat.flatten()
     if inner.null_count:
         parent = arrow_values(pc.list_parent_indices(arr))
         tok = arrow_values(pc.list_parent_indices(flat))
         j = int(np.flatnonzero(~arrow_valid(inner))[0])
-        raise DataError(
+        raise InputDataError(
             f"{display}, column {name!r}, sequence (row) {row0 + int(parent[int(tok[j])])}: a logit is missing "
-            "(null). Expected numbers only."
+            "(null). Expected numbers only.",
+            file=display, column=name, rows=[row0 + int(parent[int(tok[j])])],
         )
     if not (pa.types.is_integer(inner.type) or pa.types.is_floating(inner.type)):
-        raise DataError(f"{display}, column {name!r} holds lists of {vt}; expected lists of lists of numbers.")
+        raise InputDataError(
+            f"{display}, column {name!r} holds lists of {vt}; expected lists of lists of numbers.",
+            file=display, column=name,
+        )
     values = arrow_values(inner).reshape(len(flat), width)
     offsets = arrow_values(arr.offsets).astype(np.int64)
     return Ragged(values, offsets - offsets[0])

@@ -14,6 +14,7 @@ import os
 import posixpath
 
 from lossctl.errors import DataError, short_reason
+from lossctl.io.problems import InputDataError
 from lossctl.io.remote import is_uri, listing, open_input_stream, resolve
 from lossctl.io import fmt_jsonl, formats
 from lossctl.io.arrow import ArrowReader, _checked_schema
@@ -78,12 +79,16 @@ def dataset_format(files: list[str], display: str) -> str:
     kinds = {_DATASET_FORMATS.get(_shard_ext(f)) for f in files}
     kinds.discard(None)
     if not kinds:
-        raise DataError(
+        raise InputDataError(
             f"{display}: no Parquet, Arrow or CSV files found, nor JSON Lines (a directory or glob of shards "
-            "is read as one input)."
+            "is read as one input).",
+            file=display,
         )
     if len(kinds) > 1:
-        raise DataError(f"{display}: holds files of several formats ({', '.join(sorted(kinds))}); expected one format.")
+        raise InputDataError(
+            f"{display}: holds files of several formats ({', '.join(sorted(kinds))}); expected one format.",
+            file=display,
+        )
     return kinds.pop()
 
 
@@ -139,7 +144,10 @@ class DatasetReader(ArrowReader):
                 self.ds = ds.FileSystemDataset(frags, self.ds.schema, self.ds.format, self.ds.filesystem)
             self.schema = _checked_schema(self.ds.schema)
         except Exception as exc:  # noqa: BLE001 - pyarrow's errors name the file
-            raise DataError(f"{self.display}: cannot read the shards as one dataset ({short_reason(exc)}).") from None
+            raise InputDataError(
+                f"{self.display}: cannot read the shards as one dataset ({short_reason(exc)}).",
+                file=self.display,
+            ) from None
 
     def _json_leaves(self, files: list[str], base: str) -> None:
         """JSON Lines shards: the fields of the first shard (nested objects as columns "a.b",
@@ -152,7 +160,10 @@ class DatasetReader(ArrowReader):
         except DataError:
             raise
         except Exception as exc:  # noqa: BLE001
-            raise DataError(f"{self.display}: cannot read its shard {first} ({short_reason(exc)}).") from None
+            raise InputDataError(
+                f"{self.display}: cannot read its shard {first} ({short_reason(exc)}).",
+                file=self.display,
+            ) from None
         stats: dict = {}
         with stream:
             inferred = fmt_jsonl.infer_jsonl_schema(stream, f"{self.display}: shard {first}", stats)
@@ -219,10 +230,14 @@ class DatasetReader(ArrowReader):
                     except Exception:  # noqa: BLE001
                         where = None
                 if where is not None:
-                    raise DataError(f"{self.display}: shard (from dataset row {row}) {where}") from None
-                raise DataError(
+                    raise InputDataError(
+                        f"{self.display}: shard (from dataset row {row}) {where}",
+                        file=self.display, rows=[row],
+                    ) from None
+                raise InputDataError(
                     f"{self.display}: shard {path} (from row {row}): cannot read it as JSON Lines "
-                    f"({short_reason(exc)}). Expected one JSON object per line, with one type per field."
+                    f"({short_reason(exc)}). Expected one JSON object per line, with one type per field.",
+                    file=self.display, rows=[row],
                 ) from None
             finally:
                 stream.close()
@@ -241,7 +256,10 @@ class DatasetReader(ArrowReader):
         try:
             return self.ds.count_rows()
         except Exception as exc:  # noqa: BLE001
-            raise DataError(f"{self.display}: cannot count the rows of the shards ({short_reason(exc)}).") from None
+            raise InputDataError(
+                f"{self.display}: cannot count the rows of the shards ({short_reason(exc)}).",
+                file=self.display,
+            ) from None
 
     def batches(self, rows: int):
         if self.fmt == "parquet":
@@ -300,15 +318,17 @@ class DatasetReader(ArrowReader):
             want = self.ds.schema.field(name).type
             idx = schema.get_field_index(name)
             if idx < 0:
-                raise DataError(
+                raise InputDataError(
                     f"{self.display}: shard {path} (from row {row}) has no column {name!r}, which the "
                     f"other shards have ({want}). Expected every shard to hold the columns used "
-                    f"({', '.join(repr(c) for c in columns)}); remove the shard or add the column."
+                    f"({', '.join(repr(c) for c in columns)}); remove the shard or add the column.",
+                    file=self.display, column=name, rows=[row],
                 )
             got = schema.field(idx).type
             if got != want:
-                raise DataError(
+                raise InputDataError(
                     f"{self.display}: shard {path} (from row {row}), column {name!r} has type {got}, but "
                     f"{want} in the other shards. Expected the same type for a column in every shard; "
-                    "rewrite the shard with that type."
+                    "rewrite the shard with that type.",
+                    file=self.display, column=name, rows=[row],
                 )

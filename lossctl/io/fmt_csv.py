@@ -10,6 +10,7 @@ import re
 from lossctl.errors import DataError, short_reason
 from lossctl.io.arrow import ArrowReader, _pa, _PyRaw
 from lossctl.io.parsing import Source
+from lossctl.io.problems import InputDataError
 
 
 class CsvReader(ArrowReader):
@@ -23,7 +24,10 @@ class CsvReader(ArrowReader):
         self._stream = stream
         first, second = self._first_lines()
         if first is None:
-            raise DataError(f"{self.display} is empty. Expected a header line and one row per sample.")
+            raise InputDataError(
+                f"{self.display} is empty. Expected a header line and one row per sample.",
+                file=self.display,
+            )
         try:
             # Parsed as a stream, so that any line ending (\n, \r\n, a lone \r) ends a record.
             # NUL bytes are blanked first: Python before 3.11 refuses them, and these lines only
@@ -31,9 +35,10 @@ class CsvReader(ArrowReader):
             text = (first + "\n" + (second or "")).replace("\x00", " ")
             head = list(csv.reader(io.StringIO(text, newline=""), delimiter=self.delimiter))
         except csv.Error as exc:
-            raise DataError(
+            raise InputDataError(
                 f"{self.display}: cannot parse the first lines as CSV ({exc}). "
-                "Expected a header line of column names, then one row per sample."
+                "Expected a header line of column names, then one row per sample.",
+                file=self.display,
             ) from None
         head = [r for r in head if r]
         fields = head[0] if head else []
@@ -46,9 +51,10 @@ class CsvReader(ArrowReader):
             for i, name in enumerate(self._names):  # linear, at any header size
                 if name in seen:
                     first = self._names.index(name)
-                    raise DataError(
+                    raise InputDataError(
                         f"{self.display}: the header names column {name!r} more than once (fields "
-                        f"{first + 1} and {i + 1}). Expected each column name once."
+                        f"{first + 1} and {i + 1}). Expected each column name once.",
+                        file=self.display, column=name,
                     )
                 seen.add(name)
         else:
@@ -99,7 +105,7 @@ class CsvReader(ArrowReader):
             except DataError:
                 raise
             except Exception as exc:  # noqa: BLE001
-                raise DataError(f"{self.display}: cannot read ({short_reason(exc)}).") from None
+                raise InputDataError(f"{self.display}: cannot read ({short_reason(exc)}).", file=self.display) from None
         self._head_bytes = len(one or b"") + len(two or b"")
         dec = [
             b.decode("utf-8-sig" if i == 0 else "utf-8", errors="replace").rstrip("\r\n") if b else None
@@ -247,9 +253,10 @@ def _head_lines(fh, display: str = "the CSV input") -> tuple[bytes, bytes, int]:
             break
         if len(buf) >= HEAD_LIMIT:
             if len(lines) < 2:
-                raise DataError(
+                raise InputDataError(
                     f"{display}: the first line (the header) is longer than {HEAD_LIMIT >> 20} MiB. "
-                    "Expected a header line of column names ending in a newline."
+                    "Expected a header line of column names ending in a newline.",
+                    file=display,
                 )
             break  # (the first data row only guides which columns look numeric)
         chunk = fh.read(max(1 << 16, len(buf)))

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from lossctl.errors import DataError, short_reason
+from lossctl.errors import short_reason
 from lossctl.io.arrow import ArrowReader, _checked_schema, _pa
 from lossctl.io.parsing import Source
+from lossctl.io.problems import InputDataError
 
 
 class IpcReader(ArrowReader):
@@ -42,9 +43,10 @@ class IpcReader(ArrowReader):
                     self.schema = self._stream.schema
             self.schema = _checked_schema(self.schema)
         except Exception as exc:  # noqa: BLE001
-            raise DataError(
+            raise InputDataError(
                 f"{self.display}: not a readable Arrow IPC / Feather file ({short_reason(exc)}). "
-                "Expected an Arrow IPC file or stream (Feather v2); it may be truncated or corrupt."
+                "Expected an Arrow IPC file or stream (Feather v2); it may be truncated or corrupt.",
+                file=self.display,
             ) from None
 
     def total_rows(self) -> int | None:
@@ -53,9 +55,10 @@ class IpcReader(ArrowReader):
         try:
             return sum(self._file.get_batch(i).num_rows for i in range(self._file.num_record_batches))
         except Exception as exc:  # noqa: BLE001 - a corrupt record batch
-            raise DataError(
+            raise InputDataError(
                 f"{self.display}: could not read Arrow record batches ({short_reason(exc)}). "
-                "Expected an intact Arrow IPC file or stream (Feather v2); it may be truncated or corrupt."
+                "Expected an intact Arrow IPC file or stream (Feather v2); it may be truncated or corrupt.",
+                file=self.display,
             ) from None
 
     def _raw(self):
@@ -87,9 +90,10 @@ class IpcReader(ArrowReader):
         # zero-padded batch body also ends with, so that form is trusted for legacy streams only).
         if tail == b"\xff\xff\xff\xff\x00\x00\x00\x00" or (legacy and tail.endswith(b"\x00\x00\x00\x00")):
             return
-        raise DataError(
+        raise InputDataError(
             f"{self.display}: the Arrow IPC stream ends without its end-of-stream marker after the last "
-            "complete record batch. Expected an intact stream; it is probably truncated (rows would be missing)."
+            "complete record batch. Expected an intact stream; it is probably truncated (rows would be missing).",
+            file=self.display,
         )
 
     def batches(self, rows: int):

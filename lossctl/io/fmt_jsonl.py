@@ -9,6 +9,7 @@ import re
 from lossctl.errors import DataError, short_reason
 from lossctl.io.arrow import ArrowReader, _pa, _PyRaw
 from lossctl.io.parsing import Request, Source
+from lossctl.io.problems import InputDataError
 
 
 # A JSONL record (one line) may be this long: pyarrow's JSON reader parses whole blocks (of this
@@ -154,9 +155,12 @@ def infer_jsonl_schema(stream, display: str, stats: dict | None = None):
     except DataError:
         raise
     except Exception as exc:  # noqa: BLE001 - bad compression, unreadable file
-        raise DataError(f"{display}: cannot read ({short_reason(exc)}). Expected JSON Lines.") from None
+        raise InputDataError(
+            f"{display}: cannot read ({short_reason(exc)}). Expected JSON Lines.",
+            file=display,
+        ) from None
     if lines == 0:
-        raise DataError(f"{display} holds no JSON records. Expected one JSON object per line.")
+        raise InputDataError(f"{display} holds no JSON records. Expected one JSON object per line.", file=display)
     if stats is not None:
         stats["lines"] = lines
     return inferred
@@ -195,7 +199,10 @@ class JsonlReader(ArrowReader):
         try:
             stream = pa.input_stream(self._path, compression="detect")
         except Exception as exc:  # noqa: BLE001
-            raise DataError(f"{self.display}: cannot read ({short_reason(exc)}). Expected JSON Lines.") from None
+            raise InputDataError(
+                f"{self.display}: cannot read ({short_reason(exc)}). Expected JSON Lines.",
+                file=self.display,
+            ) from None
         stats: dict = {}
         with stream:
             inferred = infer_jsonl_schema(stream, self.display, stats)
@@ -238,16 +245,18 @@ class JsonlReader(ArrowReader):
         for i, (op, arg) in enumerate(ops):
             if op == "field":
                 if not pa.types.is_struct(t) or t.get_field_index(arg) < 0:
-                    raise DataError(
+                    raise InputDataError(
                         f"{self.display}: {expr!r}: no member {arg!r} there (the value is {_json_kind(t, pa)}). "
-                        "Expected a path of fields and list elements that exists in the first lines."
+                        "Expected a path of fields and list elements that exists in the first lines.",
+                        file=self.display,
                     )
                 t = t.field(arg).type
                 continue
             if not pa.types.is_list(t):
-                raise DataError(
+                raise InputDataError(
                     f"{self.display}: {expr!r}: [{'*' if op == 'each' else arg}] applies to a list, but the "
-                    f"value there is {_json_kind(t, pa)}. Expected a list before [k] or [*]."
+                    f"value there is {_json_kind(t, pa)}. Expected a list before [k] or [*].",
+                    file=self.display,
                 )
             if op == "each":
                 return pa.list_(self._step_type(expr, t.value_type, ops[i + 1 :]))
@@ -480,10 +489,11 @@ def _limited_lines(text, display: str, limit: int):
         lineno += 1
         if len(line) >= limit and not line.endswith("\n"):
             size = f"{limit >> 20} MiB" if limit >= 1 << 20 else f"{limit >> 10} KiB"
-            raise DataError(
+            raise InputDataError(
                 f"{display}, line {lineno}: longer than {size}, the longest JSON record read. Expected "
                 f"one JSON object per line of at most {size} (split long sequences into several "
-                "records, or store them as Parquet)."
+                "records, or store them as Parquet).",
+                file=display,
             )
         yield line
 

@@ -9,6 +9,7 @@ import numpy as np
 
 from lossctl.errors import DataError, short_reason
 from lossctl.io.parsing import Source, _is_selection
+from lossctl.io.problems import InputDataError
 from lossctl.io.reader import Reader, _shape_str
 
 
@@ -22,18 +23,20 @@ def _npy_header(fh, display: str):
         else:
             shape, fortran, dtype = fmt.read_array_header_2_0(fh)
     except Exception as exc:  # noqa: BLE001
-        raise DataError(f"{display}: not a valid NPY array ({short_reason(exc)}).") from None
+        raise InputDataError(f"{display}: not a valid NPY array ({short_reason(exc)}).", file=display) from None
     if dtype.hasobject:
-        raise DataError(
+        raise InputDataError(
             f"{display}: the array holds Python objects (dtype {dtype}), which NumPy stores as pickles; "
-            "lossctl never loads pickles. Save a numeric array instead."
+            "lossctl never loads pickles. Save a numeric array instead.",
+            file=display,
         )
     if len(shape) == 0:
-        raise DataError(f"{display}: a 0-d (scalar) array; expected one row per sample.")
+        raise InputDataError(f"{display}: a 0-d (scalar) array; expected one row per sample.", file=display)
     if 0 in shape[1:]:
-        raise DataError(
+        raise InputDataError(
             f"{display}: an array of shape {_shape_str(shape)}, so every row holds no values. "
-            "Expected at least one value per row (one per class or feature)."
+            "Expected at least one value per row (one per class or feature).",
+            file=display,
         )
     return tuple(shape), fortran, dtype
 
@@ -55,26 +58,29 @@ class _NpyStream:
         self.nrows = int(self.shape[0])
         promised = self.nrows * self.row_nbytes
         if self.row_nbytes >= 2**62 or promised >= 2**62:
-            raise DataError(
+            raise InputDataError(
                 f"{display}: the header describes an array of shape {_shape_str(self.shape)} "
                 f"({promised if self.nrows else self.row_nbytes} bytes{'' if self.nrows else ' per row'}), "
                 "larger than any file can hold. Expected a header that describes the data; the file "
-                "may be corrupt or its header edited."
+                "may be corrupt or its header edited.",
+                file=display,
             )
         if size is not None:
             payload = size - fh.tell()
             if payload < promised:
-                raise DataError(
+                raise InputDataError(
                     f"{display}: truncated: the header promises {self.nrows} rows "
-                    f"({promised} bytes) but only {payload} bytes follow."
+                    f"({promised} bytes) but only {payload} bytes follow.",
+                    file=display,
                 )
             if payload > promised:
                 # np.save never writes past the data: more bytes than the header's rows means a
                 # header that no longer describes the data (edited or corrupt), so rows would be lost.
-                raise DataError(
+                raise InputDataError(
                     f"{display}: the header promises {self.nrows} rows ({promised} bytes) but "
                     f"{payload} bytes follow. Expected exactly the rows of the header; the file "
-                    "may be corrupt or its header edited."
+                    "may be corrupt or its header edited.",
+                    file=display,
                 )
         self.pos = 0
 
@@ -87,8 +93,10 @@ class _NpyStream:
             while got < len(view):
                 n = self.fh.readinto(view[got:])
                 if not n:
-                    raise DataError(
-                        f"{self.display}: truncated at row {self.pos + got // max(self.row_nbytes, 1)} of {self.nrows}."
+                    raise InputDataError(
+                        f"{self.display}: truncated at row {self.pos + got // max(self.row_nbytes, 1)} "
+                        f"of {self.nrows}.",
+                        file=self.display, rows=[self.pos + got // max(self.row_nbytes, 1)],
                     )
                 got += n
         self.pos += k
@@ -103,7 +111,7 @@ class NpyReader(Reader):
         try:
             self.fh = open(source.path, "rb")
         except OSError as exc:
-            raise DataError(f"{self.display}: cannot open ({exc.strerror}).") from None
+            raise InputDataError(f"{self.display}: cannot open ({exc.strerror}).", file=self.display) from None
         try:
             size = os.fstat(self.fh.fileno()).st_size
             self.arr = _NpyStream(self.fh, self.display, size)
@@ -147,16 +155,18 @@ class NpyReader(Reader):
             for req in self.requests.values():
                 if req.expr is not None or req.keylike:
                     what = f"column {req.expr!r}" if not req.keylike else f"a key column {req.expr!r}"
-                    raise DataError(
+                    raise InputDataError(
                         f"{self.display} is a plain array of shape {_shape_str(self.arr.shape)} "
                         f"with no named columns, so it has no {what}. Use {self.display} on its own, "
-                        "or save a structured array or an NPZ with named arrays."
+                        "or save a structured array or an NPZ with named arrays.",
+                        file=self.display,
                     )
                 req.names = ["<array>"]
             if sum(1 for r in self.requests.values()) > 1:
-                raise DataError(
+                raise InputDataError(
                     f"{self.display} is a plain array; it can serve only one input, not "
-                    f"{', '.join(r.key.upper() for r in self.requests.values())}."
+                    f"{', '.join(r.key.upper() for r in self.requests.values())}.",
+                    file=self.display,
                 )
             return
         super().resolve()
@@ -204,8 +214,9 @@ class NpyReader(Reader):
             want = k * item
             data = os.pread(self.fh.fileno(), want, self._data_offset + (c * arr.nrows + row0) * item)
             if len(data) < want:
-                raise DataError(
-                    f"{self.display}: truncated at row {row0} of {arr.nrows} (read {len(data)} bytes of {want})."
+                raise InputDataError(
+                    f"{self.display}: truncated at row {row0} of {arr.nrows} (read {len(data)} bytes of {want}).",
+                    file=self.display, rows=[row0],
                 )
             cols[:, c] = np.frombuffer(data, dtype=arr.dtype)
         arr.pos += k
@@ -248,7 +259,7 @@ class NpyReader(Reader):
 def _field_array(block: np.ndarray, name: str, display: str) -> np.ndarray:
     a = block[name]
     if a.dtype.kind not in "biuf":
-        raise DataError(f"{display}: field {name!r} has dtype {a.dtype}; expected numbers.")
+        raise InputDataError(f"{display}: field {name!r} has dtype {a.dtype}; expected numbers.", file=display)
     return np.ascontiguousarray(a)
 
 
@@ -263,8 +274,9 @@ class NpzReader(Reader):
             self.zf = zipfile.ZipFile(source.path)
             members = self.zf.namelist()
         except Exception as exc:  # noqa: BLE001
-            raise DataError(
-                f"{self.display}: not a readable NPZ archive ({short_reason(exc)}). It may be truncated or corrupt."
+            raise InputDataError(
+                f"{self.display}: not a readable NPZ archive ({short_reason(exc)}). It may be truncated or corrupt.",
+                file=self.display,
             ) from None
         self.keys = [m[:-4] for m in members if m.endswith(".npy")]
         self.streams: dict[str, _NpyStream] = {}
@@ -287,7 +299,10 @@ class NpzReader(Reader):
                 info = self.zf.getinfo(name + ".npy")
                 fh = self.zf.open(info)
             except Exception as exc:  # noqa: BLE001
-                raise DataError(f"{self.display}: cannot read array {name!r} ({short_reason(exc)}).") from None
+                raise InputDataError(
+                    f"{self.display}: cannot read array {name!r} ({short_reason(exc)}).",
+                    file=self.display,
+                ) from None
             self.streams[name] = _NpyStream(fh, f"{self.display}:{name}", info.file_size)
         return self.streams[name]
 
@@ -298,9 +313,10 @@ class NpzReader(Reader):
             st = self._stream(req.names[0])
             counts[req.names[0]] = st.nrows
         if len(set(counts.values())) > 1:
-            raise DataError(
+            raise InputDataError(
                 f"{self.display}: its arrays have different numbers of rows "
-                f"({', '.join(f'{k!r}: {v}' for k, v in counts.items())}); expected one row per sample in each."
+                f"({', '.join(f'{k!r}: {v}' for k, v in counts.items())}); expected one row per sample in each.",
+                file=self.display,
             )
 
     def total_rows(self) -> int | None:
@@ -325,9 +341,10 @@ class NpzReader(Reader):
         except DataError:
             raise
         except Exception as exc:  # noqa: BLE001
-            raise DataError(
+            raise InputDataError(
                 f"{self.display}: could not read after row {self.rows_read} ({short_reason(exc)}). "
-                "The archive may be truncated or corrupt."
+                "The archive may be truncated or corrupt.",
+                file=self.display, rows=[self.rows_read],
             ) from None
 
     def close(self) -> None:

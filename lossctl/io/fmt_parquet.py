@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from lossctl.errors import DataError, short_reason
+from lossctl.errors import short_reason
 from lossctl.io.arrow import ArrowReader, _checked_schema
 from lossctl.io.parsing import Source
+from lossctl.io.problems import InputDataError
 
 
 def parquet_file(where):
@@ -28,9 +29,10 @@ class ParquetReader(ArrowReader):
             self.pf = parquet_file(where)
             self.schema = _checked_schema(self.pf.schema_arrow)
         except Exception as exc:  # noqa: BLE001
-            raise DataError(
+            raise InputDataError(
                 f"{self.display}: not a readable Parquet file ({short_reason(exc)}). "
-                "Expected a complete Parquet file; it may be truncated or corrupt."
+                "Expected a complete Parquet file; it may be truncated or corrupt.",
+                file=self.display,
             ) from None
 
     def total_rows(self) -> int | None:

@@ -18,6 +18,7 @@ import numpy as np
 from lossctl.errors import DataError, short_reason
 from lossctl.io.arrow import ArrowReader
 from lossctl.io.parsing import Source, add_token
+from lossctl.io.problems import InputDataError
 from lossctl.io.reader import Reader, _shape_str
 
 PREFIX = "<memory:"
@@ -204,7 +205,10 @@ def open_memory(source: Source) -> Reader:
     try:
         data, _, whole = _OBJECTS[source.path]
     except KeyError:
-        raise DataError(f"{source.display}: the in-memory input is no longer available (released).") from None
+        raise InputDataError(
+            f"{source.display}: the in-memory input is no longer available (released).",
+            file=source.display,
+        ) from None
     if isinstance(data, np.ndarray):
         return ArrayReader(source, data)
     return TableReader(source, data, whole)
@@ -225,14 +229,15 @@ class ArrayReader(Reader):
     def resolve(self) -> None:
         for req in self.requests.values():
             if req.expr is not None or req.keylike:
-                raise DataError(
+                raise InputDataError(
                     f"{self.display} is a plain array of shape {_shape_str(self.arr.shape)} with no named "
                     f"columns, so it has no column {req.expr!r}. Pass a table (a DataFrame, a pyarrow Table) "
-                    "to select columns by name."
+                    "to select columns by name.",
+                    file=self.display, column=req.expr,
                 )
             req.names = ["<array>"]
         if len(self.requests) > 1:
-            raise DataError(f"{self.display} is a plain array; it can serve only one input.")
+            raise InputDataError(f"{self.display} is a plain array; it can serve only one input.", file=self.display)
 
     def total_rows(self) -> int | None:
         return len(self.arr)

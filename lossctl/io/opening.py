@@ -7,9 +7,10 @@ import os
 import sys
 import tempfile
 
-from lossctl.errors import DataError, UsageError, short_reason
+from lossctl.errors import UsageError, short_reason
 from lossctl.io import formats
 from lossctl.io.parsing import ReadOptions, Source
+from lossctl.io.problems import InputDataError
 from lossctl.io.reader import Reader
 
 _SPOOLED: list[str] = []
@@ -71,10 +72,11 @@ def _spooled(source: Source, stream, opts: ReadOptions, label: str) -> Reader:
                 out.write(chunk)
     except OSError as exc:  # disk full, file-size limit: the copy is removed with the other spools
         cleanup_spooled()
-        raise DataError(
+        raise InputDataError(
             f"{label}: copying it to a temporary file in {tempfile.gettempdir()} failed "
             f"({exc.strerror or short_reason(exc)}). Expected room for the whole input there: set TMPDIR "
-            "to a directory with space, or give a file path."
+            "to a directory with space, or give a file path.",
+            file=label,
         ) from None
     original = source
     reader = _open_file(Source(source.text, tmp, source.column, source.fmt, label=label), opts)
@@ -88,9 +90,12 @@ def _open_file(source: Source, opts: ReadOptions) -> Reader:
 
         return DatasetReader(source)
     if not os.access(source.path, os.R_OK):
-        raise DataError(f"{source.display}: not readable (permission denied).")
+        raise InputDataError(f"{source.display}: not readable (permission denied).", file=source.display)
     if os.path.getsize(source.path) == 0:
-        raise DataError(f"{source.display} is empty (0 bytes). Expected {source.fmt.upper()} data.")
+        raise InputDataError(
+            f"{source.display} is empty (0 bytes). Expected {source.fmt.upper()} data.",
+            file=source.display,
+        )
     fmt = formats.get(source.fmt)
     if fmt is None:
         raise UsageError(f"unknown input format {source.fmt!r}")

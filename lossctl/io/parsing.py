@@ -7,8 +7,9 @@ import os
 from dataclasses import dataclass, field
 from typing import Callable
 
-from lossctl.errors import DataError, UsageError, opt
+from lossctl.errors import UsageError, opt
 from lossctl.io import STDIN_TOKEN, formats
+from lossctl.io.problems import InputDataError
 
 FORMATS = formats.NAMES  # the values of the input_format option (bundled; formats.NAMES adds registered ones)
 ID_KEY = "__id__"
@@ -105,8 +106,9 @@ def parse_source(text: str, input_format: str | None = None, role: str = "input"
         hint = ""
         if column is not None:
             hint = f" (read {text!r} as file {path!r}, column {column!r})"
-        raise DataError(
-            f"{role.upper()}: file not found: {path}{hint}. Check the path; a source is PATH or PATH:COLUMN."
+        raise InputDataError(
+            f"{role.upper()}: file not found: {path}{hint}. Check the path; a source is PATH or PATH:COLUMN.",
+            file=path, column=column, expected="an existing file",
         )
     fmt = detect_format(path, input_format) or formats.from_file(path)
     if fmt is None:
@@ -134,7 +136,10 @@ def _parse_uri(text: str, input_format: str | None, role: str) -> Source:
         return Source(text, path, column, "dataset")
     if kind == "missing":
         hint = f" (read {text!r} as {path!r}, column {column!r})" if column is not None else ""
-        raise DataError(f"{role.upper()}: not found: {path}{hint}. Check the URI; a source is URI or URI:COLUMN.")
+        raise InputDataError(
+            f"{role.upper()}: not found: {path}{hint}. Check the URI; a source is URI or URI:COLUMN.",
+            file=path, column=column, expected="an existing object or directory",
+        )
     fmt = detect_format(path, input_format)
     if fmt is None:
         with remote.open_input_stream(path, path, compression=None) as fh:

@@ -7,8 +7,9 @@ import fnmatch
 import re
 from typing import TYPE_CHECKING, Iterator
 
-from lossctl.errors import DataError, opt
+from lossctl.errors import opt
 from lossctl.io.parsing import ID_KEY, Request, Source, _is_glob, _split_expr
+from lossctl.io.problems import InputDataError
 
 if TYPE_CHECKING:
     import numpy as np
@@ -76,27 +77,30 @@ class Reader:
                     stack = [n for n in values if n not in ints] or values
                     skipped.update({n: "integer-typed" for n in values if n not in stack})
                 if len(stack) > 1 and not _one_family(stack):
-                    raise DataError(self._ambiguous_message(req, stack, skipped))
+                    raise InputDataError(self._ambiguous_message(req, stack, skipped), file=self.display)
                 req.names = stack
             else:
                 what = self._what()
                 if not free:
-                    raise DataError(
+                    raise InputDataError(
                         f"{self.display}: no {what} left for {req.key.upper()}: "
                         f"{', '.join(names) or 'none'} are all used by other inputs. "
-                        f"Name the {what} as {self.display}:NAME."
+                        f"Name the {what} as {self.display}:NAME.",
+                        file=self.display,
                     )
                 if not cands:
-                    raise DataError(
+                    raise InputDataError(
                         f"{self.display}: no {what} left for {req.key.upper()} that can be chosen "
                         f"automatically ({_skipped_text(skipped)}). Name the {what} as {self.display}:NAME "
-                        "if it really holds the values."
+                        "if it really holds the values.",
+                        file=self.display,
                     )
-                raise DataError(
+                raise InputDataError(
                     f"{self.display} has {len(cands)} {what}s ({_listing(cands)}); say which one is "
                     f"{req.key.upper()} as {self.display}:NAME"
                     + (" (or several: NAME_* or A,B,C)." if req.matrix else ".")
-                    + (f" Not considered: {_skipped_text(skipped)}." if skipped else "")
+                    + (f" Not considered: {_skipped_text(skipped)}." if skipped else ""),
+                    file=self.display,
                 )
             taken.update(req.names)
 
@@ -140,23 +144,25 @@ class Reader:
             else:
                 hits = [part] if part in known else []
             if not hits:
-                raise DataError(self._missing_message(part, names, req.key))
+                raise InputDataError(self._missing_message(part, names, req.key), file=self.display, column=part)
             for h in hits:
                 if h not in chosen:
                     chosen.add(h)
                     out.append(h)
         if len(out) > 1:
             if not req.matrix:
-                raise DataError(
+                raise InputDataError(
                     f"{self.display}: {req.key.upper()} takes one column, but {req.expr!r} "
-                    f"selects {len(out)} ({_listing(out)})."
+                    f"selects {len(out)} ({_listing(out)}).",
+                    file=self.display,
                 )
             scalars = self.scalar_columns()
             not_scalar = [n for n in out if n not in scalars]
             if not_scalar:
-                raise DataError(
+                raise InputDataError(
                     f"{self.display}: column {not_scalar[0]!r} is not a numeric scalar column, so it "
-                    f"cannot be one of several columns stacked into {req.key.upper()}."
+                    f"cannot be one of several columns stacked into {req.key.upper()}.",
+                    file=self.display, column=not_scalar[0],
                 )
         return out
 

@@ -84,7 +84,9 @@ class RowSink:
 
     def __init__(self, path: str, fmt: str, option: str = opt("per_sample"), csv_safe: bool = False):
         if fmt not in _ROW_WRITERS:  # a registered format without a row writer: never write nothing
-            raise UsageError(f"{option} {path}: lossctl cannot write rows as {fmt}; use one of {', '.join(_ROW_WRITERS)}.")
+            raise UsageError(
+                f"{option} {path}: lossctl cannot write rows as {fmt}; use one of {', '.join(_ROW_WRITERS)}."
+            )
         self.path = path
         self.fmt = fmt
         self.option = option
