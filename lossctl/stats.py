@@ -175,24 +175,44 @@ class _Store:
 
 _SKETCH_BLOCK = 1 << 16  # values per block of a sketch update (512 KiB of float64: stays in cache)
 _DENSE_KEYS = 1 << 17  # keys beyond ±131,072 are kept in a dict (see _Store)
-_MAX_KEY = 1_000_000  # bucket numbers are clipped to this magnitude (log of inf, of subnormals at tiny alpha)
+_MAX_KEY = 1_000_000  # the bucket of +inf (bucket numbers never exceed this magnitude)
+_MIN_NORMAL = 2.2250738585072014e-308  # below: subnormal floats, keyed as v·2^64 (exact) shifted back
+MAPPING = "linear"  # the bucket mapping's name in saved states (earlier lossctl: logarithmic, refused)
+
+
+def mapping_bits(alpha: float) -> int:
+    """Mantissa bits of the bucket mapping for relative accuracy ``alpha``: the fewest ``b`` with
+    1/(2^(b+1)+1) <= alpha (7 for the default 0.005, so the true bound is 1/257 = 0.00389)."""
+    if not 0.001 <= alpha < 1:
+        raise ValueError(f"quantile sketch accuracy {alpha!r} outside [0.001, 1)")
+    b = 0
+    while 1.0 / (2 ** (b + 1) + 1) > alpha:
+        b += 1
+    return b
 
 
 class QuantileSketch:
-    """Quantiles with relative error ``alpha`` from logarithmic buckets.
+    """Quantiles with relative error at most ``alpha`` from buckets of the float's own bits.
 
-    A positive value v falls in bucket ``ceil(log_γ v)`` with γ = (1+α)/(1-α);
-    the bucket's representative ``2γ^i/(γ+1)`` is within α·v of every value in
-    it. Negative values use a mirrored store; exact zeros are counted apart.
-    Bucket counts add, so sketches merge exactly. Updating is a handful of
-    whole-array passes (one log, one bincount) per chunk, no Python per value
-    or per bucket.
+    The mapping is DDSketch's linearly interpolated one with a power-of-two multiplier: write a
+    positive value as ``v = m·2^e`` (1 <= m < 2) and let ``L(v) = e + (m - 1)``, a monotone,
+    piecewise linear stand-in for log2 v; v falls in bucket ``k = ceil(L(v)·2^b)``. For a normal
+    float64 that is exactly ``((bits(v) - 1) >> (52 - b)) + 1 - 1023·2^b`` on its IEEE bits: two
+    integer operations per value, no logarithm and no rounding. A bucket holds the values in
+    ``(lo, hi]`` with ``hi/lo <= 1 + 2^-b``; its representative ``2·lo·hi/(lo+hi)`` is within
+    ``1/(2^(b+1)+1) <= alpha`` of every value in it (``mapping_bits``). Subnormal values are
+    keyed as ``v·2^64`` (exact) with the key shifted back by 64·2^b, so their buckets obey the same
+    definition (a representative there is a float too: within alpha plus half a subnormal
+    step, 2^-1075, of the value); +inf gets bucket 1,000,000. Negative values use a mirrored store; exact zeros are counted apart.
+    Bucket counts add, so sketches merge exactly; the keys do not depend on how the values were
+    chunked or split across threads.
     """
 
     def __init__(self, alpha: float = 0.005):
         self.alpha = alpha
-        self.gamma = (1 + alpha) / (1 - alpha)
-        self._lg = math.log(self.gamma)
+        self.bits = mapping_bits(alpha)
+        self._shift = 52 - self.bits
+        self._base = (1023 << self.bits) - 1  # key = ((bits - 1) >> shift) - base
         self._pos = _Store()
         self._neg = _Store()
         self.zero = 0
@@ -209,7 +229,7 @@ class QuantileSketch:
         return self._neg.as_dict()
 
     def _add_store(self, store: _Store, v: np.ndarray) -> None:
-        """Count positive values ``v`` (float64) in their buckets ``ceil(log(v) / log γ)``.
+        """Count positive values ``v`` (float64) in their buckets.
 
         Large chunks are split into contiguous parts counted on the kernels' thread pool
         (``LOSSCTL_THREADS``), each walked in cache-sized blocks with reused buffers; counts are
@@ -221,30 +241,41 @@ class QuantileSketch:
         for part in row_parts(len(v), len(v), lambda a, b: self._bucket_counts(v[a:b])):
             store.merge(part)
 
+    def _raw_keys(self, vb: np.ndarray, out: np.ndarray) -> np.ndarray:
+        """``(bits(v) - 1) >> shift`` for positive normal float64 ``vb``, into ``out`` (int64)."""
+        np.subtract(vb.view(np.int64), 1, out=out)
+        np.right_shift(out, self._shift, out=out)
+        return out
+
     def _bucket_counts(self, v: np.ndarray) -> _Store:
         """The buckets of positive values ``v``, as a new store."""
         from lossctl.losses._common import scratch
 
         out = _Store()
-        lg = self._lg
+        v = np.ascontiguousarray(v)
+        base = self._base
         for a in range(0, len(v), _SKETCH_BLOCK):
             vb = v[a : a + _SKETCH_BLOCK]
-            k = scratch("sketch-key", (len(vb),), np.float64)
-            with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
-                np.log(vb, out=k)
-                k /= lg  # the same rounding as log(v) / lg
-                np.ceil(k, out=k)
-            kmin, kmax = float(k.min()), float(k.max())
-            if kmin < -_MAX_KEY or kmax > _MAX_KEY:
-                np.clip(k, -_MAX_KEY, _MAX_KEY, out=k)
-                kmin, kmax = max(kmin, -_MAX_KEY), min(kmax, _MAX_KEY)
-            if max(-kmin, kmax) <= _DENSE_KEYS:
-                k -= kmin  # exact: small integers in float64
-                ki = scratch("sketch-index", (len(vb),), np.intp)
-                np.copyto(ki, k, casting="unsafe")
-                out.add_counts(int(kmin), np.bincount(ki))
+            raw = self._raw_keys(vb, scratch("sketch-key", (len(vb),), np.int64))
+            rmin, rmax = int(raw.min()), int(raw.max())
+            if rmin < 1 << self.bits:  # subnormal values (and the smallest normal bucket): rescale
+                sub = vb < _MIN_NORMAL
+                if sub.any():
+                    scaled = vb[sub] * 2.0**64
+                    raw[sub] = self._raw_keys(scaled, np.empty(len(scaled), np.int64)) - (64 << self.bits)
+                    rmin = int(raw.min())
+            if rmax - base >= 1024 << self.bits:  # the bucket of DBL_MAX, and +inf
+                inf = np.isinf(vb)
+                if inf.any():
+                    keys = raw - base
+                    keys[inf] = _MAX_KEY
+                    out.add_keys(keys)
+                    continue
+            if max(base - rmin, rmax - base) <= _DENSE_KEYS:
+                np.subtract(raw, rmin, out=raw)
+                out.add_counts(rmin - base, np.bincount(raw))
             else:
-                out.add_keys(k.astype(np.int64))
+                out.add_keys(raw - base)
         return out
 
     def update(self, values: np.ndarray) -> None:
@@ -275,10 +306,16 @@ class QuantileSketch:
         self.nan += other.nan
 
     def _value(self, key: int) -> float:
-        try:
-            return 2.0 * self.gamma**key / (self.gamma + 1.0)
-        except OverflowError:  # the bucket of +inf (clipped key)
+        """The representative of bucket ``key``: the value within the same relative distance of
+        both ends of ``(lo, hi]`` (their harmonic mean)."""
+        if key >= _MAX_KEY:  # the bucket of +inf
             return math.inf
+        r = int(key) - 1
+        e = r >> self.bits
+        step = 2.0**-self.bits
+        lo = 1.0 + (r - (e << self.bits)) * step
+        hi = lo + step
+        return math.ldexp(2.0 * lo * hi / (lo + hi), e)
 
     @property
     def count(self) -> int:
@@ -305,6 +342,7 @@ class QuantileSketch:
     def to_dict(self) -> dict:
         return {
             "alpha": self.alpha,
+            "mapping": MAPPING,
             "pos": {str(k): v for k, v in self.pos.items()},
             "neg": {str(k): v for k, v in self.neg.items()},
             "zero": self.zero,
@@ -313,6 +351,11 @@ class QuantileSketch:
 
     @classmethod
     def from_dict(cls, d: dict) -> "QuantileSketch":
+        if d.get("mapping") != MAPPING:
+            raise ValueError(
+                "a quantile sketch with logarithmic buckets, saved by an earlier lossctl, does not merge with "
+                "this lossctl's sketches (their bucket boundaries differ); recompute it with this lossctl"
+            )
         s = cls(d["alpha"])
         s._pos = _Store.from_mapping({int(k): int(v) for k, v in d["pos"].items()})
         s._neg = _Store.from_mapping({int(k): int(v) for k, v in d["neg"].items()})
