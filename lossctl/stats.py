@@ -249,34 +249,41 @@ class QuantileSketch:
 
     def _bucket_counts(self, v: np.ndarray) -> _Store:
         """The buckets of positive values ``v``, as a new store."""
-        from lossctl.losses._common import scratch
-
         out = _Store()
         v = np.ascontiguousarray(v)
-        base = self._base
         for a in range(0, len(v), _SKETCH_BLOCK):
             vb = v[a : a + _SKETCH_BLOCK]
-            raw = self._raw_keys(vb, scratch("sketch-key", (len(vb),), np.int64))
-            rmin, rmax = int(raw.min()), int(raw.max())
-            if rmin < 1 << self.bits:  # subnormal values (and the smallest normal bucket): rescale
-                sub = vb < _MIN_NORMAL
-                if sub.any():
-                    scaled = vb[sub] * 2.0**64
-                    raw[sub] = self._raw_keys(scaled, np.empty(len(scaled), np.int64)) - (64 << self.bits)
-                    rmin = int(raw.min())
-            if rmax - base >= 1024 << self.bits:  # the bucket of DBL_MAX, and +inf
-                inf = np.isinf(vb)
-                if inf.any():
-                    keys = raw - base
-                    keys[inf] = _MAX_KEY
-                    out.add_keys(keys)
-                    continue
-            if max(base - rmin, rmax - base) <= _DENSE_KEYS:
-                np.subtract(raw, rmin, out=raw)
-                out.add_counts(rmin - base, np.bincount(raw))
-            else:
-                out.add_keys(raw - base)
+            self._count_block(out, vb, float(vb.min()), float(vb.max()))
         return out
+
+    def _count_block(self, out: _Store, vb: np.ndarray, lo: float, hi: float) -> None:
+        """Add the buckets of one block ``vb`` of positive values (min ``lo``, max ``hi``) to ``out``.
+
+        The keys are monotone in the value, so the block's key range is that of ``lo`` and ``hi``,
+        and ``(bits - 1 - (rmin << shift)) >> shift`` is each value's offset in it: two integer
+        passes, then one bincount."""
+        from lossctl.losses._common import scratch
+
+        base, shift = self._base, self._shift
+        if lo < _MIN_NORMAL or hi == math.inf:  # subnormal values or +inf: the general path
+            raw = self._raw_keys(vb, np.empty(len(vb), np.int64))
+            sub = vb < _MIN_NORMAL
+            if sub.any():
+                scaled = vb[sub] * 2.0**64
+                raw[sub] = self._raw_keys(scaled, np.empty(len(scaled), np.int64)) - (64 << self.bits)
+            keys = raw - base
+            keys[np.isinf(vb)] = _MAX_KEY
+            out.add_keys(keys)
+            return
+        rmin = (int(np.float64(lo).view(np.int64)) - 1) >> shift
+        rmax = (int(np.float64(hi).view(np.int64)) - 1) >> shift
+        if max(base - rmin, rmax - base) > _DENSE_KEYS:
+            out.add_keys(self._raw_keys(vb, np.empty(len(vb), np.int64)) - base)
+            return
+        raw = scratch("sketch-key", (len(vb),), np.int64)
+        np.subtract(vb.view(np.int64), 1 + (rmin << shift), out=raw)
+        np.right_shift(raw, shift, out=raw)
+        out.add_counts(rmin - base, np.bincount(raw, minlength=rmax - rmin + 1))
 
     def update(self, values: np.ndarray) -> None:
         v = np.asarray(values, dtype=np.float64).ravel()
@@ -386,22 +393,53 @@ def _quantiles(vals: np.ndarray, qs) -> np.ndarray:
 
 
 def _m2(v: np.ndarray, mean: float) -> float:
-    """Σ (v - mean)² in cache-sized blocks through a reused buffer (no chunk-sized temporary).
+    """Σ (v - mean)² in cache-sized blocks through a reused buffer (no chunk-sized temporary),
+    the blocks' sums added in order."""
+    total = 0.0
+    for x in _m2_blocks(v, mean, 0, -(-len(v) // _SKETCH_BLOCK)):
+        total += x
+    return total
+
+
+def _m2_blocks(v: np.ndarray, mean: float, first: int, stop: int) -> list[float]:
+    """Σ (v - mean)² of each block ``first .. stop-1`` of ``_SKETCH_BLOCK`` values.
 
     einsum, not np.dot: a BLAS call here leaves OpenBLAS threads spinning on the second core
     for ~0.1 s after every chunk, slowing the threaded kernels."""
     if len(v) <= _SKETCH_BLOCK:
         d = v - mean
-        return float(np.einsum("i,i->", d, d))
+        return [float(np.einsum("i,i->", d, d))]
     from lossctl.losses._common import scratch
 
-    total = 0.0
-    for a in range(0, len(v), _SKETCH_BLOCK):
+    out = []
+    for a in range(first * _SKETCH_BLOCK, min(stop * _SKETCH_BLOCK, len(v)), _SKETCH_BLOCK):
         vb = v[a : a + _SKETCH_BLOCK]
         d = scratch("stats-dev", (len(vb),), np.float64)
         np.subtract(vb, mean, out=d)
-        total += float(np.einsum("i,i->", d, d))
-    return total
+        out.append(float(np.einsum("i,i->", d, d)))
+    return out
+
+
+def _first_pass(v: np.ndarray, first: int, stop: int, sk: "QuantileSketch | None"):
+    """Blocks ``first .. stop-1`` of ``_SKETCH_BLOCK`` values: (pairwise sums of each 1024 values,
+    min, max, a sketch of the values or None). NaN min/max when a value is NaN."""
+    sums, lo, hi = [], math.inf, -math.inf
+    part = None if sk is None else QuantileSketch(sk.alpha)
+    with np.errstate(over="ignore", invalid="ignore"):
+        for a in range(first * _SKETCH_BLOCK, min(stop * _SKETCH_BLOCK, len(v)), _SKETCH_BLOCK):
+            vb = v[a : a + _SKETCH_BLOCK]
+            sums.append(np.add.reduceat(vb, np.arange(0, len(vb), 1024)) if len(vb) > 1024 else vb)
+            bl, bh = float(vb.min()), float(vb.max())
+            if math.isnan(bl) or math.isnan(bh):
+                lo = hi = math.nan
+            elif not math.isnan(lo):
+                lo, hi = min(lo, bl), max(hi, bh)
+            if part is not None:
+                if bl > 0:  # the common case for losses: positive values, one store
+                    part._count_block(part._pos, vb, bl, bh)
+                else:
+                    part.update(vb)
+    return (np.concatenate(sums) if len(sums) > 1 else sums[0]), lo, hi, part
 
 
 class RunningStats:
@@ -423,26 +461,51 @@ class RunningStats:
 
     # -- updating -----------------------------------------------------------
     def update(self, values: np.ndarray) -> float:
-        """Add a chunk; returns its exactly rounded sum (as ``CompensatedSum.update``)."""
-        v = np.asarray(values, dtype=np.float64).ravel()
-        if not len(v):
+        """Add a chunk; returns its exactly rounded sum (as ``CompensatedSum.update``).
+
+        Two passes over the chunk in cache-sized blocks, the blocks shared out to the kernels'
+        thread pool: the first takes, while a block is in cache, its pairwise sums of 1024 values,
+        its min and max and (past the exact limit) its sketch buckets; the second Σ (v - mean)²
+        about the chunk's exact mean. Per-block results are combined in block order (sums exactly
+        rounded by fsum, bucket counts as integers), so nothing depends on the thread count."""
+        v = np.ascontiguousarray(values, dtype=np.float64).ravel()
+        n = len(v)
+        if not n:
             return 0.0
-        s_b = self.sum.update(v)  # the chunk's exactly rounded sum
-        with np.errstate(invalid="ignore", over="ignore"):  # inf losses: mean inf, variance nan
-            mean_b = s_b / len(v) if math.isfinite(s_b) else float(np.mean(v))
-            self._combine(len(v), mean_b, _m2(v, mean_b))
-            lo, hi = float(v.min()), float(v.max())  # NaN if any value is NaN
-        if math.isnan(lo) or math.isnan(hi):
+        keep = self._kept is not None and self.count + n <= self.exact_limit
+        sk = None if keep else self._to_sketch()
+        from lossctl.losses._common import row_parts
+
+        nblocks = -(-n // _SKETCH_BLOCK)
+        parts = row_parts(nblocks, n, lambda a, b: _first_pass(v, a, b, sk))
+        with np.errstate(over="ignore", invalid="ignore"):  # inf losses: mean inf, variance nan
+            blocks = np.concatenate([p[0] for p in parts]) if len(parts) > 1 else parts[0][0]
+            try:
+                s_b = math.fsum(blocks.tolist())
+            except (ValueError, OverflowError):  # inf - inf, or an intermediate overflow: NumPy's answer
+                s_b = float(np.sum(v))
+            self.sum.add(s_b)
+            mean_b = s_b / n if math.isfinite(s_b) else float(np.mean(v))
+            m2s = row_parts(nblocks, n, lambda a, b: _m2_blocks(v, mean_b, a, b))
+            m2_b = 0.0
+            for part in m2s:
+                for x in part:
+                    m2_b += x
+            self._combine(n, mean_b, m2_b)
+        los = [p[1] for p in parts]
+        his = [p[2] for p in parts]
+        if any(math.isnan(x) for x in los + his):
             self.nan_count += int(np.isnan(v).sum())
             self.min = float("nan")
             self.max = float("nan")
         elif not math.isnan(self.min):
-            self.min = min(self.min, lo)
-            self.max = max(self.max, hi)
-        if self._kept is not None and self.count <= self.exact_limit:
+            self.min = min(self.min, *los)
+            self.max = max(self.max, *his)
+        if keep:
             self._kept.append(v.copy())
         else:
-            self._to_sketch().update(v)
+            for p in parts:
+                sk.merge(p[3])
         return s_b
 
     def to_sketch(self) -> None:

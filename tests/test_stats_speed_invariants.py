@@ -241,3 +241,27 @@ def test_merge_refuses_a_saved_state_with_the_old_logarithmic_sketch(tmp_path):
     old = with_sketch(paths[1], "old.json", None)
     res = run_cli(["merge", paths[0], old])
     assert_clean_error(res, 1, old, "state.all.stats.sketch", "logarithmic", "recompute")
+
+
+def test_running_stats_identical_for_one_and_two_threads(monkeypatch):
+    """The fused blocked passes (sums, min/max, buckets; then Σ(v - mean)²) give the same state
+    bit for bit on 1 and 2 threads, and for any chunking; the sum is math.fsum's."""
+    rng = np.random.default_rng(6)
+    v = np.concatenate([rng.lognormal(0, 3, 700_000), -rng.exponential(size=1000), [0.0] * 10])
+    rng.shuffle(v)
+    want_sum = math.fsum(v.tolist())
+    states = []
+    for threads in ("1", "2"):
+        monkeypatch.setenv("LOSSCTL_THREADS", threads)
+        for sizes in ((len(v),), (300_001, 400_009)):
+            s = RunningStats(exact_limit=1000)
+            i = 0
+            for k in sizes:
+                s.update(v[i : i + k])
+                i += k
+            s.update(v[i:])
+            assert s.sum.value == want_sum
+            states.append(json.dumps(s.to_dict(keep_values=False), sort_keys=True))
+    assert len(set(states[0::2])) == 1 and len(set(states[1::2])) == 1  # same chunking: same bits
+    a, b = (json.loads(x) for x in states[:2])
+    assert a["sketch"] == b["sketch"] and a["min"] == b["min"] and a["max"] == b["max"]
