@@ -193,6 +193,22 @@ PEER_SCRIPTS = {
         else:
             print(float((np.maximum(x, 0) - x * y + np.log1p(np.exp(-np.abs(x)))).mean()))
     """,
+    "floor_npy.py": """
+        import sys
+        import numpy as np
+        kind = sys.argv[1]
+        if kind == "mse":
+            x = np.load(sys.argv[2], mmap_mode="r")
+            y = np.load(sys.argv[3], mmap_mode="r")
+            d = x.astype(np.float64) - y
+            print(float(np.dot(d, d)) / len(d))
+        else:
+            x = np.load(sys.argv[2])
+            y = np.load(sys.argv[3])
+            m = x.max(axis=1)
+            lse = m + np.log(np.exp(x - m[:, None]).sum(axis=1, dtype=np.float64))
+            print(float((lse - x[np.arange(len(y)), y]).mean()))
+    """,
     "floor_ce.py": """
         import sys
         import numpy as np, pyarrow.parquet as pq
@@ -233,6 +249,11 @@ def _write_peer_data(tmp: Path, sz: dict) -> dict:
     )
     paths["ce"] = tmp / "ce.parquet"
     pq.write_table(t, paths["ce"])
+    # the same columns as NPY files (np.save): the NPY rows of the issue's table
+    np.save(tmp / "p.npy", rng.standard_normal(sz["parquet"], dtype=np.float32))
+    np.save(tmp / "t.npy", rng.standard_normal(sz["parquet"], dtype=np.float32))
+    np.save(tmp / "x.npy", x)
+    np.save(tmp / "lab.npy", t.column("label").to_numpy())
     return paths
 
 
@@ -282,6 +303,25 @@ def run_peers(quick: bool, reps: int, tmp: Path, run_wrapped, have) -> list[dict
             {
                 "lossctl": [*lossctl, "compute", "ce", f"{f}:logits", f"{f}:label", "-f", "json"],
                 "floor (pyarrow + numpy)": [py, str(d / "floor_ce.py"), f],
+            },
+        )
+    )
+    npy = {k: str(d / f"{k}.npy") for k in ("p", "t", "x", "lab")}
+    cases.append(
+        (
+            f"MSE, {sz['parquet']:,}-row NPY pair",
+            {
+                "lossctl": [*lossctl, "compute", "mse", npy["p"], npy["t"], "-f", "json"],
+                "floor (numpy)": [py, str(d / "floor_npy.py"), "mse", npy["p"], npy["t"]],
+            },
+        )
+    )
+    cases.append(
+        (
+            f"CE, {n:,} x {c} NPY",
+            {
+                "lossctl": [*lossctl, "compute", "ce", npy["x"], npy["lab"], "-f", "json"],
+                "floor (numpy)": [py, str(d / "floor_npy.py"), "ce", npy["x"], npy["lab"]],
             },
         )
     )

@@ -175,24 +175,44 @@ class _Store:
 
 _SKETCH_BLOCK = 1 << 16  # values per block of a sketch update (512 KiB of float64: stays in cache)
 _DENSE_KEYS = 1 << 17  # keys beyond ±131,072 are kept in a dict (see _Store)
-_MAX_KEY = 1_000_000  # bucket numbers are clipped to this magnitude (log of inf, of subnormals at tiny alpha)
+_MAX_KEY = 1_000_000  # the bucket of +inf (bucket numbers never exceed this magnitude)
+_MIN_NORMAL = 2.2250738585072014e-308  # below: subnormal floats, keyed as v·2^64 (exact) shifted back
+MAPPING = "linear"  # the bucket mapping's name in saved states (earlier lossctl: logarithmic, refused)
+
+
+def mapping_bits(alpha: float) -> int:
+    """Mantissa bits of the bucket mapping for relative accuracy ``alpha``: the fewest ``b`` with
+    1/(2^(b+1)+1) <= alpha (7 for the default 0.005, so the true bound is 1/257 = 0.00389)."""
+    if not 0.001 <= alpha < 1:
+        raise ValueError(f"quantile sketch accuracy {alpha!r} outside [0.001, 1)")
+    b = 0
+    while 1.0 / (2 ** (b + 1) + 1) > alpha:
+        b += 1
+    return b
 
 
 class QuantileSketch:
-    """Quantiles with relative error ``alpha`` from logarithmic buckets.
+    """Quantiles with relative error at most ``alpha`` from buckets of the float's own bits.
 
-    A positive value v falls in bucket ``ceil(log_γ v)`` with γ = (1+α)/(1-α);
-    the bucket's representative ``2γ^i/(γ+1)`` is within α·v of every value in
-    it. Negative values use a mirrored store; exact zeros are counted apart.
-    Bucket counts add, so sketches merge exactly. Updating is a handful of
-    whole-array passes (one log, one bincount) per chunk, no Python per value
-    or per bucket.
+    The mapping is DDSketch's linearly interpolated one with a power-of-two multiplier: write a
+    positive value as ``v = m·2^e`` (1 <= m < 2) and let ``L(v) = e + (m - 1)``, a monotone,
+    piecewise linear stand-in for log2 v; v falls in bucket ``k = ceil(L(v)·2^b)``. For a normal
+    float64 that is exactly ``((bits(v) - 1) >> (52 - b)) + 1 - 1023·2^b`` on its IEEE bits: two
+    integer operations per value, no logarithm and no rounding. A bucket holds the values in
+    ``(lo, hi]`` with ``hi/lo <= 1 + 2^-b``; its representative ``2·lo·hi/(lo+hi)`` is within
+    ``1/(2^(b+1)+1) <= alpha`` of every value in it (``mapping_bits``). Subnormal values are
+    keyed as ``v·2^64`` (exact) with the key shifted back by 64·2^b, so their buckets obey the same
+    definition (a representative there is a float too: within alpha plus half a subnormal
+    step, 2^-1075, of the value); +inf gets bucket 1,000,000. Negative values use a mirrored store; exact zeros are counted apart.
+    Bucket counts add, so sketches merge exactly; the keys do not depend on how the values were
+    chunked or split across threads.
     """
 
     def __init__(self, alpha: float = 0.005):
         self.alpha = alpha
-        self.gamma = (1 + alpha) / (1 - alpha)
-        self._lg = math.log(self.gamma)
+        self.bits = mapping_bits(alpha)
+        self._shift = 52 - self.bits
+        self._base = (1023 << self.bits) - 1  # key = ((bits - 1) >> shift) - base
         self._pos = _Store()
         self._neg = _Store()
         self.zero = 0
@@ -209,7 +229,7 @@ class QuantileSketch:
         return self._neg.as_dict()
 
     def _add_store(self, store: _Store, v: np.ndarray) -> None:
-        """Count positive values ``v`` (float64) in their buckets ``ceil(log(v) / log γ)``.
+        """Count positive values ``v`` (float64) in their buckets.
 
         Large chunks are split into contiguous parts counted on the kernels' thread pool
         (``LOSSCTL_THREADS``), each walked in cache-sized blocks with reused buffers; counts are
@@ -221,31 +241,49 @@ class QuantileSketch:
         for part in row_parts(len(v), len(v), lambda a, b: self._bucket_counts(v[a:b])):
             store.merge(part)
 
+    def _raw_keys(self, vb: np.ndarray, out: np.ndarray) -> np.ndarray:
+        """``(bits(v) - 1) >> shift`` for positive normal float64 ``vb``, into ``out`` (int64)."""
+        np.subtract(vb.view(np.int64), 1, out=out)
+        np.right_shift(out, self._shift, out=out)
+        return out
+
     def _bucket_counts(self, v: np.ndarray) -> _Store:
         """The buckets of positive values ``v``, as a new store."""
-        from lossctl.losses._common import scratch
-
         out = _Store()
-        lg = self._lg
+        v = np.ascontiguousarray(v)
         for a in range(0, len(v), _SKETCH_BLOCK):
             vb = v[a : a + _SKETCH_BLOCK]
-            k = scratch("sketch-key", (len(vb),), np.float64)
-            with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
-                np.log(vb, out=k)
-                k /= lg  # the same rounding as log(v) / lg
-                np.ceil(k, out=k)
-            kmin, kmax = float(k.min()), float(k.max())
-            if kmin < -_MAX_KEY or kmax > _MAX_KEY:
-                np.clip(k, -_MAX_KEY, _MAX_KEY, out=k)
-                kmin, kmax = max(kmin, -_MAX_KEY), min(kmax, _MAX_KEY)
-            if max(-kmin, kmax) <= _DENSE_KEYS:
-                k -= kmin  # exact: small integers in float64
-                ki = scratch("sketch-index", (len(vb),), np.intp)
-                np.copyto(ki, k, casting="unsafe")
-                out.add_counts(int(kmin), np.bincount(ki))
-            else:
-                out.add_keys(k.astype(np.int64))
+            self._count_block(out, vb, float(vb.min()), float(vb.max()))
         return out
+
+    def _count_block(self, out: _Store, vb: np.ndarray, lo: float, hi: float) -> None:
+        """Add the buckets of one block ``vb`` of positive values (min ``lo``, max ``hi``) to ``out``.
+
+        The keys are monotone in the value, so the block's key range is that of ``lo`` and ``hi``,
+        and ``(bits - 1 - (rmin << shift)) >> shift`` is each value's offset in it: two integer
+        passes, then one bincount."""
+        from lossctl.losses._common import scratch
+
+        base, shift = self._base, self._shift
+        if lo < _MIN_NORMAL or hi == math.inf:  # subnormal values or +inf: the general path
+            raw = self._raw_keys(vb, np.empty(len(vb), np.int64))
+            sub = vb < _MIN_NORMAL
+            if sub.any():
+                scaled = vb[sub] * 2.0**64
+                raw[sub] = self._raw_keys(scaled, np.empty(len(scaled), np.int64)) - (64 << self.bits)
+            keys = raw - base
+            keys[np.isinf(vb)] = _MAX_KEY
+            out.add_keys(keys)
+            return
+        rmin = (int(np.float64(lo).view(np.int64)) - 1) >> shift
+        rmax = (int(np.float64(hi).view(np.int64)) - 1) >> shift
+        if max(base - rmin, rmax - base) > _DENSE_KEYS:
+            out.add_keys(self._raw_keys(vb, np.empty(len(vb), np.int64)) - base)
+            return
+        raw = scratch("sketch-key", (len(vb),), np.int64)
+        np.subtract(vb.view(np.int64), 1 + (rmin << shift), out=raw)
+        np.right_shift(raw, shift, out=raw)
+        out.add_counts(rmin - base, np.bincount(raw, minlength=rmax - rmin + 1))
 
     def update(self, values: np.ndarray) -> None:
         v = np.asarray(values, dtype=np.float64).ravel()
@@ -275,10 +313,16 @@ class QuantileSketch:
         self.nan += other.nan
 
     def _value(self, key: int) -> float:
-        try:
-            return 2.0 * self.gamma**key / (self.gamma + 1.0)
-        except OverflowError:  # the bucket of +inf (clipped key)
+        """The representative of bucket ``key``: the value within the same relative distance of
+        both ends of ``(lo, hi]`` (their harmonic mean)."""
+        if key >= _MAX_KEY:  # the bucket of +inf
             return math.inf
+        r = int(key) - 1
+        e = r >> self.bits
+        step = 2.0**-self.bits
+        lo = 1.0 + (r - (e << self.bits)) * step
+        hi = lo + step
+        return math.ldexp(2.0 * lo * hi / (lo + hi), e)
 
     @property
     def count(self) -> int:
@@ -305,6 +349,7 @@ class QuantileSketch:
     def to_dict(self) -> dict:
         return {
             "alpha": self.alpha,
+            "mapping": MAPPING,
             "pos": {str(k): v for k, v in self.pos.items()},
             "neg": {str(k): v for k, v in self.neg.items()},
             "zero": self.zero,
@@ -313,6 +358,11 @@ class QuantileSketch:
 
     @classmethod
     def from_dict(cls, d: dict) -> "QuantileSketch":
+        if d.get("mapping") != MAPPING:
+            raise ValueError(
+                "a quantile sketch with logarithmic buckets, saved by an earlier lossctl, does not merge with "
+                "this lossctl's sketches (their bucket boundaries differ); recompute it with this lossctl"
+            )
         s = cls(d["alpha"])
         s._pos = _Store.from_mapping({int(k): int(v) for k, v in d["pos"].items()})
         s._neg = _Store.from_mapping({int(k): int(v) for k, v in d["neg"].items()})
@@ -343,22 +393,53 @@ def _quantiles(vals: np.ndarray, qs) -> np.ndarray:
 
 
 def _m2(v: np.ndarray, mean: float) -> float:
-    """Σ (v - mean)² in cache-sized blocks through a reused buffer (no chunk-sized temporary).
+    """Σ (v - mean)² in cache-sized blocks through a reused buffer (no chunk-sized temporary),
+    the blocks' sums added in order."""
+    total = 0.0
+    for x in _m2_blocks(v, mean, 0, -(-len(v) // _SKETCH_BLOCK)):
+        total += x
+    return total
+
+
+def _m2_blocks(v: np.ndarray, mean: float, first: int, stop: int) -> list[float]:
+    """Σ (v - mean)² of each block ``first .. stop-1`` of ``_SKETCH_BLOCK`` values.
 
     einsum, not np.dot: a BLAS call here leaves OpenBLAS threads spinning on the second core
     for ~0.1 s after every chunk, slowing the threaded kernels."""
     if len(v) <= _SKETCH_BLOCK:
         d = v - mean
-        return float(np.einsum("i,i->", d, d))
+        return [float(np.einsum("i,i->", d, d))]
     from lossctl.losses._common import scratch
 
-    total = 0.0
-    for a in range(0, len(v), _SKETCH_BLOCK):
+    out = []
+    for a in range(first * _SKETCH_BLOCK, min(stop * _SKETCH_BLOCK, len(v)), _SKETCH_BLOCK):
         vb = v[a : a + _SKETCH_BLOCK]
         d = scratch("stats-dev", (len(vb),), np.float64)
         np.subtract(vb, mean, out=d)
-        total += float(np.einsum("i,i->", d, d))
-    return total
+        out.append(float(np.einsum("i,i->", d, d)))
+    return out
+
+
+def _first_pass(v: np.ndarray, first: int, stop: int, sk: "QuantileSketch | None"):
+    """Blocks ``first .. stop-1`` of ``_SKETCH_BLOCK`` values: (pairwise sums of each 1024 values,
+    min, max, a sketch of the values or None). NaN min/max when a value is NaN."""
+    sums, lo, hi = [], math.inf, -math.inf
+    part = None if sk is None else QuantileSketch(sk.alpha)
+    with np.errstate(over="ignore", invalid="ignore"):
+        for a in range(first * _SKETCH_BLOCK, min(stop * _SKETCH_BLOCK, len(v)), _SKETCH_BLOCK):
+            vb = v[a : a + _SKETCH_BLOCK]
+            sums.append(np.add.reduceat(vb, np.arange(0, len(vb), 1024)) if len(vb) > 1024 else vb)
+            bl, bh = float(vb.min()), float(vb.max())
+            if math.isnan(bl) or math.isnan(bh):
+                lo = hi = math.nan
+            elif not math.isnan(lo):
+                lo, hi = min(lo, bl), max(hi, bh)
+            if part is not None:
+                if bl > 0:  # the common case for losses: positive values, one store
+                    part._count_block(part._pos, vb, bl, bh)
+                else:
+                    part.update(vb)
+    return (np.concatenate(sums) if len(sums) > 1 else sums[0]), lo, hi, part
 
 
 class RunningStats:
@@ -380,26 +461,51 @@ class RunningStats:
 
     # -- updating -----------------------------------------------------------
     def update(self, values: np.ndarray) -> float:
-        """Add a chunk; returns its exactly rounded sum (as ``CompensatedSum.update``)."""
-        v = np.asarray(values, dtype=np.float64).ravel()
-        if not len(v):
+        """Add a chunk; returns its exactly rounded sum (as ``CompensatedSum.update``).
+
+        Two passes over the chunk in cache-sized blocks, the blocks shared out to the kernels'
+        thread pool: the first takes, while a block is in cache, its pairwise sums of 1024 values,
+        its min and max and (past the exact limit) its sketch buckets; the second Σ (v - mean)²
+        about the chunk's exact mean. Per-block results are combined in block order (sums exactly
+        rounded by fsum, bucket counts as integers), so nothing depends on the thread count."""
+        v = np.ascontiguousarray(values, dtype=np.float64).ravel()
+        n = len(v)
+        if not n:
             return 0.0
-        s_b = self.sum.update(v)  # the chunk's exactly rounded sum
-        with np.errstate(invalid="ignore", over="ignore"):  # inf losses: mean inf, variance nan
-            mean_b = s_b / len(v) if math.isfinite(s_b) else float(np.mean(v))
-            self._combine(len(v), mean_b, _m2(v, mean_b))
-            lo, hi = float(v.min()), float(v.max())  # NaN if any value is NaN
-        if math.isnan(lo) or math.isnan(hi):
+        keep = self._kept is not None and self.count + n <= self.exact_limit
+        sk = None if keep else self._to_sketch()
+        from lossctl.losses._common import row_parts
+
+        nblocks = -(-n // _SKETCH_BLOCK)
+        parts = row_parts(nblocks, n, lambda a, b: _first_pass(v, a, b, sk))
+        with np.errstate(over="ignore", invalid="ignore"):  # inf losses: mean inf, variance nan
+            blocks = np.concatenate([p[0] for p in parts]) if len(parts) > 1 else parts[0][0]
+            try:
+                s_b = math.fsum(blocks.tolist())
+            except (ValueError, OverflowError):  # inf - inf, or an intermediate overflow: NumPy's answer
+                s_b = float(np.sum(v))
+            self.sum.add(s_b)
+            mean_b = s_b / n if math.isfinite(s_b) else float(np.mean(v))
+            m2s = row_parts(nblocks, n, lambda a, b: _m2_blocks(v, mean_b, a, b))
+            m2_b = 0.0
+            for part in m2s:
+                for x in part:
+                    m2_b += x
+            self._combine(n, mean_b, m2_b)
+        los = [p[1] for p in parts]
+        his = [p[2] for p in parts]
+        if any(math.isnan(x) for x in los + his):
             self.nan_count += int(np.isnan(v).sum())
             self.min = float("nan")
             self.max = float("nan")
         elif not math.isnan(self.min):
-            self.min = min(self.min, lo)
-            self.max = max(self.max, hi)
-        if self._kept is not None and self.count <= self.exact_limit:
+            self.min = min(self.min, *los)
+            self.max = max(self.max, *his)
+        if keep:
             self._kept.append(v.copy())
         else:
-            self._to_sketch().update(v)
+            for p in parts:
+                sk.merge(p[3])
         return s_b
 
     def to_sketch(self) -> None:
