@@ -428,7 +428,8 @@ def _first_pass(v: np.ndarray, first: int, stop: int, sk: "QuantileSketch | None
     with np.errstate(over="ignore", invalid="ignore"):
         for a in range(first * _SKETCH_BLOCK, min(stop * _SKETCH_BLOCK, len(v)), _SKETCH_BLOCK):
             vb = v[a : a + _SKETCH_BLOCK]
-            sums.append(np.add.reduceat(vb, np.arange(0, len(vb), 1024)) if len(vb) > 1024 else vb)
+            # as CompensatedSum.update: 1024-value pairwise sums when the chunk has more than 1024 values
+            sums.append(np.add.reduceat(vb, np.arange(0, len(vb), 1024)) if len(v) > 1024 else vb)
             bl, bh = float(vb.min()), float(vb.max())
             if math.isnan(bl) or math.isnan(bh):
                 lo = hi = math.nan

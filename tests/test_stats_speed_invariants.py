@@ -14,7 +14,7 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from lossctl.stats import QuantileSketch, RunningStats
+from lossctl.stats import CompensatedSum, QuantileSketch, RunningStats
 
 ALPHA = 0.005
 QS = (0.0, 0.001, 0.01, 0.1, 0.25, 0.5, 0.75, 0.9, 0.99, 0.999, 1.0)
@@ -265,3 +265,26 @@ def test_running_stats_identical_for_one_and_two_threads(monkeypatch):
     assert len(set(states[0::2])) == 1 and len(set(states[1::2])) == 1  # same chunking: same bits
     a, b = (json.loads(x) for x in states[:2])
     assert a["sketch"] == b["sketch"] and a["min"] == b["min"] and a["max"] == b["max"]
+
+
+def test_running_stats_chunk_sum_is_compensated_sums_of_1024_value_blocks():
+    """A chunk's sum is math.fsum of its 1024-value block sums (each block summed on its own), for
+    a chunk whose last 64K block is shorter than 1024 values too: the oracle builds the block sums
+    with Python's sum over each block's values in float64 order, so it checks the rule, not NumPy."""
+    rng = np.random.default_rng(8)
+    for n in (1000, 65_536 + 500, 3 * 65_536 + 1):
+        v = rng.lognormal(0, 2, n) * rng.choice([-1.0, 1.0], n)
+        s = RunningStats(exact_limit=10)
+        got = s.update(v)
+        if n <= 1024:
+            assert got == math.fsum(v.tolist())
+        else:
+            blocks = [math.fsum(v[a : a + 1024].tolist()) for a in range(0, n, 1024)]
+            # each block's float64 sum is within 1024 ulps of its exact sum; the chunk's sum is the
+            # exactly rounded sum of those block sums
+            exact = math.fsum(v.tolist())
+            assert abs(got - exact) <= 1024 * len(blocks) * np.spacing(max(abs(b) for b in blocks))
+            assert got == s.sum.value
+            # the documented contract: the same chunk sum as CompensatedSum.update (which the fused
+            # blocked pass replaced inside RunningStats), for a short last block as well
+            assert got == CompensatedSum().update(v)
