@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, NamedTuple
 
-import numpy as np
+from lossctl.losses._lazy import lazy
 
 from lossctl.errors import InputError, ParamError
+
+np = lazy(globals())  # NumPy is imported on first use (lossctl/losses/_lazy.py)
 
 if TYPE_CHECKING:
     from concurrent.futures import ThreadPoolExecutor
@@ -150,9 +153,10 @@ def scratch(slot: str, shape: tuple[int, ...], dtype) -> np.ndarray:
     return buf[:size].reshape(shape)
 
 
-def constant(slot: str, n: int, value: float, dtype=np.float64) -> np.ndarray:
+def constant(slot: str, n: int, value: float, dtype=None) -> np.ndarray:
     """A per-thread length-n array filled with ``value`` (NumPy's array-array
     ``maximum``/``minimum`` loops are several times faster than with a scalar)."""
+    dtype = np.float64 if dtype is None else dtype
     bufs = getattr(_tls, "consts", None)
     if bufs is None:
         bufs = _tls.consts = {}
@@ -237,7 +241,7 @@ def inexact_in_float64(a: np.ndarray) -> np.ndarray | None:
     return bad
 
 
-_TINY_NORMAL = float(np.finfo(np.float64).tiny)  # 2.2250738585072014e-308
+_TINY_NORMAL = sys.float_info.min  # 2.2250738585072014e-308
 
 
 def check_temperature(value, name: str = "temperature") -> float:
@@ -478,7 +482,7 @@ def log_softmax_ratio(xa, xb) -> np.ndarray | None:
     return d if np.isfinite(d).all() else None
 
 
-_LOG_HALF = -float(np.log(2.0))
+_LOG_HALF = -math.log(2.0)
 
 
 def exp_diff(la, lb) -> np.ndarray:
