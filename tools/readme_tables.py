@@ -62,7 +62,14 @@ def table(family: str) -> str:
 
 
 def render(text: str) -> str:
-    """README text with every marked loss table regenerated."""
+    """README text with every marked loss table regenerated (options spelled as flags)."""
+    from lossctl.errors import spelling
+
+    with spelling(lambda name: "--" + name.replace("_", "-")):
+        return _render(text)
+
+
+def _render(text: str) -> str:
     out, pos = [], 0
     for m in START.finditer(text):
         end = text.find(END, m.end())

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, NamedTuple
 
 from lossctl.losses._lazy import lazy
 
-from lossctl.errors import InputError, ParamError
+from lossctl.errors import InputError, ParamError, opt
 
 np = lazy(globals())  # NumPy is imported on first use (lossctl/losses/_lazy.py)
 
@@ -590,7 +590,7 @@ def check_probs(p: np.ndarray, role: str, atol: float | None) -> None:
         raise InputError(
             role,
             f"probabilities sum to {sums[rows[0]]:.9g}, not 1 (tolerance {tol:g}; "
-            "lossctl never renormalises; a looser tolerance is --prob-atol)",
+            f"lossctl never renormalises; a looser tolerance is {opt('prob-atol')})",
             rows,
             expected="rows summing to 1",
         )

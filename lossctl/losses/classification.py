@@ -16,7 +16,7 @@ import math
 
 from lossctl.losses._lazy import lazy
 
-from lossctl.errors import InputError, ParamError
+from lossctl.errors import InputError, ParamError, opt
 from lossctl.losses import Result
 from lossctl.losses._common import (
     ELEM_BLOCK_ELEMS,
@@ -117,7 +117,7 @@ def _class_weight(weight, n_classes: int) -> np.ndarray | None:
     if w.shape != (n_classes,):
         raise ParamError(
             "weight",
-            f"--weight has {w.size} value(s) but the predictions have {n_classes} classes (columns)",
+            f"{opt('weight')} has {w.size} value(s) but the predictions have {n_classes} classes (columns)",
         )
     return w
 
@@ -241,7 +241,7 @@ def cross_entropy(
         if ignore_index is not None and ignore_index >= 0:
             raise ParamError(
                 "ignore-index",
-                "--ignore-index is not supported with soft (probability) targets",
+                f"{opt('ignore-index')} is not supported with soft (probability) targets",
             )
         t = _soft_target(target, x.shape, target_kind, prob_atol)
         logq = _log_probs(x, pred_kind, prob_atol)
@@ -663,13 +663,13 @@ def _index_target(target, n_classes: int, ignore_index, loss: str) -> np.ndarray
             ndim=(2,),
         ),
         Role(
-            "target", "(N,)", "Class indices; rows equal to --ignore-index are ignored.", ndim=(1,), dtype="label"
+            "target", "(N,)", f"Class indices; rows equal to {opt('ignore-index')} are ignored.", ndim=(1,), dtype="label"
         ),
     ),
     params=(CLASS_WEIGHT, IGNORE_INDEX, CLASSES),
     kernel_options=("extras", "prob_atol"),
     reference="torch.nn.functional.nll_loss(input, target, weight, ignore_index)",
-    formula="l_n = -w[y_n] · logp_n[y_n]   (w ≡ 1 without --weight; 0 at ignored rows)",
+    formula=f"l_n = -w[y_n] · logp_n[y_n]   (w ≡ 1 without {opt('weight')}; 0 at ignored rows)",
     headline=(
         "Σ_n l_n / Σ_n w[y_n] over rows not equal to ignore-index "
         "(PyTorch's weighted mean; the plain mean when unweighted)"
@@ -679,7 +679,7 @@ def _index_target(target, n_classes: int, ignore_index, loss: str) -> np.ndarray
         "Non-negative and unbounded: a log-probability of -inf on the true class gives inf.",
         "Equals cross-entropy when the input is log_softmax of the logits.",
         "Unlike PyTorch, the input is validated: values must be <= 0 and their exps sum to 1 per row "
-        "(within --prob-atol); PyTorch accepts any numbers (nll_loss([[1,2,3]],[2]) = -3).",
+        f"(within {opt('prob-atol')}); PyTorch accepts any numbers (nll_loss([[1,2,3]],[2]) = -3).",
     ),
     used_for="Multi-class classification when the model already outputs log-probabilities.",
     activation="log_softmax over the class axis (applied by the model, not by the loss)",
@@ -759,9 +759,9 @@ def _log_sigmoid(x: np.ndarray) -> np.ndarray:
 
 def _focal_check_params(alpha: float, gamma: float) -> None:
     if alpha is None or not (0.0 <= alpha <= 1.0 or alpha == -1):
-        raise ParamError("alpha", f"--alpha must be in [0, 1], or -1 to disable it; got {alpha}")
+        raise ParamError("alpha", f"{opt('alpha')} must be in [0, 1], or -1 to disable it; got {alpha}")
     if gamma is None or not gamma >= 0:
-        raise ParamError("gamma", f"--gamma must be >= 0; got {gamma}")
+        raise ParamError("gamma", f"{opt('gamma')} must be >= 0; got {gamma}")
 
 
 def _focal_parts(pred, target, alpha, gamma):
@@ -1012,15 +1012,15 @@ def _calibration_inputs(pred, target, pred_kind: str, prob_atol):
         "l1 = Σ_b n_b/N |acc_b - conf_b|;  l2 = sqrt(Σ_b n_b/N (acc_b - conf_b)²);  max = max_b |acc_b - conf_b|\n"
         "per-sample value: |conf_n - correct_n| (the headline is not its mean)"
     ),
-    headline="a function of the per-bin sums (rows, Σ confidence, Σ correct) by --norm, not a mean of per-sample values",
+    headline=f"a function of the per-bin sums (rows, Σ confidence, Σ correct) by {opt('norm')}, not a mean of per-sample values",
     gradient=(
         "of the per-sample value |conf - correct| (not of the binned headline): "
         "sign(conf - correct) · conf · (e_top - q) for logits"
     ),
     properties=(
         "In [0, 1]; 0 when, in every bin, the accuracy equals the mean confidence.",
-        "Depends on the binning: report --bins and --binning with the number.",
-        "--ci is refused: the streaming bootstrap resamples Σ num / Σ den, which this value is not.",
+        f"Depends on the binning: report {opt('bins')} and {opt('binning')} with the number.",
+        f"{opt('ci')} is refused: the streaming bootstrap resamples Σ num / Σ den, which this value is not.",
     ),
     used_for="Checking that a classifier's confidence matches its accuracy.",
     activation="softmax over classes (logits), sigmoid for (N,) logits; probabilities are validated",
@@ -1163,7 +1163,7 @@ def brier_grad(pred, target, *, pred_kind: str = "logits", target_kind: str = "p
         g = 2.0 * (p - np.asarray(target, dtype=np.float64))
         return g * p * (1.0 - p) if pred_kind == "logits" else g
     if pred_kind == "log-probs":
-        raise ParamError("grad", "brier with --pred-kind log-probs: use logits or probs for --grad")
+        raise ParamError("grad", f"brier with {opt('pred-kind')} log-probs: use logits or probs for {opt('grad')}")
     q, t = _brier_rows(x, target, pred_kind, target_kind, prob_atol)
     d = 2.0 * (q - t)
     if pred_kind == "probs":
@@ -1178,7 +1178,7 @@ def brier_grad(pred, target, *, pred_kind: str = "logits", target_kind: str = "p
 
 def _softmax_focal_parts(pred, target, alpha, gamma):
     if gamma is None or not gamma >= 0:
-        raise ParamError("gamma", f"--gamma must be >= 0; got {gamma}")
+        raise ParamError("gamma", f"{opt('gamma')} must be >= 0; got {gamma}")
     x = as_float(pred)
     n, n_classes = x.shape
     a = None
@@ -1187,10 +1187,10 @@ def _softmax_focal_parts(pred, target, alpha, gamma):
         if a.shape != (n_classes,):
             raise ParamError(
                 "alpha",
-                f"--alpha has {a.size} value(s) but the predictions have {n_classes} classes (columns)",
+                f"{opt('alpha')} has {a.size} value(s) but the predictions have {n_classes} classes (columns)",
             )
         if (a < 0).any() or not np.isfinite(a).all():
-            raise ParamError("alpha", "--alpha values must be finite and >= 0")
+            raise ParamError("alpha", f"{opt('alpha')} values must be finite and >= 0")
     y = _index_target(target, n_classes, None, "softmax-focal")
     check_finite(x, "pred", "logits")
     m, log_s = logsumexp_parts(x)
@@ -1297,7 +1297,7 @@ def softmax_focal_grad(
 def _log_base(base) -> float:
     b = float(base)
     if not (b > 0) or b == 1.0 or not np.isfinite(b):
-        raise ParamError("base", f"--base must be > 0 and not 1; got {base}")
+        raise ParamError("base", f"{opt('base')} must be > 0 and not 1; got {base}")
     return float(np.log(b))
 
 
@@ -1318,7 +1318,7 @@ def _entropy_logp(pred, pred_kind: str, prob_atol):
         check_log_probs(x, "pred", prob_atol)
         lp = np.asarray(x, dtype=np.float64)
     else:
-        raise ParamError("pred-kind", f"unknown --pred-kind {pred_kind!r}")
+        raise ParamError("pred-kind", f"unknown {opt('pred-kind')} {pred_kind!r}")
     return np.exp(lp), lp
 
 
@@ -1330,7 +1330,7 @@ def _entropy_logp(pred, pred_kind: str, prob_atol):
         Role(
             "pred",
             "(N, C)",
-            "A distribution per row: logits, probabilities or log-probabilities (--pred-kind).",
+            f"A distribution per row: logits, probabilities or log-probabilities ({opt('pred-kind')}).",
             ndim=(2,),
         ),
     ),
@@ -1342,6 +1342,8 @@ def _entropy_logp(pred, pred_kind: str, prob_atol):
             "Logarithm base: e gives nats, 2 gives bits. Must be > 0 and not 1.",
             low=0.0,
             low_open=True,
+            high_open=True,
+            exclude=(1.0,),
         ),
         Param(
             "pred-kind",
@@ -1372,7 +1374,7 @@ def _entropy_logp(pred, pred_kind: str, prob_atol):
     used_for="Uncertainty estimation, entropy regularisation / minimisation, active learning, calibration checks.",
     activation="softmax over the class axis for logits; none for probabilities",
     paper="Shannon 1948, A Mathematical Theory of Communication.",
-    example=("sample_data/classification_probs.csv:p_*", "--pred-kind", "probs", "--base", "2"),
+    example=("sample_data/classification_probs.csv:p_*", f"{opt('pred-kind')}", "probs", f"{opt('base')}", "2"),
 )
 def entropy(
     pred: np.ndarray,
@@ -1535,7 +1537,7 @@ class _Tokens:
                 f"sequence of {int(lengths[i])} tokens of logits but {int(tl[i])} labels",
                 bad,
                 expected="one label per token: as many labels as logit vectors in each sequence"
-                + (" (with --shift, the input ids themselves)" if shift else ""),
+                + (f" (with {opt('shift')}, the input ids themselves)" if shift else ""),
             )
         if y_all.dtype.kind not in "biuf":
             raise InputError("target", f"labels have type {y_all.dtype}", [], expected="integer token ids")
@@ -1643,7 +1645,7 @@ class _Tokens:
             "(N, T) or (N, T) ragged",
             "Token ids (N, T), or one list of T_n ids per sequence with ragged logits; required with "
             "logits, absent with per-token log-probabilities. "
-            "Tokens equal to --ignore-index (padding) are skipped.",
+            f"Tokens equal to {opt('ignore-index')} (padding) are skipped.",
             ndim=(2,),
             dtype="label",
             optional=True,
@@ -1672,7 +1674,7 @@ class _Tokens:
     ),
     formula=(
         "per token:    l_t = -log softmax(x_t)[y_t]   (logits), or -log p(token_t) (per-token log-probs)\n"
-        "--shift:      l_t = -log softmax(x_t)[y_{t+1}], t < T_n - 1   (labels = input ids)\n"
+        f"{opt('shift')}:      l_t = -log softmax(x_t)[y_{{t+1}}], t < T_n - 1   (labels = input ids)\n"
         "per sequence: l_n = Σ_{t kept} l_t / n_tokens(n)\n"
         "headline:     Σ_n Σ_t l_t / Σ_n n_tokens(n);  perplexity = exp(headline)"
     ),
@@ -1767,7 +1769,7 @@ def _no_shift(shift: bool) -> None:
     if shift:
         raise ParamError(
             "shift",
-            "--shift applies to logits with labels (the input ids); per-token log-probabilities already "
+            f"{opt('shift')} applies to logits with labels (the input ids); per-token log-probabilities already "
             "score each observed token, so there is nothing to shift"
         )
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from lossctl.losses._lazy import lazy
 
-from lossctl.errors import InputError, ParamError
+from lossctl.errors import InputError, ParamError, opt
 from lossctl.losses import Result
 from lossctl.losses._common import as_rows, check_finite, check_temperature, first_rows, match_shape
 from lossctl.losses.spec import loss, Param, Role
@@ -353,7 +353,7 @@ def _cosine_parts(x1, x2, label, margin):
     y = _labels(label, len(a), "label", (1.0, -1.0), "labels 1 (similar pair) or -1 (dissimilar pair)")
     margin = float(margin)
     if not -1.0 <= margin <= 1.0:
-        raise ParamError("margin", f"--margin must be in [-1, 1]; got {margin:g}")
+        raise ParamError("margin", f"{opt('margin')} must be in [-1, 1]; got {margin:g}")
     s = np.einsum("ij,ij->i", a, b)
     m1 = np.einsum("ij,ij->i", a, a) + COSINE_EPS
     m2 = np.einsum("ij,ij->i", b, b) + COSINE_EPS
@@ -496,13 +496,13 @@ def _resolve_batch(batch_size, n: int) -> int:
         if n > INFO_NCE_MAX_AUTO_BATCH:
             raise ParamError(
                 "batch-size",
-                f"--batch-size is required for more than {INFO_NCE_MAX_AUTO_BATCH} rows "
+                f"{opt('batch-size')} is required for more than {INFO_NCE_MAX_AUTO_BATCH} rows "
                 f"(got {n}); InfoNCE depends on which rows share a batch",
             )
         return max(n, 1)
     b = int(batch_size)
     if b < 1:
-        raise ParamError("batch-size", f"--batch-size must be >= 1; got {b}")
+        raise ParamError("batch-size", f"{opt('batch-size')} must be >= 1; got {b}")
     return b
 
 
@@ -637,6 +637,8 @@ def _info_nce_blocks(query, key, temperature, batch_size, symmetric, want_grad):
             "Softmax temperature τ dividing the cosine similarities.",
             low=0.0,
             low_open=True,
+            high_open=True,
+            normal=True,
         ),
         Param(
             "batch-size",
@@ -687,9 +689,9 @@ def _info_nce_blocks(query, key, temperature, batch_size, symmetric, want_grad):
     example=(
         "sample_data/contrastive_views.parquet:query",
         "sample_data/contrastive_views.parquet:key",
-        "--temperature",
+        f"{opt('temperature')}",
         "0.1",
-        "--batch-size",
+        f"{opt('batch-size')}",
         "32",
     ),
     batched=True,

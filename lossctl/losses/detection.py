@@ -29,7 +29,7 @@ import math
 
 from lossctl.losses._lazy import lazy
 
-from lossctl.errors import InputError, ParamError
+from lossctl.errors import InputError, ParamError, opt
 from lossctl.losses import Result
 from lossctl.losses._common import check_finite, first_rows
 from lossctl.losses.spec import loss, Param, Role
@@ -44,6 +44,7 @@ BOX_EPS = Param(
     1e-7,
     "Added to the denominators (union, enclosing area, squared diagonal), as torchvision does.",
     low=0.0,
+    high_open=True,
 )
 
 CIOU_EPS = Param(
@@ -52,6 +53,7 @@ CIOU_EPS = Param(
     1e-7,
     "Added to the denominator of α = v / (1 - IoU + v + eps) only: as in torchvision, the DIoU part always uses 1e-7.",
     low=0.0,
+    high_open=True,
 )
 
 BOX_FORMAT = Param(
@@ -108,14 +110,14 @@ FORMATS = ("xyxy", "xywh", "cxcywh")
 def _check_eps(eps: float) -> float:
     eps = float(eps)
     if not eps >= 0.0 or not math.isfinite(eps):
-        raise ParamError("eps", f"--eps must be a finite number >= 0; got {eps!r}")
+        raise ParamError("eps", f"{opt('eps')} must be a finite number >= 0; got {eps!r}")
     return eps
 
 
 def _to_xyxy(boxes: np.ndarray, role: str, box_format: str) -> np.ndarray:
     """Validated ``[N, 4]`` float64 boxes in xyxy form."""
     if box_format not in FORMATS:
-        raise ParamError("box-format", f"--box-format must be one of {', '.join(FORMATS)}; got {box_format!r}")
+        raise ParamError("box-format", f"{opt('box-format')} must be one of {', '.join(FORMATS)}; got {box_format!r}")
     b = np.asarray(boxes)
     if b.ndim != 2 or b.shape[1] != 4:
         shape = "(N, " + ", ".join(str(s) for s in b.shape[1:]) + ")" if b.ndim > 1 else "(N,)"
@@ -136,7 +138,7 @@ def _to_xyxy(boxes: np.ndarray, role: str, box_format: str) -> np.ndarray:
                 role,
                 f"inverted box ({_g(r[0])}, {_g(r[1])}, {_g(r[2])}, {_g(r[3])}): expected x1 <= x2 and y1 <= y2",
                 rows,
-                expected="boxes as x1, y1, x2, y2 with x1 <= x2 and y1 <= y2 (or set --box-format xywh|cxcywh)",
+                expected=f"boxes as x1, y1, x2, y2 with x1 <= x2 and y1 <= y2 (or set {opt('box-format')} xywh|cxcywh)",
             )
         return b
     bad = (b[:, 2] < 0) | (b[:, 3] < 0)
@@ -328,7 +330,7 @@ def _check_points(p: np.ndarray, t: np.ndarray) -> None:
     inputs=(PRED_BOXES, TARGET_BOXES),
     params=(BOX_EPS, BOX_FORMAT),
     kernel_options=("extras",),
-    reference="1 - torchvision.ops.box_iou(boxes1, boxes2).diag() (box_iou has no eps: --eps 0 reproduces it)",
+    reference=f"1 - torchvision.ops.box_iou(boxes1, boxes2).diag() (box_iou has no eps: {opt('eps')} 0 reproduces it)",
     formula=(
         "I = max(0, min(x2,x2g) - max(x1,x1g)) · max(0, min(y2,y2g) - max(y1,y1g))\n"
         "U = area(pred) + area(target) - I\n"
@@ -340,7 +342,7 @@ def _check_points(p: np.ndarray, t: np.ndarray) -> None:
         "Bounded in [0, 1]; 1 for every non-overlapping pair, so it gives no gradient when boxes do not overlap "
         "(the motivation for GIoU/DIoU/CIoU).",
         *_BOX_COMMON_PROPS,
-        "With --eps 0 two zero-area boxes give 0/0, which is an error naming the row.",
+        f"With {opt('eps')} 0 two zero-area boxes give 0/0, which is an error naming the row.",
     ),
     used_for="Object detection: bounding-box regression and evaluation.",
     activation="none (box coordinates; decode the network's offsets into boxes first)",
@@ -512,7 +514,7 @@ def _ciou(pred, target, eps, box_format, grad, extras=False):
     example=(
         "sample_data/detection_boxes.parquet:pred",
         "sample_data/detection_boxes.parquet:target",
-        "--box-format",
+        f"{opt('box-format')}",
         "cxcywh",
     ),
 )

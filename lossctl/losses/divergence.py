@@ -22,7 +22,7 @@ import sys
 
 from lossctl.losses._lazy import lazy
 
-from lossctl.errors import InputError, ParamError
+from lossctl.errors import InputError, ParamError, opt
 from lossctl.losses import Result
 from lossctl.losses._common import (
     as_float,
@@ -71,6 +71,8 @@ _BASE = Param(
     "Logarithm base: e gives nats (default), 2 gives bits; 1 is not allowed.",
     low=0.0,
     low_open=True,
+    high_open=True,
+    exclude=(1.0,),
 )
 
 _DIRECTION_KL = Param(
@@ -84,14 +86,14 @@ _DIRECTION_KL = Param(
 _P = Role(
     "target",
     "(N, C)",
-    "P, the target (reference) distribution: one row per sample, one column per class (kind: --target-kind).",
+    f"P, the target (reference) distribution: one row per sample, one column per class (kind: {opt('target-kind')}).",
     ndim=(2,),
 )
 
 _Q = Role(
     "pred",
     "(N, C)",
-    "Q, the model's predicted distribution, P's shape (kind: --pred-kind).",
+    f"Q, the model's predicted distribution, P's shape (kind: {opt('pred-kind')}).",
     ndim=(2,),
 )
 
@@ -100,9 +102,11 @@ _DIV_TEMPERATURE = Param(
     "float",
     1.0,
     "Softmax temperature T: logits (only logits; probabilities and log-probabilities are used as given) "
-    "are divided by T before the softmax. The value is not multiplied by T² unless --scale-t2 is given.",
+    f"are divided by T before the softmax. The value is not multiplied by T² unless {opt('scale-t2')} is given.",
     low=0.0,
     low_open=True,
+    high_open=True,
+    normal=True,
 )
 
 _DIV_SCALE_T2 = Param(
@@ -124,13 +128,13 @@ def _log_base(base) -> float:
     """ln(base); base must be > 0 and != 1 (guarded here as well as by the CLI)."""
     b = float(base)
     if not (b > 0.0) or b == 1.0 or not math.isfinite(b):
-        raise ParamError("base", f"--base must be a finite number above 0 other than 1; got {base!r}")
+        raise ParamError("base", f"{opt('base')} must be a finite number above 0 other than 1; got {base!r}")
     return math.log(b)
 
 
 def _check_direction(direction: str) -> bool:
     if direction not in ("forward", "reverse"):
-        raise ParamError("direction", f"--direction must be forward or reverse; got {direction!r}")
+        raise ParamError("direction", f"{opt('direction')} must be forward or reverse; got {direction!r}")
     return direction == "reverse"
 
 
@@ -210,8 +214,8 @@ def _temper(pred, target, pred_kind: str, target_kind: str, temperature, scale_t
     if pred_kind != "logits" and target_kind != "logits":
         raise ParamError(
             "temperature",
-            f"--temperature {t!r} softens logits, but neither input holds logits (--pred-kind {pred_kind}, "
-            f"--target-kind {target_kind}); probabilities and log-probabilities are used as given",
+            f"{opt('temperature')} {t!r} softens logits, but neither input holds logits ({opt('pred-kind')} {pred_kind}, "
+            f"{opt('target-kind')} {target_kind}); probabilities and log-probabilities are used as given",
         )
     if pred_kind == "logits":
         pred = _soften(pred, t, "pred")
@@ -229,9 +233,9 @@ def _soften(x, t: float, role: str) -> np.ndarray:
     if bad.any():
         raise InputError(
             role,
-            f"logit {a[bad][0]:.9g} divided by --temperature {t!r} overflows float64",
+            f"logit {a[bad][0]:.9g} divided by {opt('temperature')} {t!r} overflows float64",
             first_rows(bad.reshape(len(a), -1).any(axis=1)),
-            expected="logits / T within ±1.8e308 (a larger --temperature, or smaller logits)",
+            expected=f"logits / T within ±1.8e308 (a larger {opt('temperature')}, or smaller logits)",
         )
     return out
 
@@ -257,7 +261,7 @@ def _soften(x, t: float, role: str) -> np.ndarray:
         "forward: l_n = Σ_c P_nc (log P_nc - log Q_nc) / ln(base)\n"
         "reverse: l_n = Σ_c Q_nc (log Q_nc - log P_nc) / ln(base)\n"
         "a 0 in the first distribution contributes 0; mass where the second is 0 gives inf\n"
-        "--temperature T: logits x become softmax(x / T); --scale-t2 multiplies l_n by T²"
+        f"{opt('temperature')} T: logits x become softmax(x / T); {opt('scale-t2')} multiplies l_n by T²"
     ),
     headline=(
         'the mean over rows of the per-row sums (= PyTorch\'s reduction="batchmean", not its element-wise "mean")'
@@ -500,8 +504,8 @@ def _log_mixture(lp: np.ndarray, lq: np.ndarray) -> np.ndarray:
     kernel_options=("prob_atol",),
     reference="scipy.spatial.distance.jensenshannon(P, Q, base, axis=1) ** 2",
     formula=(
-        "l_n = ½ KL(P_n ‖ M_n) + ½ KL(Q_n ‖ M_n),  M_n = ½ (P_n + Q_n)\n(logarithms in --base; 0 · log 0 = 0)\n"
-        "--temperature T: logits x become softmax(x / T); --scale-t2 multiplies l_n by T²"
+        f"l_n = ½ KL(P_n ‖ M_n) + ½ KL(Q_n ‖ M_n),  M_n = ½ (P_n + Q_n)\n(logarithms in {opt('base')}; 0 · log 0 = 0)\n"
+        f"{opt('temperature')} T: logits x become softmax(x / T); {opt('scale-t2')} multiplies l_n by T²"
     ),
     headline="the mean over rows",
     gradient=(
@@ -509,7 +513,7 @@ def _log_mixture(lp: np.ndarray, lq: np.ndarray) -> np.ndarray:
     ),
     properties=(
         "Symmetric: JS(P, Q) = JS(Q, P).",
-        "Bounded: 0 ≤ JS ≤ ln 2 (1 bit with --base 2); ln 2 exactly for disjoint supports.",
+        f"Bounded: 0 ≤ JS ≤ ln 2 (1 bit with {opt('base')} 2); ln 2 exactly for disjoint supports.",
         "Always finite, even where one distribution has zeros the other does not.",
         "Its square root is a metric (the Jensen-Shannon distance).",
     ),
@@ -519,7 +523,7 @@ def _log_mixture(lp: np.ndarray, lq: np.ndarray) -> np.ndarray:
     example=(
         "sample_data/divergence_soft.csv:logit_*",
         "sample_data/divergence_soft.csv:target_*",
-        "--base",
+        f"{opt('base')}",
         "2",
     ),
 )

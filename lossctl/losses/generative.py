@@ -17,7 +17,7 @@ import math
 
 from lossctl.losses._lazy import lazy
 
-from lossctl.errors import InputError, ParamError
+from lossctl.errors import InputError, ParamError, opt
 from lossctl.losses import Result
 from lossctl.losses._common import as_rows, check_finite, check_unit_interval, match_shape, sigmoid, softplus
 from lossctl.losses.spec import loss, Param, Role
@@ -30,11 +30,11 @@ RECONSTRUCTIONS = ("mse", "bce")
 def _inputs(recon, target, mu, logvar, reconstruction: str, beta: float):
     if reconstruction not in RECONSTRUCTIONS:
         raise ParamError(
-            "reconstruction", f"--reconstruction must be one of {', '.join(RECONSTRUCTIONS)}; got {reconstruction!r}"
+            "reconstruction", f"{opt('reconstruction')} must be one of {', '.join(RECONSTRUCTIONS)}; got {reconstruction!r}"
         )
     beta = float(beta)
     if not (beta >= 0.0 and math.isfinite(beta)):
-        raise ParamError("beta", f"--beta must be a finite number >= 0; got {beta!r}")
+        raise ParamError("beta", f"{opt('beta')} must be a finite number >= 0; got {beta!r}")
     xh = as_rows(recon, "recon", "the reconstruction")
     x = as_rows(target, "target", "the target")
     m = as_rows(mu, "mu", "mu")
@@ -48,7 +48,7 @@ def _inputs(recon, target, mu, logvar, reconstruction: str, beta: float):
     check_finite(m, "mu", "latent means")
     check_finite(lv, "logvar", "latent log-variances")
     if reconstruction == "bce":
-        check_unit_interval(x, "target", "targets (with --reconstruction bce)")
+        check_unit_interval(x, "target", f"targets (with {opt('reconstruction')} bce)")
     return xh, x, m, lv, beta
 
 
@@ -61,9 +61,9 @@ def _inputs(recon, target, mu, logvar, reconstruction: str, beta: float):
         Role(
             "recon",
             "(N, D)",
-            "The decoder's reconstruction x̂: values (--reconstruction mse) or logits (--reconstruction bce).",
+            f"The decoder's reconstruction x̂: values ({opt('reconstruction')} mse) or logits ({opt('reconstruction')} bce).",
         ),
-        Role("target", "(N, D)", "The input x being reconstructed; in [0, 1] with --reconstruction bce."),
+        Role("target", "(N, D)", f"The input x being reconstructed; in [0, 1] with {opt('reconstruction')} bce."),
         Role("mu", "(N, Z)", "The encoder's latent means μ."),
         Role("logvar", "(N, Z)", "The encoder's latent log-variances log σ², the shape of mu."),
     ),
@@ -76,7 +76,7 @@ def _inputs(recon, target, mu, logvar, reconstruction: str, beta: float):
             "against targets in [0, 1]).",
             choices=("mse", "bce"),
         ),
-        Param("beta", "float", 1.0, "Weight β of the KL term (β-VAE; 1 is the plain ELBO).", low=0.0),
+        Param("beta", "float", 1.0, "Weight β of the KL term (β-VAE; 1 is the plain ELBO).", low=0.0, high_open=True),
     ),
     reference=(
         "F.mse_loss(recon, x, reduction='sum') or F.binary_cross_entropy_with_logits(recon, x, reduction='sum'), "
@@ -105,7 +105,7 @@ def _inputs(recon, target, mu, logvar, reconstruction: str, beta: float):
         "sample_data/vae_batch.parquet:x",
         "sample_data/vae_batch.parquet:mu",
         "sample_data/vae_batch.parquet:logvar",
-        "--reconstruction",
+        f"{opt('reconstruction')}",
         "bce",
     ),
 )

@@ -12,7 +12,7 @@ import math
 
 from lossctl.losses._lazy import lazy
 
-from lossctl.errors import InputError, ParamError
+from lossctl.errors import InputError, ParamError, opt
 from lossctl.losses import Result
 from lossctl.losses._common import (
     ELEM_BLOCK_ELEMS,
@@ -250,14 +250,14 @@ def mae_grad(pred: np.ndarray, target: np.ndarray) -> np.ndarray:
 def _check_delta(delta: float) -> float:
     delta = float(delta)
     if not delta > 0:  # also rejects NaN
-        raise ParamError("delta", f"--delta must be > 0 (PyTorch raises for delta <= 0); got {delta!r}")
+        raise ParamError("delta", f"{opt('delta')} must be > 0 (PyTorch raises for delta <= 0); got {delta!r}")
     return delta
 
 
 def _check_beta(beta: float) -> float:
     beta = float(beta)
     if not beta >= 0:
-        raise ParamError("beta", f"--beta must be >= 0 (0 is exactly L1); got {beta!r}")
+        raise ParamError("beta", f"{opt('beta')} must be >= 0 (0 is exactly L1); got {beta!r}")
     return beta
 
 
@@ -293,7 +293,7 @@ def _check_beta(beta: float) -> float:
     used_for="Robust regression; value-function (TD) errors in reinforcement learning (DQN).",
     activation="none (identity output)",
     paper="Huber 1964, Robust Estimation of a Location Parameter.",
-    example=("sample_data/regression.csv:pred", "sample_data/regression.csv:target", "--delta", "2"),
+    example=("sample_data/regression.csv:pred", "sample_data/regression.csv:target", f"{opt('delta')}", "2"),
 )
 def huber(pred: np.ndarray, target: np.ndarray, *, delta: float = 1.0) -> Result:
     """``½r²`` if ``|r| ≤ δ`` else ``δ(|r| - ½δ)`` (``torch.nn.functional.huber_loss``).
@@ -430,7 +430,7 @@ def log_cosh_grad(pred: np.ndarray, target: np.ndarray) -> np.ndarray:
 def _check_quantile(q: float) -> float:
     q = float(q)
     if not 0.0 <= q <= 1.0:
-        raise ParamError("quantile", f"--quantile must be in [0, 1]; got {q!r}")
+        raise ParamError("quantile", f"{opt('quantile')} must be in [0, 1]; got {q!r}")
     return q
 
 
@@ -466,7 +466,7 @@ def _check_quantile(q: float) -> float:
     example=(
         "sample_data/regression.csv:pred",
         "sample_data/regression.csv:target",
-        "--quantile",
+        f"{opt('quantile')}",
         "0.9",
     ),
 )
@@ -526,7 +526,7 @@ def _variance(var: np.ndarray, pred_shape: tuple[int, ...]) -> np.ndarray:
             "var",
             f"variance {_val(bad[bad < 0][0])} is negative",
             first,
-            expected="variances >= 0 (values below --eps are clamped to eps)",
+            expected=f"variances >= 0 (values below {opt('eps')} are clamped to eps)",
         )
     return np.asarray(v, dtype=np.float64)
 
@@ -534,7 +534,7 @@ def _variance(var: np.ndarray, pred_shape: tuple[int, ...]) -> np.ndarray:
 def _check_eps(eps: float) -> float:
     eps = float(eps)
     if not eps > 0:
-        raise ParamError("eps", f"--eps must be > 0; got {eps!r}")
+        raise ParamError("eps", f"{opt('eps')} must be > 0; got {eps!r}")
     return eps
 
 
@@ -621,8 +621,8 @@ def _counts(target: np.ndarray) -> None:
 
 
 def _rates(pred: np.ndarray) -> None:
-    note = " (with --no-log-input the prediction is a rate)"
-    _no_negatives(pred, "pred", "rate", "non-negative rates, or log-rates with --log-input", note)
+    note = f" (with {opt('no-log-input')} the prediction is a rate)"
+    _no_negatives(pred, "pred", "rate", f"non-negative rates, or log-rates with {opt('log-input')}", note)
 
 
 def _poisson_inputs(pred, target):
@@ -638,7 +638,7 @@ def _poisson_inputs(pred, target):
     family="regression",
     summary="Poisson negative log-likelihood of count targets given a (log-)rate.",
     inputs=(
-        Role("pred", "(N,) or (N, D)", "Predicted log-rates (default) or rates (--no-log-input)."),
+        Role("pred", "(N,) or (N, D)", f"Predicted log-rates (default) or rates ({opt('no-log-input')})."),
         Role("target", "(N,) or (N, D)", "Observed counts (non-negative), the prediction's shape."),
     ),
     params=(
@@ -646,7 +646,7 @@ def _poisson_inputs(pred, target):
             "log-input",
             "bool",
             True,
-            "The prediction is a log-rate (exp applied inside); --no-log-input for rates.",
+            f"The prediction is a log-rate (exp applied inside); {opt('no-log-input')} for rates.",
         ),
         Param(
             "full",
@@ -658,7 +658,7 @@ def _poisson_inputs(pred, target):
             "eps",
             "float",
             1e-8,
-            "Added to the rate inside the log when --no-log-input (avoids log 0).",
+            f"Added to the rate inside the log when {opt('no-log-input')} (avoids log 0).",
             low=0.0,
             low_open=True,
         ),
@@ -673,9 +673,9 @@ def _poisson_inputs(pred, target):
     headline=HEADLINE_MEAN,
     gradient="log-input: ∂l/∂ŷ = exp(ŷ) - y; rate: 1 - y/(ŷ + eps) (divided by D for (N, D))",
     properties=(
-        "Negative log-likelihood of a Poisson count up to log(y!) (approximated with --full); can be negative.",
+        f"Negative log-likelihood of a Poisson count up to log(y!) (approximated with {opt('full')}); can be negative.",
         "Convex in the log-rate; minimised at rate = y.",
-        "Targets must be non-negative; with --no-log-input rates must be non-negative too "
+        f"Targets must be non-negative; with {opt('no-log-input')} rates must be non-negative too "
         "(PyTorch returns NaN there; lossctl reports the row).",
         "From log-rates, exp(ŷ) overflows to inf for ŷ above ≈ 709.",
         REGRESSION_PROPS_COMMON,
@@ -686,7 +686,7 @@ def _poisson_inputs(pred, target):
     example=(
         "sample_data/regression_counts.csv:log_rate",
         "sample_data/regression_counts.csv:count",
-        "--full",
+        f"{opt('full')}",
     ),
 )
 def poisson_nll(

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from lossctl.losses._lazy import lazy
 
-from lossctl.errors import InputError, ParamError
+from lossctl.errors import InputError, ParamError, opt
 from lossctl.losses import Result
 from lossctl.losses._common import (
     as_float,
@@ -38,7 +38,7 @@ np = lazy(globals())  # NumPy is imported on first use (lossctl/losses/_lazy.py)
 TOKEN_MASK = Role(
     "mask",
     "(N, T) or ragged lists",
-    "Given as --mask SOURCE: 1 for a token that counts (a response token), 0 for padding or prompt, in "
+    f"Given as {opt('mask')} SOURCE: 1 for a token that counts (a response token), 0 for padding or prompt, in "
     "the log-probabilities' layout. Masked positions are neither validated nor counted.",
     ndim=(1, 2),
     optional=True,
@@ -55,7 +55,7 @@ def _distill_inputs(student, teacher, labels, temperature, alpha):
     t_ = check_temperature(temperature)
     a = float(alpha)
     if not 0.0 <= a <= 1.0:
-        raise ParamError("alpha", f"--alpha must be in [0, 1]; got {alpha!r}")
+        raise ParamError("alpha", f"{opt('alpha')} must be in [0, 1]; got {alpha!r}")
     s = np.asarray(as_float(np.asarray(student)), dtype=np.float64)
     t = np.asarray(as_float(np.asarray(teacher)), dtype=np.float64)
     if s.ndim != 2:
@@ -104,6 +104,8 @@ def _distill_inputs(student, teacher, labels, temperature, alpha):
             "Softmax temperature T applied to both teacher and student logits in the soft term.",
             low=0.0,
             low_open=True,
+            high_open=True,
+            normal=True,
         ),
         Param(
             "alpha",
@@ -138,7 +140,7 @@ def _distill_inputs(student, teacher, labels, temperature, alpha):
         "sample_data/rl_distillation.parquet:student",
         "sample_data/rl_distillation.parquet:teacher",
         "sample_data/rl_distillation.parquet:label",
-        "--temperature",
+        f"{opt('temperature')}",
         "4",
     ),
 )
@@ -270,7 +272,7 @@ def token_mask(mask, offs: np.ndarray, role: str = "mask") -> np.ndarray | None:
 
 def _check_token_mean(token_mean: str, allowed=_TOKEN_MEANS) -> str:
     if token_mean not in allowed:
-        raise ParamError("token-mean", f"--token-mean must be one of {', '.join(allowed)}; got {token_mean!r}")
+        raise ParamError("token-mean", f"{opt('token-mean')} must be one of {', '.join(allowed)}; got {token_mean!r}")
     return token_mean
 
 
@@ -288,7 +290,7 @@ def _ppo_parts(new_logp, old_logp, advantages, mask, clip):
 
     eps = float(clip)
     if not 0.0 < eps < 1.0:
-        raise ParamError("clip", f"--clip must be in (0, 1); got {clip!r}")
+        raise ParamError("clip", f"{opt('clip')} must be in (0, 1); got {clip!r}")
     new, offs, tokens = _token_layout(new_logp, "new-logp")
     n = len(offs) - 1
     old, offs_o, _ = _token_layout(old_logp, "old-logp")
@@ -330,7 +332,7 @@ def _ppo_parts(new_logp, old_logp, advantages, mask, clip):
             "new-logp",
             "(N,) or (N, T) or ragged lists",
             "Log-probability of each sampled action under the current policy: one per row, or one "
-            "list of per-token log-probabilities per sequence (padded with --mask, or ragged).",
+            f"list of per-token log-probabilities per sequence (padded with {opt('mask')}, or ragged).",
             ndim=(1, 2),
             ragged=True,
         ),
@@ -375,12 +377,12 @@ def _ppo_parts(new_logp, old_logp, advantages, mask, clip):
     reference="PPO clipped surrogate (Schulman et al. 2017, eq. 7): -torch.min(r·A, torch.clamp(r, 1-ε, 1+ε)·A), r = exp(new - old)",
     formula=(
         "per action t: l_t = -min(r_t·A_t, clip(r_t, 1-ε, 1+ε)·A_t),  r_t = exp(new_t - old_t)\n"
-        "per row n: l_n = the mean of l_t over its counted tokens (--mask; all tokens of a ragged row)\n"
+        f"per row n: l_n = the mean of l_t over its counted tokens ({opt('mask')}; all tokens of a ragged row)\n"
         "components per row: clipped = tokens where the clipped term is the minimum (TRL), "
         "clipped_sb3 = tokens with |r_t - 1| > ε (Stable-Baselines3), tokens, ratio = mean r_t"
     ),
     headline=(
-        "--token-mean batch (default): Σ over all counted tokens / their number (TRL); --token-mean "
+        f"{opt('token-mean')} batch (default): Σ over all counted tokens / their number (TRL); {opt('token-mean')} "
         "sequence: the mean over sequences of their token means (OpenRLHF); both are the mean over "
         "samples for one action per row. Derived: clipfrac_trl (tokens where the clipped term is taken) "
         "and clipfrac_sb3 (tokens with |r - 1| > ε), fractions of all counted tokens"
@@ -515,7 +517,7 @@ def _policy_parts(policy_logp, ref_logp, estimator, mask=None):
     from lossctl.ragged import Ragged
 
     if estimator not in _ESTIMATORS:
-        raise ParamError("estimator", f"--estimator must be one of k1, k2, k3; got {estimator!r}")
+        raise ParamError("estimator", f"{opt('estimator')} must be one of k1, k2, k3; got {estimator!r}")
     lp, offs = _tokens(policy_logp, "policy-logp")
     lr, offs_r = _tokens(ref_logp, "ref-logp")
     n = len(offs) - 1
@@ -609,11 +611,11 @@ _KL_MEANS = ("sum",) + _TOKEN_MEANS
     formula=(
         "d_t = log π(a_t) - log π_ref(a_t) per sampled token\n"
         "k1: d_t;  k2: ½ d_t²;  k3: (ρ_t - 1) - log ρ_t = expm1(-d_t) + d_t,  ρ_t = π_ref/π\n"
-        "l_n = Σ_t over the counted tokens of sequence n (--token-mean sum; 0 for an empty sequence), "
-        "or their mean (--token-mean sequence / batch; an empty sequence is ignored)"
+        f"l_n = Σ_t over the counted tokens of sequence n ({opt('token-mean')} sum; 0 for an empty sequence), "
+        f"or their mean ({opt('token-mean')} sequence / batch; an empty sequence is ignored)"
     ),
     headline=(
-        "--token-mean sum (default): the mean over sequences of the per-sequence sums (the RLHF KL penalty); "
+        f"{opt('token-mean')} sum (default): the mean over sequences of the per-sequence sums (the RLHF KL penalty); "
         "sequence: the mean of the per-sequence token means (OpenRLHF); batch: Σ over all counted tokens / "
         "their number (TRL's masked_mean)"
     ),
@@ -634,7 +636,7 @@ _KL_MEANS = ("sum",) + _TOKEN_MEANS
     example=(
         "sample_data/rl_policy_kl.parquet:policy_logp",
         "sample_data/rl_policy_kl.parquet:ref_logp",
-        "--estimator",
+        f"{opt('estimator')}",
         "k3",
     ),
 )

@@ -17,10 +17,11 @@ collects the declarations. This module imports nothing heavy (no NumPy).
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from lossctl.errors import UsageError
+from lossctl.errors import UsageError, opt, spell, spelling
 
 # ---------------------------------------------------------------------------
 # Parameters
@@ -46,6 +47,13 @@ class Param:
     low_open: bool = False  # the bound itself is excluded
     high_open: bool = False
     allow: tuple[Any, ...] = ()  # extra values allowed outside [low, high] (e.g. alpha=-1)
+    exclude: tuple[Any, ...] = ()  # values refused inside [low, high] (e.g. base 1)
+    # At least the smallest normal float64 (a temperature: scores are divided by it, and dividing
+    # by a subnormal overflows). Shown in errors, not in the range.
+    normal: bool = False
+
+    def __getattribute__(self, name: str) -> Any:
+        return _spelled(object.__getattribute__(self, name), name, ("help",))
 
     @property
     def dest(self) -> str:
@@ -54,7 +62,7 @@ class Param:
     def describe_range(self) -> str:
         if self.type == "choice":
             return "one of " + ", ".join(self.choices)
-        if self.low is None and self.high is None:
+        if self.low is None and self.high is None and not (self.low_open or self.high_open):
             return ""
         lo = "(" if self.low_open else "["
         hi = ")" if self.high_open else "]"
@@ -63,24 +71,43 @@ class Param:
         extra = "".join(f" or {_fmt(a)}" for a in self.allow)
         return f"in {lo}{lv}, {hv}{hi}{extra}"
 
+    def expectation(self) -> str:
+        """What a valid value is, in words: the whole declared contract (range, exclusions)."""
+        text = self.describe_range()
+        if self.exclude:
+            text += " other than " + " or ".join(_fmt(x) for x in self.exclude)
+        if self.normal:
+            text += f" and at least {_TINY_NORMAL!r} (the smallest normal float64: dividing by less overflows)"
+        return text
+
+    def error(self, loss: str, got: str) -> UsageError:
+        """The one wording of a parameter outside its contract."""
+        return UsageError(f"{opt(self.name)} of {loss} must be {self.expectation()}; got {got}.", param=self.dest)
+
     def parse(self, raw: Any, loss: str) -> Any:
-        """Turn a command-line value into a Python value, validated; raises UsageError."""
+        """Turn a command-line value (or a Python value as text) into a Python value checked
+        against the whole declared contract; raises UsageError (``.param``) in one wording."""
         if raw is None:
             return None
-        where = f"--{self.name} of {loss}"
+        where = f"{opt(self.name)} of {loss}"
         if self.type == "bool":
             return bool(raw)
         if self.type == "choice":
             value = str(raw)
             if value not in self.choices:
-                raise UsageError(f"{where} must be one of {', '.join(self.choices)}; got {value!r}.")
+                raise self.error(loss, repr(value))
             return value
-        if self.type == "names":
-            return parse_name_list(str(raw), where)
+        try:
+            if self.type == "names":
+                return parse_name_list(str(raw), where)
+            if self.type in ("floats", "float-or-floats"):
+                values = parse_number_list(str(raw), where)
+        except UsageError as exc:
+            exc.param = exc.param or self.dest
+            raise
         if self.type in ("floats", "float-or-floats"):
-            values = parse_number_list(str(raw), where)
             for v in values:
-                self._check_range(v, where)
+                self.check(v, loss)
             if self.type == "float-or-floats" and len(values) == 1:
                 return values[0]
             return values
@@ -88,29 +115,75 @@ class Param:
             try:
                 value = int(str(raw))
             except ValueError:
-                raise UsageError(f"{where} expects an integer; got {raw!r}.") from None
+                raise UsageError(f"{where} expects an integer; got {raw!r}.", param=self.dest) from None
         elif self.type == "float":
             try:
                 value = float(str(raw))
             except ValueError:
-                raise UsageError(f"{where} expects a number; got {raw!r}.") from None
+                raise UsageError(f"{where} expects a number; got {raw!r}.", param=self.dest) from None
             if math.isnan(value):
-                raise UsageError(f"{where} expects a number; got NaN.")
+                raise UsageError(f"{where} expects a number; got NaN.", param=self.dest)
         else:
             value = raw
-        self._check_range(value, where)
-        return value
+        return self.check(value, loss)
 
-    def _check_range(self, v: float, where: str) -> None:
+    def check(self, v: Any, loss: str) -> Any:
+        """``v`` if it is inside the declared range and not excluded, else the one error."""
         if v in self.allow:
-            return
-        bad = False
+            return v
+        if self.ok(v):
+            return v
+        raise self.error(loss, _fmt(v))
+
+    def ok(self, v: float) -> bool:
+        if v != v or v in self.exclude:
+            return False
         if self.low is not None and (v < self.low or (self.low_open and v == self.low)):
-            bad = True
+            return False
+        if self.low is None and self.low_open and v == -math.inf:
+            return False
         if self.high is not None and (v > self.high or (self.high_open and v == self.high)):
-            bad = True
-        if bad:
-            raise UsageError(f"{where} must be {self.describe_range()}; got {_fmt(v)}.")
+            return False
+        if self.high is None and self.high_open and v == math.inf:
+            return False
+        if self.normal and abs(v) < _TINY_NORMAL:
+            return False
+        return True
+
+
+_TINY_NORMAL = sys.float_info.min
+
+
+# Declaration text may name options through errors.opt (the core never spells a flag): it is
+# spelled when read, by the face reading it (--flag in the CLI, python_name in the API and docs).
+_SPEC_TEXT = (
+    "summary", "reference", "formula", "gradient", "properties", "used_for", "activation", "paper",
+)
+
+
+def _spelled(value: Any, name: str, fields: tuple[str, ...]) -> Any:
+    if name not in fields:
+        return value
+    if isinstance(value, str):
+        return spell(value)
+    if isinstance(value, tuple):
+        return tuple(spell(v) if isinstance(v, str) else v for v in value)
+    return value
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _as_text(value: Any) -> Any:
+    """A Python value as the text ``Param.parse`` reads (lists as comma lists, floats exactly)."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (list, tuple)):
+        return ",".join(repr(float(v)) for v in value)
+    if isinstance(value, float):
+        return repr(value)
+    return str(value)
 
 
 def _fmt(v: float) -> str:
@@ -237,6 +310,9 @@ class Role:
     # An optional input given as ``--NAME SOURCE`` rather than positionally (e.g. a --mask).
     option: bool = False
 
+    def __getattribute__(self, name: str) -> Any:
+        return _spelled(object.__getattribute__(self, name), name, ("help", "shape"))
+
     @property
     def metavar(self) -> str:
         return self.name.upper().replace("-", "_")
@@ -288,6 +364,13 @@ class LossSpec:
     # "module:function" giving one row per token of a token-level loss (``--per-token``), or "".
     tokens: str = ""
 
+    def __getattribute__(self, name: str) -> Any:
+        if name == "example":  # a command line: always spelled as one
+            return tuple(spell(a, _flag) for a in object.__getattribute__(self, name))
+        if name == "headline":  # the report's value_rule: the same report from every face
+            return spell(object.__getattribute__(self, name), _flag)
+        return _spelled(object.__getattribute__(self, name), name, _SPEC_TEXT)
+
     def param(self, name: str) -> Param:
         for p in self.params:
             if p.name == name or p.dest == name:
@@ -307,6 +390,30 @@ class LossSpec:
     def defaults(self) -> dict[str, Any]:
         return {p.dest: p.default for p in self.params}
 
+    def validate(self, given: dict[str, Any]) -> dict[str, Any]:
+        """Every parameter of the loss, checked against its declaration before any data is
+        read: ``given`` maps names (``label_smoothing`` or ``label-smoothing``) to command-line
+        text or Python values; missing ones take their defaults. Raises UsageError (``.param``)."""
+        known = {p.dest: p for p in self.params}
+        for key in given:
+            if key.replace("-", "_") not in known:
+                raise UsageError(
+                    f"{self.name} has no parameter {key!r}; its parameters: {', '.join(known) or 'none'}.",
+                    param=key.replace("-", "_"),
+                )
+        out: dict[str, Any] = {}
+        for p in self.params:
+            raw = given.get(p.dest, given.get(p.name))
+            if raw is None:
+                out[p.dest] = p.default
+            elif p.type == "bool":
+                if not isinstance(raw, bool):
+                    raise UsageError(f"{opt(p.name)} of {self.name} must be True or False; got {raw!r}.", param=p.dest)
+                out[p.dest] = raw
+            else:
+                out[p.dest] = p.parse(_as_text(raw), self.name)
+        return out
+
 
 def _load(path: str) -> Callable:
     import importlib
@@ -317,7 +424,7 @@ def _load(path: str) -> Callable:
 
 # Headline wording shared by the element-wise losses (regression, binary cross-entropy, focal).
 HEADLINE_ELEM_SUM = (
-    "for (N, D) inputs each per-sample value is the row mean over D, and --reduction sum is "
+    f"for (N, D) inputs each per-sample value is the row mean over D, and {opt('reduction')} sum is "
     "PyTorch's element sum (D × the sum of the per-sample values)"
 )
 HEADLINE_MEAN = "the mean over samples (= PyTorch's element-wise mean); " + HEADLINE_ELEM_SUM
@@ -353,6 +460,11 @@ def loss(**fields: Any) -> Callable[[Callable], Callable]:
 def docstring(spec: LossSpec, own: str | None = None) -> str:
     """The kernel's docstring: the declaration's text (what ``lossctl explain`` shows), then
     the kernel's own notes on its implementation."""
+    with spelling(lambda name: name):  # Python names in Python documentation
+        return _docstring(spec, own)
+
+
+def _docstring(spec: LossSpec, own: str | None) -> str:
     ind = "    "
 
     def block(text: str) -> str:
@@ -366,7 +478,7 @@ def docstring(spec: LossSpec, own: str | None = None) -> str:
         for p in spec.params:
             rng = p.describe_range()
             parts.append(f"{ind}{p.dest} = {p.default!r}: {p.help}" + (f" ({rng})" if rng else ""))
-    parts += ["", "Formula::", "", block(spec.formula), "", "Headline: " + spec.headline]
+    parts += ["", "Formula::", "", block(spec.formula), "", "Headline: " + spell(object.__getattribute__(spec, "headline"))]
     parts += ["", "Gradient: " + spec.gradient, "", "Reference: " + spec.reference, "", "Paper: " + spec.paper]
     parts += ["", "Example::", "", ind + "lossctl compute " + " ".join((spec.name, *spec.example))]
     if own:
