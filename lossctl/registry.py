@@ -34,14 +34,24 @@ FAMILIES = (
     "generative",
 )
 
-# The family modules under lossctl/losses/, in the order `lossctl list` shows their losses.
+# The family modules under lossctl/losses/, in the order `lossctl list` shows their losses; any
+# other public module there (a new family) is collected after them, in name order.
 MODULES = ("classification", "divergence", "rl", "regression", "contrastive", "detection", "generative")
+
+
+def _modules() -> list[str]:
+    import pkgutil
+
+    import lossctl.losses
+
+    found = sorted(m.name for m in pkgutil.iter_modules(lossctl.losses.__path__) if not m.name.startswith("_"))
+    return list(MODULES) + [m for m in found if m not in MODULES and m != "spec"]
 
 
 def _collect() -> tuple[LossSpec, ...]:
     """Every ``@loss`` declaration of the family modules, in module then source order."""
     specs: list[LossSpec] = []
-    for name in MODULES:
+    for name in _modules():
         module = importlib.import_module(f"lossctl.losses.{name}")
         for obj in list(vars(module).values()):
             spec = obj.__dict__.get("__loss__") if callable(obj) and hasattr(obj, "__dict__") else None

@@ -245,18 +245,10 @@ _TINY_NORMAL = sys.float_info.min  # 2.2250738585072014e-308
 
 
 def check_temperature(value, name: str = "temperature") -> float:
-    """A softmax temperature: a finite float64 at least the smallest normal number.
-
-    Below that (subnormal, e.g. 1e-320) ``1/T`` is inf and every score divided by it
-    overflows, so no loss value could be exact: refused up front."""
-    t = float(value)
-    if not (t >= _TINY_NORMAL and math.isfinite(t)):
-        raise ParamError(
-            name,
-            f"--{name} must be a finite number of at least {_TINY_NORMAL!r} (the smallest normal float64; "
-            f"dividing by a smaller one overflows); got {t!r}",
-        )
-    return t
+    """A softmax temperature as float64. Its contract (finite, at least the smallest normal
+    number: below that ``1/T`` is inf and every score divided by it overflows) is declared on
+    the parameter (``Param(normal=True)``) and checked when parsed."""
+    return float(value)
 
 
 def first_rows(mask: np.ndarray, limit: int = 5) -> list[int]:
@@ -778,7 +770,7 @@ def per_output(value, n_out: int, name: str) -> np.ndarray | float:
     if arr.shape != (n_out,):
         raise ParamError(
             name,
-            f"--{name} has {arr.size} values but the prediction has {n_out} column(s)",
+            f"{opt(name)} has {arr.size} values but the prediction has {n_out} column(s)",
         )
     return arr
 

@@ -108,16 +108,13 @@ FORMATS = ("xyxy", "xywh", "cxcywh")
 
 
 def _check_eps(eps: float) -> float:
-    eps = float(eps)
-    if not eps >= 0.0 or not math.isfinite(eps):
-        raise ParamError("eps", f"{opt('eps')} must be a finite number >= 0; got {eps!r}")
-    return eps
+    return float(eps)  # (declared: [0, inf))
 
 
 def _to_xyxy(boxes: np.ndarray, role: str, box_format: str) -> np.ndarray:
     """Validated ``[N, 4]`` float64 boxes in xyxy form."""
     if box_format not in FORMATS:
-        raise ParamError("box-format", f"{opt('box-format')} must be one of {', '.join(FORMATS)}; got {box_format!r}")
+        raise ValueError(f"box_format {box_format!r} is not one of the declared choices {FORMATS}")
     b = np.asarray(boxes)
     if b.ndim != 2 or b.shape[1] != 4:
         shape = "(N, " + ", ".join(str(s) for s in b.shape[1:]) + ")" if b.ndim > 1 else "(N,)"
