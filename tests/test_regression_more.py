@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from conftest import SAMPLE, assert_clean_error, finite_difference, write_csv
+from lossctl import losses  # the library functions: parameters checked as declared
 from lossctl import registry
 from lossctl.errors import InputError, ParamError
 from lossctl.losses.regression import (
@@ -107,12 +108,12 @@ def test_huber_tiny_delta_tends_to_zero_smooth_l1_tends_to_l1():
 
 def test_huber_and_smooth_l1_bad_parameters():
     with pytest.raises(ParamError) as err:
-        huber(E, Z, delta=0.0)
+        losses.huber(E, Z, delta=0.0)
     assert err.value.param == "delta"
     with pytest.raises(ParamError):
-        huber(E, Z, delta=-1.0)
+        losses.huber(E, Z, delta=-1.0)
     with pytest.raises(ParamError) as err:
-        smooth_l1(E, Z, beta=-1.0)
+        losses.smooth_l1(E, Z, beta=-1.0)
     assert err.value.param == "beta"
 
 
@@ -248,10 +249,10 @@ def test_quantile_gradient_convention():
 
 def test_quantile_bad_parameter():
     with pytest.raises(ParamError) as err:
-        quantile(E, Z, quantile=1.5)
+        losses.quantile(E, Z, quantile=1.5)
     assert err.value.param == "quantile"
     with pytest.raises(ParamError):
-        quantile(E, Z, quantile=-0.1)
+        losses.quantile(E, Z, quantile=-0.1)
 
 
 # ---------------------------------------------------------------------------
@@ -319,7 +320,7 @@ def test_gaussian_nll_gradient_and_clamp():
         g, finite_difference(lambda z: gaussian_nll(z, y, var, eps=1e-3).loss, x, h=1e-7), rtol=1e-6
     )
     with pytest.raises(ParamError):
-        gaussian_nll(x, y, var, eps=0.0)
+        losses.gaussian_nll(x, y, var, eps=0.0)
 
 
 # ---------------------------------------------------------------------------
@@ -375,7 +376,7 @@ def test_poisson_errors():
     # Negative log-rates are fine.
     assert np.isfinite(poisson_nll(np.array([-5.0]), np.array([2.0])).loss).all()
     with pytest.raises(ParamError):
-        poisson_nll(np.zeros(2), np.ones(2), eps=-1.0)
+        losses.poisson_nll(np.zeros(2), np.ones(2), eps=-1.0)
 
 
 # ---------------------------------------------------------------------------

@@ -730,13 +730,13 @@ BAD: list[Bad] = [
         "distillation-temperature-zero",
         lambda d: ["compute", "distillation", npy(d, "s.npy", LOGITS), npy(d, "t.npy", LOGITS), "--temperature", "0"],
         2,
-        ("--temperature of distillation must be in (0, inf]", "got 0"),
+        ("--temperature of distillation must be in (0, inf)", "got 0"),
     ),
     Bad(
         "info-nce-temperature-zero",
         lambda d: ["compute", "info-nce", npy(d, "q.npy", LOGITS), npy(d, "k.npy", LOGITS), "--temperature", "0"],
         2,
-        ("--temperature of info-nce must be in (0, inf]",),
+        ("--temperature of info-nce must be in (0, inf)",),
     ),
     Bad(
         "focal-gamma-negative",

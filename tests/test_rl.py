@@ -17,6 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from conftest import finite_difference
+from lossctl import losses  # the library functions: parameters checked as declared
 from lossctl.errors import InputError, ParamError
 from lossctl.losses.classification import cross_entropy
 from lossctl.losses.divergence import kl_divergence
@@ -121,9 +122,9 @@ def test_distillation_errors():
         distillation(S, bad)
     assert (err.value.role, err.value.rows) == ("teacher", [3])
     with pytest.raises(ParamError):
-        distillation(S, T, temperature=0.0)
+        losses.distillation(S, T, temperature=0.0)
     with pytest.raises(ParamError):
-        distillation(S, T, Y, alpha=1.5)
+        losses.distillation(S, T, Y, alpha=1.5)
 
 
 # ---------------------------------------------------------------------------
@@ -200,7 +201,7 @@ def test_ppo_errors():
     assert err.value.role == "old-logp"
     for bad in (0.0, 1.0, -0.1):
         with pytest.raises(ParamError):
-            ppo_clip(np.zeros(3), np.zeros(3), np.zeros(3), clip=bad)
+            losses.ppo_clip(np.zeros(3), np.zeros(3), np.zeros(3), clip=bad)
 
 
 # ---------------------------------------------------------------------------
@@ -322,7 +323,7 @@ def test_policy_kl_rejects_values_that_are_not_log_probabilities():
         policy_kl(np.array([-np.inf, -2.0]), np.array([-1.0, -1.0]))
     assert (err.value.role, err.value.rows) == ("policy-logp", [0])
     with pytest.raises(ParamError):
-        policy_kl(LP, LR, estimator="k4")
+        losses.policy_kl(LP, LR, estimator="k4")
 
 
 # ---------------------------------------------------------------------------

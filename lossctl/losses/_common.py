@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, NamedTuple
 
-import numpy as np
+from lossctl.losses._lazy import lazy
 
-from lossctl.errors import InputError, ParamError
+from lossctl.errors import InputError, ParamError, opt
+
+np = lazy(globals())  # NumPy is imported on first use (lossctl/losses/_lazy.py)
 
 if TYPE_CHECKING:
     from concurrent.futures import ThreadPoolExecutor
@@ -150,9 +153,10 @@ def scratch(slot: str, shape: tuple[int, ...], dtype) -> np.ndarray:
     return buf[:size].reshape(shape)
 
 
-def constant(slot: str, n: int, value: float, dtype=np.float64) -> np.ndarray:
+def constant(slot: str, n: int, value: float, dtype=None) -> np.ndarray:
     """A per-thread length-n array filled with ``value`` (NumPy's array-array
     ``maximum``/``minimum`` loops are several times faster than with a scalar)."""
+    dtype = np.float64 if dtype is None else dtype
     bufs = getattr(_tls, "consts", None)
     if bufs is None:
         bufs = _tls.consts = {}
@@ -237,22 +241,14 @@ def inexact_in_float64(a: np.ndarray) -> np.ndarray | None:
     return bad
 
 
-_TINY_NORMAL = float(np.finfo(np.float64).tiny)  # 2.2250738585072014e-308
+_TINY_NORMAL = sys.float_info.min  # 2.2250738585072014e-308
 
 
 def check_temperature(value, name: str = "temperature") -> float:
-    """A softmax temperature: a finite float64 at least the smallest normal number.
-
-    Below that (subnormal, e.g. 1e-320) ``1/T`` is inf and every score divided by it
-    overflows, so no loss value could be exact: refused up front."""
-    t = float(value)
-    if not (t >= _TINY_NORMAL and math.isfinite(t)):
-        raise ParamError(
-            name,
-            f"--{name} must be a finite number of at least {_TINY_NORMAL!r} (the smallest normal float64; "
-            f"dividing by a smaller one overflows); got {t!r}",
-        )
-    return t
+    """A softmax temperature as float64. Its contract (finite, at least the smallest normal
+    number: below that ``1/T`` is inf and every score divided by it overflows) is declared on
+    the parameter (``Param(normal=True)``) and checked when parsed."""
+    return float(value)
 
 
 def first_rows(mask: np.ndarray, limit: int = 5) -> list[int]:
@@ -478,7 +474,7 @@ def log_softmax_ratio(xa, xb) -> np.ndarray | None:
     return d if np.isfinite(d).all() else None
 
 
-_LOG_HALF = -float(np.log(2.0))
+_LOG_HALF = -math.log(2.0)
 
 
 def exp_diff(la, lb) -> np.ndarray:
@@ -586,7 +582,7 @@ def check_probs(p: np.ndarray, role: str, atol: float | None) -> None:
         raise InputError(
             role,
             f"probabilities sum to {sums[rows[0]]:.9g}, not 1 (tolerance {tol:g}; "
-            "lossctl never renormalises; a looser tolerance is --prob-atol)",
+            f"lossctl never renormalises; a looser tolerance is {opt('prob-atol')})",
             rows,
             expected="rows summing to 1",
         )
@@ -774,7 +770,7 @@ def per_output(value, n_out: int, name: str) -> np.ndarray | float:
     if arr.shape != (n_out,):
         raise ParamError(
             name,
-            f"--{name} has {arr.size} values but the prediction has {n_out} column(s)",
+            f"{opt(name)} has {arr.size} values but the prediction has {n_out} column(s)",
         )
     return arr
 

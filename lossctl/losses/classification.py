@@ -12,9 +12,11 @@ References:
 
 from __future__ import annotations
 
-import numpy as np
+import math
 
-from lossctl.errors import InputError, ParamError
+from lossctl.losses._lazy import lazy
+
+from lossctl.errors import InputError, ParamError, opt
 from lossctl.losses import Result
 from lossctl.losses._common import (
     ELEM_BLOCK_ELEMS,
@@ -43,6 +45,60 @@ from lossctl.losses._common import (
     softmax_minus_onehot,
     softmax_rows,
 )
+from lossctl.losses.spec import HEADLINE_ELEM_SUM, HEADLINE_MEAN, loss, Param, Role
+
+np = lazy(globals())  # NumPy is imported on first use (lossctl/losses/_lazy.py)
+
+# Declarations shared by this module's losses ----------------------------------------
+
+PRED_KIND = Param(
+    "pred-kind",
+    "choice",
+    "logits",
+    "What the prediction columns hold: raw logits, probabilities, or log-probabilities. Never guessed from the values.",
+    choices=("logits", "probs", "log-probs"),
+)
+
+TARGET_KIND = Param(
+    "target-kind",
+    "choice",
+    "probs",
+    "For soft (N, C) targets: probabilities or log-probabilities.",
+    choices=("probs", "log-probs"),
+)
+
+CLASS_WEIGHT = Param(
+    "weight",
+    "floats",
+    None,
+    "Class weights: C comma-separated numbers, or a file holding them (.npy, .json, text).",
+    low=0.0,
+)
+
+IGNORE_INDEX = Param(
+    "ignore-index",
+    "int",
+    -100,
+    "Target value whose rows are ignored: excluded from every statistic and counted.",
+)
+
+CLASSES = Param(
+    "classes",
+    "names",
+    None,
+    "Class names in logit order, for targets stored as names (cat, dog): a comma list (cat,dog,bird) or a "
+    "file with one name per line. Name k is class index k; a name not in the list is an error naming the row.",
+)
+
+
+PRED_CN = Role("pred", "(N, C)", "Class scores: one row per sample, one column per class.", ndim=(2,))
+
+TARGET_CE = Role(
+    "target",
+    "(N,) or (N, C)",
+    "Class indices (N,), or a probability row per sample (N, C) (soft targets).",
+    dtype="label",
+)
 
 # ---------------------------------------------------------------------------
 # cross-entropy
@@ -61,7 +117,7 @@ def _class_weight(weight, n_classes: int) -> np.ndarray | None:
     if w.shape != (n_classes,):
         raise ParamError(
             "weight",
-            f"--weight has {w.size} value(s) but the predictions have {n_classes} classes (columns)",
+            f"{opt('weight')} has {w.size} value(s) but the predictions have {n_classes} classes (columns)",
         )
     return w
 
@@ -102,6 +158,51 @@ def _xlogy_rows(t: np.ndarray, logq: np.ndarray) -> np.ndarray:
     return prod.sum(axis=1)
 
 
+@loss(
+    name="cross-entropy",
+    aliases=("ce",),
+    family="classification",
+    summary="Softmax cross-entropy between class scores and class indices or soft targets.",
+    inputs=(PRED_CN, TARGET_CE),
+    params=(
+        PRED_KIND,
+        CLASS_WEIGHT,
+        IGNORE_INDEX,
+        CLASSES,
+        Param(
+            "label-smoothing",
+            "float",
+            0.0,
+            "Mix (1-ε) of the target with ε of the uniform distribution over C classes.",
+            low=0.0,
+            high=1.0,
+        ),
+        TARGET_KIND,
+    ),
+    kernel_options=("extras", "prob_atol"),
+    reference="torch.nn.functional.cross_entropy(input, target, weight, ignore_index, reduction, label_smoothing)",
+    formula=(
+        "indices: l_n = -w[y_n] · log softmax(x_n)[y_n]\n"
+        "soft:    l_n = -Σ_c w_c · y_nc · log softmax(x_n)_c\n"
+        "smoothing ε: (1-ε) · l_n + ε/C · (-Σ_c w_c · log softmax(x_n)_c)"
+    ),
+    headline=(
+        "index targets: Σ_n l_n / Σ_n w[y_n] over rows not equal to ignore-index "
+        "(PyTorch's weighted mean; the plain mean when unweighted); soft targets: Σ_n l_n / N"
+    ),
+    gradient="∂l_n/∂x_n = softmax(x_n) · Σ_c t_c - t, with t the weighted (smoothed) target row",
+    properties=(
+        "Non-negative for probability targets; zero only when the prediction puts all mass on the target.",
+        "Equals H(p) + KL(p ‖ q) for a soft target p and prediction q: only the KL part depends on the model.",
+        "Unbounded: a confident wrong prediction costs arbitrarily much (log of a tiny probability).",
+        "Computed in log space with log-sum-exp: logits of ±1e4 give finite, exact results.",
+    ),
+    used_for="Multi-class classification; language modelling (per token).",
+    activation="softmax over the class axis (applied inside the loss to logits)",
+    paper="Standard maximum-likelihood loss; label smoothing: Szegedy et al. 2016.",
+    example=("sample_data/classifier.parquet:logits", "sample_data/classifier.parquet:label"),
+    reliability="reliability_multiclass",
+)
 def cross_entropy(
     pred: np.ndarray,
     target: np.ndarray,
@@ -140,7 +241,7 @@ def cross_entropy(
         if ignore_index is not None and ignore_index >= 0:
             raise ParamError(
                 "ignore-index",
-                "--ignore-index is not supported with soft (probability) targets",
+                f"{opt('ignore-index')} is not supported with soft (probability) targets",
             )
         t = _soft_target(target, x.shape, target_kind, prob_atol)
         logq = _log_probs(x, pred_kind, prob_atol)
@@ -296,11 +397,6 @@ def _bce_prepare(pred, target, pos_weight, weight):
     return x, np.asarray(y, dtype=np.float64), pw, w
 
 
-# float32 logits: the softplus tail log1p(exp(-|x|)) in float32 (about 1e-7 relative);
-# everything else, and float64 logits, in float64.
-BCE_TAIL_IN_INPUT_PRECISION = True
-
-
 def _bce_logits_fast(pred, target, pos_weight, weight, extras: bool) -> Result | None:
     """BCE with logits over row blocks in threads; None when the plain path must handle the input.
 
@@ -326,7 +422,9 @@ def _bce_logits_fast(pred, target, pos_weight, weight, extras: bool) -> Result |
     loss = np.empty(n, dtype=np.float64)
     pw_one = isinstance(pw, float) and pw == 1.0
     w_one = isinstance(w, float) and w == 1.0
-    tail_dt = x.dtype if BCE_TAIL_IN_INPUT_PRECISION else np.float64
+    # float32 logits: the softplus tail log1p(exp(-|x|)) in float32 (about 1e-7 relative);
+    # everything else, and float64 logits, in float64.
+    tail_dt = x.dtype
     step = rows_per_block(k_out, ELEM_BLOCK_ELEMS)
 
     def part(start: int, stop: int) -> tuple[bool, bool]:
@@ -403,6 +501,60 @@ def _bce_logits_fast(pred, target, pos_weight, weight, extras: bool) -> Result |
     return result
 
 
+@loss(
+    name="binary-cross-entropy",
+    aliases=("bce",),
+    family="classification",
+    summary="Binary (or multi-label) cross-entropy from logits or probabilities.",
+    inputs=(
+        Role("pred", "(N,) or (N, K)", "One score per sample, or K independent labels per sample."),
+        Role("target", "(N,) or (N, K)", "Targets in [0, 1], the prediction's shape."),
+    ),
+    params=(
+        Param(
+            "pred-kind",
+            "choice",
+            "logits",
+            "What the prediction holds: logits (sigmoid applied inside) or probabilities.",
+            choices=("logits", "probs"),
+        ),
+        Param(
+            "pos-weight",
+            "float-or-floats",
+            1.0,
+            "Weight of the positive term: one number, or K numbers (one per label).",
+            low=0.0,
+        ),
+        Param(
+            "weight",
+            "float-or-floats",
+            None,
+            "Weight of each element: one number, or K numbers (one per label).",
+            low=0.0,
+        ),
+    ),
+    kernel_options=("extras",),
+    reference=(
+        "torch.nn.functional.binary_cross_entropy_with_logits(input, target, weight, pos_weight) "
+        "(logits); torch.nn.functional.binary_cross_entropy(input, target, weight) (probs)"
+    ),
+    formula=(
+        "logits: l = w · (pw · y · softplus(-x) + (1-y) · softplus(x))\n"
+        "probs:  l = -w · (pw · y · max(log p, -100) + (1-y) · max(log(1-p), -100))\n"
+        "(N, K): the per-sample value is the mean over the K labels"
+    ),
+    headline=HEADLINE_MEAN,
+    gradient="logits: ∂l/∂x = w · ((1-y) · σ(x) - pw · y · σ(-x)); probs: w · ((1-y)/(1-p) - pw · y/p)",
+    properties=(
+        "From logits it is computed with softplus, so it is finite and exact for any finite logit.",
+        "From probabilities each log is clamped at -100, as PyTorch does: one element costs at most 100 · w.",
+    ),
+    used_for="Binary and multi-label classification.",
+    activation="sigmoid per output (applied inside the loss to logits)",
+    paper="Standard Bernoulli log-likelihood.",
+    example=("sample_data/binary.csv:logit", "sample_data/binary.csv:label"),
+    reliability="reliability_binary",
+)
 def binary_cross_entropy(
     pred: np.ndarray,
     target: np.ndarray,
@@ -499,6 +651,45 @@ def _index_target(target, n_classes: int, ignore_index, loss: str) -> np.ndarray
     return class_indices(np.asarray(target), "target", n_classes, ignore_index)
 
 
+@loss(
+    name="nll",
+    family="classification",
+    summary="Negative log-likelihood of class indices under given log-probabilities.",
+    inputs=(
+        Role(
+            "pred",
+            "(N, C)",
+            "Log-probabilities: one row per sample, one column per class (e.g. a log_softmax output).",
+            ndim=(2,),
+        ),
+        Role(
+            "target", "(N,)", f"Class indices; rows equal to {opt('ignore-index')} are ignored.", ndim=(1,), dtype="label"
+        ),
+    ),
+    params=(CLASS_WEIGHT, IGNORE_INDEX, CLASSES),
+    kernel_options=("extras", "prob_atol"),
+    reference="torch.nn.functional.nll_loss(input, target, weight, ignore_index)",
+    formula=f"l_n = -w[y_n] · logp_n[y_n]   (w ≡ 1 without {opt('weight')}; 0 at ignored rows)",
+    headline=(
+        "Σ_n l_n / Σ_n w[y_n] over rows not equal to ignore-index "
+        "(PyTorch's weighted mean; the plain mean when unweighted)"
+    ),
+    gradient="∂l_n/∂logp_n = -w[y_n] · onehot(y_n); 0 on ignored rows",
+    properties=(
+        "Non-negative and unbounded: a log-probability of -inf on the true class gives inf.",
+        "Equals cross-entropy when the input is log_softmax of the logits.",
+        "Unlike PyTorch, the input is validated: values must be <= 0 and their exps sum to 1 per row "
+        f"(within {opt('prob-atol')}); PyTorch accepts any numbers (nll_loss([[1,2,3]],[2]) = -3).",
+    ),
+    used_for="Multi-class classification when the model already outputs log-probabilities.",
+    activation="log_softmax over the class axis (applied by the model, not by the loss)",
+    paper="Standard maximum-likelihood loss (negative log-likelihood).",
+    example=(
+        "sample_data/classification_logprobs.parquet:logprobs",
+        "sample_data/classification_logprobs.parquet:label",
+    ),
+    reliability="reliability_log_probs",
+)
 def nll(
     pred: np.ndarray,
     target: np.ndarray,
@@ -566,16 +757,8 @@ def _log_sigmoid(x: np.ndarray) -> np.ndarray:
     return -(np.maximum(-x, 0.0) + np.log1p(np.exp(-np.abs(x))))
 
 
-def _focal_check_params(alpha: float, gamma: float) -> None:
-    if alpha is None or not (0.0 <= alpha <= 1.0 or alpha == -1):
-        raise ParamError("alpha", f"--alpha must be in [0, 1], or -1 to disable it; got {alpha}")
-    if gamma is None or not gamma >= 0:
-        raise ParamError("gamma", f"--gamma must be >= 0; got {gamma}")
-
-
 def _focal_parts(pred, target, alpha, gamma):
     """Shared pieces: x, y, ce, log(1-p_t), focal weight (1-p_t)^γ, α_t (or None)."""
-    _focal_check_params(alpha, gamma)
     x, y = same_shape(as_float(pred), as_float(target))
     check_unit_interval(y, "target", "binary targets")
     check_finite(x, "pred", "logits")
@@ -594,6 +777,62 @@ def _focal_parts(pred, target, alpha, gamma):
     return x, y, ce, log_1mpt, fw, alpha_t, ls_pos, ls_neg
 
 
+@loss(
+    name="focal",
+    family="classification",
+    summary="Sigmoid focal loss: binary cross-entropy down-weighted on easy examples.",
+    inputs=(
+        Role("pred", "(N,) or (N, K)", "Logits: one per sample, or K independent labels per sample."),
+        Role(
+            "target", "(N,) or (N, K)", "Binary targets in [0, 1] (soft targets allowed), the prediction's shape."
+        ),
+    ),
+    params=(
+        Param(
+            "alpha",
+            "float",
+            0.25,
+            "Weight of the positive class (α_t = α·y + (1-α)(1-y)); -1 disables the weighting.",
+            low=0.0,
+            high=1.0,
+            allow=(-1.0,),
+        ),
+        Param(
+            "gamma",
+            "float",
+            2.0,
+            "Focusing exponent γ on (1 - p_t); 0 gives (α-weighted) binary cross-entropy.",
+            low=0.0,
+        ),
+    ),
+    kernel_options=("extras",),
+    reference="torchvision.ops.sigmoid_focal_loss(inputs, targets, alpha, gamma, reduction='none')",
+    formula=(
+        "p = σ(x), ce = BCEWithLogits(x, y) = -(y·log σ(x) + (1-y)·log σ(-x))\n"
+        "p_t = p·y + (1-p)(1-y),  α_t = α·y + (1-α)(1-y)\n"
+        "l = α_t · (1 - p_t)^γ · ce   (α_t omitted when alpha = -1)\n"
+        "(N, K): the per-sample value is the mean over the K labels"
+    ),
+    headline="the mean over samples (= the element-wise mean of torchvision's reduction='mean'); " + HEADLINE_ELEM_SUM,
+    gradient=(
+        "∂l/∂x = α_t · [(σ(x) - y)·(1-p_t)^γ + γ·ce·(1-2y)·σ(x)σ(-x)·(1-p_t)^(γ-1)] (divided by K for (N, K))"
+    ),
+    properties=(
+        "Non-negative; with gamma = 0 and alpha = -1 it is exactly binary cross-entropy with logits.",
+        "Down-weights well-classified examples ((1-p_t)^γ → 0 as p_t → 1), so rare hard examples dominate.",
+        "(1 - p_t)^γ is computed in log space from log σ(±x): exact for extreme logits "
+        "(x = 20, y = 1 gives 2.19e-27 in float64 where torchvision in float32 prints 0).",
+        "Smooth for gamma >= 1; unbounded above (linear in |x| for confident mistakes).",
+    ),
+    used_for="Dense object detection (classification head), imbalanced binary and multi-label classification.",
+    activation="sigmoid per output (applied inside the loss to logits)",
+    paper="Lin, Goyal, Girshick, He, Dollár 2017, Focal Loss for Dense Object Detection (RetinaNet).",
+    example=(
+        "sample_data/classification_multilabel.csv:logit_*",
+        "sample_data/classification_multilabel.csv:label_*",
+    ),
+    reliability="reliability_binary",
+)
 def focal(
     pred: np.ndarray,
     target: np.ndarray,
@@ -649,13 +888,287 @@ def focal_grad(
 
 
 # ---------------------------------------------------------------------------
+# calibration: reliability bins, expected calibration error, Brier score
+# ---------------------------------------------------------------------------
+#
+# A reliability table is a function of per-bin sums (rows, Σ confidence, Σ correct), not
+# a mean of per-sample values. Kernels hand the engine three per-row components under
+# the ``rel/`` prefix: the row's bin index, its confidence and whether it was right; the
+# aggregates (lossctl.aggregate) turn them into per-bin compensated sums, which merge,
+# group and save like every other sum. Bins are sklearn's ``calibration_curve``'s:
+# edges linspace(0, 1, n + 1), each bin (low, high], the first one also holds 0.
+
+RELIABILITY_BINS = 10  # the reliability table of cross-entropy, nll, bce and focal
+QUANTILE_FINE_BINS = 1000  # quantile binning: a fine uniform grid, grouped into equal-count bins at the end
+
+
+def _bin_index(conf: np.ndarray, n_bins: int) -> np.ndarray:
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    return np.searchsorted(edges[1:-1], conf, side="left").astype(np.float64)
+
+
+def _rel_components(conf: np.ndarray, hit: np.ndarray, n_bins: int) -> dict[str, np.ndarray]:
+    conf = np.asarray(conf, dtype=np.float64)
+    return {"rel/bin": _bin_index(conf, n_bins), "rel/conf": conf, "rel/hit": np.asarray(hit, dtype=np.float64)}
+
+
+def _top_label(pred, target, pred_kind: str, prob_atol):
+    """Top-label confidence max_c q_c and correctness argmax_c q_c == y of index targets."""
+    x = as_float(pred)
+    logq = _log_probs(x, pred_kind, prob_atol)
+    top = np.argmax(logq, axis=1)
+    conf = np.exp(logq[np.arange(len(top)), top])
+    return conf, top == np.asarray(target).astype(np.int64, copy=False)
+
+
+def _positive_prob(pred, pred_kind: str) -> np.ndarray:
+    x = as_float(pred)
+    if pred_kind == "logits":
+        check_finite(x, "pred", "logits")
+        return np.asarray(sigmoid(np.asarray(x, dtype=np.float64)), dtype=np.float64)
+    check_unit_interval(x, "pred", "probabilities")
+    return np.asarray(x, dtype=np.float64)
+
+
+def reliability_multiclass(pred, target, *, pred_kind: str = "logits", prob_atol=None, **_) -> dict[str, np.ndarray]:
+    """Reliability components of a softmax classifier with index targets (top-label); none for
+    soft targets (there is no single right class)."""
+    if np.ndim(target) != 1:
+        return {}
+    conf, hit = _top_label(pred, target, pred_kind, prob_atol)
+    return _rel_components(conf, hit, RELIABILITY_BINS)
+
+
+def reliability_log_probs(pred, target, *, prob_atol=None, **_) -> dict[str, np.ndarray]:
+    return reliability_multiclass(pred, target, pred_kind="log-probs", prob_atol=prob_atol)
+
+
+def reliability_binary(pred, target, *, pred_kind: str = "logits", **_) -> dict[str, np.ndarray]:
+    """Reliability components of a binary classifier (N,): confidence P(y = 1), 'accuracy' the
+    fraction of positives (as calibration_curve); none for multi-label (N, K) predictions."""
+    if np.ndim(pred) != 1:
+        return {}
+    return _rel_components(_positive_prob(pred, pred_kind), np.asarray(target, dtype=np.float64), RELIABILITY_BINS)
+
+
+def _calibration_inputs(pred, target, pred_kind: str, prob_atol):
+    x = as_float(pred)
+    if x.ndim == 1:
+        p = _positive_prob(x, pred_kind)
+        y = np.asarray(target, dtype=np.float64)
+        if y.ndim != 1 or len(y) != len(p):
+            raise InputError("target", "binary (N,) predictions need one 0/1 label per row")
+        bad = (y != 0) & (y != 1)
+        if bad.any():
+            raise InputError("target", "binary labels must be 0 or 1", rows=first_rows(bad))
+        return p, y
+    if np.ndim(target) != 1:
+        raise InputError("target", "class indices (N,) are needed (soft targets have no right class)")
+    y = class_indices(np.asarray(target), "target", x.shape[1], None)
+    return _top_label(x, y, pred_kind, prob_atol)
+
+
+@loss(
+    name="ece",
+    aliases=("calibration-error",),
+    family="classification",
+    summary="Expected calibration error (top-label, binned): ECE, RMS calibration error or MCE.",
+    inputs=(
+        Role("pred", "(N, C) or (N,)", "Class scores (N, C), or the positive class's score (N,) of a binary classifier."),
+        Role("target", "(N,)", "Class indices (N, C scores), or 0/1 labels (N,) scores).", dtype="label"),
+    ),
+    params=(
+        PRED_KIND,
+        Param("bins", "int", 15, "Number of confidence bins.", low=1, high=1000),
+        Param(
+            "binning",
+            "choice",
+            "uniform",
+            "uniform: equal-width bins over [0, 1]; quantile: bins of about equal counts (approximate in "
+            "one streaming pass: edges on a 1000-bin grid; the report says so).",
+            choices=("uniform", "quantile"),
+        ),
+        Param(
+            "norm",
+            "choice",
+            "l1",
+            "l1: expected calibration error; l2: RMS calibration error; max: maximum calibration error.",
+            choices=("l1", "l2", "max"),
+        ),
+    ),
+    kernel_options=("prob_atol",),
+    reference="torchmetrics.functional.classification.multiclass_calibration_error / binary_calibration_error",
+    formula=(
+        "conf_n = max_c q_nc, correct_n = [argmax_c q_nc = y_n]  ((N,) scores: conf_n = p_n, correct_n = y_n)\n"
+        "bin b: n_b rows, conf_b = mean conf, acc_b = mean correct (bins (low, high] as sklearn's calibration_curve)\n"
+        "l1 = Σ_b n_b/N |acc_b - conf_b|;  l2 = sqrt(Σ_b n_b/N (acc_b - conf_b)²);  max = max_b |acc_b - conf_b|\n"
+        "per-sample value: |conf_n - correct_n| (the headline is not its mean)"
+    ),
+    headline=f"a function of the per-bin sums (rows, Σ confidence, Σ correct) by {opt('norm')}, not a mean of per-sample values",
+    gradient=(
+        "of the per-sample value |conf - correct| (not of the binned headline): "
+        "sign(conf - correct) · conf · (e_top - q) for logits"
+    ),
+    properties=(
+        "In [0, 1]; 0 when, in every bin, the accuracy equals the mean confidence.",
+        f"Depends on the binning: report {opt('bins')} and {opt('binning')} with the number.",
+        f"{opt('ci')} is refused: the streaming bootstrap resamples Σ num / Σ den, which this value is not.",
+    ),
+    used_for="Checking that a classifier's confidence matches its accuracy.",
+    activation="softmax over classes (logits), sigmoid for (N,) logits; probabilities are validated",
+    paper="Naeini, Cooper, Hauskrecht 2015; Guo et al. 2017 (On Calibration of Modern Neural Networks).",
+    example=("sample_data/classifier.parquet:logits", "sample_data/classifier.parquet:label"),
+    headline_from="ece_headline",
+)
+def ece(
+    pred: np.ndarray,
+    target: np.ndarray,
+    *,
+    pred_kind: str = "logits",
+    bins: int = 15,
+    binning: str = "uniform",
+    norm: str = "l1",
+    prob_atol: float | None = None,
+) -> Result:
+    """Calibration error components, per sample.
+
+    ``(N, C)`` scores with class indices: top-label confidence ``max_c q_c`` and correctness
+    ``argmax q == y`` (torchmetrics' multiclass form); ``(N,)`` scores: ``P(y = 1)`` against the
+    0/1 label (torchmetrics' binary form). The per-sample value is ``|confidence - correct|``;
+    the headline is :func:`ece_headline` of the per-bin sums, not a mean.
+    """
+    conf, hit = _calibration_inputs(pred, target, pred_kind, prob_atol)
+    conf = np.asarray(conf, dtype=np.float64)
+    hit = np.asarray(hit, dtype=np.float64)
+    grid = QUANTILE_FINE_BINS if binning == "quantile" else int(bins)
+    return Result(loss=np.abs(conf - hit), components=_rel_components(conf, hit, grid))
+
+
+def ece_grad(pred, target, *, pred_kind: str = "logits", prob_atol=None, **_) -> np.ndarray:
+    """∂|conf_n - correct_n|/∂pred_n (of the per-sample value, not of the binned headline):
+    sign(conf - correct) · ∂conf/∂pred, with ∂ max_c softmax(x)_c/∂x = conf · (e_top - q)."""
+    x = as_float(pred)
+    conf, hit = _calibration_inputs(x, target, pred_kind, prob_atol)
+    s = np.sign(np.asarray(conf, dtype=np.float64) - np.asarray(hit, dtype=np.float64))
+    if x.ndim == 1:
+        return s * conf * (1.0 - conf) if pred_kind == "logits" else s
+    logq = _log_probs(x, pred_kind, prob_atol)
+    top = np.argmax(logq, axis=1)
+    onehot = np.zeros(x.shape)
+    onehot[np.arange(len(top)), top] = 1.0
+    if pred_kind == "probs":
+        return s[:, None] * onehot
+    if pred_kind == "log-probs":
+        return (s * conf)[:, None] * onehot
+    return (s * conf)[:, None] * (onehot - np.exp(logq))
+
+
+def ece_headline(bins: list[dict], total: int, params: dict) -> float:
+    """ECE (l1), RMS calibration error (l2) or MCE (max) from the reliability bins, as
+    torchmetrics' CalibrationError: with n_b, conf_b, acc_b the bin's rows, mean
+    confidence and accuracy, l1 = Σ_b n_b/N |acc_b - conf_b|, l2 = sqrt(Σ_b n_b/N (acc_b - conf_b)²),
+    max = max_b |acc_b - conf_b|."""
+    full = [b for b in bins if b["count"]]
+    if not total or not full:
+        return float("nan")
+    norm = params.get("norm") or "l1"
+    if norm == "max":
+        return max(abs(b["accuracy"] - b["confidence"]) for b in full)
+    if norm == "l2":
+        import math
+
+        return math.sqrt(sum(b["count"] * (b["accuracy"] - b["confidence"]) ** 2 for b in full) / total)
+    return sum(b["count"] * abs(b["accuracy"] - b["confidence"]) for b in full) / total
+
+
+@loss(
+    name="brier",
+    aliases=("brier-score",),
+    family="classification",
+    summary="Brier score: squared error between predicted probabilities and the one-hot (or soft) target.",
+    inputs=(
+        Role("pred", "(N, C) or (N,)", "Class scores (N, C), or the positive class's score (N,) of a binary classifier."),
+        Role(
+            "target",
+            "(N,) or (N, C)",
+            "Class indices (N,) or probability rows (N, C) for (N, C) scores; labels in [0, 1] for (N,) scores.",
+            dtype="label",
+        ),
+    ),
+    params=(PRED_KIND, TARGET_KIND),
+    kernel_options=("prob_atol",),
+    reference="sklearn.metrics.brier_score_loss (binary); multi-class: Brier 1950, Σ_c (q_c - y_c)²",
+    formula=(
+        "(N, C): l_n = Σ_c (q_nc - y_nc)², q = softmax(x) (or the given probabilities), y one-hot or soft\n"
+        "(N,):   l_n = (p_n - y_n)², p = σ(x) (or the given probability)"
+    ),
+    headline="the mean over rows",
+    gradient="probs: 2(q - y); logits: 2 q ⊙ (d - Σ_c q_c d_c) with d = q - y",
+    properties=(
+        "In [0, 2] for (N, C) scores, [0, 1] for (N,); a strictly proper scoring rule.",
+        "For (N,) binary scores it is scikit-learn's brier_score_loss; the two-column (N, 2) form is twice that.",
+    ),
+    used_for="Scoring probabilistic classifiers (accuracy and calibration together).",
+    activation="softmax over classes (logits), sigmoid for (N,) logits; probabilities are validated",
+    paper="Brier 1950, Verification of forecasts expressed in terms of probability.",
+    example=("sample_data/classifier.parquet:logits", "sample_data/classifier.parquet:label"),
+)
+def brier(
+    pred: np.ndarray,
+    target: np.ndarray,
+    *,
+    pred_kind: str = "logits",
+    target_kind: str = "probs",
+    prob_atol: float | None = None,
+) -> Result:
+    """Brier score per sample: ``Σ_c (q_c - y_c)²`` (Brier 1950) for ``(N, C)`` scores with class
+    indices or probability rows; ``(q - y)²`` for ``(N,)`` scores of the positive class
+    (scikit-learn's ``brier_score_loss``)."""
+    x = as_float(pred)
+    if x.ndim == 1:
+        p = _positive_prob(x, pred_kind)
+        y = np.asarray(target, dtype=np.float64)
+        check_unit_interval(y, "target", "binary targets")
+        return Result(loss=(p - y) ** 2)
+    q, t = _brier_rows(x, target, pred_kind, target_kind, prob_atol)
+    d = q - t
+    return Result(loss=np.einsum("ij,ij->i", d, d))
+
+
+def _brier_rows(x, target, pred_kind: str, target_kind: str, prob_atol):
+    """(q, t): the (N, C) probability rows and the target rows (one-hot for class indices)."""
+    q = np.exp(_log_probs(x, pred_kind, prob_atol))
+    if np.ndim(target) == 2:
+        return q, _soft_target(target, x.shape, target_kind, prob_atol)
+    y = class_indices(np.asarray(target), "target", x.shape[1], None)
+    t = np.zeros_like(q)
+    t[np.arange(len(y)), y] = 1.0
+    return q, t
+
+
+def brier_grad(pred, target, *, pred_kind: str = "logits", target_kind: str = "probs", prob_atol=None):
+    """∂l/∂pred: probabilities 2(q - y); logits through the softmax Jacobian
+    (2 q ⊙ (d - Σ_c q_c d_c)); binary logits 2(p - y)·p(1 - p)."""
+    x = as_float(pred)
+    if x.ndim == 1:
+        p = _positive_prob(x, pred_kind)
+        g = 2.0 * (p - np.asarray(target, dtype=np.float64))
+        return g * p * (1.0 - p) if pred_kind == "logits" else g
+    if pred_kind == "log-probs":
+        raise ParamError("grad", f"brier with {opt('pred-kind')} log-probs: use logits or probs for {opt('grad')}")
+    q, t = _brier_rows(x, target, pred_kind, target_kind, prob_atol)
+    d = 2.0 * (q - t)
+    if pred_kind == "probs":
+        return d
+    return q * (d - np.einsum("ij,ij->i", q, d)[:, None])
+
+
+# ---------------------------------------------------------------------------
 # softmax-focal (multi-class focal loss, Lin et al. 2017)
 # ---------------------------------------------------------------------------
 
 
 def _softmax_focal_parts(pred, target, alpha, gamma):
-    if gamma is None or not gamma >= 0:
-        raise ParamError("gamma", f"--gamma must be >= 0; got {gamma}")
     x = as_float(pred)
     n, n_classes = x.shape
     a = None
@@ -664,10 +1177,10 @@ def _softmax_focal_parts(pred, target, alpha, gamma):
         if a.shape != (n_classes,):
             raise ParamError(
                 "alpha",
-                f"--alpha has {a.size} value(s) but the predictions have {n_classes} classes (columns)",
+                f"{opt('alpha')} has {a.size} value(s) but the predictions have {n_classes} classes (columns)",
             )
         if (a < 0).any() or not np.isfinite(a).all():
-            raise ParamError("alpha", "--alpha values must be finite and >= 0")
+            raise ParamError("alpha", f"{opt('alpha')} values must be finite and >= 0")
     y = _index_target(target, n_classes, None, "softmax-focal")
     check_finite(x, "pred", "logits")
     m, log_s = logsumexp_parts(x)
@@ -679,6 +1192,51 @@ def _softmax_focal_parts(pred, target, alpha, gamma):
     return x, y, nll_y, one_minus_p, fw, ay
 
 
+@loss(
+    name="softmax-focal",
+    family="classification",
+    summary="Multi-class focal loss: softmax cross-entropy scaled by (1 - p_y)^γ.",
+    inputs=(
+        Role("pred", "(N, C)", "Logits: one row per sample, one column per class.", ndim=(2,)),
+        Role("target", "(N,)", "Class indices in [0, C).", ndim=(1,), dtype="label"),
+    ),
+    params=(
+        Param(
+            "alpha",
+            "floats",
+            None,
+            "Optional class weights α: C comma-separated numbers (or a file); l is multiplied by α[y].",
+            low=0.0,
+        ),
+        Param(
+            "gamma",
+            "float",
+            2.0,
+            "Focusing exponent γ on (1 - p_y); 0 gives (α-weighted) cross-entropy.",
+            low=0.0,
+        ),
+        CLASSES,
+    ),
+    kernel_options=("extras",),
+    reference=(
+        "Lin et al. 2017 multi-class form; per sample equals "
+        "alpha[y] * (1 - exp(-ce))**gamma * ce with ce = F.cross_entropy(x, y, reduction='none')"
+    ),
+    formula="p = softmax(x),  l_n = -α[y_n] · (1 - p_y)^γ · log p_y   (α ≡ 1 when not given)",
+    headline="the mean over samples (α weights the samples but does not change the denominator)",
+    gradient="∂l/∂x = A · (softmax(x) - onehot(y)),  A = α_y · (1-p_y)^γ · (1 + γ · p_y · (-log p_y) / (1 - p_y))",
+    properties=(
+        "Non-negative; with gamma = 0 (and no alpha) it equals cross-entropy.",
+        "Down-weights well-classified samples, focusing training on hard ones.",
+        "Computed with log-sum-exp and 1 - p_y = -expm1(log p_y): finite for logits of ±1e4, "
+        "and a confident correct row keeps its tiny value instead of rounding to 0.",
+        "No ignore-index: every row must have a valid class index.",
+    ),
+    used_for="Imbalanced multi-class classification; detection classification heads with a softmax.",
+    activation="softmax over the class axis (applied inside the loss to logits)",
+    paper="Lin, Goyal, Girshick, He, Dollár 2017, Focal Loss for Dense Object Detection.",
+    example=("sample_data/classifier.parquet:logits", "sample_data/classifier.parquet:label"),
+)
 def softmax_focal(
     pred: np.ndarray,
     target: np.ndarray,
@@ -727,10 +1285,7 @@ def softmax_focal_grad(
 
 
 def _log_base(base) -> float:
-    b = float(base)
-    if not (b > 0) or b == 1.0 or not np.isfinite(b):
-        raise ParamError("base", f"--base must be > 0 and not 1; got {base}")
-    return float(np.log(b))
+    return math.log(float(base))  # (declared: (0, inf) other than 1, checked when parsed)
 
 
 def _entropy_logp(pred, pred_kind: str, prob_atol):
@@ -750,14 +1305,68 @@ def _entropy_logp(pred, pred_kind: str, prob_atol):
         check_log_probs(x, "pred", prob_atol)
         lp = np.asarray(x, dtype=np.float64)
     else:
-        raise ParamError("pred-kind", f"unknown --pred-kind {pred_kind!r}")
+        raise ParamError("pred-kind", f"unknown {opt('pred-kind')} {pred_kind!r}")
     return np.exp(lp), lp
 
 
+@loss(
+    name="entropy",
+    family="classification",
+    summary="Shannon entropy of each predicted distribution (prediction uncertainty; no target).",
+    inputs=(
+        Role(
+            "pred",
+            "(N, C)",
+            f"A distribution per row: logits, probabilities or log-probabilities ({opt('pred-kind')}).",
+            ndim=(2,),
+        ),
+    ),
+    params=(
+        Param(
+            "base",
+            "float",
+            math.e,
+            "Logarithm base: e gives nats, 2 gives bits. Must be > 0 and not 1.",
+            low=0.0,
+            low_open=True,
+            high_open=True,
+            exclude=(1.0,),
+        ),
+        Param(
+            "pred-kind",
+            "choice",
+            "logits",
+            "What the prediction columns hold: raw logits (softmax applied inside), probabilities, "
+            "or log-probabilities. Never guessed from the values.",
+            choices=("logits", "probs", "log-probs"),
+        ),
+    ),
+    kernel_options=("prob_atol",),
+    reference=(
+        "scipy.stats.entropy(p, base=base, axis=1) on probability rows "
+        "(SciPy renormalises rows; lossctl validates that they sum to 1 instead)"
+    ),
+    formula="H(p_n) = -Σ_c p_nc · log p_nc / log(base),  0 · log 0 = 0,  p = softmax(x) for logits",
+    headline="the mean entropy over samples",
+    gradient=(
+        "logits: ∂H/∂x_c = -p_c (log p_c + H); probs: -(log p_c + 1); "
+        "log-probs: -p_c (log p_c + 1); all divided by log(base)"
+    ),
+    properties=(
+        "Bounded: 0 <= H <= log(C) / log(base); 0 for a one-hot prediction, maximal for the uniform one.",
+        "Needs no target: measures how uncertain the model is, not whether it is right.",
+        "Concave in p; from logits it is computed with log-softmax, finite for any finite logits.",
+        "Equals cross-entropy of the prediction with itself, CE(p, p).",
+    ),
+    used_for="Uncertainty estimation, entropy regularisation / minimisation, active learning, calibration checks.",
+    activation="softmax over the class axis for logits; none for probabilities",
+    paper="Shannon 1948, A Mathematical Theory of Communication.",
+    example=("sample_data/classification_probs.csv:p_*", f"{opt('pred-kind')}", "probs", f"{opt('base')}", "2"),
+)
 def entropy(
     pred: np.ndarray,
     *,
-    base: float = np.e,
+    base: float = math.e,
     pred_kind: str = "logits",
     prob_atol: float | None = None,
 ) -> Result:
@@ -778,7 +1387,7 @@ def entropy(
 def entropy_grad(
     pred: np.ndarray,
     *,
-    base: float = np.e,
+    base: float = math.e,
     pred_kind: str = "logits",
     prob_atol: float | None = None,
 ) -> np.ndarray:
@@ -915,7 +1524,7 @@ class _Tokens:
                 f"sequence of {int(lengths[i])} tokens of logits but {int(tl[i])} labels",
                 bad,
                 expected="one label per token: as many labels as logit vectors in each sequence"
-                + (" (with --shift, the input ids themselves)" if shift else ""),
+                + (f" (with {opt('shift')}, the input ids themselves)" if shift else ""),
             )
         if y_all.dtype.kind not in "biuf":
             raise InputError("target", f"labels have type {y_all.dtype}", [], expected="integer token ids")
@@ -1002,6 +1611,80 @@ class _Tokens:
         return Ragged(g, self.pred.offsets)
 
 
+@loss(
+    name="token-cross-entropy",
+    aliases=("lm",),
+    tokens="token_cross_entropy_tokens",
+    family="classification",
+    summary="Language-model token cross-entropy per sequence, with the token-weighted mean and perplexity.",
+    inputs=(
+        Role(
+            "pred",
+            "(N, T, V) or (N, T) ragged",
+            "Logits (N, T, V) with labels, ragged logits (one list of T_n logit vectors of length V per "
+            "sequence) with ragged labels, or per-token log-probabilities log p(token) "
+            "(N, T): one list per sequence, lengths may differ.",
+            ndim=(2, 3),
+            ragged=True,
+        ),
+        Role(
+            "target",
+            "(N, T) or (N, T) ragged",
+            "Token ids (N, T), or one list of T_n ids per sequence with ragged logits; required with "
+            "logits, absent with per-token log-probabilities. "
+            f"Tokens equal to {opt('ignore-index')} (padding) are skipped.",
+            ndim=(2,),
+            dtype="label",
+            optional=True,
+            ragged=True,
+        ),
+    ),
+    params=(
+        Param(
+            "ignore-index",
+            "int",
+            -100,
+            "Label of tokens to skip (padding, prompt tokens); they count neither in the loss nor in the token count.",
+        ),
+        Param(
+            "shift",
+            "bool",
+            False,
+            "Labels are the input ids: position t predicts token t+1 (logits[:, :-1] against labels[:, 1:], "
+            "as Hugging Face causal LMs compute their loss); each sequence's last position is not scored.",
+        ),
+    ),
+    kernel_options=("extras",),
+    reference=(
+        "torch.nn.functional.cross_entropy(logits.view(-1, V), labels.view(-1), ignore_index=-100) "
+        "(the headline); perplexity = exp of it"
+    ),
+    formula=(
+        "per token:    l_t = -log softmax(x_t)[y_t]   (logits), or -log p(token_t) (per-token log-probs)\n"
+        f"{opt('shift')}:      l_t = -log softmax(x_t)[y_{{t+1}}], t < T_n - 1   (labels = input ids)\n"
+        "per sequence: l_n = Σ_{t kept} l_t / n_tokens(n)\n"
+        "headline:     Σ_n Σ_t l_t / Σ_n n_tokens(n);  perplexity = exp(headline)"
+    ),
+    headline=(
+        "the token-weighted mean: total token loss / total non-ignored tokens "
+        "(= F.cross_entropy over all tokens); sequences without tokens are ignored rows"
+    ),
+    gradient=(
+        "logits: ∂l_n/∂x_t = (softmax(x_t) - onehot(y_t)) / n_tokens(n) at kept tokens, 0 elsewhere; "
+        "per-token log-probs: ∂l_n/∂log p_t = -1 / T_n"
+    ),
+    properties=(
+        "Non-negative and unbounded; exp(headline) is the perplexity (1 = perfect, V = uniform guessing).",
+        "The headline weights sequences by their token counts; the per-sequence mean weights each sequence equally.",
+        "Computed with log-sum-exp over the vocabulary: finite and exact for logits of ±1e4.",
+        "Per-token log-probabilities must be <= 0 (log p of the observed token).",
+    ),
+    used_for="Language modelling (next-token prediction), sequence-to-sequence models, LM evaluation (perplexity).",
+    activation="softmax over the vocabulary (applied inside the loss to logits)",
+    paper="Standard maximum-likelihood language modelling; perplexity: Jelinek et al. 1977.",
+    example=("sample_data/classification_tokens.parquet:logprobs",),
+    derived=("perplexity",),
+)
 def token_cross_entropy(
     pred,
     target=None,
@@ -1073,7 +1756,7 @@ def _no_shift(shift: bool) -> None:
     if shift:
         raise ParamError(
             "shift",
-            "--shift applies to logits with labels (the input ids); per-token log-probabilities already "
+            f"{opt('shift')} applies to logits with labels (the input ids); per-token log-probabilities already "
             "score each observed token, so there is nothing to shift"
         )
 
@@ -1100,194 +1783,3 @@ def token_cross_entropy_grad(pred, target=None, *, ignore_index: int = -100, shi
         return r.with_values(values)
     return values.reshape(np.shape(pred))
 
-
-# ---------------------------------------------------------------------------
-# calibration: reliability bins, expected calibration error, Brier score
-# ---------------------------------------------------------------------------
-#
-# A reliability table is a function of per-bin sums (rows, Σ confidence, Σ correct), not
-# a mean of per-sample values. Kernels hand the engine three per-row components under
-# the ``rel/`` prefix: the row's bin index, its confidence and whether it was right; the
-# aggregates (lossctl.aggregate) turn them into per-bin compensated sums, which merge,
-# group and save like every other sum. Bins are sklearn's ``calibration_curve``'s:
-# edges linspace(0, 1, n + 1), each bin (low, high], the first one also holds 0.
-
-RELIABILITY_BINS = 10  # the reliability table of cross-entropy, nll, bce and focal
-QUANTILE_FINE_BINS = 1000  # quantile binning: a fine uniform grid, grouped into equal-count bins at the end
-
-
-def _bin_index(conf: np.ndarray, n_bins: int) -> np.ndarray:
-    edges = np.linspace(0.0, 1.0, n_bins + 1)
-    return np.searchsorted(edges[1:-1], conf, side="left").astype(np.float64)
-
-
-def _rel_components(conf: np.ndarray, hit: np.ndarray, n_bins: int) -> dict[str, np.ndarray]:
-    conf = np.asarray(conf, dtype=np.float64)
-    return {"rel/bin": _bin_index(conf, n_bins), "rel/conf": conf, "rel/hit": np.asarray(hit, dtype=np.float64)}
-
-
-def _top_label(pred, target, pred_kind: str, prob_atol):
-    """Top-label confidence max_c q_c and correctness argmax_c q_c == y of index targets."""
-    x = as_float(pred)
-    logq = _log_probs(x, pred_kind, prob_atol)
-    top = np.argmax(logq, axis=1)
-    conf = np.exp(logq[np.arange(len(top)), top])
-    return conf, top == np.asarray(target).astype(np.int64, copy=False)
-
-
-def _positive_prob(pred, pred_kind: str) -> np.ndarray:
-    x = as_float(pred)
-    if pred_kind == "logits":
-        check_finite(x, "pred", "logits")
-        return np.asarray(sigmoid(np.asarray(x, dtype=np.float64)), dtype=np.float64)
-    check_unit_interval(x, "pred", "probabilities")
-    return np.asarray(x, dtype=np.float64)
-
-
-def reliability_multiclass(pred, target, *, pred_kind: str = "logits", prob_atol=None, **_) -> dict[str, np.ndarray]:
-    """Reliability components of a softmax classifier with index targets (top-label); none for
-    soft targets (there is no single right class)."""
-    if np.ndim(target) != 1:
-        return {}
-    conf, hit = _top_label(pred, target, pred_kind, prob_atol)
-    return _rel_components(conf, hit, RELIABILITY_BINS)
-
-
-def reliability_log_probs(pred, target, *, prob_atol=None, **_) -> dict[str, np.ndarray]:
-    return reliability_multiclass(pred, target, pred_kind="log-probs", prob_atol=prob_atol)
-
-
-def reliability_binary(pred, target, *, pred_kind: str = "logits", **_) -> dict[str, np.ndarray]:
-    """Reliability components of a binary classifier (N,): confidence P(y = 1), 'accuracy' the
-    fraction of positives (as calibration_curve); none for multi-label (N, K) predictions."""
-    if np.ndim(pred) != 1:
-        return {}
-    return _rel_components(_positive_prob(pred, pred_kind), np.asarray(target, dtype=np.float64), RELIABILITY_BINS)
-
-
-def _calibration_inputs(pred, target, pred_kind: str, prob_atol):
-    x = as_float(pred)
-    if x.ndim == 1:
-        p = _positive_prob(x, pred_kind)
-        y = np.asarray(target, dtype=np.float64)
-        if y.ndim != 1 or len(y) != len(p):
-            raise InputError("target", "binary (N,) predictions need one 0/1 label per row")
-        bad = (y != 0) & (y != 1)
-        if bad.any():
-            raise InputError("target", "binary labels must be 0 or 1", rows=first_rows(bad))
-        return p, y
-    if np.ndim(target) != 1:
-        raise InputError("target", "class indices (N,) are needed (soft targets have no right class)")
-    y = class_indices(np.asarray(target), "target", x.shape[1], None)
-    return _top_label(x, y, pred_kind, prob_atol)
-
-
-def ece(
-    pred: np.ndarray,
-    target: np.ndarray,
-    *,
-    pred_kind: str = "logits",
-    bins: int = 15,
-    binning: str = "uniform",
-    norm: str = "l1",
-    prob_atol: float | None = None,
-) -> Result:
-    """Calibration error components, per sample.
-
-    ``(N, C)`` scores with class indices: top-label confidence ``max_c q_c`` and correctness
-    ``argmax q == y`` (torchmetrics' multiclass form); ``(N,)`` scores: ``P(y = 1)`` against the
-    0/1 label (torchmetrics' binary form). The per-sample value is ``|confidence - correct|``;
-    the headline is :func:`ece_headline` of the per-bin sums, not a mean.
-    """
-    conf, hit = _calibration_inputs(pred, target, pred_kind, prob_atol)
-    conf = np.asarray(conf, dtype=np.float64)
-    hit = np.asarray(hit, dtype=np.float64)
-    grid = QUANTILE_FINE_BINS if binning == "quantile" else int(bins)
-    return Result(loss=np.abs(conf - hit), components=_rel_components(conf, hit, grid))
-
-
-def ece_grad(pred, target, *, pred_kind: str = "logits", prob_atol=None, **_) -> np.ndarray:
-    """∂|conf_n - correct_n|/∂pred_n (of the per-sample value, not of the binned headline):
-    sign(conf - correct) · ∂conf/∂pred, with ∂ max_c softmax(x)_c/∂x = conf · (e_top - q)."""
-    x = as_float(pred)
-    conf, hit = _calibration_inputs(x, target, pred_kind, prob_atol)
-    s = np.sign(np.asarray(conf, dtype=np.float64) - np.asarray(hit, dtype=np.float64))
-    if x.ndim == 1:
-        return s * conf * (1.0 - conf) if pred_kind == "logits" else s
-    logq = _log_probs(x, pred_kind, prob_atol)
-    top = np.argmax(logq, axis=1)
-    onehot = np.zeros(x.shape)
-    onehot[np.arange(len(top)), top] = 1.0
-    if pred_kind == "probs":
-        return s[:, None] * onehot
-    if pred_kind == "log-probs":
-        return (s * conf)[:, None] * onehot
-    return (s * conf)[:, None] * (onehot - np.exp(logq))
-
-
-def ece_headline(bins: list[dict], total: int, params: dict) -> float:
-    """ECE (l1), RMS calibration error (l2) or MCE (max) from the reliability bins, as
-    torchmetrics' CalibrationError: with n_b, conf_b, acc_b the bin's rows, mean
-    confidence and accuracy, l1 = Σ_b n_b/N |acc_b - conf_b|, l2 = sqrt(Σ_b n_b/N (acc_b - conf_b)²),
-    max = max_b |acc_b - conf_b|."""
-    full = [b for b in bins if b["count"]]
-    if not total or not full:
-        return float("nan")
-    norm = params.get("norm") or "l1"
-    if norm == "max":
-        return max(abs(b["accuracy"] - b["confidence"]) for b in full)
-    if norm == "l2":
-        import math
-
-        return math.sqrt(sum(b["count"] * (b["accuracy"] - b["confidence"]) ** 2 for b in full) / total)
-    return sum(b["count"] * abs(b["accuracy"] - b["confidence"]) for b in full) / total
-
-
-def brier(
-    pred: np.ndarray,
-    target: np.ndarray,
-    *,
-    pred_kind: str = "logits",
-    target_kind: str = "probs",
-    prob_atol: float | None = None,
-) -> Result:
-    """Brier score per sample: ``Σ_c (q_c - y_c)²`` (Brier 1950) for ``(N, C)`` scores with class
-    indices or probability rows; ``(q - y)²`` for ``(N,)`` scores of the positive class
-    (scikit-learn's ``brier_score_loss``)."""
-    x = as_float(pred)
-    if x.ndim == 1:
-        p = _positive_prob(x, pred_kind)
-        y = np.asarray(target, dtype=np.float64)
-        check_unit_interval(y, "target", "binary targets")
-        return Result(loss=(p - y) ** 2)
-    q, t = _brier_rows(x, target, pred_kind, target_kind, prob_atol)
-    d = q - t
-    return Result(loss=np.einsum("ij,ij->i", d, d))
-
-
-def _brier_rows(x, target, pred_kind: str, target_kind: str, prob_atol):
-    """(q, t): the (N, C) probability rows and the target rows (one-hot for class indices)."""
-    q = np.exp(_log_probs(x, pred_kind, prob_atol))
-    if np.ndim(target) == 2:
-        return q, _soft_target(target, x.shape, target_kind, prob_atol)
-    y = class_indices(np.asarray(target), "target", x.shape[1], None)
-    t = np.zeros_like(q)
-    t[np.arange(len(y)), y] = 1.0
-    return q, t
-
-
-def brier_grad(pred, target, *, pred_kind: str = "logits", target_kind: str = "probs", prob_atol=None):
-    """∂l/∂pred: probabilities 2(q - y); logits through the softmax Jacobian
-    (2 q ⊙ (d - Σ_c q_c d_c)); binary logits 2(p - y)·p(1 - p)."""
-    x = as_float(pred)
-    if x.ndim == 1:
-        p = _positive_prob(x, pred_kind)
-        g = 2.0 * (p - np.asarray(target, dtype=np.float64))
-        return g * p * (1.0 - p) if pred_kind == "logits" else g
-    if pred_kind == "log-probs":
-        raise ParamError("grad", "brier with --pred-kind log-probs: use logits or probs for --grad")
-    q, t = _brier_rows(x, target, pred_kind, target_kind, prob_atol)
-    d = 2.0 * (q - t)
-    if pred_kind == "probs":
-        return d
-    return q * (d - np.einsum("ij,ij->i", q, d)[:, None])

@@ -11,17 +11,51 @@ References:
     defaults and the exact formulas (the eps of the triplet distance, the 1e-12 of
     the cosine) are theirs. Contrastive: Hadsell, Chopra, LeCun 2006 with the
     label flipped (1 = similar) and without the ½. InfoNCE: van den Oord et al.
-    2018; the symmetric form averages both directions (CLIP-style; SimCLR's
-    NT-Xent, Chen et al. 2020, also uses same-view negatives, so it differs).
+    2018; the symmetric form is SimCLR's NT-Xent (Chen et al. 2020): each of the
+    2B views of a batch is scored against the other 2B - 1, same-view negatives included.
 """
 
 from __future__ import annotations
 
-import numpy as np
+from lossctl.losses._lazy import lazy
 
-from lossctl.errors import InputError, ParamError
+from lossctl.errors import InputError, ParamError, opt
 from lossctl.losses import Result
 from lossctl.losses._common import as_rows, check_finite, check_temperature, first_rows, match_shape
+from lossctl.losses.spec import loss, Param, Role
+
+np = lazy(globals())  # NumPy is imported on first use (lossctl/losses/_lazy.py)
+
+# Declarations shared by this module's losses ----------------------------------------
+
+_EMB_SHAPE = "(N, D)"
+
+def _emb(name: str, help: str) -> Role:
+    return Role(name, _EMB_SHAPE, help + " One embedding per row; a single column is taken as D = 1.")
+
+LABEL_01 = Role(
+    "label",
+    "(N,)",
+    "1 for a similar pair, 0 for a dissimilar pair (other values are an error).",
+    ndim=(1, 2),
+    dtype="int",
+)
+
+LABEL_PM1_PAIR = Role(
+    "label",
+    "(N,)",
+    "1 for a similar pair, -1 for a dissimilar pair (other values are an error).",
+    ndim=(1, 2),
+    dtype="int",
+)
+
+LABEL_PM1_RANK = Role(
+    "label",
+    "(N,)",
+    "1 where x1 should rank higher than x2, -1 where x2 should (other values are an error).",
+    ndim=(1, 2),
+    dtype="int",
+)
 
 # InfoNCE: without --batch-size the whole input is one batch, up to this many rows.
 INFO_NCE_MAX_AUTO_BATCH = 4096
@@ -75,10 +109,7 @@ def _labels(y, n: int, role: str, allowed: tuple[float, ...], expected: str) -> 
 
 
 def _positive(value, name: str, allow_zero: bool = False) -> float:
-    v = float(value)
-    if not (v > 0 or (allow_zero and v == 0)):
-        raise ParamError(name, f"--{name} must be {'>= 0' if allow_zero else '> 0'}; got {v:g}")
-    return v
+    return float(value)  # (its range is declared and checked when parsed)
 
 
 # ---------------------------------------------------------------------------
@@ -149,6 +180,69 @@ def _triplet_parts(anchor, positive, negative, margin, p, eps, swap):
     return loss, d_ap, d_neg, z_ap, z_an, d_an, use_an, p
 
 
+@loss(
+    name="triplet-margin",
+    aliases=("triplet",),
+    family="contrastive",
+    summary="Triplet margin loss: the anchor should be closer to the positive than to the negative by a margin.",
+    inputs=(
+        _emb("anchor", "Anchor embeddings a."),
+        _emb("positive", "Embeddings p of the same identity/class as the anchor, the anchor's shape."),
+        _emb("negative", "Embeddings n of a different identity/class, the anchor's shape."),
+    ),
+    params=(
+        Param("margin", "float", 1.0, "Required gap between d(a,n) and d(a,p).", low=0.0, low_open=True),
+        Param(
+            "p",
+            "float",
+            2.0,
+            "Degree of the norm used as distance (2 = Euclidean, 1 = Manhattan, inf = max).",
+            low=0.0,
+            low_open=True,
+        ),
+        Param(
+            "eps",
+            "float",
+            1e-6,
+            "Added to every coordinate of u - v before the norm (as torch.nn.functional.pairwise_distance).",
+            low=0.0,
+        ),
+        Param(
+            "swap",
+            "bool",
+            False,
+            "Distance swap (Balntas et al. 2016): use min(d(a,n), d(p,n)) as the negative distance.",
+        ),
+    ),
+    reference="torch.nn.functional.triplet_margin_loss(anchor, positive, negative, margin, p, eps, swap)",
+    formula=(
+        "l = max(d(a, p) - d(a, n) + margin, 0)\n"
+        "d(u, v) = ‖u - v + eps‖_p = (Σ_k |u_k - v_k + eps|^p)^(1/p)   (eps added to each coordinate)\n"
+        "swap: d(a, n) ← min(d(a, n), d(p, n))"
+    ),
+    headline="the mean over triplets (= PyTorch's reduction='mean')",
+    gradient=(
+        "∂l/∂a = [l > 0] · (∇d(a,p) - ∇d(a,n)), ∇‖z‖_p = sign(z) · (|z| / ‖z‖_p)^(p-1) "
+        "(p = 1: sign(z); p = inf: sign at the largest |z_k|); 0 where l = 0 (including exactly at the hinge), "
+        "and coordinates with z_k = 0 contribute 0; with swap, the d(a,n) term is dropped when d(p,n) < d(a,n)"
+    ),
+    properties=(
+        "Non-negative; zero once every negative is at least margin farther from the anchor than the positive, so easy triplets give no gradient.",
+        "Piecewise smooth: a hinge at d(a,p) - d(a,n) + margin = 0, and the norm is not differentiable where u - v + eps = 0.",
+        "As in PyTorch, eps is added to each coordinate of the difference, so d is slightly asymmetric "
+        "(d([0,0],[1,0]) = 0.999999 but d([1,0],[0,0]) = 1.000001) and d(a, a) = D^(1/p) · eps, not 0.",
+        "margin must be > 0 (PyTorch raises for margin <= 0). A 1-column input is taken as D = 1.",
+        "The report shows the mean d_pos = d(a,p), d_neg = d(a,n) (after swap) and the fraction of active (non-zero) triplets.",
+    ),
+    used_for="Contrastive / metric learning: face recognition, re-identification, embedding retrieval.",
+    activation="none (raw or L2-normalised embeddings)",
+    paper="Schroff, Kalenichenko, Philbin 2015 (FaceNet); distance swap: Balntas et al. 2016.",
+    example=(
+        "sample_data/contrastive_triplets.parquet:anchor",
+        "sample_data/contrastive_triplets.parquet:positive",
+        "sample_data/contrastive_triplets.parquet:negative",
+    ),
+)
 def triplet_margin(
     anchor, positive, negative, *, margin: float = 1.0, p: float = 2.0, eps: float = 1e-6, swap: bool = False
 ) -> Result:
@@ -188,6 +282,42 @@ def _contrastive_parts(x1, x2, label, margin):
     return y, diff, d2, d, hinge
 
 
+@loss(
+    name="contrastive",
+    family="contrastive",
+    summary="Contrastive (Hadsell) loss on pairs: pull similar pairs together, push dissimilar pairs beyond a margin.",
+    inputs=(
+        _emb("x1", "First embedding of each pair."),
+        _emb("x2", "Second embedding of each pair, x1's shape."),
+        LABEL_01,
+    ),
+    params=(Param("margin", "float", 1.0, "Distance beyond which dissimilar pairs cost nothing.", low=0.0),),
+    reference="no torch.nn.functional equivalent; Hadsell, Chopra, LeCun 2006 with y = 1 for similar pairs and without the ½",
+    formula=(
+        "l = y · d² + (1 - y) · max(0, margin - d)²,  d = ‖x1 - x2‖₂\ny = 1: similar pair, y = 0: dissimilar pair"
+    ),
+    headline="the mean over pairs",
+    gradient=(
+        "∂l/∂x1 = 2 (x1 - x2) for y = 1; -2 · max(0, margin - d) · (x1 - x2) / d for y = 0, "
+        "defined as 0 at d = 0 (no direction to push along)"
+    ),
+    properties=(
+        "Non-negative; zero for identical similar pairs and for dissimilar pairs at distance >= margin.",
+        "Label convention: y = 1 means similar. The paper (Hadsell et al. 2006) uses Y = 0 for similar pairs and multiplies both terms by ½; "
+        "lossctl drops the ½, so its values are twice the paper's (paper D=5, Y=0 → 12.5; lossctl y=1, d=5 → 25).",
+        "Similar pairs cost d² (unbounded, outlier-sensitive); dissimilar pairs cost at most margin² (bounded).",
+        "Continuously differentiable in d; at d = 0 a dissimilar pair has no defined direction (gradient taken as 0).",
+        "Labels must be 0 or 1; anything else is an error. The report shows the mean similar and dissimilar terms (which sum to the loss) and the mean distance.",
+    ),
+    used_for="Contrastive / metric learning on labelled pairs: siamese networks, verification, dimensionality reduction (DrLIM).",
+    activation="none (raw embeddings)",
+    paper="Hadsell, Chopra, LeCun 2006, Dimensionality Reduction by Learning an Invariant Mapping.",
+    example=(
+        "sample_data/contrastive_pairs.parquet:x1",
+        "sample_data/contrastive_pairs.parquet:x2",
+        "sample_data/contrastive_pairs.parquet:label",
+    ),
+)
 def contrastive(x1, x2, label, *, margin: float = 1.0) -> Result:
     """``y·d² + (1-y)·max(0, m - d)²`` with ``d = ‖x1 - x2‖₂``."""
     y, _, d2, d, hinge = _contrastive_parts(x1, x2, label, margin)
@@ -218,9 +348,7 @@ def _cosine_parts(x1, x2, label, margin):
     b = _embeddings(x2, "x2")
     match_shape(a, b, "x2", "x1")
     y = _labels(label, len(a), "label", (1.0, -1.0), "labels 1 (similar pair) or -1 (dissimilar pair)")
-    margin = float(margin)
-    if not -1.0 <= margin <= 1.0:
-        raise ParamError("margin", f"--margin must be in [-1, 1]; got {margin:g}")
+    margin = float(margin)  # (declared: [-1, 1])
     s = np.einsum("ij,ij->i", a, b)
     m1 = np.einsum("ij,ij->i", a, a) + COSINE_EPS
     m2 = np.einsum("ij,ij->i", b, b) + COSINE_EPS
@@ -229,6 +357,44 @@ def _cosine_parts(x1, x2, label, margin):
     return a, b, y, margin, cos, m1, denom
 
 
+@loss(
+    name="cosine-embedding",
+    family="contrastive",
+    summary="Cosine embedding loss: 1 - cos for similar pairs, max(0, cos - margin) for dissimilar ones.",
+    inputs=(
+        _emb("x1", "First embedding of each pair."),
+        _emb("x2", "Second embedding of each pair, x1's shape."),
+        LABEL_PM1_PAIR,
+    ),
+    params=(
+        Param("margin", "float", 0.0, "Cosine above which dissimilar pairs are penalised.", low=-1.0, high=1.0),
+    ),
+    reference="torch.nn.functional.cosine_embedding_loss(input1, input2, target, margin)",
+    formula=(
+        "cos = Σ x1·x2 / sqrt((Σ x1² + 1e-12) · (Σ x2² + 1e-12))\n"
+        "l = 1 - cos               if y = 1\n"
+        "l = max(0, cos - margin)  if y = -1"
+    ),
+    headline="the mean over pairs (= PyTorch's reduction='mean')",
+    gradient=(
+        "∂cos/∂x1 = x2 / sqrt(m1 · m2) - cos · x1 / m1 (m = squared norm + 1e-12); "
+        "∂l/∂x1 = -∂cos/∂x1 for y = 1, ∂cos/∂x1 where cos > margin for y = -1 (0 at the hinge)"
+    ),
+    properties=(
+        "Bounded: in [0, 2] for y = 1 and in [0, 1 - margin] for y = -1; depends only on directions, not lengths (scale invariant).",
+        "As in PyTorch, 1e-12 is added to each squared norm, so a zero vector has cos = 0: loss 1 for y = 1, max(0, -margin) for y = -1.",
+        "Deviation from PyTorch: labels other than ±1 are an error in lossctl; PyTorch silently gives 0 for them.",
+        "Not differentiable at cos = margin for dissimilar pairs (hinge). The report shows the mean cosine.",
+    ),
+    used_for="Contrastive / metric learning on labelled pairs; semantic similarity of text or image embeddings.",
+    activation="none (raw embeddings; normalisation is inside the loss)",
+    paper="PyTorch CosineEmbeddingLoss; cosine similarity learning as in siamese networks (Bromley et al. 1993).",
+    example=(
+        "sample_data/contrastive_pairs.parquet:x1",
+        "sample_data/contrastive_pairs.parquet:x2",
+        "sample_data/contrastive_pairs.parquet:sign",
+    ),
+)
 def cosine_embedding(x1, x2, label, *, margin: float = 0.0) -> Result:
     """y=1: ``1 - cos``; y=-1: ``max(0, cos - margin)`` (torch ``cosine_embedding_loss``)."""
     _, _, y, margin, cos, _, _ = _cosine_parts(x1, x2, label, margin)
@@ -260,6 +426,35 @@ def _ranking_parts(x1, x2, label, margin):
     return a, b, y, t
 
 
+@loss(
+    name="margin-ranking",
+    family="contrastive",
+    summary="Margin ranking loss: the score of the preferred item should exceed the other's by a margin.",
+    inputs=(
+        Role("x1", "(N,)", "Score of the first item of each pair.", ndim=(1, 2)),
+        Role("x2", "(N,)", "Score of the second item of each pair.", ndim=(1, 2)),
+        LABEL_PM1_RANK,
+    ),
+    params=(Param("margin", "float", 0.0, "Required score gap between the preferred and the other item."),),
+    reference="torch.nn.functional.margin_ranking_loss(input1, input2, target, margin)",
+    formula="l = max(0, -y · (x1 - x2) + margin),  y = 1: x1 should rank higher, y = -1: x2 should",
+    headline="the mean over pairs (= PyTorch's reduction='mean')",
+    gradient="∂l/∂x1 = -y where -y · (x1 - x2) + margin > 0, else 0 (0 exactly at the hinge)",
+    properties=(
+        "Non-negative, convex and piecewise linear in the scores (a hinge on the score difference); grows linearly with a wrong ranking, so robust-ish to outliers.",
+        "With margin 0 a correctly ordered pair costs nothing; ties cost margin.",
+        "Deviation from PyTorch: labels other than ±1 are an error in lossctl (PyTorch computes with any number).",
+        "The report shows the fraction of pairs ranked correctly (y · (x1 - x2) > 0).",
+    ),
+    used_for="Learning to rank (pairwise), preference / reward models, retrieval scoring.",
+    activation="none (raw scores)",
+    paper="Herbrich, Graepel, Obermayer 1999 (pairwise ranking SVM); PyTorch MarginRankingLoss.",
+    example=(
+        "sample_data/contrastive_ranking.csv:score_a",
+        "sample_data/contrastive_ranking.csv:score_b",
+        "sample_data/contrastive_ranking.csv:label",
+    ),
+)
 def margin_ranking(x1, x2, label, *, margin: float = 0.0) -> Result:
     """``max(0, -y·(x1 - x2) + margin)`` (torch ``margin_ranking_loss``)."""
     a, b, y, t = _ranking_parts(x1, x2, label, margin)
@@ -296,14 +491,11 @@ def _resolve_batch(batch_size, n: int) -> int:
         if n > INFO_NCE_MAX_AUTO_BATCH:
             raise ParamError(
                 "batch-size",
-                f"--batch-size is required for more than {INFO_NCE_MAX_AUTO_BATCH} rows "
+                f"{opt('batch-size')} is required for more than {INFO_NCE_MAX_AUTO_BATCH} rows "
                 f"(got {n}); InfoNCE depends on which rows share a batch",
             )
         return max(n, 1)
-    b = int(batch_size)
-    if b < 1:
-        raise ParamError("batch-size", f"--batch-size must be >= 1; got {b}")
-    return b
+    return int(batch_size)  # (declared: at least 1)
 
 
 def _grouped(x: np.ndarray, b: int, g0: int, g1: int) -> np.ndarray:
@@ -416,6 +608,86 @@ def _info_nce_blocks(query, key, temperature, batch_size, symmetric, want_grad):
     return q, qh, qnorm, loss, top1, grad
 
 
+@loss(
+    name="info-nce",
+    aliases=("nt-xent",),
+    family="contrastive",
+    summary="InfoNCE: softmax cross-entropy picking each query's own key among the other keys of its batch.",
+    inputs=(
+        _emb("query", "Query embeddings q (one view)."),
+        _emb(
+            "key",
+            "Key embeddings k, the query's shape: row i of key is the positive of row i of query, "
+            "every other row of the same batch a negative.",
+        ),
+    ),
+    params=(
+        Param(
+            "temperature",
+            "float",
+            0.07,
+            "Softmax temperature τ dividing the cosine similarities.",
+            low=0.0,
+            low_open=True,
+            high_open=True,
+            normal=True,
+        ),
+        Param(
+            "batch-size",
+            "int",
+            None,
+            "Rows per batch: consecutive groups of this many rows are scored against each other (the last may be smaller). "
+            "Default: the whole input, up to 4096 rows; required for more.",
+            low=1,
+        ),
+        Param(
+            "symmetric",
+            "bool",
+            False,
+            "SimCLR NT-Xent: the 2B views of a batch, each scored against all the other 2B - 1 (the partner "
+            "view is the positive); a row's value is the mean of its query and key terms.",
+        ),
+    ),
+    kernel_options=("batch_size",),
+    reference=(
+        "cross_entropy(normalize(q) @ normalize(k).T / τ, arange(B), reduction='none') per batch of B rows; "
+        "symmetric: SimCLR NT-Xent = cross_entropy over the 2B x 2B similarities of z = [q; k] with the "
+        "diagonal masked, target the partner view, the two views of a pair averaged"
+    ),
+    formula=(
+        "s_ij = q̂_i · k̂_j,  x̂ = x / max(‖x‖₂, 1e-12)   (i, j in the same batch)\n"
+        "l_i = -log( exp(s_ii/τ) / Σ_j exp(s_ij/τ) ) = logsumexp_j(s_ij/τ) - s_ii/τ\n"
+        "symmetric (NT-Xent over z = [q; k], u ≠ self): l_i = ½ [ logsumexp_u(ẑ_i·ẑ_u/τ) + logsumexp_u(ẑ_{B+i}·ẑ_u/τ) ] - s_ii/τ"
+    ),
+    headline="the mean over rows (all batches together; the batch size is part of the definition and is reported)",
+    gradient=(
+        "∂l_i/∂q_i (row i's own term only) = (g - (g·q̂_i) q̂_i) / ‖q_i‖ with g = (1/τ)(Σ_j softmax_j(s_ij/τ) k̂_j - k̂_i); "
+        "symmetric: g = ½[(1/τ)(Σ_u P_iu ẑ_u - k̂_i) + (1/τ)(P_{B+i,i} - 1) k̂_i] with P the NT-Xent softmaxes; "
+        "for a norm floored at 1e-12 the projection is skipped (g / 1e-12)"
+    ),
+    properties=(
+        "Depends on the batch: a row's value changes with which other rows share its batch; rows of different batches never interact, "
+        "and the result never depends on the reading chunk size.",
+        "Non-negative: tends to 0 when each query's own key is far more similar than the others, equals log B when all similarities in a batch of B rows are equal; log B - mean loss is a lower bound on the mutual information between the views (van den Oord et al.).",
+        "Computed with log-sum-exp: a tiny temperature (1e-6) stays finite and exact.",
+        "Cosine similarity: rows are L2-normalised with the norm floored at 1e-12 (torch.nn.functional.normalize), so a zero vector has similarity 0 with every row.",
+        "symmetric=True is SimCLR's NT-Xent: the other rows of the same view are negatives too, so its mean over a batch "
+        "equals NT-Xent's L = (1/2B) Σ_k [ℓ(k, k') + ℓ(k', k)].",
+        "The report shows top1: the fraction of queries whose own key is strictly the most similar in the batch.",
+    ),
+    used_for="Contrastive / self-supervised representation learning (CPC, SimCLR, MoCo, CLIP-style paired embeddings).",
+    activation="none (embeddings; cosine normalisation is inside the loss)",
+    paper="van den Oord, Li, Vinyals 2018 (InfoNCE, CPC); Chen et al. 2020 (SimCLR NT-Xent, symmetric).",
+    example=(
+        "sample_data/contrastive_views.parquet:query",
+        "sample_data/contrastive_views.parquet:key",
+        f"{opt('temperature')}",
+        "0.1",
+        f"{opt('batch-size')}",
+        "32",
+    ),
+    batched=True,
+)
 def info_nce(
     query, key, *, temperature: float = 0.07, batch_size: int | None = None, symmetric: bool = False
 ) -> Result:

@@ -27,11 +27,74 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
+from lossctl.losses._lazy import lazy
 
-from lossctl.errors import InputError, ParamError
+from lossctl.errors import InputError, ParamError, opt
 from lossctl.losses import Result
 from lossctl.losses._common import check_finite, first_rows
+from lossctl.losses.spec import loss, Param, Role
+
+np = lazy(globals())  # NumPy is imported on first use (lossctl/losses/_lazy.py)
+
+# Declarations shared by this module's losses ----------------------------------------
+
+BOX_EPS = Param(
+    "eps",
+    "float",
+    1e-7,
+    "Added to the denominators (union, enclosing area, squared diagonal), as torchvision does.",
+    low=0.0,
+    high_open=True,
+)
+
+CIOU_EPS = Param(
+    "eps",
+    "float",
+    1e-7,
+    "Added to the denominator of α = v / (1 - IoU + v + eps) only: as in torchvision, the DIoU part always uses 1e-7.",
+    low=0.0,
+    high_open=True,
+)
+
+BOX_FORMAT = Param(
+    "box-format",
+    "choice",
+    "xyxy",
+    "What the four box columns hold: xyxy (x1, y1, x2, y2), xywh (x1, y1, w, h) or "
+    "cxcywh (centre x, centre y, w, h). Boxes are converted to xyxy first.",
+    choices=("xyxy", "xywh", "cxcywh"),
+)
+
+PRED_BOXES = Role(
+    "pred",
+    "(N, 4)",
+    "Predicted boxes, one per row (four columns, e.g. CSV columns x1,y1,x2,y2 or a list column of length 4).",
+    ndim=(2,),
+)
+
+TARGET_BOXES = Role(
+    "target",
+    "(N, 4)",
+    "Ground-truth boxes, paired with the prediction row by row (not all pairs).",
+    ndim=(2,),
+)
+
+_BOX_COMMON_PROPS = (
+    "Scale- and translation-invariant (up to eps): moving or scaling both boxes together leaves the value unchanged; "
+    "for ciou the DIoU part always adds 1e-7, so very small boxes (areas near 1e-7) are not.",
+    "Symmetric in the two boxes, except that the gradient is taken w.r.t. the predicted box.",
+    "Inverted boxes (x1 > x2 or y1 > y2; negative w/h) are an error naming the row "
+    "(torchvision does not check them and returns a number).",
+    "eps keeps identical boxes at ~1e-7 rather than 0 (torchvision float32 prints 1.19e-7; float64 gives 1.0e-7).",
+)
+
+_BOX_GRAD_TIES = (
+    "Piecewise: the intersection and enclosing-box edges switch between the two boxes where edges cross; "
+    "at coincident edges each max/min splits the derivative in half (PyTorch's convention), "
+    "and the intersection contributes nothing unless it has positive width and height."
+)
+
+_BOX_EXAMPLE = ("sample_data/detection_boxes.csv:pred_*", "sample_data/detection_boxes.csv:true_*")
 
 # torchvision's _diou_iou_loss default: complete_box_iou_loss never passes its eps to it.
 DIOU_EPS_IN_CIOU = 1e-7
@@ -45,16 +108,13 @@ FORMATS = ("xyxy", "xywh", "cxcywh")
 
 
 def _check_eps(eps: float) -> float:
-    eps = float(eps)
-    if not eps >= 0.0 or not math.isfinite(eps):
-        raise ParamError("eps", f"--eps must be a finite number >= 0; got {eps!r}")
-    return eps
+    return float(eps)  # (declared: [0, inf))
 
 
 def _to_xyxy(boxes: np.ndarray, role: str, box_format: str) -> np.ndarray:
     """Validated ``[N, 4]`` float64 boxes in xyxy form."""
     if box_format not in FORMATS:
-        raise ParamError("box-format", f"--box-format must be one of {', '.join(FORMATS)}; got {box_format!r}")
+        raise ValueError(f"box_format {box_format!r} is not one of the declared choices {FORMATS}")
     b = np.asarray(boxes)
     if b.ndim != 2 or b.shape[1] != 4:
         shape = "(N, " + ", ".join(str(s) for s in b.shape[1:]) + ")" if b.ndim > 1 else "(N,)"
@@ -75,7 +135,7 @@ def _to_xyxy(boxes: np.ndarray, role: str, box_format: str) -> np.ndarray:
                 role,
                 f"inverted box ({_g(r[0])}, {_g(r[1])}, {_g(r[2])}, {_g(r[3])}): expected x1 <= x2 and y1 <= y2",
                 rows,
-                expected="boxes as x1, y1, x2, y2 with x1 <= x2 and y1 <= y2 (or set --box-format xywh|cxcywh)",
+                expected=f"boxes as x1, y1, x2, y2 with x1 <= x2 and y1 <= y2 (or set {opt('box-format')} xywh|cxcywh)",
             )
         return b
     bad = (b[:, 2] < 0) | (b[:, 3] < 0)
@@ -259,6 +319,33 @@ def _check_points(p: np.ndarray, t: np.ndarray) -> None:
 # ---------------------------------------------------------------------------
 
 
+@loss(
+    name="iou",
+    aliases=(),
+    family="detection",
+    summary="IoU loss 1 - IoU between predicted and ground-truth boxes, pair by pair.",
+    inputs=(PRED_BOXES, TARGET_BOXES),
+    params=(BOX_EPS, BOX_FORMAT),
+    kernel_options=("extras",),
+    reference=f"1 - torchvision.ops.box_iou(boxes1, boxes2).diag() (box_iou has no eps: {opt('eps')} 0 reproduces it)",
+    formula=(
+        "I = max(0, min(x2,x2g) - max(x1,x1g)) · max(0, min(y2,y2g) - max(y1,y1g))\n"
+        "U = area(pred) + area(target) - I\n"
+        "l = 1 - I / (U + eps)"
+    ),
+    headline="the mean over box pairs",
+    gradient="∂l/∂b = -[∂I/(U+eps) - I·∂U/(U+eps)²], ∂U = ∂area - ∂I. " + _BOX_GRAD_TIES,
+    properties=(
+        "Bounded in [0, 1]; 1 for every non-overlapping pair, so it gives no gradient when boxes do not overlap "
+        "(the motivation for GIoU/DIoU/CIoU).",
+        *_BOX_COMMON_PROPS,
+        f"With {opt('eps')} 0 two zero-area boxes give 0/0, which is an error naming the row.",
+    ),
+    used_for="Object detection: bounding-box regression and evaluation.",
+    activation="none (box coordinates; decode the network's offsets into boxes first)",
+    paper="Yu et al. 2016, UnitBox (IoU loss).",
+    example=_BOX_EXAMPLE,
+)
 def iou(
     pred: np.ndarray, target: np.ndarray, *, eps: float = 1e-7, box_format: str = "xyxy", extras: bool = False
 ) -> Result:
@@ -274,6 +361,34 @@ def iou_grad(pred: np.ndarray, target: np.ndarray, *, eps: float = 1e-7, box_for
     return _grad_to_format(-g.d_iou, box_format)
 
 
+@loss(
+    name="giou",
+    aliases=(),
+    family="detection",
+    summary="Generalized IoU loss: 1 - IoU plus the share of the enclosing box not covered by the union.",
+    inputs=(PRED_BOXES, TARGET_BOXES),
+    params=(BOX_EPS, BOX_FORMAT),
+    kernel_options=("extras",),
+    reference="torchvision.ops.generalized_box_iou_loss(boxes1, boxes2, reduction='none', eps)",
+    formula=(
+        "IoU = I / (U + eps); A_c = area of the smallest box enclosing both\n"
+        "l = 1 - [IoU - (A_c - U) / (A_c + eps)]"
+    ),
+    headline="the mean over box pairs",
+    gradient=(
+        "∂l/∂b = -∂IoU + [∂A_c·(U + eps) - ∂U·(A_c + eps)] / (A_c + eps)², "
+        "∂IoU = ∂I/(U+eps) - I·∂U/(U+eps)². " + _BOX_GRAD_TIES
+    ),
+    properties=(
+        "Bounded in [0, 2]; unlike IoU it still decreases as disjoint boxes approach each other.",
+        *_BOX_COMMON_PROPS,
+        "Two identical zero-area boxes give 1.0, as in torchvision.",
+    ),
+    used_for="Object detection: bounding-box regression (DETR-style recipe: focal + L1 + GIoU).",
+    activation="none (box coordinates; decode the network's offsets into boxes first)",
+    paper="Rezatofighi et al. 2019, Generalized Intersection over Union.",
+    example=_BOX_EXAMPLE,
+)
 def giou(
     pred: np.ndarray, target: np.ndarray, *, eps: float = 1e-7, box_format: str = "xyxy", extras: bool = False
 ) -> Result:
@@ -294,6 +409,35 @@ def giou_grad(pred: np.ndarray, target: np.ndarray, *, eps: float = 1e-7, box_fo
     return _grad_to_format(-g.d_iou + d_pen, box_format)
 
 
+@loss(
+    name="diou",
+    aliases=(),
+    family="detection",
+    summary="Distance IoU loss: 1 - IoU plus the squared centre distance over the enclosing box's squared diagonal.",
+    inputs=(PRED_BOXES, TARGET_BOXES),
+    params=(BOX_EPS, BOX_FORMAT),
+    kernel_options=("extras",),
+    reference="torchvision.ops.distance_box_iou_loss(boxes1, boxes2, reduction='none', eps)",
+    formula=(
+        "IoU = I / (U + eps); ρ² = squared distance between the box centres\n"
+        "c² = squared diagonal of the smallest enclosing box\n"
+        "l = 1 - IoU + ρ² / (c² + eps)"
+    ),
+    headline="the mean over box pairs",
+    gradient=(
+        "∂l/∂b = -∂IoU + ∂ρ²/(c² + eps) - ρ²·∂c²/(c² + eps)², with ∂ρ²/∂x1 = ∂ρ²/∂x2 = Δcx, "
+        "∂c²/∂x = 2·c_w·∂c_w. " + _BOX_GRAD_TIES
+    ),
+    properties=(
+        "Bounded in [0, 2); the centre-distance term pulls disjoint boxes together directly.",
+        *_BOX_COMMON_PROPS,
+        "Two identical zero-area boxes give 1.0, as in torchvision.",
+    ),
+    used_for="Object detection: bounding-box regression (faster convergence than GIoU).",
+    activation="none (box coordinates; decode the network's offsets into boxes first)",
+    paper="Zheng et al. 2020, Distance-IoU Loss.",
+    example=_BOX_EXAMPLE,
+)
 def diou(
     pred: np.ndarray, target: np.ndarray, *, eps: float = 1e-7, box_format: str = "xyxy", extras: bool = False
 ) -> Result:
@@ -331,6 +475,46 @@ def _ciou(pred, target, eps, box_format, grad, extras=False):
     return _grad_to_format(d, box_format)
 
 
+@loss(
+    name="ciou",
+    aliases=(),
+    family="detection",
+    summary="Complete IoU loss: DIoU plus an aspect-ratio consistency term α·v.",
+    inputs=(PRED_BOXES, TARGET_BOXES),
+    params=(CIOU_EPS, BOX_FORMAT),
+    kernel_options=("extras",),
+    reference="torchvision.ops.complete_box_iou_loss(boxes1, boxes2, reduction='none', eps)",
+    formula=(
+        "l = DIoU_loss + α·v  (DIoU part and its IoU always with eps = 1e-7, as torchvision)\n"
+        "v = 4/π² · (atan(w_g/h_g) - atan(w/h))²   (atan2(w, h), so h = 0 gives π/2)\n"
+        "α = v / (1 - IoU + v + eps)   (α = 0 when v = 0)"
+    ),
+    headline="the mean over box pairs",
+    gradient=(
+        "Exact gradient of the reported value, α included: ∂l = ∂DIoU_loss + α(2 - α)·∂v + α²·∂IoU, "
+        "with ∂atan2(w,h)/∂w = h/(w²+h²), ∂/∂h = -w/(w²+h²). torchvision computes α under no_grad, so "
+        "autograd there gives ∂DIoU_loss + α·∂v instead (a surrogate that differs from the derivative of the "
+        "value by v·∂α). " + _BOX_GRAD_TIES
+    ),
+    properties=(
+        "Non-negative; adds an aspect-ratio penalty to DIoU that is 0 when the boxes have the same w/h.",
+        *_BOX_COMMON_PROPS,
+        "torchvision's complete_box_iou_loss does not pass eps to its DIoU part, which always uses 1e-7; "
+        "eps only enters α. lossctl reproduces this (eps = 0.1 changes only pairs with v > 0).",
+        "Point boxes (zero width and zero height) are an error naming the row: atan(0/0) is undefined and has "
+        "no limit, and torchvision returns NaN there. Boxes with only one zero side are accepted (atan(w/0) = π/2).",
+        "Report components: diou (the DIoU loss) and aspect (α·v), which sum to the loss.",
+    ),
+    used_for="Object detection: bounding-box regression (YOLOv4/v5-style recipes).",
+    activation="none (box coordinates; decode the network's offsets into boxes first)",
+    paper="Zheng et al. 2020, Distance-IoU Loss (CIoU); Zheng et al. 2021, Enhancing Geometric Factors.",
+    example=(
+        "sample_data/detection_boxes.parquet:pred",
+        "sample_data/detection_boxes.parquet:target",
+        f"{opt('box-format')}",
+        "cxcywh",
+    ),
+)
 def ciou(
     pred: np.ndarray, target: np.ndarray, *, eps: float = 1e-7, box_format: str = "xyxy", extras: bool = False
 ) -> Result:

@@ -18,10 +18,11 @@ References:
 from __future__ import annotations
 
 import math
+import sys
 
-import numpy as np
+from lossctl.losses._lazy import lazy
 
-from lossctl.errors import InputError, ParamError
+from lossctl.errors import InputError, ParamError, opt
 from lossctl.losses import Result
 from lossctl.losses._common import (
     as_float,
@@ -40,6 +41,81 @@ from lossctl.losses._common import (
     scratch,
     softmax64,
 )
+from lossctl.losses.spec import loss, Param, Role
+
+np = lazy(globals())  # NumPy is imported on first use (lossctl/losses/_lazy.py)
+
+# Declarations shared by this module's losses ----------------------------------------
+
+_Q_KIND = Param(
+    "pred-kind",
+    "choice",
+    "logits",
+    "What the prediction Q holds: raw logits (log-softmax applied inside), probabilities, "
+    "or log-probabilities. Never guessed from the values.",
+    choices=("logits", "probs", "log-probs"),
+)
+
+_P_KIND = Param(
+    "target-kind",
+    "choice",
+    "probs",
+    "What the target P holds: probabilities (default), log-probabilities, or raw logits (log-softmax applied inside).",
+    choices=("probs", "log-probs", "logits"),
+)
+
+_BASE = Param(
+    "base",
+    "float",
+    math.e,
+    "Logarithm base: e gives nats (default), 2 gives bits; 1 is not allowed.",
+    low=0.0,
+    low_open=True,
+    high_open=True,
+    exclude=(1.0,),
+)
+
+_DIRECTION_KL = Param(
+    "direction",
+    "choice",
+    "forward",
+    "forward = KL(P ‖ Q) (P the target, Q the prediction; mean-seeking; what F.kl_div computes); reverse = KL(Q ‖ P) (mode-seeking).",
+    choices=("forward", "reverse"),
+)
+
+_P = Role(
+    "target",
+    "(N, C)",
+    f"P, the target (reference) distribution: one row per sample, one column per class (kind: {opt('target-kind')}).",
+    ndim=(2,),
+)
+
+_Q = Role(
+    "pred",
+    "(N, C)",
+    f"Q, the model's predicted distribution, P's shape (kind: {opt('pred-kind')}).",
+    ndim=(2,),
+)
+
+_DIV_TEMPERATURE = Param(
+    "temperature",
+    "float",
+    1.0,
+    "Softmax temperature T: logits (only logits; probabilities and log-probabilities are used as given) "
+    f"are divided by T before the softmax. The value is not multiplied by T² unless {opt('scale-t2')} is given.",
+    low=0.0,
+    low_open=True,
+    high_open=True,
+    normal=True,
+)
+
+_DIV_SCALE_T2 = Param(
+    "scale-t2",
+    "bool",
+    False,
+    "Multiply the divergence by T² (Hinton et al. 2015: keeps gradient magnitudes independent of T, as in "
+    "distillation). Off by default: the plain divergence between the softened distributions.",
+)
 
 _LOG2 = math.log(2.0)
 
@@ -49,16 +125,13 @@ _LOG2 = math.log(2.0)
 
 
 def _log_base(base) -> float:
-    """ln(base); base must be > 0 and != 1 (guarded here as well as by the CLI)."""
-    b = float(base)
-    if not (b > 0.0) or b == 1.0 or not math.isfinite(b):
-        raise ParamError("base", f"--base must be a finite number above 0 other than 1; got {base!r}")
-    return math.log(b)
+    """ln(base) (declared: (0, inf) other than 1, checked when parsed)."""
+    return math.log(float(base))
 
 
 def _check_direction(direction: str) -> bool:
     if direction not in ("forward", "reverse"):
-        raise ParamError("direction", f"--direction must be forward or reverse; got {direction!r}")
+        raise ValueError(f"direction {direction!r} is not one of the declared choices")
     return direction == "reverse"
 
 
@@ -138,8 +211,8 @@ def _temper(pred, target, pred_kind: str, target_kind: str, temperature, scale_t
     if pred_kind != "logits" and target_kind != "logits":
         raise ParamError(
             "temperature",
-            f"--temperature {t!r} softens logits, but neither input holds logits (--pred-kind {pred_kind}, "
-            f"--target-kind {target_kind}); probabilities and log-probabilities are used as given",
+            f"{opt('temperature')} {t!r} softens logits, but neither input holds logits ({opt('pred-kind')} {pred_kind}, "
+            f"{opt('target-kind')} {target_kind}); probabilities and log-probabilities are used as given",
         )
     if pred_kind == "logits":
         pred = _soften(pred, t, "pred")
@@ -157,9 +230,9 @@ def _soften(x, t: float, role: str) -> np.ndarray:
     if bad.any():
         raise InputError(
             role,
-            f"logit {a[bad][0]:.9g} divided by --temperature {t!r} overflows float64",
+            f"logit {a[bad][0]:.9g} divided by {opt('temperature')} {t!r} overflows float64",
             first_rows(bad.reshape(len(a), -1).any(axis=1)),
-            expected="logits / T within ±1.8e308 (a larger --temperature, or smaller logits)",
+            expected=f"logits / T within ±1.8e308 (a larger {opt('temperature')}, or smaller logits)",
         )
     return out
 
@@ -169,6 +242,50 @@ def _soften(x, t: float, role: str) -> np.ndarray:
 # ---------------------------------------------------------------------------
 
 
+@loss(
+    name="kl-divergence",
+    aliases=("kl",),
+    family="divergence",
+    summary="Kullback-Leibler divergence between a predicted distribution Q and a target P, per row.",
+    inputs=(_Q, _P),
+    params=(_DIRECTION_KL, _BASE, _Q_KIND, _P_KIND, _DIV_TEMPERATURE, _DIV_SCALE_T2),
+    kernel_options=("prob_atol",),
+    reference=(
+        'torch.nn.functional.kl_div(log Q, P, reduction="batchmean") (forward, nats); '
+        "scipy.special.rel_entr(P, Q).sum(axis=1) per row"
+    ),
+    formula=(
+        "forward: l_n = Σ_c P_nc (log P_nc - log Q_nc) / ln(base)\n"
+        "reverse: l_n = Σ_c Q_nc (log Q_nc - log P_nc) / ln(base)\n"
+        "a 0 in the first distribution contributes 0; mass where the second is 0 gives inf\n"
+        f"{opt('temperature')} T: logits x become softmax(x / T); {opt('scale-t2')} multiplies l_n by T²"
+    ),
+    headline=(
+        'the mean over rows of the per-row sums (= PyTorch\'s reduction="batchmean", not its element-wise "mean")'
+    ),
+    gradient=(
+        "forward, w.r.t. Q: logits softmax(x)·Σ_c P_c - P; probs -P/Q; log-probs -P. "
+        "reverse, with a = log Q - log P: logits Q·(a - KL); probs a + 1; log-probs Q·(a + 1). "
+        "All divided by ln(base)"
+    ),
+    properties=(
+        "Non-negative; zero only when P = Q (Gibbs' inequality).",
+        "Asymmetric: KL(P ‖ Q) ≠ KL(Q ‖ P) in general; forward KL is mean-seeking (Q must cover "
+        "all of P's mass), reverse KL is mode-seeking.",
+        "Unbounded: infinite where P has mass and Q has none.",
+        "Convex in the pair (P, Q); forward KL = cross-entropy H(P, Q) minus the entropy H(P), "
+        "so minimising it over Q minimises cross-entropy.",
+        "Computed in log space: logits of ±1e4 give finite, exact results.",
+    ),
+    used_for="Distillation and soft-target classification, VAEs, variational inference, "
+    "policy regularisation (RLHF), comparing predicted and reference distributions.",
+    activation="softmax over the class axis (applied inside to logits; probabilities are validated)",
+    paper="Kullback & Leibler 1951; distillation use: Hinton, Vinyals, Dean 2015.",
+    example=(
+        "sample_data/divergence_soft.csv:logit_*",
+        "sample_data/divergence_soft.csv:target_*",
+    ),
+)
 def kl_divergence(
     pred: np.ndarray,
     target: np.ndarray,
@@ -214,7 +331,7 @@ def kl_divergence(
     return Result(loss=loss * t_scale if t_scale != 1.0 else loss)
 
 
-_TINY = float(np.finfo(np.float64).tiny)
+_TINY = sys.float_info.min  # = np.finfo(np.float64).tiny
 
 
 def _kl_probs_logits(target, pred, prob_atol) -> np.ndarray | None:
@@ -374,6 +491,39 @@ def _log_mixture(lp: np.ndarray, lq: np.ndarray) -> np.ndarray:
     return np.logaddexp(lp, lq) - _LOG2
 
 
+@loss(
+    name="js-divergence",
+    aliases=("js",),
+    family="divergence",
+    summary="Jensen-Shannon divergence: symmetric, bounded KL to the average distribution.",
+    inputs=(_Q, _P),
+    params=(_BASE, _Q_KIND, _P_KIND, _DIV_TEMPERATURE, _DIV_SCALE_T2),
+    kernel_options=("prob_atol",),
+    reference="scipy.spatial.distance.jensenshannon(P, Q, base, axis=1) ** 2",
+    formula=(
+        f"l_n = ½ KL(P_n ‖ M_n) + ½ KL(Q_n ‖ M_n),  M_n = ½ (P_n + Q_n)\n(logarithms in {opt('base')}; 0 · log 0 = 0)\n"
+        f"{opt('temperature')} T: logits x become softmax(x / T); {opt('scale-t2')} multiplies l_n by T²"
+    ),
+    headline="the mean over rows",
+    gradient=(
+        "w.r.t. Q, with a = ½ log(Q/M): probs a; log-probs Q·a; logits Q·(a - Σ_c Q_c a_c); divided by ln(base)"
+    ),
+    properties=(
+        "Symmetric: JS(P, Q) = JS(Q, P).",
+        f"Bounded: 0 ≤ JS ≤ ln 2 (1 bit with {opt('base')} 2); ln 2 exactly for disjoint supports.",
+        "Always finite, even where one distribution has zeros the other does not.",
+        "Its square root is a metric (the Jensen-Shannon distance).",
+    ),
+    used_for="Comparing distributions (drift, calibration between models); the original GAN objective.",
+    activation="softmax over the class axis (applied inside to logits; probabilities are validated)",
+    paper="Lin 1991, Divergence measures based on the Shannon entropy; Goodfellow et al. 2014 (GAN).",
+    example=(
+        "sample_data/divergence_soft.csv:logit_*",
+        "sample_data/divergence_soft.csv:target_*",
+        f"{opt('base')}",
+        "2",
+    ),
+)
 def js_divergence(
     pred: np.ndarray,
     target: np.ndarray,
@@ -568,6 +718,70 @@ def _gaussian_inputs(mu, logvar, prior_mu, prior_logvar, direction):
     return (mq, vq, mp, vp, roles, reverse)
 
 
+@loss(
+    name="gaussian-kl",
+    family="divergence",
+    summary="Closed-form KL divergence between Gaussians (diagonal or full covariance), e.g. the VAE term.",
+    inputs=(
+        Role("mu", "(N, D)", "Means of q, one row per sample ((N,) is D = 1)."),
+        Role(
+            "logvar",
+            "(N, D) or (N, D, D)",
+            "q's log-variances (N, D) (diagonal covariance), or q's full covariance matrices (N, D, D).",
+            ndim=(1, 2, 3),
+        ),
+        Role(
+            "prior-mu",
+            "(N, D)",
+            "Means of the prior p (default 0).",
+            optional=True,
+        ),
+        Role(
+            "prior-logvar",
+            "(N, D) or (N, D, D)",
+            "The prior's log-variances (N, D) or covariance matrices (N, D, D) (default 0: unit "
+            "variance). Diagonal and full inputs may be mixed.",
+            ndim=(1, 2, 3),
+            optional=True,
+        ),
+    ),
+    params=(
+        Param(
+            "direction",
+            "choice",
+            "forward",
+            "forward = KL(q ‖ p) (the VAE term); reverse = KL(p ‖ q).",
+            choices=("forward", "reverse"),
+        ),
+    ),
+    reference=(
+        "torch.distributions.kl_divergence(Normal(mu, exp(½logvar)), Normal(prior_mu, exp(½prior_logvar))).sum(-1) "
+        "(MultivariateNormal for full covariances)"
+    ),
+    formula=(
+        "KL(N₁ ‖ N₂), forward: 1 = q, 2 = p; reverse: 1 = p, 2 = q\n"
+        "diagonal: l_n = ½ Σ_d [log(σ₂²/σ₁²) + (σ₁² + (μ₁ - μ₂)²)/σ₂² - 1]   (σ² = exp(logvar))\n"
+        "full:     l_n = ½ [tr(Σ₂⁻¹Σ₁) + (μ₂ - μ₁)ᵀΣ₂⁻¹(μ₂ - μ₁) - D + log det Σ₂ - log det Σ₁]  (Cholesky)\n"
+        "default prior N(0, I): l_n = -½ Σ_d (1 + logvar - μ² - exp(logvar))"
+    ),
+    headline="the mean over rows of the per-row sums over D (the usual per-sample VAE KL term)",
+    gradient="∂l/∂mu = Σ₂⁻¹ (μ_q - μ_p); diagonal: (μ_q - μ_p) / σ₂² (σ₂² the prior's variance for forward, q's for reverse)",
+    properties=(
+        "Non-negative; zero only when the two Gaussians are identical.",
+        "Asymmetric: KL(q ‖ p) ≠ KL(p ‖ q) unless the covariances are equal.",
+        "Quadratic in the mean difference; grows without bound as a variance goes to 0.",
+        "Computed as expm1(t) - t with t the log-variance difference, so nearly equal variances "
+        "keep their digits; full covariances go through Cholesky, and a matrix that is not "
+        "symmetric positive definite is an error naming its row.",
+    ),
+    used_for="VAEs (the regulariser of the ELBO), variational inference, Gaussian policies in RL.",
+    activation="none: mu is used as is; the variance is exp(logvar) (or a covariance matrix)",
+    paper="Kingma & Welling 2014, Auto-Encoding Variational Bayes, appendix B.",
+    example=(
+        "sample_data/divergence_gaussian.csv:mu_*",
+        "sample_data/divergence_gaussian.csv:logvar_*",
+    ),
+)
 def gaussian_kl(
     mu: np.ndarray,
     logvar: np.ndarray,

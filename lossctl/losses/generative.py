@@ -15,23 +15,22 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
+from lossctl.losses._lazy import lazy
 
-from lossctl.errors import InputError, ParamError
+from lossctl.errors import InputError, ParamError, opt
 from lossctl.losses import Result
 from lossctl.losses._common import as_rows, check_finite, check_unit_interval, match_shape, sigmoid, softplus
+from lossctl.losses.spec import loss, Param, Role
+
+np = lazy(globals())  # NumPy is imported on first use (lossctl/losses/_lazy.py)
 
 RECONSTRUCTIONS = ("mse", "bce")
 
 
 def _inputs(recon, target, mu, logvar, reconstruction: str, beta: float):
     if reconstruction not in RECONSTRUCTIONS:
-        raise ParamError(
-            "reconstruction", f"--reconstruction must be one of {', '.join(RECONSTRUCTIONS)}; got {reconstruction!r}"
-        )
-    beta = float(beta)
-    if not (beta >= 0.0 and math.isfinite(beta)):
-        raise ParamError("beta", f"--beta must be a finite number >= 0; got {beta!r}")
+        raise ValueError(f"reconstruction {reconstruction!r} is not one of the declared choices {RECONSTRUCTIONS}")
+    beta = float(beta)  # (declared: [0, inf))
     xh = as_rows(recon, "recon", "the reconstruction")
     x = as_rows(target, "target", "the target")
     m = as_rows(mu, "mu", "mu")
@@ -45,10 +44,67 @@ def _inputs(recon, target, mu, logvar, reconstruction: str, beta: float):
     check_finite(m, "mu", "latent means")
     check_finite(lv, "logvar", "latent log-variances")
     if reconstruction == "bce":
-        check_unit_interval(x, "target", "targets (with --reconstruction bce)")
+        check_unit_interval(x, "target", f"targets (with {opt('reconstruction')} bce)")
     return xh, x, m, lv, beta
 
 
+@loss(
+    name="vae",
+    aliases=(),
+    family="generative",
+    summary="VAE negative ELBO: reconstruction error plus β times the KL divergence of the latent Gaussian from N(0, I).",
+    inputs=(
+        Role(
+            "recon",
+            "(N, D)",
+            f"The decoder's reconstruction x̂: values ({opt('reconstruction')} mse) or logits ({opt('reconstruction')} bce).",
+        ),
+        Role("target", "(N, D)", f"The input x being reconstructed; in [0, 1] with {opt('reconstruction')} bce."),
+        Role("mu", "(N, Z)", "The encoder's latent means μ."),
+        Role("logvar", "(N, Z)", "The encoder's latent log-variances log σ², the shape of mu."),
+    ),
+    params=(
+        Param(
+            "reconstruction",
+            "choice",
+            "mse",
+            "Reconstruction term: mse (squared error of values) or bce (binary cross-entropy of logits "
+            "against targets in [0, 1]).",
+            choices=("mse", "bce"),
+        ),
+        Param("beta", "float", 1.0, "Weight β of the KL term (β-VAE; 1 is the plain ELBO).", low=0.0, high_open=True),
+    ),
+    reference=(
+        "F.mse_loss(recon, x, reduction='sum') or F.binary_cross_entropy_with_logits(recon, x, reduction='sum'), "
+        "plus beta * -0.5 * torch.sum(1 + logvar - mu**2 - logvar.exp()) (per sample; "
+        "= torch.distributions.kl_divergence(Normal(mu, exp(logvar/2)), Normal(0, 1)).sum(-1))"
+    ),
+    formula=(
+        "l = Σ_d recon(x_d, x̂_d) + β · ½ Σ_z (μ_z² + σ_z² - log σ_z² - 1),  σ² = exp(logvar)\n"
+        "mse: recon = (x - x̂)²\n"
+        "bce: recon = x · softplus(-x̂) + (1 - x) · softplus(x̂)   (x̂ are logits)"
+    ),
+    headline="the mean over samples of the per-sample sum (the usual batch-averaged VAE loss)",
+    gradient="∂l/∂x̂ = 2(x̂ - x) (mse) or σ(x̂) - x (bce, logits); the KL term does not depend on x̂",
+    properties=(
+        "The negative evidence lower bound (ELBO) for β = 1 (up to constants of the Gaussian/Bernoulli decoder).",
+        "The KL term is non-negative and zero only when μ = 0 and logvar = 0; it is computed as "
+        "½(μ² + expm1(logvar) - logvar), exact for small logvar.",
+        "Report components: reconstruction and kl (β-weighted); they sum to the loss.",
+        "Sums (not means) over D and Z: the reconstruction term grows with the data dimension.",
+    ),
+    used_for="Variational autoencoders (VAE, β-VAE).",
+    activation="identity (mse) or sigmoid per pixel (bce, applied inside the loss to logits)",
+    paper="Kingma & Welling 2014, Auto-Encoding Variational Bayes; β-VAE: Higgins et al. 2017.",
+    example=(
+        "sample_data/vae_batch.parquet:recon",
+        "sample_data/vae_batch.parquet:x",
+        "sample_data/vae_batch.parquet:mu",
+        "sample_data/vae_batch.parquet:logvar",
+        f"{opt('reconstruction')}",
+        "bce",
+    ),
+)
 def vae(
     recon: np.ndarray,
     target: np.ndarray,

@@ -8,9 +8,11 @@ so ``mean`` is PyTorch's element-wise mean and ``sum`` PyTorch's element sum
 
 from __future__ import annotations
 
-import numpy as np
+import math
 
-from lossctl.errors import InputError, ParamError
+from lossctl.losses._lazy import lazy
+
+from lossctl.errors import InputError, ParamError, opt
 from lossctl.losses import Result
 from lossctl.losses._common import (
     ELEM_BLOCK_ELEMS,
@@ -26,6 +28,17 @@ from lossctl.losses._common import (
     same_shape,
     scratch,
 )
+from lossctl.losses.spec import HEADLINE_MEAN, loss, Param, Role
+
+np = lazy(globals())  # NumPy is imported on first use (lossctl/losses/_lazy.py)
+
+# Declarations shared by this module's losses ----------------------------------------
+
+REGRESSION_PRED = Role("pred", "(N,) or (N, D)", "Predicted values ŷ.")
+
+REGRESSION_TARGET = Role("target", "(N,) or (N, D)", "True values y, the prediction's shape.")
+
+REGRESSION_PROPS_COMMON = "Multi-output (N, D): the per-sample value is the mean over D, so the overall mean equals PyTorch's element-wise mean."
 
 
 def residual(pred: np.ndarray, target: np.ndarray) -> np.ndarray:
@@ -157,6 +170,27 @@ def _op_log_cosh(r: np.ndarray, u: np.ndarray) -> None:
     np.add(r, u, out=r)
 
 
+@loss(
+    name="mse",
+    aliases=("l2",),
+    family="regression",
+    summary="Mean squared error.",
+    inputs=(REGRESSION_PRED, REGRESSION_TARGET),
+    params=(),
+    reference="torch.nn.functional.mse_loss(input, target)",
+    formula="l = r², r = y - ŷ (mean over D for (N, D))",
+    headline=HEADLINE_MEAN,
+    gradient="∂l/∂ŷ = -2r (divided by D for (N, D))",
+    properties=(
+        "Sensitive to outliers: the penalty grows with the square of the residual.",
+        "Minimised by the conditional mean.",
+        REGRESSION_PROPS_COMMON,
+    ),
+    used_for="Regression.",
+    activation="none (identity output)",
+    paper="Gauss / Legendre, least squares.",
+    example=("sample_data/regression.csv:pred", "sample_data/regression.csv:target"),
+)
 def mse(pred: np.ndarray, target: np.ndarray) -> Result:
     """Squared error ``r²`` per sample (``torch.nn.functional.mse_loss``)."""
     fast = _blocked(pred, target, _op_square)
@@ -172,6 +206,27 @@ def mse_grad(pred: np.ndarray, target: np.ndarray) -> np.ndarray:
     return _per_sample_grad(-2.0 * residual(pred, target), pred)
 
 
+@loss(
+    name="mae",
+    aliases=("l1",),
+    family="regression",
+    summary="Mean absolute error.",
+    inputs=(REGRESSION_PRED, REGRESSION_TARGET),
+    params=(),
+    reference="torch.nn.functional.l1_loss(input, target)",
+    formula="l = |r|, r = y - ŷ (mean over D for (N, D))",
+    headline=HEADLINE_MEAN,
+    gradient="∂l/∂ŷ = -sign(r) (0 at r = 0; divided by D for (N, D))",
+    properties=(
+        "Robust to outliers: the penalty grows linearly with the residual.",
+        "Minimised by the conditional median; not differentiable at r = 0.",
+        REGRESSION_PROPS_COMMON,
+    ),
+    used_for="Regression, box coordinates in detection (L1 term).",
+    activation="none (identity output)",
+    paper="Laplace; least absolute deviations.",
+    example=("sample_data/regression.csv:pred", "sample_data/regression.csv:target"),
+)
 def mae(pred: np.ndarray, target: np.ndarray) -> Result:
     """Absolute error ``|r|`` per sample (``torch.nn.functional.l1_loss``)."""
     fast = _blocked(pred, target, _op_abs)
@@ -193,19 +248,47 @@ def mae_grad(pred: np.ndarray, target: np.ndarray) -> np.ndarray:
 
 
 def _check_delta(delta: float) -> float:
-    delta = float(delta)
-    if not delta > 0:  # also rejects NaN
-        raise ParamError("delta", f"--delta must be > 0 (PyTorch raises for delta <= 0); got {delta!r}")
-    return delta
+    return float(delta)  # (its range, (0, inf], is declared and checked when parsed)
 
 
 def _check_beta(beta: float) -> float:
-    beta = float(beta)
-    if not beta >= 0:
-        raise ParamError("beta", f"--beta must be >= 0 (0 is exactly L1); got {beta!r}")
-    return beta
+    return float(beta)  # (declared: [0, inf]; 0 is exactly L1)
 
 
+@loss(
+    name="huber",
+    family="regression",
+    summary="Huber loss: quadratic for small residuals, linear beyond delta.",
+    inputs=(REGRESSION_PRED, REGRESSION_TARGET),
+    params=(
+        Param(
+            "delta",
+            "float",
+            1.0,
+            "Threshold between the quadratic and the linear part (> 0).",
+            low=0.0,
+            low_open=True,
+        ),
+    ),
+    reference="torch.nn.functional.huber_loss(input, target, delta=delta)",
+    formula=(
+        "l = ½r²             if |r| ≤ δ\nl = δ · (|r| - ½δ)   otherwise,   r = y - ŷ (mean over D for (N, D))"
+    ),
+    headline=HEADLINE_MEAN,
+    gradient="∂l/∂ŷ = -clip(r, -δ, δ) (divided by D for (N, D))",
+    properties=(
+        "Between MSE and MAE: quadratic (MSE-like) near 0, linear (MAE-like, robust to outliers) beyond δ.",
+        "Convex and once continuously differentiable; the second derivative jumps at |r| = δ.",
+        "Symmetric in r; both branches give ½δ² at |r| = δ, so the loss is continuous there.",
+        "Equals δ · smooth-l1(β = δ); identical to smooth-l1 at δ = β = 1.",
+        "The gradient is bounded by δ, so single outliers cannot dominate training.",
+        REGRESSION_PROPS_COMMON,
+    ),
+    used_for="Robust regression; value-function (TD) errors in reinforcement learning (DQN).",
+    activation="none (identity output)",
+    paper="Huber 1964, Robust Estimation of a Location Parameter.",
+    example=("sample_data/regression.csv:pred", "sample_data/regression.csv:target", f"{opt('delta')}", "2"),
+)
 def huber(pred: np.ndarray, target: np.ndarray, *, delta: float = 1.0) -> Result:
     """``½r²`` if ``|r| ≤ δ`` else ``δ(|r| - ½δ)`` (``torch.nn.functional.huber_loss``).
 
@@ -228,6 +311,38 @@ def huber_grad(pred: np.ndarray, target: np.ndarray, *, delta: float = 1.0) -> n
     return _per_sample_grad(-np.clip(residual(pred, target), -d, d), pred)
 
 
+@loss(
+    name="smooth-l1",
+    family="regression",
+    summary="Smooth L1 loss: Huber divided by beta; exactly L1 at beta = 0.",
+    inputs=(REGRESSION_PRED, REGRESSION_TARGET),
+    params=(
+        Param(
+            "beta",
+            "float",
+            1.0,
+            "Width of the quadratic zone around 0 (>= 0; 0 is exactly L1).",
+            low=0.0,
+        ),
+    ),
+    reference="torch.nn.functional.smooth_l1_loss(input, target, beta=beta)",
+    formula=(
+        "l = ½r²/β          if |r| < β\n"
+        "l = |r| - ½β       otherwise   (β = 0: l = |r|),   r = y - ŷ (mean over D for (N, D))"
+    ),
+    headline=HEADLINE_MEAN,
+    gradient="∂l/∂ŷ = -clip(r/β, -1, 1); -sign(r) when β = 0 (0 at r = 0); divided by D for (N, D)",
+    properties=(
+        "Robust to outliers: linear in |r| beyond β with slope 1 whatever β is.",
+        "β · smooth-l1(β) = huber(δ = β); as β → 0 it becomes L1 (β = 0 is exactly L1, as in PyTorch).",
+        "Convex and symmetric; differentiable everywhere for β > 0.",
+        REGRESSION_PROPS_COMMON,
+    ),
+    used_for="Bounding-box regression in detection (Fast/Faster R-CNN); robust regression.",
+    activation="none (identity output)",
+    paper="Girshick 2015, Fast R-CNN.",
+    example=("sample_data/regression_multi.csv:pred_*", "sample_data/regression_multi.csv:target_*"),
+)
 def smooth_l1(pred: np.ndarray, target: np.ndarray, *, beta: float = 1.0) -> Result:
     """``½r²/β`` if ``|r| < β`` else ``|r| - ½β`` (``torch.nn.functional.smooth_l1_loss``);
     ``β = 0`` is exactly L1."""
@@ -253,9 +368,34 @@ def smooth_l1_grad(pred: np.ndarray, target: np.ndarray, *, beta: float = 1.0) -
     return _per_sample_grad(-np.clip(r / b, -1.0, 1.0), pred)
 
 
-_LOG2 = float(np.log(2.0))
+_LOG2 = math.log(2.0)
 
 
+@loss(
+    name="log-cosh",
+    family="regression",
+    summary="Logarithm of the hyperbolic cosine of the residual.",
+    inputs=(REGRESSION_PRED, REGRESSION_TARGET),
+    params=(),
+    reference="keras.losses.LogCosh(); optax.log_cosh(predictions, targets)",
+    formula=(
+        "l = log cosh(r), r = y - ŷ (mean over D for (N, D)),\n"
+        "computed as |r| + log1p(exp(-2|r|)) - log 2 (no overflow; naive log(cosh r) overflows at |r| ≈ 710),\n"
+        "and as log1p(2 sinh²(r/2)) for |r| < 1 (same function, full precision for tiny r)"
+    ),
+    headline=HEADLINE_MEAN,
+    gradient="∂l/∂ŷ = -tanh(r) (divided by D for (N, D))",
+    properties=(
+        "Twice differentiable everywhere (unlike Huber), convex and symmetric.",
+        "Quadratic near 0 (≈ ½r²) and linear in the tails (≈ |r| - log 2): behaves like Huber with δ ≈ 1.",
+        "Robust to outliers: the gradient is bounded by 1 in magnitude.",
+        REGRESSION_PROPS_COMMON,
+    ),
+    used_for="Regression where a smooth (twice-differentiable) robust loss is wanted.",
+    activation="none (identity output)",
+    paper="No single source: a standard smooth robust loss (as in Keras LogCosh and optax.log_cosh).",
+    example=("sample_data/regression.csv:pred", "sample_data/regression.csv:target"),
+)
 def log_cosh(pred: np.ndarray, target: np.ndarray) -> Result:
     """``log cosh(r)`` without overflow (Keras ``LogCosh``, ``optax.log_cosh``).
 
@@ -282,12 +422,45 @@ def log_cosh_grad(pred: np.ndarray, target: np.ndarray) -> np.ndarray:
 
 
 def _check_quantile(q: float) -> float:
-    q = float(q)
-    if not 0.0 <= q <= 1.0:
-        raise ParamError("quantile", f"--quantile must be in [0, 1]; got {q!r}")
-    return q
+    return float(q)  # (declared: [0, 1])
 
 
+@loss(
+    name="quantile",
+    aliases=("pinball",),
+    family="regression",
+    summary="Quantile (pinball) loss: asymmetric absolute error, minimised by the q-th quantile.",
+    inputs=(REGRESSION_PRED, REGRESSION_TARGET),
+    params=(
+        Param(
+            "quantile",
+            "float",
+            0.5,
+            "Target quantile q in [0, 1]: under-prediction costs q·|r|, over-prediction (1-q)·|r|.",
+            low=0.0,
+            high=1.0,
+        ),
+    ),
+    reference="sklearn.metrics.mean_pinball_loss(y_true, y_pred, alpha=quantile)",
+    formula="l = max(q · r, (q - 1) · r), r = y - ŷ (mean over D for (N, D))",
+    headline=HEADLINE_MEAN,
+    gradient="∂l/∂ŷ = -q where r > 0, 1 - q where r < 0, 0 at r = 0 (sub-gradient; divided by D for (N, D))",
+    properties=(
+        "Minimised by the conditional q-th quantile; q = 0.5 gives half the absolute error (MAE/2).",
+        "Asymmetric for q ≠ 0.5: under- and over-prediction cost differently.",
+        "Convex, piecewise linear, robust to outliers; not differentiable at r = 0.",
+        REGRESSION_PROPS_COMMON,
+    ),
+    used_for="Quantile regression, prediction intervals, probabilistic forecasting.",
+    activation="none (identity output)",
+    paper="Koenker & Bassett 1978, Regression Quantiles.",
+    example=(
+        "sample_data/regression.csv:pred",
+        "sample_data/regression.csv:target",
+        f"{opt('quantile')}",
+        "0.9",
+    ),
+)
 def quantile(pred: np.ndarray, target: np.ndarray, *, quantile: float = 0.5) -> Result:  # noqa: A002
     """Pinball loss ``max(q·r, (q-1)·r)`` (``sklearn.metrics.mean_pinball_loss(alpha=q)``)."""
     q = _check_quantile(quantile)
@@ -307,7 +480,7 @@ def quantile_grad(pred: np.ndarray, target: np.ndarray, *, quantile: float = 0.5
 # Likelihood losses: Gaussian NLL (with a variance input), Poisson NLL
 # ---------------------------------------------------------------------------
 
-_HALF_LOG_2PI = 0.5 * float(np.log(2.0 * np.pi))
+_HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
 
 
 def _variance(var: np.ndarray, pred_shape: tuple[int, ...]) -> np.ndarray:
@@ -344,18 +517,60 @@ def _variance(var: np.ndarray, pred_shape: tuple[int, ...]) -> np.ndarray:
             "var",
             f"variance {_val(bad[bad < 0][0])} is negative",
             first,
-            expected="variances >= 0 (values below --eps are clamped to eps)",
+            expected=f"variances >= 0 (values below {opt('eps')} are clamped to eps)",
         )
     return np.asarray(v, dtype=np.float64)
 
 
 def _check_eps(eps: float) -> float:
-    eps = float(eps)
-    if not eps > 0:
-        raise ParamError("eps", f"--eps must be > 0; got {eps!r}")
-    return eps
+    return float(eps)  # (declared: (0, inf])
 
 
+@loss(
+    name="gaussian-nll",
+    family="regression",
+    summary="Gaussian negative log-likelihood of the target under N(pred, var).",
+    inputs=(
+        Role("pred", "(N,) or (N, D)", "Predicted means ŷ."),
+        Role("target", "(N,) or (N, D)", "True values y, the prediction's shape."),
+        Role(
+            "var",
+            "(N,) or (N, D)",
+            "Predicted variances (>= 0): the prediction's shape, or one per row (N,) / (N, 1) "
+            "shared by the D outputs.",
+        ),
+    ),
+    params=(
+        Param(
+            "eps",
+            "float",
+            1e-6,
+            "Variances below eps are clamped to eps (for stability), as PyTorch does.",
+            low=0.0,
+            low_open=True,
+        ),
+        Param("full", "bool", False, "Add the constant ½ log 2π (the full negative log-likelihood)."),
+    ),
+    reference="torch.nn.functional.gaussian_nll_loss(input, target, var, full=full, eps=eps)",
+    formula=("l = ½ (log v + r²/v)  (+ ½ log 2π if full),  v = max(var, eps), r = y - ŷ\n(mean over D for (N, D))"),
+    headline=HEADLINE_MEAN,
+    gradient="∂l/∂ŷ = -r / max(var, eps) (divided by D for (N, D)); taken w.r.t. the mean prediction",
+    properties=(
+        "Can be negative: it is a negative log-density, not a probability.",
+        "With a constant variance it is MSE scaled by 1/(2·var) plus a constant.",
+        "Learned variances let the model down-weight noisy samples, at a log-variance cost.",
+        "Negative variances are an error (PyTorch raises); variances below eps are clamped.",
+        REGRESSION_PROPS_COMMON,
+    ),
+    used_for="Heteroscedastic regression, uncertainty estimation, probabilistic forecasting.",
+    activation="identity for the mean; a positive map (softplus or exp) for the variance",
+    paper="Nix & Weigend 1994, Estimating the mean and variance of the target probability distribution.",
+    example=(
+        "sample_data/regression_var.csv:mean",
+        "sample_data/regression_var.csv:target",
+        "sample_data/regression_var.csv:var",
+    ),
+)
 def gaussian_nll(
     pred: np.ndarray, target: np.ndarray, var: np.ndarray, *, eps: float = 1e-6, full: bool = False
 ) -> Result:
@@ -394,8 +609,8 @@ def _counts(target: np.ndarray) -> None:
 
 
 def _rates(pred: np.ndarray) -> None:
-    note = " (with --no-log-input the prediction is a rate)"
-    _no_negatives(pred, "pred", "rate", "non-negative rates, or log-rates with --log-input", note)
+    note = f" (with {opt('no-log-input')} the prediction is a rate)"
+    _no_negatives(pred, "pred", "rate", f"non-negative rates, or log-rates with {opt('log-input')}", note)
 
 
 def _poisson_inputs(pred, target):
@@ -406,6 +621,62 @@ def _poisson_inputs(pred, target):
     return np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
 
 
+@loss(
+    name="poisson-nll",
+    family="regression",
+    summary="Poisson negative log-likelihood of count targets given a (log-)rate.",
+    inputs=(
+        Role("pred", "(N,) or (N, D)", f"Predicted log-rates (default) or rates ({opt('no-log-input')})."),
+        Role("target", "(N,) or (N, D)", "Observed counts (non-negative), the prediction's shape."),
+    ),
+    params=(
+        Param(
+            "log-input",
+            "bool",
+            True,
+            f"The prediction is a log-rate (exp applied inside); {opt('no-log-input')} for rates.",
+        ),
+        Param(
+            "full",
+            "bool",
+            False,
+            "Add the Stirling approximation of log(y!): y log y - y + ½ log(2πy), where y > 1.",
+        ),
+        Param(
+            "eps",
+            "float",
+            1e-8,
+            f"Added to the rate inside the log when {opt('no-log-input')} (avoids log 0).",
+            low=0.0,
+            low_open=True,
+        ),
+    ),
+    reference="torch.nn.functional.poisson_nll_loss(input, target, log_input=log_input, full=full, eps=eps)",
+    formula=(
+        "log-input: l = exp(ŷ) - y·ŷ\n"
+        "rate:      l = ŷ - y·log(ŷ + eps)\n"
+        "full:      + (y log y - y + ½ log(2πy)) where y > 1\n"
+        "(mean over D for (N, D))"
+    ),
+    headline=HEADLINE_MEAN,
+    gradient="log-input: ∂l/∂ŷ = exp(ŷ) - y; rate: 1 - y/(ŷ + eps) (divided by D for (N, D))",
+    properties=(
+        f"Negative log-likelihood of a Poisson count up to log(y!) (approximated with {opt('full')}); can be negative.",
+        "Convex in the log-rate; minimised at rate = y.",
+        f"Targets must be non-negative; with {opt('no-log-input')} rates must be non-negative too "
+        "(PyTorch returns NaN there; lossctl reports the row).",
+        "From log-rates, exp(ŷ) overflows to inf for ŷ above ≈ 709.",
+        REGRESSION_PROPS_COMMON,
+    ),
+    used_for="Count regression (events, visits, photon counts); Poisson GLMs.",
+    activation="none for log-rates (exp applied inside); softplus or exp for rates",
+    paper="Nelder & Wedderburn 1972, Generalized Linear Models (Poisson regression).",
+    example=(
+        "sample_data/regression_counts.csv:log_rate",
+        "sample_data/regression_counts.csv:count",
+        f"{opt('full')}",
+    ),
+)
 def poisson_nll(
     pred: np.ndarray, target: np.ndarray, *, log_input: bool = True, full: bool = False, eps: float = 1e-8
 ) -> Result:

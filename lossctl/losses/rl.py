@@ -11,9 +11,9 @@ References:
 
 from __future__ import annotations
 
-import numpy as np
+from lossctl.losses._lazy import lazy
 
-from lossctl.errors import InputError, ParamError
+from lossctl.errors import InputError, ParamError, opt
 from lossctl.losses import Result
 from lossctl.losses._common import (
     as_float,
@@ -29,7 +29,22 @@ from lossctl.losses._common import (
     softmax_minus_onehot,
 )
 from lossctl.losses.divergence import expm1_minus_x
-from lossctl.ragged import Ragged
+from lossctl.losses.spec import loss, Param, Role
+
+np = lazy(globals())  # NumPy is imported on first use (lossctl/losses/_lazy.py)
+
+# Declarations shared by this module's losses ----------------------------------------
+
+TOKEN_MASK = Role(
+    "mask",
+    "(N, T) or ragged lists",
+    f"Given as {opt('mask')} SOURCE: 1 for a token that counts (a response token), 0 for padding or prompt, in "
+    "the log-probabilities' layout. Masked positions are neither validated nor counted.",
+    ndim=(1, 2),
+    optional=True,
+    ragged=True,
+    option=True,
+)
 
 # ---------------------------------------------------------------------------
 # distillation
@@ -38,9 +53,7 @@ from lossctl.ragged import Ragged
 
 def _distill_inputs(student, teacher, labels, temperature, alpha):
     t_ = check_temperature(temperature)
-    a = float(alpha)
-    if not 0.0 <= a <= 1.0:
-        raise ParamError("alpha", f"--alpha must be in [0, 1]; got {alpha!r}")
+    a = float(alpha)  # (declared: [0, 1])
     s = np.asarray(as_float(np.asarray(student)), dtype=np.float64)
     t = np.asarray(as_float(np.asarray(teacher)), dtype=np.float64)
     if s.ndim != 2:
@@ -64,6 +77,71 @@ def _distill_inputs(student, teacher, labels, temperature, alpha):
     return s, t, y, t_, a
 
 
+@loss(
+    name="distillation",
+    aliases=("kd",),
+    family="distillation-rl",
+    summary="Knowledge distillation: temperature-softened KL from teacher to student, plus optional CE on labels.",
+    inputs=(
+        Role("student", "(N, C)", "Student logits (the model being trained).", ndim=(2,)),
+        Role("teacher", "(N, C)", "Teacher logits, the student's shape.", ndim=(2,)),
+        Role(
+            "labels",
+            "(N,)",
+            "Optional true class indices for the hard (cross-entropy) term.",
+            ndim=(1,),
+            dtype="label",
+            optional=True,
+        ),
+    ),
+    params=(
+        Param(
+            "temperature",
+            "float",
+            2.0,
+            "Softmax temperature T applied to both teacher and student logits in the soft term.",
+            low=0.0,
+            low_open=True,
+            high_open=True,
+            normal=True,
+        ),
+        Param(
+            "alpha",
+            "float",
+            0.5,
+            "Weight α of the soft (KL) term; 1-α weighs the hard cross-entropy term. "
+            "Without labels the loss is the soft term alone (α treated as 1.0).",
+            low=0.0,
+            high=1.0,
+        ),
+    ),
+    reference=(
+        "the usual PyTorch recipe: α·T²·F.kl_div(F.log_softmax(s/T), F.softmax(t/T), "
+        'reduction="batchmean") + (1-α)·F.cross_entropy(s, y)'
+    ),
+    formula=(
+        "l_n = α·T²·KL(softmax(t_n/T) ‖ softmax(s_n/T)) + (1-α)·CE(s_n, y_n)\n"
+        "components: soft = α·T²·KL(...), hard = (1-α)·CE(s, y) (no labels: α = 1, soft only)"
+    ),
+    headline="the mean over rows; the report also shows the means of the soft and hard terms",
+    gradient="∂l/∂s = α·T·(softmax(s/T) - softmax(t/T)) + (1-α)·(softmax(s) - onehot(y))",
+    properties=(
+        "Non-negative; the soft term is 0 when student and teacher logits agree up to a constant.",
+        "The T² factor keeps the soft term's gradient magnitude roughly independent of T.",
+        "A higher temperature exposes the teacher's 'dark knowledge' (relative probabilities of wrong classes).",
+        "Computed with log-softmax: logits of ±1e4 give finite, exact results.",
+    ),
+    used_for="Model compression: training a small student to mimic a large teacher (classification, language models).",
+    activation="softmax over classes at temperature T (soft term) and 1 (hard term), applied inside",
+    paper="Hinton, Vinyals, Dean 2015, Distilling the Knowledge in a Neural Network.",
+    example=(
+        "sample_data/rl_distillation.parquet:student",
+        "sample_data/rl_distillation.parquet:teacher",
+        "sample_data/rl_distillation.parquet:label",
+        f"{opt('temperature')}",
+        "4",
+    ),
+)
 def distillation(
     student: np.ndarray,
     teacher: np.ndarray,
@@ -138,6 +216,8 @@ _TOKEN_MEANS = ("sequence", "batch")
 def _token_layout(x, role: str) -> tuple[np.ndarray, np.ndarray, bool]:
     """(values float64, offsets, is_tokens) of a Ragged / (N, T) array (tokens) or an (N,) array
     (one action per row)."""
+    from lossctl.ragged import Ragged
+
     if isinstance(x, Ragged):
         return np.asarray(x.values, dtype=np.float64), x.offsets, True
     a = np.asarray(as_float(np.asarray(x)), dtype=np.float64)
@@ -190,7 +270,7 @@ def token_mask(mask, offs: np.ndarray, role: str = "mask") -> np.ndarray | None:
 
 def _check_token_mean(token_mean: str, allowed=_TOKEN_MEANS) -> str:
     if token_mean not in allowed:
-        raise ParamError("token-mean", f"--token-mean must be one of {', '.join(allowed)}; got {token_mean!r}")
+        raise ValueError(f"token_mean {token_mean!r} is not one of the declared choices {allowed}")
     return token_mean
 
 
@@ -204,9 +284,9 @@ def _finite_tokens(v: np.ndarray, keep: np.ndarray, rows_of: np.ndarray, n: int,
 
 
 def _ppo_parts(new_logp, old_logp, advantages, mask, clip):
-    eps = float(clip)
-    if not 0.0 < eps < 1.0:
-        raise ParamError("clip", f"--clip must be in (0, 1); got {clip!r}")
+    from lossctl.ragged import Ragged
+
+    eps = float(clip)  # (declared: (0, 1))
     new, offs, tokens = _token_layout(new_logp, "new-logp")
     n = len(offs) - 1
     old, offs_o, _ = _token_layout(old_logp, "old-logp")
@@ -239,6 +319,93 @@ def _ppo_parts(new_logp, old_logp, advantages, mask, clip):
     return ratio, adv, unclipped, clipped_term, use_clipped, outside, keep, rag, count, tokens
 
 
+@loss(
+    name="ppo-clip",
+    family="distillation-rl",
+    summary="PPO's clipped surrogate objective (negated), per sampled action.",
+    inputs=(
+        Role(
+            "new-logp",
+            "(N,) or (N, T) or ragged lists",
+            "Log-probability of each sampled action under the current policy: one per row, or one "
+            f"list of per-token log-probabilities per sequence (padded with {opt('mask')}, or ragged).",
+            ndim=(1, 2),
+            ragged=True,
+        ),
+        Role(
+            "old-logp",
+            "(N,) or (N, T) or ragged lists",
+            "Log-probability of the same actions under the policy that collected the data (new-logp's layout).",
+            ndim=(1, 2),
+            ragged=True,
+        ),
+        Role(
+            "advantages",
+            "(N,) or (N, T) or ragged lists",
+            "Advantage estimate A of each action (e.g. GAE): one per token (new-logp's layout), "
+            "or one per sequence, broadcast to its tokens.",
+            ndim=(1, 2),
+            ragged=True,
+        ),
+        TOKEN_MASK,
+    ),
+    params=(
+        Param(
+            "clip",
+            "float",
+            0.2,
+            "Clip range ε: the probability ratio is clipped to [1-ε, 1+ε].",
+            low=0.0,
+            high=1.0,
+            low_open=True,
+            high_open=True,
+        ),
+        Param(
+            "token-mean",
+            "choice",
+            "batch",
+            "How token losses make the headline: batch = Σ over all counted tokens / their number "
+            "(TRL's masked_mean(loss, mask)); sequence = mean over sequences of each sequence's token "
+            "mean (OpenRLHF's masked_mean(loss, mask, dim=-1).mean()). Equal for one action per row.",
+            choices=("batch", "sequence"),
+        ),
+    ),
+    reference="PPO clipped surrogate (Schulman et al. 2017, eq. 7): -torch.min(r·A, torch.clamp(r, 1-ε, 1+ε)·A), r = exp(new - old)",
+    formula=(
+        "per action t: l_t = -min(r_t·A_t, clip(r_t, 1-ε, 1+ε)·A_t),  r_t = exp(new_t - old_t)\n"
+        f"per row n: l_n = the mean of l_t over its counted tokens ({opt('mask')}; all tokens of a ragged row)\n"
+        "components per row: clipped = tokens where the clipped term is the minimum (TRL), "
+        "clipped_sb3 = tokens with |r_t - 1| > ε (Stable-Baselines3), tokens, ratio = mean r_t"
+    ),
+    headline=(
+        f"{opt('token-mean')} batch (default): Σ over all counted tokens / their number (TRL); {opt('token-mean')} "
+        "sequence: the mean over sequences of their token means (OpenRLHF); both are the mean over "
+        "samples for one action per row. Derived: clipfrac_trl (tokens where the clipped term is taken) "
+        "and clipfrac_sb3 (tokens with |r - 1| > ε), fractions of all counted tokens"
+    ),
+    derived=("clipfrac",),
+    gradient=(
+        "∂l_n/∂new_t = -r_t·A_t / T_n where the unclipped term is the minimum (ties included), 0 where "
+        "the clipped term is (the sub-gradient at r = 1±ε is the unclipped one) and at masked tokens; "
+        "T_n = the row's counted tokens (1 for one action per row)"
+    ),
+    properties=(
+        "A pessimistic (lower) bound on the unclipped surrogate: the objective gains nothing from "
+        "moving r beyond 1±ε in the direction the advantage favours.",
+        "Piecewise linear in r with kinks at 1±ε; not differentiable there.",
+        "The ratio is formed from the log-ratio in float64: a log-ratio above ~709 makes r = inf, "
+        "giving -(1+ε)·A for A > 0 (clipped, finite), +inf for A < 0 and 0 for A = 0.",
+        "Can be negative: it is a negated objective, not a distance.",
+    ),
+    used_for="Policy-gradient reinforcement learning (PPO), including RLHF of language models.",
+    activation="none: log-probabilities of the sampled actions (log-softmax of the policy's logits)",
+    paper="Schulman et al. 2017, Proximal Policy Optimization Algorithms.",
+    example=(
+        "sample_data/rl_ppo.csv:new_logp",
+        "sample_data/rl_ppo.csv:old_logp",
+        "sample_data/rl_ppo.csv:advantage",
+    ),
+)
 def ppo_clip(
     new_logp,
     old_logp,
@@ -304,6 +471,8 @@ def ppo_clip_grad(
     """∂l_n/∂new_t = -r_t·A_t / T_n where the unclipped term is the minimum (ties included),
     else 0 (T_n: the row's counted tokens; 0 at masked tokens). Token-level input gives a
     Ragged in the input's layout."""
+    from lossctl.ragged import Ragged
+
     _check_token_mean(token_mean)
     ratio, adv, unclipped, clipped_term, use_clipped, outside, keep, rag, count, tokens = _ppo_parts(
         new_logp, old_logp, advantages, mask, clip
@@ -327,6 +496,8 @@ _ESTIMATORS = ("k1", "k2", "k3")
 
 def _tokens(x, role: str) -> tuple[np.ndarray, np.ndarray]:
     """(values float64, offsets) of a Ragged, an (N,) array (one token per row) or an (N, T) array."""
+    from lossctl.ragged import Ragged
+
     if isinstance(x, Ragged):
         return np.asarray(x.values, dtype=np.float64), x.offsets
     a = np.asarray(as_float(np.asarray(x)), dtype=np.float64)
@@ -339,8 +510,10 @@ def _tokens(x, role: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _policy_parts(policy_logp, ref_logp, estimator, mask=None):
+    from lossctl.ragged import Ragged
+
     if estimator not in _ESTIMATORS:
-        raise ParamError("estimator", f"--estimator must be one of k1, k2, k3; got {estimator!r}")
+        raise ValueError(f"estimator {estimator!r} is not one of the declared choices {_ESTIMATORS}")
     lp, offs = _tokens(policy_logp, "policy-logp")
     lr, offs_r = _tokens(ref_logp, "ref-logp")
     n = len(offs) - 1
@@ -388,6 +561,81 @@ def _policy_parts(policy_logp, ref_logp, estimator, mask=None):
 _KL_MEANS = ("sum",) + _TOKEN_MEANS
 
 
+@loss(
+    name="policy-kl",
+    family="distillation-rl",
+    summary="Per-sequence KL penalty between a policy and a reference policy, from sampled-token log-probs.",
+    inputs=(
+        Role(
+            "policy-logp",
+            "(N,) or (N, T) or ragged lists",
+            "Log-probabilities of the sampled tokens under the policy: one list per sequence "
+            "(variable length), or one value per row (one token per sequence).",
+            ndim=(1, 2),
+            ragged=True,
+        ),
+        Role(
+            "ref-logp",
+            "(N,) or (N, T) or ragged lists",
+            "Log-probabilities of the same tokens under the reference policy; the same length per row.",
+            ndim=(1, 2),
+            ragged=True,
+        ),
+        TOKEN_MASK,
+    ),
+    params=(
+        Param(
+            "token-mean",
+            "choice",
+            "sum",
+            "Per sequence: sum = the sum over its tokens (the RLHF reward penalty); sequence = its "
+            "token mean, averaged over sequences (OpenRLHF); batch = its token mean, with the headline "
+            "Σ over all counted tokens / their number (TRL's masked_mean).",
+            choices=("sum", "sequence", "batch"),
+        ),
+        Param(
+            "estimator",
+            "choice",
+            "k1",
+            "Per-token Monte-Carlo estimator of KL(π ‖ π_ref): k1 = log π - log π_ref (unbiased, "
+            "can be negative); k2 = ½(log π - log π_ref)² (low variance, biased); "
+            "k3 = (ρ - 1) - log ρ, ρ = π_ref/π (unbiased and non-negative).",
+            choices=("k1", "k2", "k3"),
+        ),
+    ),
+    reference="the RLHF KL penalty of InstructGPT / TRL: sum over tokens of logp - ref_logp (k1); k1-k3: Schulman 2020, Approximating KL divergence",
+    formula=(
+        "d_t = log π(a_t) - log π_ref(a_t) per sampled token\n"
+        "k1: d_t;  k2: ½ d_t²;  k3: (ρ_t - 1) - log ρ_t = expm1(-d_t) + d_t,  ρ_t = π_ref/π\n"
+        f"l_n = Σ_t over the counted tokens of sequence n ({opt('token-mean')} sum; 0 for an empty sequence), "
+        f"or their mean ({opt('token-mean')} sequence / batch; an empty sequence is ignored)"
+    ),
+    headline=(
+        f"{opt('token-mean')} sum (default): the mean over sequences of the per-sequence sums (the RLHF KL penalty); "
+        "sequence: the mean of the per-sequence token means (OpenRLHF); batch: Σ over all counted tokens / "
+        "their number (TRL's masked_mean)"
+    ),
+    gradient=(
+        "∂l/∂log π(a_t): k1 1; k2 d_t; k3 1 - ρ_t = -expm1(-d_t), divided by the row's counted tokens for a "
+        "token mean, 0 at masked tokens (per token, in the input's ragged layout)"
+    ),
+    properties=(
+        "All three estimate KL(π ‖ π_ref) when the tokens are sampled from π; k1 and k3 are unbiased, k2 is biased but low-variance.",
+        "k1 can be negative for a single sequence; k2 and k3 are never negative.",
+        "k3 is computed as expm1(-d) + d, so small log-ratios keep their digits.",
+        "A reference log-probability of -inf gives +inf (the reference cannot produce the token).",
+    ),
+    used_for="RLHF / policy optimisation of language models: keeping the policy close to the reference (SFT) model.",
+    activation="none: log-probabilities (log-softmax of each model's logits, gathered at the sampled tokens)",
+    paper="Ouyang et al. 2022, Training language models to follow instructions with human feedback; "
+    "k1-k3: Schulman 2020, Approximating KL divergence.",
+    example=(
+        "sample_data/rl_policy_kl.parquet:policy_logp",
+        "sample_data/rl_policy_kl.parquet:ref_logp",
+        f"{opt('estimator')}",
+        "k3",
+    ),
+)
 def policy_kl(
     policy_logp,
     ref_logp,
@@ -444,6 +692,8 @@ def policy_kl_grad(
 
     Returned with the policy input's layout (a Ragged with its offsets for ragged input).
     """
+    from lossctl.ragged import Ragged
+
     tm = _check_token_mean(token_mean, _KL_MEANS)
     lp, lr, rag, keep = _policy_parts(policy_logp, ref_logp, estimator, mask)
     with np.errstate(invalid="ignore", over="ignore"):
