@@ -2124,6 +2124,75 @@ LOSSES: tuple[LossSpec, ...] = (
             "bce",
         ),
     ),
+    # --- hinge (classification; kernel: lossctl/losses/hinge.py) ----------------------------
+    LossSpec(
+        name="hinge",
+        aliases=("multi-margin",),
+        family="classification",
+        summary="Multi-class margin (hinge) loss on class scores, as PyTorch's multi_margin_loss.",
+        inputs=(
+            Role("pred", "(N, C)", "Class scores: one row per sample, one column per class (no softmax).", ndim=(2,)),
+            Role("target", "(N,)", "Class indices in [0, C).", ndim=(1,), dtype="label"),
+        ),
+        params=(
+            Param(
+                "p",
+                "choice",
+                "1",
+                "Exponent of each hinge term: 1 (hinge) or 2 (squared hinge).",
+                choices=("1", "2"),
+            ),
+            Param(
+                "margin",
+                "float",
+                1.0,
+                "Required gap between the target's score and every other class's score.",
+                low=-math.inf,
+                high=math.inf,
+                low_open=True,
+                high_open=True,
+            ),
+            Param(
+                "weight",
+                "floats",
+                None,
+                "Class weights: C comma-separated numbers, or a file holding them (.npy, .json, text); "
+                "each row's loss is multiplied by the weight of its target class.",
+                low=0.0,
+            ),
+        ),
+        kernel="lossctl.losses.hinge:hinge",
+        grad="lossctl.losses.hinge:hinge_grad",
+        reference="torch.nn.functional.multi_margin_loss(input, target, p, margin, weight)",
+        formula=(
+            "l_n = (1/C) · Σ_{i ≠ y_n} w[y_n] · max(0, margin - x_n[y_n] + x_n[i])^p,  p ∈ {1, 2}\n"
+            "w ≡ 1 without weights; note the division by C (not C - 1) and the weight of the target class"
+        ),
+        headline="the mean over rows (PyTorch's reduction='mean': Σ l_n / N, not divided by Σ w[y_n] even with --weight)",
+        gradient=(
+            "∂l_n/∂x_n[i] = w[y_n] · (1, or 2 z_i for p = 2) / C for i ≠ y_n with z_i = margin - x_n[y_n] + x_n[i] > 0, "
+            "else 0 (0 at z_i = 0 exactly, as PyTorch); ∂l_n/∂x_n[y_n] = -Σ_{i ≠ y_n} ∂l_n/∂x_n[i]"
+        ),
+        properties=(
+            "Non-negative; 0 once the target's score beats every other score by at least margin.",
+            "Convex and piecewise linear (p = 1) or piecewise quadratic (p = 2) in the scores; "
+            "unchanged when the same number is added to every score of a row.",
+            "Scores are used as given: no softmax, so logits and any other real-valued scores work alike.",
+            "With C = 1 every value is 0 (no other class).",
+        ),
+        used_for="Multi-class classification with SVM-style margins; robustness and adversarial-margin training.",
+        activation="none: raw class scores (logits or any real-valued scores)",
+        paper=(
+            "Weston & Watkins 1999, Support vector machines for multi-class pattern recognition "
+            "(the sum over wrong classes; Crammer & Singer 2001 take the max instead)."
+        ),
+        example=(
+            "sample_data/classifier.csv:logit_*",
+            "sample_data/classifier.csv:label",
+            "--p",
+            "2",
+        ),
+    ),
 )
 
 
