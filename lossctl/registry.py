@@ -2160,6 +2160,7 @@ LOSSES: tuple[LossSpec, ...] = (
                 "each row's loss is multiplied by the weight of its target class.",
                 low=0.0,
             ),
+            CLASSES,
         ),
         kernel="lossctl.losses.hinge:hinge",
         grad="lossctl.losses.hinge:hinge_grad",

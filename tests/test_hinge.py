@@ -339,3 +339,14 @@ def test_agrees_with_torch(cfg):
     np.testing.assert_allclose(hinge_grad(x, y, **cfg), X.grad.numpy(), rtol=1e-14, atol=1e-16)
     mean = F.multi_margin_loss(X, Y, reduction="mean", **kw).item()
     assert float(np.mean(mine.loss)) == pytest.approx(mean, rel=1e-15)
+
+
+def test_cli_class_names_map_to_indices(tmp_path):
+    """--classes, as for the other index-target losses: names in logit order are the indices."""
+    path = tmp_path / "names.csv"
+    path.write_text("s0,s1,s2,label\n0.25,1.0,-0.5,dog\n1.0,0.0,0.5,cat\n")
+    res = run_cli(["compute", "hinge", f"{path}:s0,s1,s2", f"{path}:label", "--classes", "cat,dog,bird", "-f", "json"])
+    assert res.code == 0, res.err
+    assert res.json["value"] == pytest.approx((0.25 / 3 + 0.5 / 3) / 2, rel=1e-15)
+    res = run_cli(["compute", "hinge", f"{path}:s0,s1,s2", f"{path}:label", "--classes", "cat,cow,bird"])
+    assert_clean_error(res, 1, "row 0", "'dog'")
