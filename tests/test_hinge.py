@@ -350,3 +350,18 @@ def test_cli_class_names_map_to_indices(tmp_path):
     assert res.json["value"] == pytest.approx((0.25 / 3 + 0.5 / 3) / 2, rel=1e-15)
     res = run_cli(["compute", "hinge", f"{path}:s0,s1,s2", f"{path}:label", "--classes", "cat,cow,bird"])
     assert_clean_error(res, 1, "row 0", "'dog'")
+
+
+def test_overflowing_gap_is_inf_without_warnings_and_zero_weight_stays_zero():
+    """A gap beyond float64's range is +inf (the exact value rounds there, as in PyTorch); a target
+    weight of 0 gives exactly 0 even then (PyTorch computes inf · 0 = NaN); no RuntimeWarning."""
+    import warnings
+
+    x, y = np.array([[1e308, -1e308], [0.0, 1.0]]), np.array([1, 0])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert hinge(x, y, p=2).loss.tolist() == [np.inf, 2.0]  # row 1: z = 2, 2² / 2
+        assert hinge(x, y, p=2, weight=[1.0, 0.0]).loss.tolist() == [0.0, 2.0]
+        g = hinge_grad(x, y, p=2, weight=[1.0, 0.0])
+    assert g.tolist() == [[0.0, 0.0], [-2.0, 2.0]]
+    assert not np.signbit(g[0]).any()  # +0, as PyTorch's accumulator starting at 0

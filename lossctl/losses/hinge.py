@@ -86,7 +86,8 @@ def _margins(pred, target, margin, weight):
     check_finite(x, "pred", "class scores")
     x = np.asarray(x, dtype=np.float64)
     rows = np.arange(n)
-    z = x + (float(margin) - x[rows, y])[:, None]
+    with np.errstate(over="ignore"):  # a gap beyond float64's range is +inf, as in PyTorch
+        z = x + (float(margin) - x[rows, y])[:, None]
     z[rows, y] = -np.inf
     return z, y, (None if w is None else w[y])
 
@@ -111,12 +112,14 @@ def hinge(pred: np.ndarray, target: np.ndarray, *, p="1", margin: float = 1.0, w
     n_classes = z.shape[1]
     h = np.maximum(z, 0.0)  # 0 at the target column (z = -inf) and wherever z <= 0
     if power == 2:
-        np.multiply(h, h, out=h)
+        with np.errstate(over="ignore"):
+            np.multiply(h, h, out=h)
     total = np.add.reduce(h, axis=1)
     if wy is not None:
         # w[y] multiplies only terms that count (PyTorch): a row with no active term is 0 whatever w[y]
+        # (and a weight of 0 gives 0 even where the sum overflowed to inf, where PyTorch gets NaN)
         with np.errstate(invalid="ignore"):
-            total = np.where(total > 0, wy * total, 0.0)
+            total = np.where((total > 0) & (wy > 0), wy * total, 0.0)
     return Result(loss=total / n_classes)
 
 
@@ -130,11 +133,13 @@ def hinge_grad(pred: np.ndarray, target: np.ndarray, *, p="1", margin: float = 1
     z, y, wy = _margins(pred, target, margin, weight)
     n, n_classes = z.shape
     active = z > 0
-    g = (2.0 * z if power == 2 else np.ones_like(z)) / n_classes
+    with np.errstate(over="ignore"):
+        g = (2.0 * z if power == 2 else np.ones_like(z)) / n_classes
     if wy is not None:
+        active &= (wy > 0)[:, None]  # a weight of 0 gives 0, also where 2z overflowed to inf
         with np.errstate(invalid="ignore"):  # inf · 0 only where the term does not count
             g = g * wy[:, None]
     g = np.where(active, g, 0.0)
     rows = np.arange(n)
-    g[rows, y] = -np.add.reduce(g, axis=1)
+    g[rows, y] = 0.0 - np.add.reduce(g, axis=1)  # (+0, not -0, for a row with no active term)
     return g
