@@ -44,7 +44,8 @@ def _api_wording(text: str) -> str:
 def translated(exc: UsageError) -> ParamError:
     m = _FLAG.search(exc.message)
     message = _api_wording(exc.message) + (f" {_api_wording(exc.hint)}" if exc.hint else "")
-    return ParamError(m.group(1).replace("-", "_") if m else None, message)
+    option = getattr(exc, "option", None)  # options.OptionError names its option (errors.opt in the text)
+    return ParamError(option or (m.group(1).replace("-", "_") if m else None), message)
 
 
 class _Boundary:
