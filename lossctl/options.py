@@ -46,32 +46,54 @@ class OptionError(UsageError):
         self.value = value
 
 
-@dataclass(frozen=True)
 class Opt:
     """One option. ``default`` is what the command line passes when it is not given (None: not
     given, the run decides); ``must`` is how a message states the contract (``must be at least 1``);
     ``config`` is True when a check config accepts it (as ``key``); ``run`` is True when it is a
-    field of :class:`Options` (``field``; ``invert`` for ``no_header`` -> ``header``)."""
+    field of :class:`Options` (``field``; ``invert`` for ``no_header`` -> ``header``).
 
-    name: str
-    type: str  # text | int | float | bool | choice | char
-    help: str
-    panel: str
-    default: Any = None
-    metavar: str | None = None
-    flag: str = ""  # the long flag; default --name-with-hyphens
-    short: str | None = None
-    envvar: str | None = None
-    choices: tuple[str, ...] = ()
-    low: float | None = None
-    high: float | None = None
-    low_open: bool = False
-    high_open: bool = False
-    must: str = ""
-    config: bool = False
-    run: bool = False
-    field: str = ""
-    invert: bool = False
+    A plain class, not a dataclass: the CLI reads the schema to build ``--help``, and ~60
+    frozen-dataclass instances cost start-up time.
+    """
+
+    __slots__ = (
+        "name", "type", "help", "panel", "default", "metavar", "flag", "short", "envvar", "choices", "low",
+        "high", "low_open", "high_open", "must", "config", "run", "field", "invert",
+    )  # fmt: skip
+
+    def __init__(
+        self,
+        name: str,
+        type: str,  # text | int | float | bool | choice | char | names
+        help: str,
+        panel: str,
+        default: Any = None,
+        metavar: str | None = None,
+        flag: str = "",  # the long flag; default --name-with-hyphens
+        short: str | None = None,
+        envvar: str | None = None,
+        choices: tuple[str, ...] = (),
+        low: float | None = None,
+        high: float | None = None,
+        low_open: bool = False,
+        high_open: bool = False,
+        must: str = "",
+        config: bool = False,
+        run: bool = False,
+        field: str = "",
+        invert: bool = False,
+    ):
+        self.name, self.type, self.help, self.panel, self.default = name, type, help, panel, default
+        self.metavar, self.flag, self.short, self.envvar, self.choices = metavar, flag, short, envvar, choices
+        self.low, self.high, self.low_open, self.high_open, self.must = low, high, low_open, high_open, must
+        self.config, self.run, self.field, self.invert = config, run, field, invert
+
+    def but(self, **change: Any) -> "Opt":
+        """A variant: the same option with some fields changed."""
+        return Opt(**{**{k: getattr(self, k) for k in Opt.__slots__}, **change})
+
+    def __repr__(self) -> str:
+        return f"Opt({self.name!r}, {self.type!r})"
 
     @property
     def key(self) -> str:

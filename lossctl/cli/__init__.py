@@ -16,9 +16,19 @@ option schema and the loss declarations), ``run`` (command bodies), ``catalogue`
 from __future__ import annotations
 
 from lossctl.cli.boundary import _flag, main
-from lossctl.cli.commands import app
+from lossctl.cli.commands import EXIT_CODES_HELP, app
 from lossctl.cli.groups import click
-from lossctl.cli.schema import COMMON_OPTIONS, COMPARE_OPTIONS, EXIT_CODES_HELP
 from lossctl.errors import EXIT_CHECK, EXIT_DATA, EXIT_USAGE
+
+
+def __getattr__(name: str):
+    """``COMMON_OPTIONS`` and ``COMPARE_OPTIONS`` (the Typer options derived from the option
+    schema) are built on first use: ``lossctl --help`` needs neither."""
+    if name in ("COMMON_OPTIONS", "COMPARE_OPTIONS"):
+        from lossctl.cli import schema
+
+        return getattr(schema, name)
+    raise AttributeError(f"module 'lossctl.cli' has no attribute {name!r}")
+
 
 __all__ = ["app", "main", "EXIT_CHECK", "EXIT_DATA", "EXIT_USAGE"]

@@ -8,11 +8,17 @@ from typing import Optional
 import typer
 
 from lossctl import __version__, registry
-from lossctl.cli import catalogue, run
 from lossctl.cli.console import _guard
 from lossctl.cli.groups import _LossGroup, _SuggestingGroup, _SwitchCommand
-from lossctl.cli.schema import EXIT_CODES_HELP, _make_compare, _make_compute
-from lossctl.options import CHK as _CHK
+
+# (the option schema, the Typer options of the loss commands and the command bodies are
+# imported when a command needs them: `lossctl --help` builds none of them)
+_CHK = "Checks"  # = lossctl.options.CHK, the help panel of bounds and gates
+
+EXIT_CODES_HELP = (
+    "Exit codes: 0 success; 1 data or runtime error (files, columns, values); "
+    "2 usage error (the command line); 3 a check failed (--max/--min); 130 interrupted (143 SIGTERM, 129 SIGHUP)."
+)
 
 app = typer.Typer(
     name="lossctl",
@@ -32,12 +38,21 @@ app = typer.Typer(
 )
 
 
+def _make(kind: str):
+    def make(spec: registry.LossSpec):
+        from lossctl.cli import schema
+
+        return getattr(schema, "_make_" + kind)(spec)
+
+    return staticmethod(make)
+
+
 class _ComputeGroup(_LossGroup):
-    make = staticmethod(lambda spec: _make_compute(spec))
+    make = _make("compute")
 
 
 class _CompareGroup(_LossGroup):
-    make = staticmethod(lambda spec: _make_compare(spec))
+    make = _make("compare")
 
 
 compute_app = typer.Typer(
@@ -90,6 +105,8 @@ def list_losses(
     family: Optional[str] = typer.Option(None, "--family", help="Only this family."),
 ) -> None:
     """List every loss, grouped by family (from the registry)."""
+    from lossctl.cli import catalogue
+
     _guard(catalogue.list_losses, format, family)
 
 
@@ -124,6 +141,8 @@ def check_command(
     zero baseline any increase fails). A NaN or missing value fails. Every check runs and every
     failure is reported.
     """
+    from lossctl.cli import run
+
     _guard(run._check, config, format, junit, precision, quiet, no_color, html, no_step_summary)
 
 
@@ -181,6 +200,8 @@ def merge_command(
     can be evaluated in parallel by any scheduler. Give each shard --row-offset (its first
     global row) so row numbers and bootstrap weights are those of one run.
     """
+    from lossctl.cli import run
+
     _guard(run._merge, dict(locals()))
 
 
@@ -190,6 +211,8 @@ def explain(
     format: str = typer.Option("text", "--format", "-f", metavar="[text|json]", help="Output format."),
 ) -> None:
     """Explain a loss: formula, inputs, parameters, gradient, properties, uses and references."""
+    from lossctl.cli import catalogue
+
     _guard(catalogue.explain, name, format)
 
 
@@ -226,6 +249,8 @@ def diff_command(
     bootstrap weights depend only on the seed and the row number). With --max-delta or
     --max-rel-delta a value above the gate, or missing on one side, exits 3.
     """
+    from lossctl.cli import run
+
     _guard(run._diff, docs, format, precision, max_delta, max_rel_delta, ci, quiet, no_color)
 
 
@@ -239,4 +264,6 @@ def completion_command(
     ~/.local/share/bash-completion/completions/lossctl); zsh: eval "$(lossctl completion zsh)"
     in ~/.zshrc; fish: lossctl completion fish > ~/.config/fish/completions/lossctl.fish.
     """
+    from lossctl.cli import run
+
     _guard(run._completion, shell)

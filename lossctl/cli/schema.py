@@ -9,12 +9,9 @@ import typer
 
 from lossctl import options as run_options
 from lossctl import registry
+from lossctl.cli.commands import EXIT_CODES_HELP
 from lossctl.options import CHK as _CHK, IN as _IN, Opt
 
-EXIT_CODES_HELP = (
-    "Exit codes: 0 success; 1 data or runtime error (files, columns, values); "
-    "2 usage error (the command line); 3 a check failed (--max/--min); 130 interrupted (143 SIGTERM, 129 SIGHUP)."
-)
 
 _ANNOTATION = {"text": str, "char": str, "choice": str, "int": int, "float": float, "bool": bool, "names": list[str]}
 
@@ -22,9 +19,7 @@ _ANNOTATION = {"text": str, "char": str, "choice": str, "int": int, "float": flo
 def typer_option(o: Opt, **change: Any) -> tuple[str, Any, Any]:
     """``(python name, annotation, typer.Option)`` of a schema option (``change``: a variant's fields)."""
     if change:
-        from dataclasses import replace
-
-        o = replace(o, **change)
+        o = o.but(**change)
     ann = _ANNOTATION[o.type]
     decls = [o.spelled, *([o.short] if o.short else [])]
     kw: dict[str, Any] = {"help": o.help, "rich_help_panel": o.panel}
