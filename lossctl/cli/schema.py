@@ -10,7 +10,7 @@ import typer
 from lossctl import options as run_options
 from lossctl import registry
 from lossctl.cli.commands import EXIT_CODES_HELP
-from lossctl.options import CHK as _CHK, IN as _IN, Opt
+from lossctl.options import IN as _IN, Opt
 
 
 _ANNOTATION = {"text": str, "char": str, "choice": str, "int": int, "float": float, "bool": bool, "names": list[str]}
