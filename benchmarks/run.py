@@ -1178,7 +1178,7 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true", help="small sizes (about a minute)")
     ap.add_argument(
         "--only",
-        choices=["kernels", "e2e", "split", "peers", "scaleout", "scale", "api", "jsonl"],
+        choices=["kernels", "e2e", "split", "peers", "scaleout", "scale", "api", "jsonl", "startup"],
         help="run one section only",
     )
     ap.add_argument(
@@ -1226,6 +1226,8 @@ def main(argv=None) -> int:
         gc.collect()
     tmp = Path(tempfile.mkdtemp(prefix="lossctl-bench-"))
     try:
+        if args.only in (None, "startup"):  # issue #14: --help <= 0.1 s, a 10-row compute <= 0.2 s
+            report["startup"] = __import__("startup").run_startup(reps)
         if args.only in (None, "e2e"):
             rows, e2e_info = run_e2e(sz, e2e_reps, tmp, args.wait_quiet)
             report["e2e"] = rows

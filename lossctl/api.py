@@ -14,7 +14,7 @@ import shutil
 import tempfile
 from typing import Any
 
-from lossctl.errors import LossctlError, ParamError, UsageError
+from lossctl.errors import _MARK, LossctlError, ParamError, UsageError
 
 _OPTION_KEYS = {
     "reduction": "reduction",
@@ -44,7 +44,12 @@ def _api_wording(text: str) -> str:
 def translated(exc: UsageError) -> ParamError:
     m = _FLAG.search(exc.message)
     message = _api_wording(exc.message) + (f" {_api_wording(exc.hint)}" if exc.hint else "")
-    return ParamError(exc.param or (m.group(1).replace("-", "_") if m else None), message)
+    # the option or parameter at fault: declared on the error (OptionError.option, UsageError.param),
+    # else the first option the message names (errors.opt marks), else a --flag in older wording
+    option = getattr(exc, "option", None) or getattr(exc, "param", None)
+    if option is None and _MARK in exc.message:
+        option = exc.message.split(_MARK)[1]
+    return ParamError(option or (m.group(1).replace("-", "_") if m else None), message)
 
 
 class _Boundary:

@@ -27,9 +27,9 @@ from lossctl import untrusted as u
 from lossctl.errors import DataError, LossctlError, UsageError, short_reason
 from lossctl.io.remote import is_uri
 from lossctl.literal import visible
+from lossctl.options import CONFIG_OPTIONS, SEED_MAX, Options, build_options
 
 BOUND_KEYS = ("max", "min", "baseline", "max-abs-increase", "max-rel-increase")
-SEED_MAX = 2**64 - 1  # bootstrap seeds: 0 to 2**64 - 1 (--seed, LOSSCTL_SEED, seed in a config)
 
 
 @dataclass
@@ -247,30 +247,26 @@ def _fmt(v) -> str:
 # Config files
 # ---------------------------------------------------------------------------
 
-# The schema of a check config: key -> rule (lossctl.untrusted), one line per key. Every
-# value is checked by type and range before anything runs; an error names the file, the
-# check and the key, and makes only that check an error (the other checks still run).
-RUN_SCHEMA: dict[str, u.Rule] = {
-    "id-col": u.text,
-    "on-missing": u.one_of("error", "drop"),
-    "nan": u.one_of("error", "omit", "propagate"),
-    "group-by": u.text,
-    "per-group": u.flag,
-    "reduction": u.one_of("mean", "sum", "none"),
-    "input-format": u.text,
-    "no-header": u.flag,
-    "delimiter": u.char,
-    "prob-atol": u.number(0, None, low_open=True),
-    "chunk-size": u.integer(1),
-    "ci": u.number(0, 1, low_open=True, high_open=True),
-    "ci-n": u.integer(10),
-    "seed": u.integer(0, SEED_MAX),
-    "engine": u.one_of("local", "dask"),
-    "scheduler": u.text,
-    "workers": u.integer(1),
-    "strict": u.flag,
-    "max-groups": u.integer(1),
-}
+# The schema of a check config: key -> rule (lossctl.untrusted), one line per key; the run
+# options' keys and rules come from their one declaration in lossctl.options. Every value is
+# checked by type and range before anything runs; an error names the file, the check and the
+# key, and makes only that check an error (the other checks still run).
+def _rule(o) -> u.Rule:
+    """The config rule of a run option, from its one declaration (lossctl.options.SCHEMA)."""
+    if o.type == "bool":
+        return u.flag
+    if o.type == "choice":
+        return u.one_of(*o.choices)
+    if o.type == "char":
+        return u.char
+    if o.type == "int":
+        return u.integer(o.low, o.high)
+    if o.type == "float":
+        return u.number(o.low, o.high, low_open=o.low_open, high_open=o.high_open)
+    return u.text
+
+
+RUN_SCHEMA: dict[str, u.Rule] = {o.key: _rule(o) for o in CONFIG_OPTIONS}
 BOUND_SCHEMA: dict[str, u.Rule] = {
     "max": u.number(),
     "min": u.number(),
@@ -323,7 +319,7 @@ class Term:
     inputs: list[str]
     params: dict[str, Any]
     weight: float
-    options: dict[str, Any]
+    options: Options  # validated once, when the config is read
 
 
 @dataclass
@@ -536,7 +532,7 @@ def _term(t: dict, opts: dict, base: str, where: str, prefix: str) -> Term:
     weight = t.get("weight", 1.0)
     if "group-by" in opts and ":" in opts["group-by"] and not os.path.isabs(opts["group-by"]):
         opts = {**opts, "group-by": os.path.join(base, opts["group-by"])}
-    return Term(spec.name, resolved, params, weight, opts)
+    return Term(spec.name, resolved, params, weight, build_options(opts, top=5))
 
 
 def _resolve(s: str, base: str) -> str:
@@ -607,7 +603,7 @@ def run_compare(check: Check) -> list[dict]:
     try:
         spec = registry.get(t.loss)
         params = {**spec.defaults(), **t.params}
-        opts = engine.build_options(t.options, top=5)
+        opts = t.options
         doc = compare.compare(
             spec,
             systems,
@@ -697,21 +693,10 @@ def run_check(check: Check) -> dict:
             spec = registry.get(t.loss)
             params = {**spec.defaults(), **t.params}
             texts = list(t.inputs) + [None] * (len(spec.inputs) - len(t.inputs))
-            opts = engine.build_options(t.options, top=5)
+            opts = t.options
             if opts.reduction == "none":
                 raise UsageError(f"check {check.name}: reduction 'none' has no value to check.")
-            workers = t.options.get("workers")
-            reports.append(
-                engine.run_on(
-                    str(t.options.get("engine", "local")),
-                    spec,
-                    texts,
-                    params,
-                    opts,
-                    t.options.get("scheduler"),
-                    None if workers is None else int(workers),
-                )
-            )
+            reports.append(engine.run_on(opts.engine, spec, texts, params, opts, opts.scheduler, opts.workers))
         if check.composite:
             terms = []
             total = 0.0
