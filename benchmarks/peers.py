@@ -2,8 +2,8 @@
 
 * ``run_split``: ``lossctl compute`` run in this process on generated NPY files (20,000,000 rows for
   MSE / MAE / BCE, 1,000,000 x 100 for CE) with timers around the engine's kernel call
-  (``_Run._call``), the statistics (``Aggregate.add``, ``TopK.update``) and the report
-  (``_Run._report`` plus rendering after the engine returns); "read + rest" is the run's wall
+  (``stages.compute.Kernel._call``), the statistics (``Aggregate.add``, ``TopK.update``) and the report
+  (``stages.runner.Run.report`` plus rendering after the engine returns); "read + rest" is the run's wall
   time minus those (reads run ahead on a thread, so this is the time the run waited for data,
   plus the per-chunk bookkeeping). Each is run with ``LOSSCTL_THREADS=1`` and ``=2``.
 * ``run_peers``: whole processes on the same files: ``lossctl compute`` (full default report),
@@ -66,12 +66,13 @@ class _Timers:
 def _in_process(args: list[str], threads: int) -> dict:
     from lossctl import aggregate, engine, stats
     from lossctl.cli import main
+    from lossctl.stages.compute import Kernel
 
     tm = _Timers()
-    tm.wrap(engine._Run, "_call", "kernel")
+    tm.wrap(Kernel, "_call", "kernel")
     tm.wrap(aggregate.Aggregate, "add", "statistics")
     tm.wrap(stats.TopK, "update", "statistics")
-    tm.wrap(engine._Run, "_report", "report")
+    tm.wrap(engine._Run, "report", "report")
     done = {}
     execute = engine._Run.execute
 

@@ -1,6 +1,6 @@
 """The mergeable state of a run: overall and per-group aggregates, worst samples, bootstrap.
 
-``RunState`` is what a run accumulates chunk by chunk and what ``--save-state`` /
+``RunState`` is what a run accumulates chunk by chunk and what ``save_state`` /
 ``lossctl merge`` serialise and combine: every part merges exactly (counts and
 compensated sums add, moments combine by Chan's update, min/max, sketches and
 bootstrap sums add), so shards evaluated anywhere give the report of one run.
@@ -72,7 +72,7 @@ class Aggregate:
 
     def add_bins(self, bins, conf, hit) -> None:
         """Per-bin sums of rows, confidence and correctness (rows with a NaN bin, from
-        --nan propagate, are counted under rel/nan)."""
+        nan propagate, are counted under rel/nan)."""
         bins = np.asarray(bins, dtype=np.float64)
         ok = np.isfinite(bins)
         if not ok.all():

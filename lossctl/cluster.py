@@ -1,4 +1,4 @@
-"""``--engine dask``: one run split into tasks that Dask workers execute; the client merges states.
+"""The Dask engine (``engine="dask"``): one run split into tasks that Dask workers execute; the client merges states.
 
 lossctl grows no scheduler of its own. The client (the ``lossctl compute`` process) plans and
 merges; Dask's workers read and compute:
@@ -31,7 +31,7 @@ import uuid
 from dataclasses import dataclass, replace
 from typing import Any
 
-from lossctl.errors import DataError, UsageError, short_reason
+from lossctl.errors import DataError, UsageError, opt, short_reason
 from lossctl.io.outputs import current_outputs
 from lossctl.io.remote import is_uri
 from lossctl.io.sinks import SINK_FORMATS
@@ -59,7 +59,8 @@ def _distributed():
         import distributed
     except ImportError:
         raise UsageError(
-            "--engine dask needs Dask's distributed scheduler, which is an optional extra: pip install 'lossctl[dask]'."
+            f"{opt('engine')} dask needs Dask's distributed scheduler, which is an optional extra: "
+            "pip install 'lossctl[dask]'."
         ) from None
     return distributed
 
@@ -68,18 +69,20 @@ def connect(scheduler: str | None, workers: int | None):
     """A ``distributed.Client``: to a running scheduler, or to a local cluster of ``workers`` processes."""
     distributed = _distributed()
     if scheduler and workers:
-        raise UsageError("--scheduler connects to a running cluster and --workers starts one; give one of them.")
+        raise UsageError(
+            f"{opt('scheduler')} connects to a running cluster and {opt('workers')} starts one; give one of them."
+        )
     if scheduler:
         try:
             # Dask's connect timeout applies (distributed.comm.timeouts.connect, 30 s unless configured).
             return distributed.Client(scheduler), None
         except (OSError, TimeoutError) as exc:
             raise DataError(
-                f"--scheduler {scheduler}: cannot connect ({short_reason(exc)}). "
+                f"{opt('scheduler')} {scheduler}: cannot connect ({short_reason(exc)}). "
                 "Expected the address of a running Dask scheduler (`dask scheduler` prints it), e.g. tcp://host:8786."
             ) from None
     if workers is not None and workers < 1:
-        raise UsageError(f"--workers must be at least 1; got {workers}.")
+        raise UsageError(f"{opt('workers')} must be at least 1; got {workers}.")
     n = workers or os.cpu_count() or 1
     saved = dict(os.environ)  # LocalCluster sets OMP_NUM_THREADS=1 etc. for its workers, in this process too
     try:
@@ -130,7 +133,8 @@ def run_task(
     quantile sketch whatever the tasks send, so a task sends its sketch (kilobytes) instead of
     its values (8 bytes a row): the same sketch buckets, far less through the client.
     """
-    from lossctl import engine, registry
+    from lossctl import registry
+    from lossctl.stages.runner import Run
 
     spec = registry.get(name)
     target = None
@@ -138,7 +142,7 @@ def run_task(
         # (a URI directory: the sink writes a local temporary file and uploads it on success)
         target = _join(per_sample_dir, PART.format(task.index))
         opts = replace(opts, per_sample=target)
-    r = engine._Run(spec, texts, params, opts, sources=task.sources)
+    r = Run(spec, texts, params, opts, sources=task.sources)
     report = r.execute()
     if total > r.acc.all.stats.exact_limit:
         r.acc.all.stats.to_sketch()
@@ -213,8 +217,8 @@ def _parquet_files(reader, source: Source) -> tuple[list[str], str | None, Any]:
     """(files, hive base, dataset schema) of one input; only Parquet is split into tasks."""
     if source.is_stdin:
         raise UsageError(
-            "--engine dask reads Parquet files, directories or globs of shards (local or s3://, gs://, "
-            "hdfs://); stdin cannot be split among workers. Use --engine local."
+            f"{opt('engine')} dask reads Parquet files, directories or globs of shards (local or s3://, gs://, "
+            f"hdfs://); stdin cannot be split among workers. Use {opt('engine')} local."
         )
     # Local paths are made absolute: workers need not share the client's working directory.
     here = (lambda p: p) if source.is_remote else os.path.abspath
@@ -224,8 +228,8 @@ def _parquet_files(reader, source: Source) -> tuple[list[str], str | None, Any]:
         return [here(f) for f in reader.files], here(reader.base), reader.ds.schema
     what = "Arrow/CSV shards" if source.fmt == "dataset" else f"a {source.fmt.upper()} file"
     raise UsageError(
-        f"{source.display} is {what}: --engine dask splits Parquet files and directories or globs of "
-        "Parquet shards (by row group) among workers. Convert it to Parquet, or use --engine local."
+        f"{source.display} is {what}: {opt('engine')} dask splits Parquet files and directories or globs of "
+        f"Parquet shards (by row group) among workers. Convert it to Parquet, or use {opt('engine')} local."
     )
 
 
@@ -237,21 +241,7 @@ def plan(
     for s in sources:
         if s is not None and s.path not in keys:
             keys.append(s.path)
-    units: dict[str, list[tuple[int, int, int]]] = {}  # key -> [(file index, row group, rows)]
-    ends: dict[str, set[int]] = {}
-    file_ends: dict[str, set[int]] = {}
-    totals: dict[str, int] = {}
-    for key in keys:
-        files = readers[key][0]
-        us, e, fe, row = [], set(), set(), 0
-        for fi, f in enumerate(files):
-            for gi, n in enumerate(footers[f]):
-                if n:
-                    us.append((fi, gi, n))
-                    row += n
-                    e.add(row)
-            fe.add(row)
-        units[key], ends[key], file_ends[key], totals[key] = us, e, fe, row
+    units, ends, file_ends, totals = _units(keys, readers, footers)
     shown = {s.path: s.display for s in sources if s is not None}
     if len(set(totals.values())) > 1:
         listing = ", ".join(f"{shown[k]} has {n} rows" for k, n in totals.items())
@@ -312,6 +302,27 @@ def plan(
     return tasks, total
 
 
+def _units(keys: list[str], readers: dict[str, Any], footers: dict[str, list[int]]):
+    """Per input: its row groups as (file index, row group, rows), the global rows where a row
+    group ends, where a file ends, and its total rows."""
+    units: dict[str, list[tuple[int, int, int]]] = {}  # key -> [(file index, row group, rows)]
+    ends: dict[str, set[int]] = {}
+    file_ends: dict[str, set[int]] = {}
+    totals: dict[str, int] = {}
+    for key in keys:
+        files = readers[key][0]
+        us, e, fe, row = [], set(), set(), 0
+        for fi, f in enumerate(files):
+            for gi, n in enumerate(footers[f]):
+                if n:
+                    us.append((fi, gi, n))
+                    row += n
+                    e.add(row)
+            fe.add(row)
+        units[key], ends[key], file_ends[key], totals[key] = us, e, fe, row
+    return units, ends, file_ends, totals
+
+
 def _parent(path: str) -> str:
     return path.rsplit("/", 1)[0] if is_uri(path) else os.path.dirname(os.path.abspath(path))
 
@@ -324,28 +335,29 @@ def _parent(path: str) -> str:
 def _refuse(opts) -> None:
     if opts.id_col:
         raise UsageError(
-            "--id-col joins inputs by key, which needs every row of the other inputs at once; --engine dask "
-            "pairs inputs by position. Use --engine local, or write predictions and targets into the same shards."
+            f"{opt('id_col')} joins inputs by key, which needs every row of the other inputs at once; "
+            f"{opt('engine')} dask pairs inputs by position. Use {opt('engine')} local, or write predictions and "
+            "targets into the same shards."
         )
     if opts.grad is not None:
-        raise UsageError("--grad is written by the local engine only; use --engine local for gradients.")
+        raise UsageError(f"{opt('grad')} is written by the local engine only; use {opt('engine')} local for gradients.")
     if opts.strict:
         raise UsageError(
-            "--strict acts on the warnings of the local engine, which looks at every row (a part of the "
-            "rows cannot tell); use --engine local with --strict."
+            f"{opt('strict')} acts on the warnings of the local engine, which looks at every row (a part of the "
+            f"rows cannot tell); use {opt('engine')} local with {opt('strict')}."
         )
     if opts.per_sample == "-":
         raise UsageError(
-            "With --engine dask nothing per-sample passes through the client, so per-sample rows cannot go to "
-            "stdout (--reduction none or --per-sample -): give --per-sample DIR, a directory the workers can "
-            "write to (one Parquet file per task)."
+            f"With {opt('engine')} dask nothing per-sample passes through the client, so per-sample rows cannot go "
+            f"to stdout ({opt('reduction')} none or {opt('per_sample')} -): give {opt('per_sample')} DIR, a directory "
+            "the workers can write to (one Parquet file per task)."
         )
     if opts.per_sample is not None:
         ext = os.path.splitext(opts.per_sample.rstrip("/").lower())[1]
         if ext in SINK_FORMATS:
             raise UsageError(
-                f"--per-sample {opts.per_sample}: with --engine dask this names a directory, into which every "
-                "task writes one Parquet file (part-00000.parquet, ...); the directory reads back as one "
+                f"{opt('per_sample')} {opts.per_sample}: with {opt('engine')} dask this names a directory, into "
+                "which every task writes one Parquet file (part-00000.parquet, ...); the directory reads back as one "
                 "dataset. Give a directory path without a file extension."
             )
 
@@ -364,7 +376,7 @@ def _prepare_dir(path: str) -> None:
         fs.create_dir(p, recursive=True)
     else:
         if os.path.exists(path) and not os.path.isdir(path):
-            raise DataError(f"--per-sample {path}: is a file; with --engine dask it names a directory.")
+            raise DataError(f"{opt('per_sample')} {path}: is a file; with {opt('engine')} dask it names a directory.")
         os.makedirs(path, exist_ok=True)
         names = [(n, os.path.join(path, n)) for n in os.listdir(path)]
         remove = os.unlink
@@ -374,7 +386,7 @@ def _prepare_dir(path: str) -> None:
     others = [n for n, _ in names if not ours.match(n) and not n.startswith(".")]
     if others:
         raise DataError(
-            f"--per-sample {path}: the directory holds other files ({', '.join(sorted(others)[:5])}); "
+            f"{opt('per_sample')} {path}: the directory holds other files ({', '.join(sorted(others)[:5])}); "
             "expected a new or empty directory (or one holding only the parts of an earlier run, which are replaced)."
         )
     for n, full in names:
@@ -391,36 +403,17 @@ def _clean_dir(path: str) -> None:
 
 def run(spec, texts: list, params: dict, opts, *, scheduler: str | None = None, workers: int | None = None) -> dict:
     """The report of ``engine.run`` for the same arguments, computed by Dask workers."""
-    from lossctl import engine
-    from lossctl.aggregate import RunState
+    from lossctl.stages.model import report_from_state
+    from lossctl.stages.runner import Run
+    from lossctl.stages.state import save_state
 
     _refuse(opts)
     local = replace(
         opts, per_sample=None, grad=None, grad_norm=False, save_state=None, progress=None, per_sample_echo=False
     )
     # 1. Sources, columns, roles and parameters are checked here, from the schemas.
-    probe = engine._Run(spec, texts, params, local)
-    readers = probe._open()
-    try:
-        if opts.group_by and len(readers) > len({i.source.path for i in probe.inputs}):
-            raise UsageError(
-                "--group-by PATH:COL reads a side file, which --engine dask does not split among workers: "
-                "group by a column of an input (or a hive partition key of a directory of shards)."
-            )
-        layout = {}
-        sources: list[Source | None] = []
-        it = iter(probe.inputs)
-        for text in texts:
-            if text is None:
-                sources.append(None)
-                continue
-            inp = next(it)
-            sources.append(inp.source)
-            if inp.source.path not in layout:
-                layout[inp.source.path] = (*_parquet_files(inp.reader, inp.source), inp.source)
-    finally:
-        for r in readers:
-            r.close()
+    probe = Run(spec, texts, params, local)
+    sources, layout = _layout(probe, texts, opts)
     if opts.per_sample is not None:
         _prepare_dir(opts.per_sample)
         outputs = current_outputs()
@@ -451,46 +444,8 @@ def run(spec, texts: list, params: dict, opts, *, scheduler: str | None = None, 
             )
             for t in tasks
         }
-        index = {f.key: i for i, f in futures.items()}
-        state = RunState(top=opts.top, bootstrap=(opts.ci_n, opts.seed) if opts.ci else None)
-        results: dict[int, dict] = {}  # arrived ahead of their turn to be merged
-        merged = 0
-        first = None  # the first task's metadata and input shapes
-        done_rows = 0
-        per_sample_rows = 0
-        rows_read: dict[str, int] = {}
-        arrived = distributed.as_completed(list(futures.values()))
-        while not arrived.is_empty():
-            interrupted.check()
-            batch = arrived.next_batch(block=False)
-            if not batch:
-                time.sleep(0.02)
-                continue
-            for fut in batch:
-                i = index[fut.key]
-                results[i] = _result(fut, tasks[i])
-                futures.pop(i).release()  # the worker may drop the result now
-                for role, n in results[i]["meta"]["rows_read"].items():
-                    rows_read[role] = rows_read.get(role, 0) + int(n)
-                done_rows += tasks[i].stop - tasks[i].start
-            while merged in results:
-                res = results.pop(merged)
-                if first is None:
-                    first = {"meta": res["meta"], "shapes": res["shapes"]}
-                else:
-                    _same_shapes(first, res, tasks[merged], probe)
-                state.merge(res["state"])
-                if opts.max_groups is not None and len(state.groups) > opts.max_groups:
-                    raise DataError(
-                        f"--group-by {opts.group_by}: more than {opts.max_groups} distinct values "
-                        f"({len(state.groups)} in the first {merged + 1} parts); per-group results are kept "
-                        f"for at most --max-groups {opts.max_groups} groups. Group by a column with fewer "
-                        "values, or raise --max-groups N (memory and the report grow with it)."
-                    )
-                per_sample_rows += res["per_sample_rows"]
-                merged += 1
-            if opts.progress:
-                opts.progress(done_rows, total)
+        merge = _Merger(opts, tasks, probe)
+        merge.gather(distributed, futures, interrupted, total)
         workers_seen = len(client.scheduler_info().get("workers", {}))
         failed = False
     except BaseException:
@@ -512,15 +467,97 @@ def run(spec, texts: list, params: dict, opts, *, scheduler: str | None = None, 
         if failed and opts.per_sample is not None:
             _clean_dir(opts.per_sample)
 
-    meta = _merged_meta(first, rows_read, probe, opts)
-    report = engine.report_from_state(spec, meta, state, ci_level=opts.ci, hist=opts.hist)
+    meta = _merged_meta(merge.first, merge.rows_read, probe, opts)
+    state = merge.state
+    report = report_from_state(spec, meta, state, ci_level=opts.ci, hist=opts.hist)
     report["engine"] = {"name": "dask", "tasks": len(tasks), "workers": workers_seen, "scheduler": scheduler}
     if opts.per_sample is not None:
-        report["per_sample"] = {"path": opts.per_sample, "rows": per_sample_rows, "files": len(tasks)}
+        report["per_sample"] = {"path": opts.per_sample, "rows": merge.per_sample_rows, "files": len(tasks)}
     if opts.save_state:
-        engine.save_state(opts.save_state, spec, meta, state, opts.ci)
+        save_state(opts.save_state, spec, meta, state, opts.ci)
         report["state"] = {"path": opts.save_state}
     return report
+
+
+def _layout(probe, texts: list, opts) -> tuple[list[Source | None], dict]:
+    """Step 1: each role's source, and each file's Parquet files, base and schema (the probe's
+    readers check sources, columns, roles and parameters from the schemas)."""
+    readers = probe.open()
+    try:
+        if opts.group_by and len(readers) > len({i.source.path for i in probe.inputs}):
+            raise UsageError(
+                f"{opt('group_by')} PATH:COL reads a side file, which {opt('engine')} dask does not split among "
+                "workers: group by a column of an input (or a hive partition key of a directory of shards)."
+            )
+        layout = {}
+        sources: list[Source | None] = []
+        it = iter(probe.inputs)
+        for text in texts:
+            if text is None:
+                sources.append(None)
+                continue
+            inp = next(it)
+            sources.append(inp.source)
+            if inp.source.path not in layout:
+                layout[inp.source.path] = (*_parquet_files(inp.reader, inp.source), inp.source)
+    finally:
+        for r in readers:
+            r.close()
+    return sources, layout
+
+
+class _Merger:
+    """Step 3 on the client: the tasks' states merged in task order as they arrive."""
+
+    def __init__(self, opts, tasks: list[Task], probe):
+        from lossctl.aggregate import RunState
+
+        self.opts, self.tasks, self.probe = opts, tasks, probe
+        self.state = RunState(top=opts.top, bootstrap=(opts.ci_n, opts.seed) if opts.ci else None)
+        self.results: dict[int, dict] = {}  # arrived ahead of their turn to be merged
+        self.merged = 0
+        self.first: dict | None = None  # the first task's metadata and input shapes
+        self.per_sample_rows = 0
+        self.rows_read: dict[str, int] = {}
+
+    def gather(self, distributed, futures: dict, interrupted, total: int) -> None:
+        index = {f.key: i for i, f in futures.items()}
+        done_rows = 0
+        arrived = distributed.as_completed(list(futures.values()))
+        while not arrived.is_empty():
+            interrupted.check()
+            batch = arrived.next_batch(block=False)
+            if not batch:
+                time.sleep(0.02)
+                continue
+            for fut in batch:
+                i = index[fut.key]
+                self.results[i] = _result(fut, self.tasks[i])
+                futures.pop(i).release()  # the worker may drop the result now
+                for role, n in self.results[i]["meta"]["rows_read"].items():
+                    self.rows_read[role] = self.rows_read.get(role, 0) + int(n)
+                done_rows += self.tasks[i].stop - self.tasks[i].start
+            while self.merged in self.results:
+                self._merge(self.results.pop(self.merged))
+            if self.opts.progress:
+                self.opts.progress(done_rows, total)
+
+    def _merge(self, res: dict) -> None:
+        opts = self.opts
+        if self.first is None:
+            self.first = {"meta": res["meta"], "shapes": res["shapes"]}
+        else:
+            _same_shapes(self.first, res, self.tasks[self.merged], self.probe)
+        self.state.merge(res["state"])
+        if opts.max_groups is not None and len(self.state.groups) > opts.max_groups:
+            raise DataError(
+                f"{opt('group_by')} {opts.group_by}: more than {opts.max_groups} distinct values "
+                f"({len(self.state.groups)} in the first {self.merged + 1} parts); per-group results are kept "
+                f"for at most {opt('max_groups')} {opts.max_groups} groups. Group by a column with fewer "
+                f"values, or raise {opt('max_groups')} N (memory and the report grow with it)."
+            )
+        self.per_sample_rows += res["per_sample_rows"]
+        self.merged += 1
 
 
 WORKER_WAIT_S = 30  # how long a scheduler without workers is given for one to join
@@ -536,7 +573,7 @@ def _check_workers(client, scheduler: str | None) -> None:
         client.wait_for_workers(1, timeout=WORKER_WAIT_S)
     except TimeoutError:
         raise DataError(
-            f"--scheduler {scheduler}: no worker joined within {WORKER_WAIT_S} s. "
+            f"{opt('scheduler')} {scheduler}: no worker joined within {WORKER_WAIT_S} s. "
             f"Start workers with `dask worker {scheduler}` on machines that have lossctl installed."
         ) from None
     found = client.run(version, "lossctl", on_error="return")
@@ -562,7 +599,7 @@ def _result(fut, task: Task) -> dict:
         why = short_reason(exc)
         raise DataError(
             f"a Dask worker failed on rows {task.start}..{task.stop - 1} ({type(exc).__name__}: {why}). "
-            "If a worker ran out of memory, give it more, or use --chunk-size to read smaller chunks."
+            f"If a worker ran out of memory, give it more, or use {opt('chunk_size')} to read smaller chunks."
         ) from None
 
 
@@ -570,9 +607,11 @@ def _same_shapes(first: dict, res: dict, task: Task, probe) -> None:
     """Every task's inputs have the row shape of the first task's (as one local run checks)."""
     for inp, a, b in zip(probe.inputs, first["shapes"], res["shapes"]):
         if a and b and a[1:] != b[1:] and a[1:] != ["ragged"]:
-            from lossctl.engine import _shape
+            from lossctl.stages.compute import shape_text
 
-            raise DataError(f"{inp.where()}, row {task.start}: shape changes from {_shape(a)} to {_shape(b)}.")
+            raise DataError(
+                f"{inp.where()}, row {task.start}: shape changes from {shape_text(a)} to {shape_text(b)}."
+            )
 
 
 def _merged_meta(first: dict, rows_read: dict[str, int], probe, opts) -> dict:

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from lossctl.errors import DataError, UsageError
+from lossctl.errors import DataError, UsageError, opt
 from lossctl.stats import PoissonBootstrap
 
 SCHEMA_VERSION = 1
@@ -231,72 +231,35 @@ def compare(
 ) -> dict:
     from lossctl import engine
 
-    if len(predictions) < 2:
-        raise UsageError("compare needs a baseline and at least one candidate: BASELINE CANDIDATE [CANDIDATE ...].")
-    if options.reduction == "none":
-        raise UsageError("compare needs a headline value: --reduction mean or sum.")
-    if getattr(spec, "headline_from", ""):
-        raise UsageError(
-            f"compare {spec.name} is not available: its value is a function of per-bin sums, not a mean of "
-            "per-sample values, so paired per-sample differences do not give its difference. Compare a "
-            "per-sample loss such as brier, or run `lossctl compute` on each model."
-        )
-    if labels is not None and len(labels) != len(predictions):
-        raise UsageError(
-            f"give one label per system: {len(predictions)} systems but {len(labels)} labels."
-        )
-    if labels is None:
-        from lossctl.diff import unique_labels
-
-        labels = unique_labels(predictions)
-    if len(set(labels)) != len(labels):
-        raise UsageError(f"system labels must differ; got {', '.join(labels)}.")
+    labels = _check_systems(spec, predictions, options, labels)
     pred_role = spec.inputs[spec.pred_index].name
     runs, reports = [], []
     for text in predictions:
         texts = [text if role.name == pred_role else others.get(role.name) for role in spec.inputs]
         opts = engine.Options(**{**options.__dict__, "collect": True, "per_sample": None, "grad": None, "ci": None})
         report, rows = engine.run_with_rows(spec, texts, params, opts)
-        reports.append(report)
-        runs.append(rows)
+        reports, runs = [*reports, report], [*runs, rows]
     by_id = options.id_col is not None
     keys, aligned, excluded = pair(runs, by_id)
     if not len(keys):
         raise DataError("compare: no row was scored in every run, so nothing can be paired.")
-    base = aligned[0]
-    red = options.reduction
+    base, red = aligned[0], options.reduction
     base_value = _headline(base["num"], base["den"], red)
     candidates = []
     for text, label, report, c in zip(predictions[1:], labels[1:], reports[1:], aligned[1:]):
-        value = _headline(c["num"], c["den"], red)
-        lo, hi = paired_bootstrap(base, c, red, resamples, seed, level)
-        p = permutation_p_value(base, c, red, permutations, seed)
+        one = _candidate(base, c, red, resamples, seed, level, permutations)
         diff = c["loss"] - base["loss"]
-        order = np.lexsort((c["row"], -diff))[:top]
-        worse = []
-        for i in order.tolist():
-            if not diff[i] > 0:
-                break
-            item = {
-                "row": int(c["row"][i]),
-                "baseline": float(base["loss"][i]),
-                "candidate": float(c["loss"][i]),
-                "delta": float(diff[i]),
-            }
-            if c["id"] is not None:
-                item["id"] = c["id"][i].item() if hasattr(c["id"][i], "item") else c["id"][i]
-            worse.append(item)
         candidates.append(
             {
                 "source": text,
                 "label": label,
-                "value": value,
-                "delta": value - base_value,
-                "delta_ci": {"level": level, "low": lo, "high": hi},
-                "p_value": p,
+                "value": one["value"],
+                "delta": one["value"] - base_value,
+                "delta_ci": {"level": level, "low": one["low"], "high": one["high"]},
+                "p_value": one["p"],
                 "better_rows": int(np.sum(diff < 0)),
                 "worse_rows": int(np.sum(diff > 0)),
-                "most_worse": worse,
+                "most_worse": _most_worse(base, c, diff, top),
                 "signature": report["signature"],
             }
         )
@@ -304,10 +267,7 @@ def compare(
             candidates[-1]["delta_hist"] = _histogram(diff)
         if options.group_by:
             candidates[-1]["groups"] = _groups(base, c, red, resamples, seed, level, permutations)
-    tests = [(c, None) for c in candidates] + [(c, g) for c in candidates for g in c.get("groups", [])]
-    adjusted = adjust([(g or c)["p_value"] for c, g in tests], correction)
-    for (c, g), p_adj in zip(tests, adjusted):
-        (g or c)["p_adjusted"] = p_adj
+    _adjust_all(candidates, correction)
     return {
         "schema_version": SCHEMA_VERSION,
         "kind": "compare",
@@ -332,6 +292,66 @@ def compare(
         "group_by": reports[0].get("group_by"),
         "signature": f"compare|{reports[0]['signature']}|ci:{level:g},n:{resamples},seed:{seed}|ar:{permutations}",
     }
+
+
+def _check_systems(spec, predictions: list[str], options, labels: list[str] | None) -> list[str]:
+    """What compare needs before any file is read; returns the systems' labels."""
+    if len(predictions) < 2:
+        raise UsageError("compare needs a baseline and at least one candidate: BASELINE CANDIDATE [CANDIDATE ...].")
+    if options.reduction == "none":
+        raise UsageError(f"compare needs a headline value: {opt('reduction')} mean or sum.")
+    if getattr(spec, "headline_from", ""):
+        raise UsageError(
+            f"compare {spec.name} is not available: its value is a function of per-bin sums, not a mean of "
+            "per-sample values, so paired per-sample differences do not give its difference. Compare a "
+            "per-sample loss such as brier, or run `lossctl compute` on each model."
+        )
+    if labels is not None and len(labels) != len(predictions):
+        raise UsageError(
+            f"give one label per system: {len(predictions)} systems but {len(labels)} labels."
+        )
+    if labels is None:
+        from lossctl.diff import unique_labels
+
+        labels = unique_labels(predictions)
+    if len(set(labels)) != len(labels):
+        raise UsageError(f"system labels must differ; got {', '.join(labels)}.")
+    return labels
+
+
+def _candidate(base: dict, c: dict, red: str, resamples: int, seed: int, level: float, permutations: int) -> dict:
+    """A candidate's headline, the paired bootstrap interval of its difference and the p-value."""
+    value = _headline(c["num"], c["den"], red)
+    lo, hi = paired_bootstrap(base, c, red, resamples, seed, level)
+    p = permutation_p_value(base, c, red, permutations, seed)
+    return {"value": value, "low": lo, "high": hi, "p": p}
+
+
+def _adjust_all(candidates: list[dict], correction: str) -> None:
+    """Every p-value (candidates and their groups) adjusted for the multiple comparisons together."""
+    tests = [(c, None) for c in candidates] + [(c, g) for c in candidates for g in c.get("groups", [])]
+    adjusted = adjust([(g or c)["p_value"] for c, g in tests], correction)
+    for (c, g), p_adj in zip(tests, adjusted):
+        (g or c)["p_adjusted"] = p_adj
+
+
+def _most_worse(base: dict, c: dict, diff: np.ndarray, top: int) -> list[dict]:
+    """The ``top`` rows where the candidate is worse than the baseline, largest difference first."""
+    order = np.lexsort((c["row"], -diff))[:top]
+    worse = []
+    for i in order.tolist():
+        if not diff[i] > 0:
+            break
+        item = {
+            "row": int(c["row"][i]),
+            "baseline": float(base["loss"][i]),
+            "candidate": float(c["loss"][i]),
+            "delta": float(diff[i]),
+        }
+        if c["id"] is not None:
+            item["id"] = c["id"][i].item() if hasattr(c["id"][i], "item") else c["id"][i]
+        worse.append(item)
+    return worse
 
 
 # ``lossctl.compare(...)`` is the Python API's compare (lossctl.api.compare). This module is the

@@ -753,7 +753,7 @@ class PoissonBootstrap:
 
     def update_bins(self, bin_index: np.ndarray, conf: np.ndarray, hit: np.ndarray, rows: np.ndarray, k: int) -> None:
         """Add rows to the per-resample bin sums (count, Σ conf, Σ hit) of ``k`` bins; rows whose
-        bin index is not finite (NaN rows under --nan propagate) are left out, as in the table."""
+        bin index is not finite (NaN rows under nan propagate) are left out, as in the table."""
         bin_index = np.asarray(bin_index, dtype=np.float64)
         ok = np.isfinite(bin_index)
         if self.bins is None:
