@@ -29,7 +29,7 @@ import math
 
 from lossctl.losses._lazy import lazy
 
-from lossctl.errors import InputError, ParamError, opt
+from lossctl.errors import InputError, opt
 from lossctl.losses import Result
 from lossctl.losses._common import check_finite, first_rows
 from lossctl.losses.spec import loss, Param, Role

@@ -13,11 +13,10 @@ average of the summed per-sample loss). Computed in float64.
 
 from __future__ import annotations
 
-import math
 
 from lossctl.losses._lazy import lazy
 
-from lossctl.errors import InputError, ParamError, opt
+from lossctl.errors import InputError, opt
 from lossctl.losses import Result
 from lossctl.losses._common import as_rows, check_finite, check_unit_interval, match_shape, sigmoid, softplus
 from lossctl.losses.spec import loss, Param, Role

@@ -12,7 +12,7 @@ import math
 
 from lossctl.losses._lazy import lazy
 
-from lossctl.errors import InputError, ParamError, opt
+from lossctl.errors import InputError, opt
 from lossctl.losses import Result
 from lossctl.losses._common import (
     ELEM_BLOCK_ELEMS,

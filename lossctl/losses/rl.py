@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from lossctl.losses._lazy import lazy
 
-from lossctl.errors import InputError, ParamError, opt
+from lossctl.errors import InputError, opt
 from lossctl.losses import Result
 from lossctl.losses._common import (
     as_float,
