@@ -103,6 +103,11 @@ def test_help_texts_and_metavars_come_from_the_registry():
     assert formats.input_metavar() == "csv|tsv|parquet|npy|npz|arrow|jsonl"
     assert formats.sink_metavar() == "PATH.{csv,tsv,parquet,npy,jsonl}"
     assert formats.grad_metavar() == "PATH.{csv,parquet,npy,jsonl}"
+    # the texts of the CLI's help today, rebuilt from the registry
+    assert "[" + formats.input_metavar() + "]" == "[csv|tsv|parquet|npy|npz|arrow|jsonl]"
+    assert formats.extensions_text(formats.sink_names()) == ".csv .tsv .parquet .npy .jsonl"
+    assert formats.extensions_text(("npy", "parquet", "jsonl", "csv"), ", ", " or ") == ".npy, .parquet, .jsonl or .csv"
+    assert sorted(formats.grad_names()) == sorted(("npy", "parquet", "jsonl", "csv"))
     lines = formats.input_help().splitlines()
     assert len(lines) == 7 and lines[0].startswith("csv: .csv, .txt - ") and lines[5].startswith("arrow: .arrow")
 

@@ -210,3 +210,12 @@ def input_help() -> str:
     return "\n".join(
         f"{f.name}: {', '.join(f.extensions + f.aliases)} - {f.description}" for f in REGISTRY
     )
+
+
+def extensions_text(names, sep: str = " ", last: str | None = None) -> str:
+    """The main extension of each format in ``names``, for a help text: ``.csv .tsv .parquet``, or
+    with ``sep=", ", last=" or "``: ``.npy, .parquet, .jsonl or .csv`` (in the order given)."""
+    exts = [BY_NAME[n].extensions[0] for n in names]
+    if last is None or len(exts) < 2:
+        return sep.join(exts)
+    return sep.join(exts[:-1]) + last + exts[-1]
