@@ -23,12 +23,14 @@ from typing import Any
 
 import numpy as np
 
+from lossctl.errors import opt, spell
+
 # Losses whose prediction takes no kind option: what to suggest when it does not hold
 # what the loss expects (the values decide the error; this only names the way out).
 _OTHER_LOSS = {
     "nll": (
         "nll takes log-probabilities (a log_softmax output); if these are logits (raw scores), "
-        "did you mean `ce` (lossctl compute ce PRED TARGET)? Probabilities: `ce --pred-kind probs`"
+        "did you mean `ce` (lossctl compute ce PRED TARGET)? Probabilities: `ce " + opt("pred_kind") + " probs`"
     ),
 }
 
@@ -57,8 +59,8 @@ def error_hint(spec, params: dict[str, Any], role: str | None, declared: str | N
         return ""
     what = {"logits": "logits (raw scores)", "probs": "probabilities", "log-probs": "log-probabilities"}
     first, rest = others[0], others[1:]
-    return f"If these are {what[first]}, use --{p.name} {first}" + "".join(
-        f"; if {what[k]}, --{p.name} {k}" for k in rest
+    return f"If these are {what[first]}, use {opt(p.name)} {first}" + "".join(
+        f"; if {what[k]}, {opt(p.name)} {k}" for k in rest
     )
 
 
@@ -140,14 +142,16 @@ class KindWatch:
                 else:
                     fix = (
                         "read as logits they give a different number than as probabilities; "
-                        "if these are probabilities, add --pred-kind probs"
+                        f"if these are probabilities, add {opt('pred_kind')} probs"
                     )
             else:
                 shape = f"every value is <= 0 and every row's exponentials sum to 1 ({rows} read)"
                 fix = (
                     "the loss is the same either way (softmax of log-probabilities gives them back), "
-                    "but --grad is then w.r.t. logits; if these are log-probabilities, add --pred-kind log-probs"
+                    f"but {opt('grad')} is then w.r.t. logits; if these are log-probabilities, add "
+                    f"{opt('pred_kind')} log-probs"
                 )
             kind = {"probs": "probabilities", "log-probs": "log-probabilities"}[cond]
-            out.append(f"{metavar} ({src}) is read as logits but looks like {kind}: {shape}; {fix}.")
+            # spelled now, by the face running this (a report's warnings are plain text)
+            out.append(spell(f"{metavar} ({src}) is read as logits but looks like {kind}: {shape}; {fix}."))
         return out

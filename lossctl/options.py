@@ -22,6 +22,7 @@ from dataclasses import dataclass, fields
 from typing import Any, Callable
 
 from lossctl.errors import UsageError, opt
+from lossctl.io import formats  # the input and output formats (plain data: no NumPy, no pyarrow)
 
 # Without --chunk-size, a chunk holds about this many bytes of input (the engine's rule; the
 # --chunk-size help quotes it).
@@ -197,7 +198,7 @@ SCHEMA: tuple[Opt, ...] = (
     Opt("nan", "choice", "Rows with NaN: an error naming them, omitted and counted, or NaN in the result.", IN,
         default="error", choices=("error", "omit", "propagate"), config=True, run=True),
     Opt("input_format", "text", "Format of stdin ('-') and of files whose name does not tell.", IN,
-        metavar="[csv|tsv|parquet|npy|npz|arrow|jsonl]", config=True, run=True),
+        metavar="[" + formats.input_metavar() + "]", config=True, run=True),
     Opt("no_header", "bool", "CSV/TSV files have no header line (columns are f0, f1, ...).", IN,
         default=False, config=True, run=True, field="header", invert=True),
     Opt("delimiter", "char", "CSV field delimiter (default ',' or tab for .tsv).", IN,
@@ -212,8 +213,8 @@ SCHEMA: tuple[Opt, ...] = (
     Opt("score_only", "bool", "Print only the headline number.", OUT, default=False, short="-b"),
     Opt("reduction", "choice", _REDUCTION_HELP, OUT,
         default="mean", choices=("mean", "sum", "none"), config=True, run=True),
-    Opt("per_sample", "text", "Write one row per input row (row, id, loss, status, ...): .csv .tsv .parquet .npy "
-        ".jsonl, or - for stdout.", OUT, metavar="PATH", run=True),
+    Opt("per_sample", "text", "Write one row per input row (row, id, loss, status, ...): "
+        f"{formats.extensions_text(formats.sink_names())}, or - for stdout.", OUT, metavar="PATH", run=True),
     Opt("top", "int", "Show the K worst samples.", OUT, default=5, metavar="K", low=0, must="must be 0 or more",
         run=True),
     Opt("group_by", "text", "One aggregate per value of COL (a column of an input, or of a side file) plus 'all'.",
@@ -230,8 +231,8 @@ SCHEMA: tuple[Opt, ...] = (
         must="must be at least 10 resamples", config=True, run=True),
     Opt("seed", "int", "Bootstrap seed, 0 to 2**64 - 1 (default 12345, or env LOSSCTL_SEED).", OUT, metavar="N",
         low=0, high=SEED_MAX, must="must be an integer from 0 to 2**64 - 1", config=True, run=True),
-    Opt("grad", "text", "Write d loss_n / d prediction_n for every row, in input order: .npy, .parquet, .jsonl "
-        "or .csv.", OUT, metavar="PATH", run=True),
+    Opt("grad", "text", "Write d loss_n / d prediction_n for every row, in input order: "
+        f"{formats.extensions_text(formats.grad_names(), ', ', ' or ')}.", OUT, metavar="PATH", run=True),
     Opt("per_token", "text", "Token-level losses (token-cross-entropy): write one row per scored token (row, "
         "position, token, loss): .csv .tsv .parquet .jsonl.", OUT, metavar="PATH", run=True),
     Opt("normalize_by", "text", "Perplexity per token, word or byte (and bits per byte) in 'derived', as "

@@ -58,10 +58,8 @@ def load_hook(path: str) -> Callable:
 
 
 def token_function(spec: LossSpec):
-    """A token-level loss's per-token function: its kernel's name + ``_tokens`` (by convention).
-    The one place that finds it (the catalogue is to declare it as ``spec.tokens``)."""
-    module, _, name = spec.kernel.partition(":")
-    fn = getattr(importlib.import_module(module), name + "_tokens", None)
+    """A token-level loss's per-token function, as its declaration names it (``spec.tokens``)."""
+    fn = spec.load_tokens()
     if fn is None:
         raise UsageError(
             f"{opt('per_token')} writes one row per token of a token-level loss; {spec.name} has no tokens. "
