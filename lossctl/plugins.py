@@ -26,9 +26,10 @@ import sys
 from dataclasses import dataclass
 from typing import Any, Callable
 
-import numpy as np
-
 from lossctl.errors import DataError, InputError, LossctlError, ParamError, UsageError, short_reason
+from lossctl.losses._lazy import lazy
+
+np = lazy(globals())  # NumPy on first use: `lossctl list` and `--help` load plugins' declarations without it
 
 GROUP = "lossctl.losses"
 ENV = "LOSSCTL_PLUGINS"
