@@ -27,7 +27,7 @@ from lossctl.losses.classification import (
     nll,
     nll_grad,
 )
-from lossctl.losses.lm import (
+from lossctl.losses.softmax import (
     entropy,
     entropy_grad,
     softmax_focal,

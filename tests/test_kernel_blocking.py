@@ -15,7 +15,7 @@ from lossctl.errors import InputError
 from lossctl.losses._common import check_finite, check_probs, logsumexp_parts, num_threads
 from lossctl.losses.classification import binary_cross_entropy, cross_entropy
 from lossctl.losses.divergence import kl_divergence
-from lossctl.losses.lm import softmax_focal
+from lossctl.losses.softmax import softmax_focal
 from lossctl.losses.regression import huber, log_cosh, mae, mse, smooth_l1
 
 SIZES = (1, 7, 4097, 100_000)

@@ -1,5 +1,5 @@
 """Declarations and helpers shared by the classification-family modules (classification,
-calibration, lm): the class-score inputs and options, validated log-probabilities and soft
+calibration, softmax): the class-score inputs and options, validated log-probabilities and soft
 targets, class-index targets, and the reliability bins behind the reliability table.
 
 Private: the registry collects no loss from here; the declarations stay importable from

@@ -1,7 +1,7 @@
 """Classification losses: cross-entropy, binary cross-entropy, nll, focal.
 
 The calibration measures (ece, brier) are in ``calibration``, softmax-focal, entropy and
-token-cross-entropy in ``lm``; the declarations they share (class scores, class weights,
+token-cross-entropy in ``softmax``; the declarations they share (class scores, class weights,
 ignore-index, class names) and the reliability bins in ``_classes``, importable from here.
 
 Shapes use N for rows (samples) and C for classes. All values returned are

@@ -1,4 +1,4 @@
-"""Losses over softmax distributions of tokens and classes: softmax-focal (multi-class
+"""Losses over a softmax distribution per row or per token: softmax-focal (multi-class
 focal loss), entropy of the predicted distribution, token-cross-entropy (language modelling,
 perplexity).
 
