@@ -69,6 +69,76 @@ np = lazy(globals())  # NumPy is imported on first use (lossctl/losses/_lazy.py)
 # ---------------------------------------------------------------------------
 
 
+def _cross_entropy_soft(
+    x, target, w, eps: float, ignore_index, pred_kind: str, target_kind: str, prob_atol, extras: bool
+) -> Result:
+    """Cross-entropy against soft (N, C) targets, with its entropy / KL components."""
+    n, n_classes = x.shape
+    if ignore_index is not None and ignore_index >= 0:
+        raise ParamError(
+            "ignore-index",
+            f"{opt('ignore-index')} is not supported with soft (probability) targets",
+        )
+    t = _soft_target(target, x.shape, target_kind, prob_atol)
+    logq = _log_probs(x, pred_kind, prob_atol)
+    if eps > 0:
+        t = t * (1.0 - eps) + eps / n_classes
+    tw = t if w is None else t * w
+    loss = -_xlogy_rows(tw, logq)
+    components = {}
+    if w is None:
+        # CE(p, q) = H(p) + KL(p || q) for the effective (smoothed) target p;
+        # only the KL part depends on the model.
+        with np.errstate(divide="ignore"):
+            log_t = np.log(t)
+        components = {"entropy": -_xlogy_rows(t, log_t), "kl": _xlogy_rows(t, log_t - logq)}
+    result = Result(loss=loss, components=components)
+    if extras:
+        result.columns = {
+            "p_true": np.exp(logq[np.arange(n), np.argmax(t, axis=1)]),
+            "pred_class": np.argmax(x, axis=1),
+        }
+    return result
+
+
+def _cross_entropy_nll(x, ys, w, eps: float, pred_kind: str, prob_atol):
+    """(-log q_y per row, the label-smoothing sum Σ_c w_c (-log q_c) or None, the row argmax
+    when the blocked kernel found it) for index targets ``ys`` (ignored rows mapped to 0)."""
+    n, n_classes = x.shape
+    rows = np.arange(n)
+    smooth = None
+    argmax = None
+    if pred_kind == "logits" and _fast_rows(x):
+        # Blocked, threaded log-sum-exp; non-finite logits are located only when present.
+        sm = softmax_rows(x, ys, shift_sum=eps > 0, weights=w)
+        if sm.bad:
+            check_finite(x, "pred", "logits")
+        argmax = sm.argmax
+        # -log softmax(x)[y] = log Σ exp(x - m) + (m - x_y): no cancellation of a large m.
+        nll = sm.log_s + (sm.m - sm.x_y)
+        if eps > 0:
+            wsum = float(n_classes) if w is None else float(w.sum())
+            smooth = wsum * sm.log_s + sm.shift_sum  # Σ_c w_c (lse - x_c), lse - x_c = log_s + (m - x_c)
+    elif pred_kind == "logits":
+        check_finite(x, "pred", "logits")
+        m, log_s = logsumexp_parts(x)
+        nll = log_s + (m - x[rows, ys].astype(np.float64))
+        if eps > 0:
+            xs = x.astype(np.float64)
+            wsum = float(n_classes) if w is None else float(w.sum())
+            xw = xs.sum(axis=1) if w is None else np.einsum("ij,j->i", xs, w)
+            smooth = wsum * log_s + (wsum * m - xw)  # Σ_c w_c (lse - x_c)
+    else:
+        logq = _log_probs(x, pred_kind, prob_atol)
+        nll = -logq[rows, ys]
+        if eps > 0:
+            if w is None:
+                smooth = -logq.sum(axis=1)
+            else:
+                smooth = -_xlogy_rows(np.broadcast_to(w, logq.shape), logq)
+    return nll, smooth, argmax
+
+
 @loss(
     name="cross-entropy",
     aliases=("ce",),
@@ -149,66 +219,12 @@ def cross_entropy(
     eps = float(label_smoothing)
 
     if target.ndim == 2:
-        if ignore_index is not None and ignore_index >= 0:
-            raise ParamError(
-                "ignore-index",
-                f"{opt('ignore-index')} is not supported with soft (probability) targets",
-            )
-        t = _soft_target(target, x.shape, target_kind, prob_atol)
-        logq = _log_probs(x, pred_kind, prob_atol)
-        if eps > 0:
-            t = t * (1.0 - eps) + eps / n_classes
-        tw = t if w is None else t * w
-        loss = -_xlogy_rows(tw, logq)
-        components = {}
-        if w is None:
-            # CE(p, q) = H(p) + KL(p || q) for the effective (smoothed) target p;
-            # only the KL part depends on the model.
-            with np.errstate(divide="ignore"):
-                log_t = np.log(t)
-            components = {"entropy": -_xlogy_rows(t, log_t), "kl": _xlogy_rows(t, log_t - logq)}
-        result = Result(loss=loss, components=components)
-        if extras:
-            result.columns = {
-                "p_true": np.exp(logq[np.arange(n), np.argmax(t, axis=1)]),
-                "pred_class": np.argmax(x, axis=1),
-            }
-        return result
+        return _cross_entropy_soft(x, target, w, eps, ignore_index, pred_kind, target_kind, prob_atol, extras)
 
     y = class_indices(target, "target", n_classes, ignore_index)
     ignored = y == ignore_index if ignore_index is not None else np.zeros(n, dtype=bool)
     ys = np.where(ignored, 0, y)
-    rows = np.arange(n)
-
-    argmax = None
-    if pred_kind == "logits" and _fast_rows(x):
-        # Blocked, threaded log-sum-exp; non-finite logits are located only when present.
-        sm = softmax_rows(x, ys, shift_sum=eps > 0, weights=w)
-        if sm.bad:
-            check_finite(x, "pred", "logits")
-        argmax = sm.argmax
-        # -log softmax(x)[y] = log Σ exp(x - m) + (m - x_y): no cancellation of a large m.
-        nll = sm.log_s + (sm.m - sm.x_y)
-        if eps > 0:
-            wsum = float(n_classes) if w is None else float(w.sum())
-            smooth = wsum * sm.log_s + sm.shift_sum  # Σ_c w_c (lse - x_c), lse - x_c = log_s + (m - x_c)
-    elif pred_kind == "logits":
-        check_finite(x, "pred", "logits")
-        m, log_s = logsumexp_parts(x)
-        nll = log_s + (m - x[rows, ys].astype(np.float64))
-        if eps > 0:
-            xs = x.astype(np.float64)
-            wsum = float(n_classes) if w is None else float(w.sum())
-            xw = xs.sum(axis=1) if w is None else np.einsum("ij,j->i", xs, w)
-            smooth = wsum * log_s + (wsum * m - xw)  # Σ_c w_c (lse - x_c)
-    else:
-        logq = _log_probs(x, pred_kind, prob_atol)
-        nll = -logq[rows, ys]
-        if eps > 0:
-            if w is None:
-                smooth = -logq.sum(axis=1)
-            else:
-                smooth = -_xlogy_rows(np.broadcast_to(w, logq.shape), logq)
+    nll, smooth, argmax = _cross_entropy_nll(x, ys, w, eps, pred_kind, prob_atol)
 
     if w is None:
         loss = nll
@@ -308,6 +324,36 @@ def _bce_prepare(pred, target, pos_weight, weight):
     return x, np.asarray(y, dtype=np.float64), pw, w
 
 
+def _bce_logits_block(xb, yb, pw, tl, e, u, v, z) -> None:
+    """One block of BCE with logits into ``e`` (k, K): ``tl``, ``u``, ``v`` are scratch of
+    ``e``'s shape (``v`` None when pos_weight is 1) and ``z`` zeros; see ``_bce_logits_fast``."""
+    np.abs(xb, out=tl)
+    np.negative(tl, out=tl)
+    np.exp(tl, out=tl)
+    np.log1p(tl, out=tl)  # log1p(exp(-|x|))
+    np.copyto(u, xb)
+    if v is None:  # pos_weight 1
+        np.copyto(e, yb)
+        np.multiply(e, u, out=e)  # y·x
+        np.maximum(u, z, out=u)  # max(x, 0)
+        np.subtract(u, e, out=u)  # max(x, 0) - y·x >= 0
+        np.copyto(e, tl)
+        np.add(e, u, out=e)
+    else:
+        np.negative(u, out=v)
+        np.maximum(v, z, out=v)  # max(-x, 0)
+        np.maximum(u, z, out=u)  # max(x, 0)
+        np.copyto(e, tl)
+        np.add(v, e, out=v)  # softplus(-x)
+        np.add(u, e, out=u)  # softplus(x)
+        np.copyto(e, yb)
+        np.multiply(v, e, out=v)
+        np.multiply(v, pw, out=v)  # pw·y·softplus(-x)
+        np.subtract(1.0, e, out=e)
+        np.multiply(e, u, out=e)  # (1-y)·softplus(x)
+        np.add(e, v, out=e)
+
+
 def _bce_logits_fast(pred, target, pos_weight, weight, extras: bool) -> Result | None:
     """BCE with logits over row blocks in threads; None when the plain path must handle the input.
 
@@ -355,36 +401,9 @@ def _bce_logits_fast(pred, target, pos_weight, weight, extras: bool) -> Result |
                 if not (yb.min() >= 0 and yb.max() <= 1):  # NaN fails both
                     y_bad = True
                 tl = tail[:k]
-                np.abs(xb, out=tl)
-                np.negative(tl, out=tl)
-                np.exp(tl, out=tl)
-                np.log1p(tl, out=tl)  # log1p(exp(-|x|))
                 direct = k_out == 1 and w_one
                 e = loss[a:b].reshape(k, 1) if direct else e_buf[:k]
-                u = u_buf[:k]
-                z = zeros[:k]
-                np.copyto(u, xb)
-                if pw_one:
-                    np.copyto(e, yb)
-                    np.multiply(e, u, out=e)  # y·x
-                    np.maximum(u, z, out=u)  # max(x, 0)
-                    np.subtract(u, e, out=u)  # max(x, 0) - y·x >= 0
-                    np.copyto(e, tl)
-                    np.add(e, u, out=e)
-                else:
-                    v = v_buf[:k]
-                    np.negative(u, out=v)
-                    np.maximum(v, z, out=v)  # max(-x, 0)
-                    np.maximum(u, z, out=u)  # max(x, 0)
-                    np.copyto(e, tl)
-                    np.add(v, e, out=v)  # softplus(-x)
-                    np.add(u, e, out=u)  # softplus(x)
-                    np.copyto(e, yb)
-                    np.multiply(v, e, out=v)
-                    np.multiply(v, pw, out=v)  # pw·y·softplus(-x)
-                    np.subtract(1.0, e, out=e)
-                    np.multiply(e, u, out=e)  # (1-y)·softplus(x)
-                    np.add(e, v, out=e)
+                _bce_logits_block(xb, yb, pw, tl, e, u_buf[:k], None if pw_one else v_buf[:k], zeros[:k])
                 if not w_one:
                     np.multiply(e, w, out=e)
                 if not direct:
