@@ -333,6 +333,34 @@ def kl_divergence(
 _TINY = sys.float_info.min  # = np.finfo(np.float64).tiny
 
 
+def _kl_block(xb, pb, base, d, e, pp, mk, lsk, spk, tiny, out, tol_flag: float) -> tuple[bool, bool]:
+    """One block of ``_kl_probs_logits`` into ``out`` (k,): ``d``, ``e``, ``pp`` (k, C) and ``mk``,
+    ``lsk``, ``spk`` (k,) scratch, ``base`` each row's flat offset, ``tiny`` (k, C) float tiny.
+    Returns (logits off, P off): the exact checks must run."""
+    x_bad = p_bad = False
+    am = xb.argmax(axis=1)
+    ii = base + am
+    np.copyto(d, xb)
+    np.take(d.reshape(-1), ii, out=mk)
+    if not np.isfinite(mk).all():
+        x_bad = True
+    np.subtract(d, mk[:, None], out=d)  # x - m <= 0, float64
+    np.exp(d, out=e)
+    e.reshape(-1)[ii] = 0.0
+    np.einsum("ij->i", e, out=lsk)
+    np.log1p(lsk, out=lsk)  # log Σ exp(x - m)
+    np.copyto(pp, pb)
+    np.einsum("ij->i", pp, out=spk)
+    if not (np.abs(spk - 1.0) <= tol_flag).all():  # NaN fails too
+        p_bad = True
+    np.maximum(pp, tiny, out=e)  # log(max(P, tiny)): 0·log 0 -> 0·(finite) = 0
+    np.log(e, out=e)
+    np.subtract(e, d, out=e)  # log P - (x - m)
+    np.einsum("ij,ij->i", pp, e, out=out)
+    out += spk * lsk
+    return x_bad, p_bad
+
+
 def _kl_probs_logits(target, pred, prob_atol) -> np.ndarray | None:
     """Forward KL(P ‖ softmax(x)) per row over row blocks in threads, all in float64.
 
@@ -385,33 +413,9 @@ def _kl_probs_logits(target, pred, prob_atol) -> np.ndarray | None:
                     x_bad = True
                 if not (pb.min() >= 0 and pb.max() <= 1):  # NaN fails both
                     p_bad = True
-                am = xb.argmax(axis=1)
-                ii = base[:k] + am
-                d = d_buf[:k]
-                np.copyto(d, xb)
-                mk = m[:k]
-                np.take(d.reshape(-1), ii, out=mk)
-                if not np.isfinite(mk).all():
-                    x_bad = True
-                np.subtract(d, mk[:, None], out=d)  # x - m <= 0, float64
-                e = e_buf[:k]
-                np.exp(d, out=e)
-                e.reshape(-1)[ii] = 0.0
-                lsk = ls[:k]
-                np.einsum("ij->i", e, out=lsk)
-                np.log1p(lsk, out=lsk)  # log Σ exp(x - m)
-                pp = p_buf[:k]
-                np.copyto(pp, pb)
-                spk = sp[:k]
-                np.einsum("ij->i", pp, out=spk)
-                if not (np.abs(spk - 1.0) <= tol_flag).all():  # NaN fails too
-                    p_bad = True
-                np.maximum(pp, tiny[:k], out=e)  # log(max(P, tiny)): 0·log 0 -> 0·(finite) = 0
-                np.log(e, out=e)
-                np.subtract(e, d, out=e)  # log P - (x - m)
-                out = loss[a:b]
-                np.einsum("ij,ij->i", pp, e, out=out)
-                out += spk * lsk
+                scratch_k = (d_buf[:k], e_buf[:k], p_buf[:k], m[:k], ls[:k], sp[:k], tiny[:k])
+                xk, pk = _kl_block(xb, pb, base[:k], *scratch_k, loss[a:b], tol_flag)
+                x_bad, p_bad = x_bad or xk, p_bad or pk
         return x_bad, p_bad
 
     flags = row_parts(n, n * c * 3, part)

@@ -347,6 +347,93 @@ def _token_mode(pred, target):
     )
 
 
+def _token_logits(pred):
+    """(flat (M, V) logits, tokens per sequence, sequences) of ragged or padded (N, T, V) logits."""
+    from lossctl.ragged import Ragged
+
+    if isinstance(pred, Ragged):
+        x = as_float(np.asarray(pred.values))
+        lengths = pred.lengths
+        n = len(pred)
+    else:
+        a = as_float(np.asarray(pred))
+        n, t, v = a.shape
+        x = a.reshape(n * t, v)
+        lengths = np.full(n, t, dtype=np.int64)
+    return x, lengths, n
+
+
+def _token_labels(target, n: int, lengths, shift: bool):
+    """(flat labels, labels per sequence) of ragged or (N, T) labels, one per logit vector."""
+    from lossctl.ragged import Ragged
+
+    if isinstance(target, Ragged):
+        if len(target) != n:
+            raise InputError("target", f"{len(target)} label sequences for {n} sequences of logits", [])
+        tl = target.lengths
+        y_all = np.asarray(target.values)
+    else:
+        yt = np.asarray(target)
+        if yt.ndim != 2 or len(yt) != n:
+            raise InputError(
+                "target",
+                f"labels have shape {yt.shape}, not one list of token ids per sequence",
+                [],
+                expected="labels (N, T): one token id per token of each sequence",
+            )
+        tl = np.full(n, yt.shape[1], dtype=np.int64)
+        y_all = yt.reshape(-1)
+    if (tl != lengths).any():
+        bad = first_rows(tl != lengths)
+        i = bad[0]
+        raise InputError(
+            "target",
+            f"sequence of {int(lengths[i])} tokens of logits but {int(tl[i])} labels",
+            bad,
+            expected="one label per token: as many labels as logit vectors in each sequence"
+            + (f" (with {opt('shift')}, the input ids themselves)" if shift else ""),
+        )
+    if y_all.dtype.kind not in "biuf":
+        raise InputError("target", f"labels have type {y_all.dtype}", [], expected="integer token ids")
+    return y_all
+
+
+def _token_ids(y_all, v: int, ignore_index, row_of, pos_all, n: int):
+    """(label values, in range) of the flat labels: integers in [0, V) or ignore-index."""
+    yi, valid, nonint = label_values(y_all, v, ignore_index)
+    if nonint.any():
+        j = int(np.flatnonzero(nonint)[0])
+        raise InputError(
+            "target",
+            f"label {float(y_all[j]):.9g} at token {int(pos_all[j])} is not an integer",
+            first_rows(np.bincount(row_of[nonint], minlength=n) > 0),
+            expected="integer token ids",
+        )
+    if not valid.all():
+        j = int(np.flatnonzero(~valid)[0])
+        raise InputError(
+            "target",
+            f"label {label_text(y_all[j])} at token {int(pos_all[j])} out of range [0, {v}) "
+            f"(ignore-index is {ignore_index})",
+            first_rows(np.bincount(row_of[~valid], minlength=n) > 0),
+            expected=f"token ids in [0, {v}) for a vocabulary of {v} logits",
+        )
+    return yi, valid
+
+
+def _check_scored_finite(xs, n: int, counts) -> None:
+    """Finite logits at every scored position, else an error naming the sequences."""
+    if not np.isfinite(xs).all():
+        bad = ~np.isfinite(xs).all(axis=1)
+        rows = np.repeat(np.arange(n), counts)
+        raise InputError(
+            "pred",
+            "non-finite value in logits",
+            first_rows(np.bincount(rows[bad], minlength=n) > 0),
+            expected="finite logits",
+        )
+
+
 class _Tokens:
     """The scored tokens of a batch of sequences, flat: which logit row scores which label.
 
@@ -359,66 +446,14 @@ class _Tokens:
     def __init__(self, pred, target, ignore_index, shift: bool):
         from lossctl.ragged import Ragged
 
-        if isinstance(pred, Ragged):
-            x = as_float(np.asarray(pred.values))
-            lengths = pred.lengths
-            n = len(pred)
-        else:
-            a = as_float(np.asarray(pred))
-            n, t, v = a.shape
-            x = a.reshape(n * t, v)
-            lengths = np.full(n, t, dtype=np.int64)
+        x, lengths, n = _token_logits(pred)
         v = x.shape[1] if x.ndim == 2 else 0
-        if isinstance(target, Ragged):
-            if len(target) != n:
-                raise InputError("target", f"{len(target)} label sequences for {n} sequences of logits", [])
-            tl = target.lengths
-            y_all = np.asarray(target.values)
-        else:
-            yt = np.asarray(target)
-            if yt.ndim != 2 or len(yt) != n:
-                raise InputError(
-                    "target",
-                    f"labels have shape {yt.shape}, not one list of token ids per sequence",
-                    [],
-                    expected="labels (N, T): one token id per token of each sequence",
-                )
-            tl = np.full(n, yt.shape[1], dtype=np.int64)
-            y_all = yt.reshape(-1)
-        if (tl != lengths).any():
-            bad = first_rows(tl != lengths)
-            i = bad[0]
-            raise InputError(
-                "target",
-                f"sequence of {int(lengths[i])} tokens of logits but {int(tl[i])} labels",
-                bad,
-                expected="one label per token: as many labels as logit vectors in each sequence"
-                + (f" (with {opt('shift')}, the input ids themselves)" if shift else ""),
-            )
-        if y_all.dtype.kind not in "biuf":
-            raise InputError("target", f"labels have type {y_all.dtype}", [], expected="integer token ids")
+        y_all = _token_labels(target, n, lengths, shift)
         row_of = np.repeat(np.arange(n), lengths)
         starts = np.zeros(n + 1, dtype=np.int64)
         np.cumsum(lengths, out=starts[1:])
         pos_all = np.arange(len(row_of)) - starts[row_of]
-        yi, valid, nonint = label_values(y_all, v, ignore_index)
-        if nonint.any():
-            j = int(np.flatnonzero(nonint)[0])
-            raise InputError(
-                "target",
-                f"label {float(y_all[j]):.9g} at token {int(pos_all[j])} is not an integer",
-                first_rows(np.bincount(row_of[nonint], minlength=n) > 0),
-                expected="integer token ids",
-            )
-        if not valid.all():
-            j = int(np.flatnonzero(~valid)[0])
-            raise InputError(
-                "target",
-                f"label {label_text(y_all[j])} at token {int(pos_all[j])} out of range [0, {v}) "
-                f"(ignore-index is {ignore_index})",
-                first_rows(np.bincount(row_of[~valid], minlength=n) > 0),
-                expected=f"token ids in [0, {v}) for a vocabulary of {v} logits",
-            )
+        yi, valid = _token_ids(y_all, v, ignore_index, row_of, pos_all, n)
         if shift:  # position t predicts token t + 1: logits[:, :-1] against labels[:, 1:]
             scored = pos_all < (lengths[row_of] - 1)
             self.pick = np.flatnonzero(scored)
@@ -440,15 +475,7 @@ class _Tokens:
         self.padded = not isinstance(pred, Ragged)
         self.pred = pred
         xs = x[self.pick]
-        if not np.isfinite(xs).all():
-            bad = ~np.isfinite(xs).all(axis=1)
-            rows = np.repeat(np.arange(n), counts)
-            raise InputError(
-                "pred",
-                "non-finite value in logits",
-                first_rows(np.bincount(rows[bad], minlength=n) > 0),
-                expected="finite logits",
-            )
+        _check_scored_finite(xs, n, counts)
         self.xs = xs
 
     def losses(self) -> np.ndarray:
