@@ -27,7 +27,7 @@ def small_blocks(monkeypatch):
     monkeypatch.setattr(common, "ROW_BLOCK_ELEMS", 64)
     monkeypatch.setattr(common, "ELEM_BLOCK_ELEMS", 64)
     monkeypatch.setattr(common, "PARALLEL_MIN_ELEMS", 1)
-    import lossctl.losses.classification as cl
+    import lossctl.losses._bce_blocked as cl  # the blocked binary cross-entropy
     import lossctl.losses.regression as rg
 
     monkeypatch.setattr(cl, "ELEM_BLOCK_ELEMS", 64)
