@@ -36,7 +36,7 @@ FAMILIES = (
 
 # The family modules under lossctl/losses/, in the order `lossctl list` shows their losses; any
 # other public module there (a new family) is collected after them, in name order.
-MODULES = ("classification", "divergence", "rl", "regression", "contrastive", "detection", "generative")
+MODULES = ("classification", "calibration", "softmax", "divergence", "gaussian", "rl", "regression", "contrastive", "detection", "generative")
 
 
 def _modules() -> list[str]:

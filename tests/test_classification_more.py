@@ -22,12 +22,14 @@ from lossctl.losses.classification import (
     binary_cross_entropy_grad,
     cross_entropy,
     cross_entropy_grad,
-    entropy,
-    entropy_grad,
     focal,
     focal_grad,
     nll,
     nll_grad,
+)
+from lossctl.losses.softmax import (
+    entropy,
+    entropy_grad,
     softmax_focal,
     softmax_focal_grad,
     token_cross_entropy,

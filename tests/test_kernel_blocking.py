@@ -13,8 +13,9 @@ import pytest
 import lossctl.losses._common as common
 from lossctl.errors import InputError
 from lossctl.losses._common import check_finite, check_probs, logsumexp_parts, num_threads
-from lossctl.losses.classification import binary_cross_entropy, cross_entropy, softmax_focal
+from lossctl.losses.classification import binary_cross_entropy, cross_entropy
 from lossctl.losses.divergence import kl_divergence
+from lossctl.losses.softmax import softmax_focal
 from lossctl.losses.regression import huber, log_cosh, mae, mse, smooth_l1
 
 SIZES = (1, 7, 4097, 100_000)
@@ -26,7 +27,7 @@ def small_blocks(monkeypatch):
     monkeypatch.setattr(common, "ROW_BLOCK_ELEMS", 64)
     monkeypatch.setattr(common, "ELEM_BLOCK_ELEMS", 64)
     monkeypatch.setattr(common, "PARALLEL_MIN_ELEMS", 1)
-    import lossctl.losses.classification as cl
+    import lossctl.losses._bce_blocked as cl  # the blocked binary cross-entropy
     import lossctl.losses.regression as rg
 
     monkeypatch.setattr(cl, "ELEM_BLOCK_ELEMS", 64)

@@ -289,7 +289,7 @@ def _dsoftmax_float(row):
 
 
 def test_entropy_of_near_one_hot_logits_is_exact():
-    from lossctl.losses.classification import entropy, entropy_grad
+    from lossctl.losses.softmax import entropy, entropy_grad
 
     rows = [[g, 0.0] for g in (28.0, 31.0, 33.5, 36.0, 40.0)] + [[32.0, 0.0, 1.0], [34.0, -3.0, 2.0, 0.5]]
     for row in rows:
@@ -410,7 +410,7 @@ def test_huge_float_labels_are_a_clean_error(cli, tmp_path, value):
 
 def test_token_labels_are_checked_in_their_own_dtype():
     from lossctl.errors import InputError
-    from lossctl.losses.classification import token_cross_entropy
+    from lossctl.losses.softmax import token_cross_entropy
 
     x = np.zeros((2, 3, 5))
     y = np.array([[0, 1, 2], [3, 2**64 - 100, 4]], dtype=np.uint64)

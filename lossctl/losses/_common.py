@@ -294,6 +294,32 @@ class SoftmaxRows(NamedTuple):
     bad: bool
 
 
+def _gather_rows(blk, fb, base, am, ii, mb, want_y) -> None:
+    """Each row's maximum ``blk[r, am[r]]`` into ``mb`` and, when ``want_y = (ys, out)``,
+    ``blk[r, ys[r]]`` into ``out``: through the flat block ``fb`` (flat indices ``ii``, row
+    offsets ``base``) when the input is C-contiguous, else by row and column."""
+    c = blk.shape[1]
+    if fb is not None:
+        np.take(fb, ii, out=mb)
+        if want_y is not None:
+            want_y[1][...] = np.take(fb, base + want_y[0])
+    else:
+        rr = base // c
+        mb[...] = blk[rr, am]
+        if want_y is not None:
+            want_y[1][...] = blk[rr, want_y[0]]
+
+
+def _shift_sum_block(blk, m, d, weights, out) -> None:
+    """``Σ_c w_c (m - x_c)`` of each row of a block into ``out``, in float64 (``d`` scratch)."""
+    np.copyto(d, blk)
+    np.subtract(m[:, None], d, out=d)
+    if weights is None:
+        np.einsum("ij->i", d, out=out)
+    else:
+        np.einsum("ij,j->i", d, weights, out=out)
+
+
 def softmax_rows(
     x: np.ndarray,
     ys: np.ndarray | None = None,
@@ -347,16 +373,8 @@ def softmax_rows(
                 ii = idx[:k]
                 np.add(base[:k], am, out=ii)  # flat index of each row's maximum
                 mb = mb_buf[:k]
-                if flat is not None:
-                    fb = flat[a * c : b * c]
-                    np.take(fb, ii, out=mb)
-                    if xy is not None:
-                        xy[a:b] = np.take(fb, base[:k] + ys[a:b])
-                else:
-                    rr = base[:k] // c
-                    mb[...] = blk[rr, am]
-                    if xy is not None:
-                        xy[a:b] = blk[rr, ys[a:b]]
+                fb = flat[a * c : b * c] if flat is not None else None
+                _gather_rows(blk, fb, base[:k], am, ii, mb, None if xy is None else (ys[a:b], xy[a:b]))
                 m[a:b] = mb
                 tt = t[:k]
                 np.subtract(blk, mb[:, None], out=tt)
@@ -369,13 +387,7 @@ def softmax_rows(
                 np.einsum("ij->i", s64, out=log_s[a:b])
                 np.log1p(log_s[a:b], out=log_s[a:b])
                 if ss is not None:
-                    d = t64[:k]
-                    np.copyto(d, blk)
-                    np.subtract(m[a:b, None], d, out=d)
-                    if weights is None:
-                        np.einsum("ij->i", d, out=ss[a:b])
-                    else:
-                        np.einsum("ij,j->i", d, weights, out=ss[a:b])
+                    _shift_sum_block(blk, m[a:b], t64[:k], weights, ss[a:b])
         if not np.isfinite(m[start:stop]).all():
             bad = True
         return bad

@@ -22,7 +22,7 @@ from lossctl.errors import InputError, ParamError, opt
 from lossctl.losses import Result
 from lossctl.losses._common import check_finite, first_rows, label_text, label_values
 from lossctl.losses._lazy import lazy
-from lossctl.losses.classification import CLASSES
+from lossctl.losses._classes import CLASSES
 from lossctl.losses.spec import Param, Role, loss
 
 np = lazy(globals())  # NumPy is imported on first use (lossctl/losses/_lazy.py)

@@ -28,7 +28,7 @@ from lossctl.losses._common import (
     softmax64,
     softmax_minus_onehot,
 )
-from lossctl.losses.divergence import expm1_minus_x
+from lossctl.losses.gaussian import expm1_minus_x
 from lossctl.losses.spec import loss, Param, Role
 
 np = lazy(globals())  # NumPy is imported on first use (lossctl/losses/_lazy.py)
