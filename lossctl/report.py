@@ -218,13 +218,41 @@ def columns_text(report: dict) -> str | None:
 
 
 def render_table(report: dict, console, precision: int | None, show_top: bool = True) -> None:
-    """The terminal report (Rich)."""
-    from rich.table import Table
+    """The terminal report (Rich): headline, rows, statistics, then the sections the report has."""
     from rich.text import Text
 
     p = 6 if precision is None else precision
     report = literal(report)  # data (ids, groups, names) is shown as typed, never as control
-    rows = report["rows"]
+    _table_head(report, console, p)
+    _table_rows(report, console)
+    _table_stats(report, console, p)
+    if report.get("components"):
+        _table_components(report, console, p)
+    if report.get("groups") is not None:
+        _table_groups(report, console, p)
+    if report.get("hist"):
+        console.print()
+        render_hist(report["hist"], console, p)
+    if report.get("reliability") and (report.get("hist") or report.get("loss") == "ece"):
+        console.print()
+        render_reliability(report["reliability"], console, p)
+    top = report.get("top") or []
+    if show_top and top:
+        _table_top(top, console, p)
+    if report.get("checks"):
+        console.print()
+        for o in report["checks"]:
+            mark = Text("  ✓ " if o["passed"] else "  ✗ ", style="green" if o["passed"] else "bold red")
+            mark.append(o["message"])
+            console.print(mark)
+    console.print()
+    console.print(Text(report["signature"], style="dim"))
+
+
+def _table_head(report: dict, console, p: int) -> None:
+    """The headline value, its CI, derived values and the rule when it is not the plain mean."""
+    from rich.text import Text
+
     red = report["reduction"]
     head = Text()
     head.append(report["loss"], style="bold cyan")
@@ -245,6 +273,12 @@ def render_table(report: dict, console, precision: int | None, show_top: bool = 
     if rule and (report.get("headline_differs_from_mean") or red != "mean"):
         console.print(Text(f"  {rule}", style="dim"))
 
+
+def _table_rows(report: dict, console) -> None:
+    """Rows read, used, ignored and dropped; the columns each role used; the Dask engine."""
+    from rich.text import Text
+
+    rows = report["rows"]
     counts = Text("  rows  read ")
     counts.append(_read_text(rows))
     counts.append(f"  ·  used {rows['used']}")
@@ -266,6 +300,11 @@ def render_table(report: dict, console, precision: int | None, show_top: bool = 
         where = eng["scheduler"] or "a local cluster"
         console.print(Text(f"  dask: {eng['tasks']} tasks on {eng['workers']} workers ({where})", style="dim"))
 
+
+def _table_stats(report: dict, console, p: int) -> None:
+    from rich.table import Table
+    from rich.text import Text
+
     stats = report["stats"]
     t = Table(show_edge=False, pad_edge=False, box=None, header_style="bold")
     t.add_column("count", justify="right")
@@ -277,68 +316,66 @@ def render_table(report: dict, console, precision: int | None, show_top: bool = 
     if stats.get("quantiles") and stats["quantiles"] != "exact":
         console.print(Text(f"  quantiles {stats['quantiles']}", style="dim"))
 
-    if report.get("components"):
-        comp = Table(show_edge=False, box=None, header_style="bold", title=None)
-        for k in report["components"]:
-            comp.add_column(Text(k), justify="right")
-        comp.add_row(*(num(v, p) for v in report["components"].values()))
-        console.print()
-        console.print(Text("  components (means over used rows)", style="bold"))
-        console.print(comp)
 
-    if report.get("groups") is not None:
-        gt = Table(show_edge=False, box=None, header_style="bold")
-        for col in ("group", "count", "value", "mean", "p50", "p90", "max"):
-            gt.add_column(col, justify="left" if col == "group" else "right")
-        for g in report["groups"]:
-            gt.add_row(
-                Text(str(g["group"])),
-                str(g["count"]),
-                num(g["value"], p),
-                *(num(g["stats"][k], p) for k in ("mean", "p50", "p90", "max")),
-            )
-        gt.add_row(
-            "all",
-            str(report["count"]),
-            num(report["value"], p),
-            *(num(stats[k], p) for k in ("mean", "p50", "p90", "max")),
-            style="bold",
-        )
-        console.print()
-        console.print(Text(f"  by {report['group_by']}", style="bold"))
-        console.print(gt)
+def _table_components(report: dict, console, p: int) -> None:
+    from rich.table import Table
+    from rich.text import Text
 
-    if report.get("hist"):
-        console.print()
-        render_hist(report["hist"], console, p)
-    if report.get("reliability") and (report.get("hist") or report.get("loss") == "ece"):
-        console.print()
-        render_reliability(report["reliability"], console, p)
-
-    top = report.get("top") or []
-    if show_top and top:
-        tt = Table(show_edge=False, box=None, header_style="bold")
-        tt.add_column("row", justify="right")
-        if any("id" in item for item in top):
-            tt.add_column("id")
-        tt.add_column("loss", justify="right")
-        for item in top:
-            cells = [str(item["row"])]
-            if any("id" in i for i in top):
-                cells.append(Text(str(item.get("id", ""))))
-            cells.append(num(item["loss"], p))
-            tt.add_row(*cells)
-        console.print()
-        console.print(Text(f"  worst {len(top)}", style="bold"))
-        console.print(tt)
-    if report.get("checks"):
-        console.print()
-        for o in report["checks"]:
-            mark = Text("  ✓ " if o["passed"] else "  ✗ ", style="green" if o["passed"] else "bold red")
-            mark.append(o["message"])
-            console.print(mark)
+    comp = Table(show_edge=False, box=None, header_style="bold", title=None)
+    for k in report["components"]:
+        comp.add_column(Text(k), justify="right")
+    comp.add_row(*(num(v, p) for v in report["components"].values()))
     console.print()
-    console.print(Text(report["signature"], style="dim"))
+    console.print(Text("  components (means over used rows)", style="bold"))
+    console.print(comp)
+
+
+def _table_groups(report: dict, console, p: int) -> None:
+    from rich.table import Table
+    from rich.text import Text
+
+    stats = report["stats"]
+    gt = Table(show_edge=False, box=None, header_style="bold")
+    for col in ("group", "count", "value", "mean", "p50", "p90", "max"):
+        gt.add_column(col, justify="left" if col == "group" else "right")
+    for g in report["groups"]:
+        gt.add_row(
+            Text(str(g["group"])),
+            str(g["count"]),
+            num(g["value"], p),
+            *(num(g["stats"][k], p) for k in ("mean", "p50", "p90", "max")),
+        )
+    gt.add_row(
+        "all",
+        str(report["count"]),
+        num(report["value"], p),
+        *(num(stats[k], p) for k in ("mean", "p50", "p90", "max")),
+        style="bold",
+    )
+    console.print()
+    console.print(Text(f"  by {report['group_by']}", style="bold"))
+    console.print(gt)
+
+
+def _table_top(top: list, console, p: int) -> None:
+    from rich.table import Table
+    from rich.text import Text
+
+    with_id = any("id" in item for item in top)
+    tt = Table(show_edge=False, box=None, header_style="bold")
+    tt.add_column("row", justify="right")
+    if with_id:
+        tt.add_column("id")
+    tt.add_column("loss", justify="right")
+    for item in top:
+        cells = [str(item["row"])]
+        if with_id:
+            cells.append(Text(str(item.get("id", ""))))
+        cells.append(num(item["loss"], p))
+        tt.add_row(*cells)
+    console.print()
+    console.print(Text(f"  worst {len(top)}", style="bold"))
+    console.print(tt)
 
 
 def render_reliability(rel: dict, console, precision: int) -> None:
