@@ -245,30 +245,10 @@ def compute(
             if group_by is not None and not isinstance(group_by, str):
                 raw["group-by"] = _group_keys(group_by, made)
             opts = eng.build_options(
-                raw,
-                top=top,
-                hist=hist,
-                per_sample=os.path.join(tmp, "per_sample.parquet") if tmp else None,
+                raw, top=top, hist=hist, per_sample=os.path.join(tmp, "per_sample.parquet") if tmp else None
             )
-            if engine == "dask":
-                if made:
-                    raise ParamError(
-                        "engine",
-                        "engine='dask' reads files (its tasks run in other processes); in-memory inputs run "
-                        "with engine='local'. Write the data to Parquet first, or leave engine out.",
-                    )
-                result = eng.run_on("dask", spec, texts, kernel_params, opts)
-            else:
-                result = _readable(eng.run(spec, texts, kernel_params, opts))
-                if group_by is not None and not isinstance(group_by, str):  # keys given as an array
-                    result["group_by"] = "<group_by keys>"
-                    result["signature"] = eng.signature(result)
-            rows = None
-            if tmp:
-                import pyarrow.parquet as pq
-
-                rows = pq.read_table(os.path.join(tmp, "per_sample.parquet"), memory_map=False)
-                result.pop("per_sample", None)
+            result = _run(spec, texts, kernel_params, opts, engine, made, group_by)
+            rows = _kept_rows(tmp, result)
             if not hist:
                 result.pop("hist", None)
         finally:
@@ -277,6 +257,35 @@ def compute(
             if tmp:
                 shutil.rmtree(tmp, ignore_errors=True)
     return Report(result, rows)
+
+
+def _run(spec, texts, kernel_params, opts, engine: str, made: list[str], group_by) -> dict:
+    """The report of one run on the chosen engine (in-memory inputs run locally only)."""
+    from lossctl import engine as eng
+
+    if engine == "dask":
+        if made:
+            raise ParamError(
+                "engine",
+                "engine='dask' reads files (its tasks run in other processes); in-memory inputs run "
+                "with engine='local'. Write the data to Parquet first, or leave engine out.",
+            )
+        return eng.run_on("dask", spec, texts, kernel_params, opts)
+    result = _readable(eng.run(spec, texts, kernel_params, opts))
+    if group_by is not None and not isinstance(group_by, str):  # keys given as an array
+        result["group_by"] = "<group_by keys>"
+        result["signature"] = eng.signature(result)
+    return result
+
+
+def _kept_rows(tmp: str | None, result: dict):
+    """The per-sample rows the run wrote to the scratch directory (an Arrow table), or None."""
+    if not tmp:
+        return None
+    import pyarrow.parquet as pq
+
+    result.pop("per_sample", None)
+    return pq.read_table(os.path.join(tmp, "per_sample.parquet"), memory_map=False)
 
 
 # ---------------------------------------------------------------------------
