@@ -7,7 +7,8 @@ from typing import Optional
 
 import typer
 
-from lossctl import __version__, registry
+from lossctl import __version__
+from lossctl.losses.spec import INPUT_ORDER_RULE
 from lossctl.cli.console import _guard
 from lossctl.cli.groups import _LossGroup, _SuggestingGroup, _SwitchCommand
 
@@ -39,7 +40,7 @@ app = typer.Typer(
 
 
 def _make(kind: str):
-    def make(spec: registry.LossSpec):
+    def make(spec):
         from lossctl.cli import schema
 
         return getattr(schema, "_make_" + kind)(spec)
@@ -59,7 +60,7 @@ compute_app = typer.Typer(
     cls=_ComputeGroup,
     no_args_is_help=True,
     help="Compute a loss: lossctl compute NAME INPUT... (see `lossctl list`). "
-    + registry.INPUT_ORDER_RULE
+    + INPUT_ORDER_RULE
     + " "
     + EXIT_CODES_HELP,
 )

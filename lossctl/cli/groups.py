@@ -14,9 +14,6 @@ try:  # typer >= 0.22 vendors click as typer._click
 except ImportError:  # pragma: no cover - older typer depends on click
     import click
 
-from lossctl import registry
-
-
 _SWITCH_WORDS = {
     **dict.fromkeys(("true", "yes", "on", "1"), True),
     **dict.fromkeys(("false", "no", "off", "0"), False),
@@ -93,10 +90,12 @@ class _LossGroup(_SuggestingGroup):
     and `lossctl compute ce ...` need none or one of them.
     """
 
-    make: Callable[[registry.LossSpec], Callable] | None = None  # set on the subclasses below
+    make: Callable[["LossSpec"], Callable] | None = None  # set on the subclasses below
 
     def list_commands(self, ctx: "click.Context") -> list[str]:
         from lossctl import plugins
+
+        from lossctl import registry
 
         plugins.load_installed()  # (a plugin that fails to load is left out; `lossctl list` says why)
         return [s.name for s in registry.LOSSES]
@@ -104,6 +103,8 @@ class _LossGroup(_SuggestingGroup):
     def get_command(self, ctx: "click.Context", name: str):
         if name in self.commands:
             return self.commands[name]
+        from lossctl import registry  # (not at import: `lossctl --help` needs no catalogue)
+
         spec = registry.BY_NAME.get(name)
         if spec is None and not name.startswith("-"):
             from lossctl import plugins
@@ -122,4 +123,6 @@ class _LossGroup(_SuggestingGroup):
         return cmd
 
     def unknown(self, ctx: "click.Context", name: str) -> None:
+        from lossctl import registry
+
         registry.get(name)  # raises UsageError with the suggestion
