@@ -18,11 +18,11 @@ from __future__ import annotations
 import math
 
 
-from lossctl.errors import InputError, ParamError, opt
+from lossctl.errors import InputError, opt
 from lossctl.losses import Result
 from lossctl.losses._common import check_finite, first_rows, label_text, label_values
 from lossctl.losses._lazy import lazy
-from lossctl.losses._classes import CLASSES
+from lossctl.losses._classes import CLASSES, _class_weight
 from lossctl.losses.spec import Param, Role, loss
 
 np = lazy(globals())  # NumPy is imported on first use (lossctl/losses/_lazy.py)
@@ -32,18 +32,6 @@ def _power(p) -> int:
     value = int(p)
     assert value in (1, 2), p  # declared as a choice of 1 or 2 and validated before the kernel
     return value
-
-
-def _weights(weight, n_classes: int) -> np.ndarray | None:
-    if weight is None:
-        return None
-    w = np.asarray(weight, dtype=np.float64).ravel()
-    if w.shape != (n_classes,):
-        raise ParamError(
-            "weight",
-            f"{opt('weight')} has {w.size} value(s) but the predictions have {n_classes} classes (columns)",
-        )
-    return w
 
 
 def _targets(target, n_classes: int) -> np.ndarray:
@@ -85,7 +73,7 @@ def _margins(pred, target, margin, weight):
     if x.ndim != 2:
         raise InputError("pred", f"class scores have {x.ndim} dimensions", [], expected="(N, C) class scores")
     n, n_classes = x.shape
-    w = _weights(weight, n_classes)
+    w = _class_weight(weight, n_classes)
     y = _targets(target, n_classes)
     if len(y) != n:
         raise InputError("target", f"{len(y)} class indices for {n} rows of scores", [], expected=f"{n} rows")
